@@ -1,0 +1,81 @@
+#include "core/common.h"
+
+#include <sys/random.h>
+#include <time.h>
+
+void *rs_xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (!p)
+		abort();
+	return p;
+}
+
+void *rs_xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (!p)
+		abort();
+	return p;
+}
+
+char *rs_xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (!p)
+		abort();
+	return p;
+}
+
+uint64_t rs_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t rs_now_ms(void)
+{
+	return rs_now_ns() / 1000000u;
+}
+
+int64_t rs_wall_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec;
+}
+
+int rs_random(void *buf, size_t n)
+{
+	uint8_t *p = buf;
+
+	while (n) {
+		ssize_t r = getrandom(p, n, 0);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+bool rs_ct_equal(const void *a, size_t alen, const void *b, size_t blen)
+{
+	const volatile uint8_t *pa = a, *pb = b;
+	uint8_t diff = alen != blen;
+
+	/* Walk <b> fully so timing reveals only the length of the secret. */
+	for (size_t i = 0; i < blen; i++)
+		diff |= (uint8_t)(pb[i] ^ (alen ? pa[i % alen] : 0));
+	return diff == 0;
+}
