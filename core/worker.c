@@ -53,7 +53,8 @@ struct seg {
 	struct seg *next;
 	const uint8_t *ptr;
 	uint32_t len;
-	uint32_t cap; /* SEG_COPY: bytes available in data[] */
+	uint32_t cap;  /* SEG_COPY: bytes available in data[] */
+	uint32_t cost; /* what this segment counts against the congestion limit */
 	enum seg_kind kind;
 	union {
 		struct rs_buf *buf;
@@ -93,7 +94,8 @@ struct rs_conn {
 	uint16_t inflight;
 	uint16_t flags;
 	struct seg *sq_head, *sq_tail;
-	uint32_t queued;
+	uint32_t queued; /* payload bytes not yet sent */
+	uint32_t cost;   /* memory those bytes pin: a referenced pool buffer costs all of it */
 	uint16_t send_segs; /* segments covered by the send in flight */
 	enum rs_close_reason why;
 	int err;
@@ -284,7 +286,7 @@ size_t rs_conn_queued(const struct rs_conn *c)
 }
 bool rs_conn_congested(const struct rs_conn *c)
 {
-	return c->queued > c->w->e->o.send_high_water;
+	return c->cost > c->w->e->o.send_high_water;
 }
 
 void rs_conn_peer_str(const struct rs_conn *c, char *out, size_t len)
@@ -386,9 +388,16 @@ static void queue_seg(struct rs_conn *c, struct seg *s)
 		c->sq_head = s;
 	c->sq_tail = s;
 	c->queued += s->len;
-	if (c->queued > c->w->e->o.send_high_water)
+	c->cost += s->cost;
+	if (c->cost > c->w->e->o.send_high_water)
 		c->flags |= CF_CONGESTED;
 	mark_dirty(c);
+}
+
+static void seg_done(struct rs_conn *c, struct seg *s)
+{
+	c->cost -= s->cost;
+	seg_free(c->w, s);
 }
 
 int rs_conn_send(struct rs_conn *c, const void *data, size_t len)
@@ -406,7 +415,7 @@ int rs_conn_send(struct rs_conn *c, const void *data, size_t len)
 		memcpy(t->data + t->len, data, len);
 		t->len += (uint32_t)len;
 		c->queued += (uint32_t)len;
-		if (c->queued > c->w->e->o.send_high_water)
+		if (c->cost > c->w->e->o.send_high_water)
 			c->flags |= CF_CONGESTED;
 		mark_dirty(c);
 		return 0;
@@ -419,6 +428,7 @@ int rs_conn_send(struct rs_conn *c, const void *data, size_t len)
 		return -ENOMEM;
 	s->kind = SEG_COPY;
 	s->cap = (uint32_t)cap;
+	s->cost = (uint32_t)cap;
 	memcpy(s->data, data, len);
 	s->ptr = s->data;
 	s->len = (uint32_t)len;
@@ -435,10 +445,15 @@ static int send_ref(struct rs_conn *c, enum seg_kind kind, void *ref, const uint
 		return -EPIPE;
 	if (len > UINT32_MAX / 2)
 		return -EMSGSIZE;
+	/* Small slices are copied: pinning a whole receive buffer for a few
+	 * bytes would let a slow reader hold the pool hostage. */
+	if (kind == SEG_BUF && len <= 1024)
+		return rs_conn_send(c, data, len);
 	s = malloc(sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->kind = kind;
+	s->cost = kind == SEG_BUF ? c->w->pool.size : (uint32_t)len;
 	s->ptr = data;
 	s->len = (uint32_t)len;
 	s->cap = 0;
@@ -544,12 +559,12 @@ static void on_send(struct rs_conn *c, int res)
 		c->sq_head = s->next;
 		if (!c->sq_head)
 			c->sq_tail = NULL;
-		seg_free(w, s);
+		seg_done(c, s);
 	}
 	c->send_segs = 0;
 	if (c->sq_head || (c->flags & CF_CLOSE_AFTER_SEND))
 		mark_dirty(c);
-	if ((c->flags & CF_CONGESTED) && c->queued <= w->e->o.send_high_water / 2) {
+	if ((c->flags & CF_CONGESTED) && c->cost <= w->e->o.send_high_water / 2) {
 		c->flags &= (uint16_t)~CF_CONGESTED;
 		if (c->ops && c->ops->on_drain)
 			c->ops->on_drain(c);
@@ -666,7 +681,7 @@ void rs_conn_close(struct rs_conn *c, enum rs_close_reason why, int err)
 			keep = s;
 			continue;
 		}
-		seg_free(c->w, s);
+		seg_done(c, s);
 	}
 	if (keep) {
 		keep->next = NULL;

@@ -1,0 +1,344 @@
+#include "core/common.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <strings.h>
+#include <pthread.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "admin/api.h"
+#include "admin/app.h"
+#include "core/log.h"
+#include "core/token.h"
+
+struct bucket {
+	pthread_mutex_t lock; /* control plane only: one API request at a time per key */
+	double tokens;
+	uint64_t last_ms;
+};
+
+struct rs_api_limiter {
+	size_t n;
+	struct bucket b[];
+};
+
+struct rs_api_limiter *rs_api_limiter_new(size_t nkeys)
+{
+	struct rs_api_limiter *l = rs_xcalloc(1, sizeof(*l) + nkeys * sizeof(struct bucket));
+
+	l->n = nkeys;
+	for (size_t i = 0; i < nkeys; i++) {
+		pthread_mutex_init(&l->b[i].lock, NULL);
+		l->b[i].tokens = -1; /* full on first use */
+	}
+	return l;
+}
+
+void rs_api_limiter_free(struct rs_api_limiter *l)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; i < l->n; i++)
+		pthread_mutex_destroy(&l->b[i].lock);
+	free(l);
+}
+
+static bool rate_ok(struct rs_api_limiter *l, size_t key, unsigned rate, unsigned burst)
+{
+	struct bucket *b = &l->b[key];
+	uint64_t now = rs_now_ms();
+	bool ok;
+
+	if (!rate)
+		return true;
+	pthread_mutex_lock(&b->lock);
+	if (b->tokens < 0)
+		b->tokens = burst;
+	else
+		b->tokens += (double)(now - b->last_ms) * rate / 1000.0;
+	if (b->tokens > burst)
+		b->tokens = burst;
+	b->last_ms = now;
+	ok = b->tokens >= 1.0;
+	if (ok)
+		b->tokens -= 1.0;
+	pthread_mutex_unlock(&b->lock);
+	return ok;
+}
+
+static int fail(struct rs_api_error *e, int status, const char *code, const char *fmt, ...)
+	RS_PRINTF(4, 5);
+static int fail(struct rs_api_error *e, int status, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	e->status = status;
+	e->code = code;
+	va_start(ap, fmt);
+	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static bool printable(const char *s, size_t max)
+{
+	size_t n = 0;
+
+	for (; *s; s++, n++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f || n >= max)
+			return false;
+	return true;
+}
+
+/* Targets are IP literals (or "localhost"): resolving names would block a
+ * worker, and a console API names machines by address anyway. */
+static bool valid_host(const char *h)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	return !strcmp(h, "localhost") || inet_pton(AF_INET, h, &a4) == 1 ||
+	       inet_pton(AF_INET6, h, &a6) == 1;
+}
+
+int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_t len,
+			 struct rs_console_spec **out, struct rs_api_error *e)
+{
+	struct rs_console_spec *s = NULL;
+	json_error_t jerr;
+	json_t *root, *v;
+	const char *key;
+	int ret = -EINVAL;
+
+	*out = NULL;
+	root = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return fail(e, 400, "invalid_json", "invalid JSON at line %d column %d: %s",
+			    jerr.line, jerr.column, jerr.text);
+	if (!json_is_object(root)) {
+		fail(e, 400, "invalid_json", "the body must be a JSON object");
+		goto out_free;
+	}
+	json_object_foreach(root, key, v)
+	{
+		static const char *const known[] = {"kind", "host", "port", "password", "ttl",
+						    "label"};
+		bool ok = false;
+
+		for (size_t i = 0; i < RS_ARRAY_SIZE(known); i++)
+			ok |= !strcmp(key, known[i]);
+		if (!ok) {
+			fail(e, 400, "invalid_field", "unknown field '%.64s'", key);
+			goto out_free;
+		}
+	}
+	v = json_object_get(root, "kind");
+	if (!json_is_string(v)) {
+		fail(e, 400, "invalid_field", "'kind' is required and must be a string (\"vnc\")");
+		goto out_free;
+	}
+	if (strcmp(json_string_value(v), "vnc")) {
+		fail(e, 400, "invalid_field", "'kind': unsupported console kind (supported: vnc)");
+		goto out_free;
+	}
+	s = rs_spec_new();
+	if (!s) {
+		fail(e, 503, "no_memory", "out of memory");
+		goto out_free;
+	}
+	s->kind = RS_CONSOLE_VNC;
+	v = json_object_get(root, "host");
+	if (!json_is_string(v) || !valid_host(json_string_value(v))) {
+		fail(e, 400, "invalid_field", "'host' must be an IP address or \"localhost\"");
+		goto out_free;
+	}
+	s->host = strdup(json_string_value(v));
+	v = json_object_get(root, "port");
+	if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65535) {
+		fail(e, 400, "invalid_field", "'port' must be an integer between 1 and 65535");
+		goto out_free;
+	}
+	s->port = (uint16_t)json_integer_value(v);
+	v = json_object_get(root, "password");
+	if (v && !json_is_null(v)) {
+		if (!json_is_string(v) || json_string_length(v) > 256) {
+			fail(e, 400, "invalid_field", "'password' must be a string of at most 256 bytes");
+			goto out_free;
+		}
+		s->password = strdup(json_string_value(v));
+	}
+	s->ttl_s = cfg->token_ttl_s;
+	v = json_object_get(root, "ttl");
+	if (v) {
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    json_integer_value(v) > cfg->token_max_ttl_s) {
+			fail(e, 400, "invalid_field", "'ttl' must be an integer between 1 and %u",
+			     cfg->token_max_ttl_s);
+			goto out_free;
+		}
+		s->ttl_s = (uint32_t)json_integer_value(v);
+	}
+	v = json_object_get(root, "label");
+	if (v && !json_is_null(v)) {
+		if (!json_is_string(v) || !printable(json_string_value(v), 256)) {
+			fail(e, 400, "invalid_field",
+			     "'label' must be a printable string of at most 256 bytes");
+			goto out_free;
+		}
+		s->label = strdup(json_string_value(v));
+	}
+	if (!s->host || (json_object_get(root, "password") && json_is_string(json_object_get(root, "password")) && !s->password) ||
+	    (json_is_string(json_object_get(root, "label")) && !s->label)) {
+		fail(e, 503, "no_memory", "out of memory");
+		goto out_free;
+	}
+	*out = s;
+	s = NULL;
+	ret = 0;
+out_free:
+	rs_spec_free(s);
+	/* The body held the VNC password: jansson's copy goes with the tree, and
+	 * the string value is wiped first. */
+	v = json_object_get(root, "password");
+	if (json_is_string(v))
+		explicit_bzero((char *)json_string_value(v), json_string_length(v));
+	json_decref(root);
+	return ret;
+}
+
+/* Returns the index of the matching key or -1. Every key is compared so the
+ * time does not reveal which one (or whether any) matched. */
+static int authenticate(const struct rs_config *cfg, const struct rs_http_req *req)
+{
+	const struct rs_http_header *h = rs_http_req_header(req, "Authorization");
+	const char *tok;
+	size_t toklen;
+	int found = -1;
+
+	if (!h || h->value_len < 7 || strncasecmp(h->value, "Bearer ", 7))
+		return -1;
+	tok = h->value + 7;
+	toklen = h->value_len - 7;
+	for (size_t i = 0; i < cfg->n_api_keys; i++) {
+		const char *k = cfg->api_keys[i].key;
+
+		if (rs_ct_equal(tok, toklen, k, strlen(k)) && found < 0)
+			found = (int)i;
+	}
+	return found;
+}
+
+static void format_time(int64_t t, char out[32])
+{
+	struct tm tm;
+	time_t tt = (time_t)t;
+
+	gmtime_r(&tt, &tm);
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void create_console(struct rs_app *app, struct rs_http_conn *hc,
+			   const struct rs_http_req *req, int key)
+{
+	const struct rs_http_header *ct = rs_http_req_header(req, "Content-Type");
+	struct rs_console_spec *spec;
+	struct rs_api_error e = {0};
+	char token[23], hash[9], expires[32], body[512];
+	uint8_t raw[16];
+	int n, ret;
+
+	if (!ct || ct->value_len < 16 || strncasecmp(ct->value, "application/json", 16))
+		return rs_http_respond_error(hc, 415, "unsupported_media_type",
+					     "Content-Type must be application/json", NULL);
+	if (atomic_load(&app->draining))
+		return rs_http_respond_error(hc, 503, "draining",
+					     "this appliance is draining; try another", NULL);
+	if (rs_api_parse_console(app->cfg, req->body, req->body_len, &spec, &e))
+		return rs_http_respond_error(hc, e.status, e.code, e.message, NULL);
+	spec->api_key_name = strdup(app->cfg->api_keys[key].name);
+	spec->created_s = rs_wall_s();
+	spec->expires_s = spec->created_s + spec->ttl_s;
+	if (app->cfg->token_bind_ip) {
+		const struct sockaddr *peer = rs_conn_peer(rs_http_conn_conn(hc));
+
+		spec->bind_ip = true;
+		memcpy(&spec->client_ip, peer,
+		       peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						   : sizeof(struct sockaddr_in));
+	}
+	{
+		char target[300];
+		uint32_t ttl = spec->ttl_s;
+		const char *label = spec->label ? spec->label : "";
+		char labelbuf[260];
+
+		snprintf(target, sizeof(target), "%s:%u", spec->host, spec->port);
+		snprintf(labelbuf, sizeof(labelbuf), "%s", label);
+		ret = rs_token_issue(app->tokens, spec, ttl * 1000u, token);
+		if (ret) {
+			rs_spec_free(spec);
+			return rs_http_respond_error(hc, 503, "token_table_full",
+						     "too many pending console links; retry later",
+						     NULL);
+		}
+		/* <spec> now belongs to the table. */
+		rs_token_parse(token, 22, raw);
+		rs_log_hash(raw, sizeof(raw), hash);
+		explicit_bzero(raw, sizeof(raw));
+		rs_info("api", "token.issued key=%s token=%s target=vnc:%s ttl=%u label=\"%s\"",
+			app->cfg->api_keys[key].name, hash, target, ttl, labelbuf);
+		format_time(rs_wall_s() + ttl, expires);
+		n = snprintf(body, sizeof(body),
+			     "{\"token\":\"%s\",\"url\":\"%s/console/%s\",\"expires_at\":\"%s\","
+			     "\"expires_in\":%u}\n",
+			     token, app->cfg->public_url, token, expires, ttl);
+	}
+	rs_http_respond(hc, 201, "application/json", body, (size_t)n, NULL);
+	explicit_bzero(body, sizeof(body));
+	explicit_bzero(token, sizeof(token));
+}
+
+static void revoke_console(struct rs_app *app, struct rs_http_conn *hc,
+			   const struct rs_http_req *req)
+{
+	const char *tok = req->path + strlen("/api/v1/consoles/");
+	size_t len = req->path_len - strlen("/api/v1/consoles/");
+	uint8_t raw[16];
+	int ret = rs_token_parse(tok, len, raw);
+
+	if (!ret)
+		ret = rs_token_revoke(app->tokens, raw);
+	explicit_bzero(raw, sizeof(raw));
+	if (ret)
+		return rs_http_respond_error(hc, 404, "not_found",
+					     "no such pending console link", NULL);
+	rs_http_respond(hc, 204, NULL, NULL, 0, NULL);
+}
+
+void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
+{
+	bool collection = req->path_len == strlen("/api/v1/consoles");
+	int key;
+
+	if (collection && req->method != HTTP_POST)
+		return rs_http_respond_error(hc, 405, "method_not_allowed", "use POST",
+					     "Allow: POST\r\n");
+	if (!collection && req->method != HTTP_DELETE)
+		return rs_http_respond_error(hc, 405, "method_not_allowed", "use DELETE",
+					     "Allow: DELETE\r\n");
+	key = authenticate(app->cfg, req);
+	if (key < 0)
+		return rs_http_respond_error(hc, 401, "unauthorized",
+					     "missing or invalid API key",
+					     "WWW-Authenticate: Bearer\r\n");
+	if (!rate_ok(app->limiter, (size_t)key, app->cfg->api_rate_per_s, app->cfg->api_rate_burst))
+		return rs_http_respond_error(hc, 429, "rate_limited",
+					     "too many requests for this API key", "Retry-After: 1\r\n");
+	if (collection)
+		create_console(app, hc, req, key);
+	else
+		revoke_console(app, hc, req);
+}

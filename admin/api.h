@@ -1,0 +1,40 @@
+/* admin/api.h — the backend's console API.
+ *
+ *   POST   /api/v1/consoles          create a one-time console link
+ *   DELETE /api/v1/consoles/<token>  revoke it
+ *
+ * Authorization: Bearer <key>, keys from config (compared in constant time),
+ * per-key rate limits. Errors are JSON {"error":{"code","message"}} with the
+ * stable codes listed in the README.
+ */
+#ifndef RS_API_H
+#define RS_API_H
+
+#include "core/common.h"
+#include "core/config.h"
+#include "core/spec.h"
+#include "proto/http_server.h"
+
+struct rs_app;
+
+struct rs_api_error {
+	int status;
+	const char *code;
+	char message[256];
+};
+
+/* Parse a POST /api/v1/consoles JSON body into a new console spec (owned by
+ * the caller, free with rs_spec_free). Pure: no I/O, no global state.
+ * 0, or -EINVAL with <e> naming the bad field. */
+int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_t len,
+			 struct rs_console_spec **out, struct rs_api_error *e);
+
+/* Route handler for /api/v1/consoles[/<token>]. */
+void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
+
+/* Per-key rate limiter state, one per configured key (in struct rs_app). */
+struct rs_api_limiter;
+struct rs_api_limiter *rs_api_limiter_new(size_t nkeys);
+void rs_api_limiter_free(struct rs_api_limiter *l);
+
+#endif

@@ -1,0 +1,185 @@
+#include "core/common.h"
+
+#include <stdatomic.h>
+
+#include "admin/api.h"
+#include "admin/app.h"
+#include "core/log.h"
+#include "proto/assets.h"
+#include "proto/console.h"
+
+static const char CACHE_STATIC[] = "Cache-Control: public, max-age=3600\r\n";
+
+int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t errlen)
+{
+	memset(app, 0, sizeof(*app));
+	app->cfg = cfg;
+	app->tokens = rs_token_table_new(cfg->token_capacity);
+	if (!app->tokens) {
+		snprintf(err, errlen, "cannot allocate a token table of %u entries",
+			 cfg->token_capacity);
+		return -ENOMEM;
+	}
+	app->limiter = rs_api_limiter_new(cfg->n_api_keys);
+	app->http.limits.max_request_line = cfg->max_request_line;
+	app->http.limits.max_header_bytes = cfg->max_header_bytes;
+	app->http.limits.max_headers = cfg->max_headers;
+	app->http.limits.max_body = cfg->max_body;
+	app->http.header_timeout_ms = cfg->header_timeout_ms;
+	app->http.keepalive_timeout_ms = cfg->keepalive_timeout_ms;
+	app->http.handler = rs_app_route;
+	app->http.arg = app;
+	app->console.tokens = app->tokens;
+	app->console.cfg = cfg;
+	app->console.draining = &app->draining;
+	app->started_s = (uint64_t)rs_wall_s();
+	return 0;
+}
+
+void rs_app_release(struct rs_app *app)
+{
+	rs_token_table_free(app->tokens);
+	app->tokens = NULL;
+	rs_api_limiter_free(app->limiter);
+	app->limiter = NULL;
+}
+
+void rs_app_tick(struct rs_app *app)
+{
+	rs_token_sweep(app->tokens, rs_now_ms());
+}
+
+static bool path_is(const struct rs_http_req *r, const char *p)
+{
+	size_t n = strlen(p);
+
+	return r->path_len == n && !memcmp(r->path, p, n);
+}
+
+static bool path_prefix(const struct rs_http_req *r, const char *p, const char **rest,
+			size_t *rest_len)
+{
+	size_t n = strlen(p);
+
+	if (r->path_len < n || memcmp(r->path, p, n))
+		return false;
+	*rest = r->path + n;
+	*rest_len = r->path_len - n;
+	return true;
+}
+
+static bool is_get(const struct rs_http_req *r)
+{
+	return r->method == HTTP_GET || r->method == HTTP_HEAD;
+}
+
+static void method_not_allowed(struct rs_http_conn *hc, const char *allow)
+{
+	char extra[64];
+
+	snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
+	rs_http_respond_error(hc, 405, "method_not_allowed", "method not allowed", extra);
+}
+
+static void serve_asset(struct rs_http_conn *hc, const struct rs_http_req *req,
+			const struct rs_asset *a, int status, const char *cache)
+{
+	const struct rs_http_header *inm = rs_http_req_header(req, "If-None-Match");
+	char extra[256];
+
+	snprintf(extra, sizeof(extra), "%sETag: %s\r\n", cache, a->etag);
+	if (status == 200 && inm && inm->value_len == strlen(a->etag) &&
+	    !memcmp(inm->value, a->etag, inm->value_len)) {
+		rs_http_respond(hc, 304, NULL, NULL, 0, extra);
+		return;
+	}
+	rs_http_respond_static(hc, status, a->type, a->data, a->len, extra);
+}
+
+static const struct rs_asset *find_asset(struct rs_app *app, const char *path, size_t len)
+{
+	(void)app;
+	return rs_asset_find(path, len);
+}
+
+/* Security headers for the console pages: no framing by other sites, no
+ * referrer (the URL carries the token), scripts only from ourselves. */
+static const char PAGE_HEADERS[] =
+	"Cache-Control: no-store\r\n"
+	"Referrer-Policy: no-referrer\r\n"
+	"X-Frame-Options: DENY\r\n"
+	"Content-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; "
+	"img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'\r\n";
+
+static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc, const char *tok,
+			       size_t toklen)
+{
+	const struct rs_asset *page = NULL;
+	enum rs_console_kind kind;
+	uint8_t raw[16];
+	int status = 404;
+
+	/* Looking at the page never consumes the token: link previewers and
+	 * chat apps fetch links before the person does. */
+	if (!rs_token_parse(tok, toklen, raw) && !rs_token_peek(app->tokens, raw, &kind)) {
+		page = find_asset(app, "/pages/console-vnc.html", 23);
+		status = 200;
+	}
+	explicit_bzero(raw, sizeof(raw));
+	if (!page) {
+		page = find_asset(app, "/pages/expired.html", 19);
+		status = 404;
+	}
+	if (!page) {
+		rs_http_respond_error(hc, 500, "internal", "console page missing from build", NULL);
+		return;
+	}
+	rs_http_respond_static(hc, status, page->type, page->data, page->len, PAGE_HEADERS);
+}
+
+void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg)
+{
+	struct rs_app *app = arg;
+	const char *rest;
+	size_t rest_len;
+
+	if (path_is(req, "/healthz")) {
+		if (!is_get(req))
+			return method_not_allowed(hc, "GET, HEAD");
+		if (atomic_load(&app->draining))
+			rs_http_respond(hc, 503, "text/plain; charset=utf-8", "draining\n", 9, NULL);
+		else
+			rs_http_respond(hc, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL);
+		return;
+	}
+	if (path_prefix(req, "/static/", &rest, &rest_len)) {
+		const struct rs_asset *a;
+
+		if (!is_get(req))
+			return method_not_allowed(hc, "GET, HEAD");
+		a = find_asset(app, req->path, req->path_len);
+		if (!a)
+			return rs_http_respond_error(hc, 404, "not_found", "not found", NULL);
+		return serve_asset(hc, req, a, 200, CACHE_STATIC);
+	}
+	if (path_prefix(req, "/console/", &rest, &rest_len)) {
+		if (!is_get(req))
+			return method_not_allowed(hc, "GET, HEAD");
+		return serve_console_page(app, hc, rest, rest_len);
+	}
+	if (path_prefix(req, "/ws/", &rest, &rest_len)) {
+		if (req->method != HTTP_GET)
+			return method_not_allowed(hc, "GET");
+		return rs_console_upgrade(&app->console, hc, req, rest, rest_len);
+	}
+	if (path_is(req, "/api/v1/consoles") ||
+	    path_prefix(req, "/api/v1/consoles/", &rest, &rest_len))
+		return rs_api_consoles(app, hc, req);
+	if (path_is(req, "/")) {
+		/* The root reveals nothing about what runs here. */
+		rs_http_respond(hc, 401, "text/plain; charset=utf-8", "401 Unauthorized\n", 17,
+				NULL);
+		return;
+	}
+	rs_http_respond_error(hc, 404, "not_found", "not found", NULL);
+}

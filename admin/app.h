@@ -1,0 +1,41 @@
+/* admin/app.h — the process-wide application state and HTTP routing.
+ *
+ * One struct rs_app lives for the whole process. Workers read it; the fields
+ * they share (token table, counters) are lock-free or atomic.
+ */
+#ifndef RS_APP_H
+#define RS_APP_H
+
+#include "core/common.h"
+#include "core/config.h"
+#include "core/engine.h"
+#include "core/token.h"
+#include "proto/console.h"
+#include "proto/http_server.h"
+
+struct rs_asset;
+
+struct rs_app {
+	struct rs_config *cfg;
+	struct rs_engine *engine;
+	struct rs_token_table *tokens;
+	struct rs_http_server http;
+	struct rs_console_env console;
+	const struct rs_asset *assets; /* NULL: embedded table */
+	size_t n_assets;
+	struct rs_api_limiter *limiter;
+	_Atomic bool draining;
+	uint64_t started_s;
+};
+
+/* Build the application from a validated config. 0 or -errno (err filled). */
+int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t errlen);
+void rs_app_release(struct rs_app *app);
+
+/* The HTTP request router (rs_http_handler). */
+void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg);
+
+/* Periodic housekeeping from the main thread (token expiry). */
+void rs_app_tick(struct rs_app *app);
+
+#endif

@@ -1,0 +1,155 @@
+/* admin/main.c — the ringside daemon: CLI, config, signals, lifecycle. */
+#include "core/common.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+
+#include "admin/app.h"
+#include "core/config.h"
+#include "core/engine.h"
+#include "core/log.h"
+
+#ifndef RS_VERSION
+#define RS_VERSION "0.1.0"
+#endif
+
+static void print_listen(const struct rs_config *cfg, unsigned workers)
+{
+	for (size_t i = 0; i < cfg->n_listen; i++)
+		rs_info("main", "listening on http://%s (%u workers)", cfg->listen[i], workers);
+	rs_info("main", "console links use %s", cfg->public_url);
+}
+
+static int add_listeners(struct rs_app *app, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < app->cfg->n_listen; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len;
+		int ret = rs_parse_hostport(app->cfg->listen[i], &ss, &len);
+
+		if (!ret)
+			ret = rs_engine_listen(app->engine, (struct sockaddr *)&ss, len,
+					       rs_http_on_accept, &app->http);
+		if (ret) {
+			snprintf(err, errlen, "cannot listen on '%s': %s", app->cfg->listen[i],
+				 strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct rs_config cfg;
+	struct rs_cli cli;
+	struct rs_app app;
+	struct rs_engine_opts eo = {0};
+	char err[512];
+	sigset_t sigs;
+	int sig, ret = 1;
+	enum rs_log_level lvl;
+
+	if (rs_cli_parse(argc, argv, &cli, err, sizeof(err))) {
+		fprintf(stderr, "ringside: %s\n", err);
+		rs_cli_usage(stderr);
+		return 2;
+	}
+	if (cli.help) {
+		rs_cli_usage(stdout);
+		return 0;
+	}
+	if (cli.version) {
+		printf("ringside %s\n", RS_VERSION);
+		return 0;
+	}
+	rs_config_init(&cfg);
+	if ((cli.config_path && rs_config_load_file(&cfg, cli.config_path, err, sizeof(err))) ||
+	    rs_config_apply_cli(&cfg, &cli, err, sizeof(err)) ||
+	    rs_config_validate(&cfg, err, sizeof(err))) {
+		fprintf(stderr, "ringside: %s\n", err);
+		fprintf(stderr, "ringside: refusing to start\n");
+		goto out_config;
+	}
+	if (cli.check_config) {
+		printf("ringside: configuration OK\n");
+		ret = 0;
+		goto out_config;
+	}
+	if (rs_log_open(cfg.log_target)) {
+		fprintf(stderr, "ringside: cannot open log '%s': %s\n", cfg.log_target,
+			strerror(errno));
+		goto out_config;
+	}
+	if (!rs_log_level_parse(cfg.log_level, &lvl))
+		rs_log_set_level(lvl);
+
+	/* Signals are taken synchronously by this thread; workers never see them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (rs_app_init(&app, &cfg, err, sizeof(err))) {
+		rs_error("main", "%s", err);
+		goto out_config;
+	}
+	eo.workers = cfg.workers;
+	eo.pin = true;
+	eo.buf_size = cfg.buf_size;
+	eo.buf_count = cfg.buf_count;
+	eo.max_conns = cfg.max_conns;
+	eo.send_high_water = cfg.session_buffer_bytes;
+	app.engine = rs_engine_new(&eo, err, sizeof(err));
+	if (!app.engine) {
+		rs_error("main", "%s", err);
+		goto out_app;
+	}
+	rs_engine_on_worker_start(app.engine, rs_console_worker_start, &app.console);
+	if (add_listeners(&app, err, sizeof(err)) ||
+	    rs_engine_start(app.engine, err, sizeof(err))) {
+		rs_error("main", "%s", err);
+		goto out_engine;
+	}
+	rs_info("main", "ringside %s started", RS_VERSION);
+	print_listen(&cfg, rs_engine_workers(app.engine));
+
+	for (;;) {
+		struct timespec tick = {.tv_sec = 0, .tv_nsec = 500 * 1000 * 1000};
+		siginfo_t si;
+
+		sig = sigtimedwait(&sigs, &si, &tick);
+		if (sig < 0) {
+			rs_app_tick(&app);
+			continue;
+		}
+		if (sig == SIGHUP) {
+			rs_info("main", "SIGHUP: reopening log");
+			if (rs_log_open(cfg.log_target))
+				rs_error("main", "cannot reopen log '%s'", cfg.log_target);
+			continue;
+		}
+		rs_info("main", "%s: stopping, draining for up to %u s",
+			sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg.drain_timeout_s);
+		break;
+	}
+	atomic_store(&app.draining, true);
+	rs_engine_stop(app.engine, cfg.drain_timeout_s * 1000);
+	rs_info("main", "stopped");
+	ret = 0;
+
+out_engine:
+	rs_engine_stop(app.engine, 0);
+	for (unsigned i = 0; i < rs_engine_workers(app.engine); i++)
+		rs_console_worker_stop(rs_engine_worker(app.engine, i));
+	rs_engine_free(app.engine);
+out_app:
+	rs_app_release(&app);
+out_config:
+	rs_config_release(&cfg);
+	return ret;
+}

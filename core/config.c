@@ -1,0 +1,604 @@
+#include "core/common.h"
+
+#include <arpa/inet.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+
+#include <jansson.h>
+
+#include "core/config.h"
+
+struct uint_field {
+	const char *key; /* JSON path "section.name" */
+	size_t off;
+	unsigned min, max, def;
+	bool pow2;
+};
+
+#define F(k, field, mn, mx, d) {k, offsetof(struct rs_config, field), mn, mx, d, false}
+static const struct uint_field uint_fields[] = {
+	F("workers", workers, 0, 256, 0),
+	F("drain_timeout_s", drain_timeout_s, 0, 3600, 10),
+	F("tokens.capacity", token_capacity, 16, 10000000, 100000),
+	F("tokens.ttl_s", token_ttl_s, 1, 86400, 60),
+	F("tokens.max_ttl_s", token_max_ttl_s, 1, 604800, 3600),
+	F("api.rate_limit_per_s", api_rate_per_s, 0, 10000000, 50),
+	F("api.rate_limit_burst", api_rate_burst, 1, 10000000, 100),
+	F("limits.max_request_line", max_request_line, 256, 65536, 8192),
+	F("limits.max_header_bytes", max_header_bytes, 1024, 1048576, 16384),
+	F("limits.max_headers", max_headers, 8, 1024, 64),
+	F("limits.max_body", max_body, 1024, 67108864, 65536),
+	F("limits.header_timeout_ms", header_timeout_ms, 100, 600000, 10000),
+	F("limits.keepalive_timeout_ms", keepalive_timeout_ms, 100, 3600000, 60000),
+	F("limits.ws_max_frame", ws_max_frame, 1024, 67108864, 1048576),
+	F("limits.ws_max_message", ws_max_message, 1024, 268435456, 4194304),
+	F("limits.session_buffer_bytes", session_buffer_bytes, 16384, 67108864, 262144),
+	F("limits.connect_timeout_ms", connect_timeout_ms, 100, 120000, 10000),
+	F("limits.handshake_timeout_ms", handshake_timeout_ms, 100, 120000, 15000),
+	F("limits.session_idle_timeout_s", session_idle_timeout_s, 0, 604800, 0),
+	F("limits.max_conns_per_ip", max_conns_per_ip, 0, 10000000, 0),
+	F("limits.max_conns", max_conns, 0, 1048576, 0),
+	{"buffers.size", offsetof(struct rs_config, buf_size), 4096, 65536, 16384, true},
+	{"buffers.count", offsetof(struct rs_config, buf_count), 16, 32768, 1024, true},
+	F("port_pool.port_min", port_min, 1024, 65535, 20000),
+	F("port_pool.port_max", port_max, 1024, 65535, 59999),
+};
+#undef F
+
+static int errf(char *err, size_t len, const char *fmt, ...) RS_PRINTF(3, 4);
+static int errf(char *err, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static unsigned *uint_at(struct rs_config *c, const struct uint_field *f)
+{
+	return (unsigned *)((char *)c + f->off);
+}
+
+static void free_list(char ***list, size_t *n)
+{
+	for (size_t i = 0; i < *n; i++)
+		free((*list)[i]);
+	free(*list);
+	*list = NULL;
+	*n = 0;
+}
+
+static void free_keys(struct rs_config *c)
+{
+	for (size_t i = 0; i < c->n_api_keys; i++) {
+		free(c->api_keys[i].name);
+		if (c->api_keys[i].key) {
+			explicit_bzero(c->api_keys[i].key, strlen(c->api_keys[i].key));
+			free(c->api_keys[i].key);
+		}
+	}
+	free(c->api_keys);
+	c->api_keys = NULL;
+	c->n_api_keys = 0;
+}
+
+static void set_str(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = v ? rs_xstrdup(v) : NULL;
+}
+
+void rs_config_init(struct rs_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	for (size_t i = 0; i < RS_ARRAY_SIZE(uint_fields); i++)
+		*uint_at(c, &uint_fields[i]) = uint_fields[i].def;
+	c->listen = rs_xcalloc(1, sizeof(char *));
+	c->listen[0] = rs_xstrdup("127.0.0.1:8080");
+	c->n_listen = 1;
+	c->log_level = rs_xstrdup("info");
+	c->log_target = rs_xstrdup("stderr");
+	c->state_dir = rs_xstrdup("/var/lib/ringside");
+}
+
+void rs_config_release(struct rs_config *c)
+{
+	free_list(&c->listen, &c->n_listen);
+	free_list(&c->allowed_origins, &c->n_allowed_origins);
+	free_list(&c->source_addresses, &c->n_source_addresses);
+	free_keys(c);
+	free(c->public_url);
+	free(c->log_level);
+	free(c->log_target);
+	free(c->www_dir);
+	free(c->state_dir);
+	free(c->config_path);
+	free(c->_pvnc_public_ip);
+	memset(c, 0, sizeof(*c));
+}
+
+int rs_parse_hostport(const char *s, struct sockaddr_storage *out, socklen_t *len)
+{
+	char host[256];
+	const char *colon;
+	char *end;
+	unsigned long port;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)out;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)out;
+
+	memset(out, 0, sizeof(*out));
+	if (*s == '[') {
+		const char *rb = strchr(s, ']');
+
+		if (!rb || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, s + 1, (size_t)(rb - s - 1));
+		host[rb - s - 1] = 0;
+		colon = rb + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || (size_t)(colon - s) >= sizeof(host) || memchr(s, ':', (size_t)(colon - s)))
+			return -EINVAL;
+		memcpy(host, s, (size_t)(colon - s));
+		host[colon - s] = 0;
+	}
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (!colon[1] || *end || errno || port > 65535)
+		return -EINVAL;
+	if (!strcmp(host, "localhost"))
+		strcpy(host, "127.0.0.1");
+	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		*len = sizeof(*s4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*s6);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int get_string_list(json_t *v, const char *key, char ***out, size_t *n, char *err,
+			   size_t errlen)
+{
+	size_t i;
+	json_t *item;
+
+	if (!json_is_array(v))
+		return errf(err, errlen, "config: '%s': must be an array of strings", key);
+	json_array_foreach(v, i, item)
+	{
+		if (!json_is_string(item))
+			return errf(err, errlen, "config: '%s[%zu]': must be a string", key, i);
+	}
+	free_list(out, n);
+	*out = rs_xcalloc(json_array_size(v) + 1, sizeof(char *));
+	json_array_foreach(v, i, item)(*out)[i] = rs_xstrdup(json_string_value(item));
+	*n = json_array_size(v);
+	return 0;
+}
+
+static int set_uint(struct rs_config *c, const char *path, json_t *v, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < RS_ARRAY_SIZE(uint_fields); i++) {
+		const struct uint_field *f = &uint_fields[i];
+		json_int_t x;
+
+		if (strcmp(f->key, path))
+			continue;
+		if (!json_is_integer(v))
+			return errf(err, errlen, "config: '%s': must be an integer", path);
+		x = json_integer_value(v);
+		if (x < (json_int_t)f->min || x > (json_int_t)f->max)
+			return errf(err, errlen,
+				    "config: '%s': must be an integer between %u and %u", path,
+				    f->min, f->max);
+		if (f->pow2 && (x & (x - 1)))
+			return errf(err, errlen, "config: '%s': must be a power of two", path);
+		*uint_at(c, f) = (unsigned)x;
+		return 0;
+	}
+	return 1; /* not a numeric key */
+}
+
+static bool valid_key_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (!n || n > 64)
+		return false;
+	for (; *s; s++)
+		if (!(*s == '.' || *s == '_' || *s == '-' || (*s >= '0' && *s <= '9') ||
+		      (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
+			return false;
+	return true;
+}
+
+static void add_key(struct rs_config *c, const char *name, const char *key)
+{
+	struct rs_api_key *k = realloc(c->api_keys, (c->n_api_keys + 1) * sizeof(*k));
+
+	if (!k)
+		abort();
+	c->api_keys = k;
+	k[c->n_api_keys].name = rs_xstrdup(name);
+	k[c->n_api_keys].key = rs_xstrdup(key);
+	c->n_api_keys++;
+}
+
+static int set_api_keys(struct rs_config *c, json_t *v, char *err, size_t errlen)
+{
+	size_t i;
+	json_t *item;
+
+	if (!json_is_array(v))
+		return errf(err, errlen, "config: 'api_keys': must be an array of {name, key}");
+	json_array_foreach(v, i, item)
+	{
+		json_t *name = json_object_get(item, "name"), *key = json_object_get(item, "key");
+
+		if (!json_is_object(item) || json_object_size(item) != 2 || !json_is_string(name) ||
+		    !json_is_string(key))
+			return errf(err, errlen,
+				    "config: 'api_keys[%zu]': must be an object with exactly the "
+				    "string fields name and key",
+				    i);
+		if (!valid_key_name(json_string_value(name)))
+			return errf(err, errlen,
+				    "config: 'api_keys[%zu].name': 1-64 characters of A-Z a-z 0-9 . _ -",
+				    i);
+		if (json_string_length(key) < 16 || json_string_length(key) > 512)
+			return errf(err, errlen,
+				    "config: 'api_keys[%zu].key': must be 16 to 512 characters", i);
+		for (size_t k = 0; k < c->n_api_keys; k++)
+			if (!strcmp(c->api_keys[k].name, json_string_value(name)))
+				return errf(err, errlen,
+					    "config: 'api_keys[%zu].name': duplicate name '%s'", i,
+					    json_string_value(name));
+		add_key(c, json_string_value(name), json_string_value(key));
+	}
+	return 0;
+}
+
+static int set_section(struct rs_config *c, const char *section, json_t *obj, char *err,
+		       size_t errlen)
+{
+	const char *k;
+	json_t *v;
+	char path[128];
+
+	if (!json_is_object(obj))
+		return errf(err, errlen, "config: '%s': must be an object", section);
+	json_object_foreach(obj, k, v)
+	{
+		int ret;
+
+		snprintf(path, sizeof(path), "%s.%s", section, k);
+		if (!strcmp(path, "tokens.bind_client_ip")) {
+			if (!json_is_boolean(v))
+				return errf(err, errlen, "config: '%s': must be true or false", path);
+			c->token_bind_ip = json_is_true(v);
+			continue;
+		}
+		if (!strcmp(path, "port_pool.source_addresses")) {
+			ret = get_string_list(v, path, &c->source_addresses, &c->n_source_addresses,
+					      err, errlen);
+			if (ret)
+				return ret;
+			continue;
+		}
+		ret = set_uint(c, path, v, err, errlen);
+		if (ret < 0)
+			return ret;
+		if (ret > 0)
+			return errf(err, errlen, "config: '%s': unknown key", path);
+	}
+	return 0;
+}
+
+static int need_string(json_t *v, const char *key, char *err, size_t errlen)
+{
+	if (!json_is_string(v))
+		return errf(err, errlen, "config: '%s': must be a string", key);
+	return 0;
+}
+
+static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
+{
+	const char *k;
+	json_t *v;
+	int ret = 0;
+
+	if (!json_is_object(root))
+		return errf(err, errlen, "config: the top level must be a JSON object");
+	json_object_foreach(root, k, v)
+	{
+		if (!strcmp(k, "tokens") || !strcmp(k, "api") || !strcmp(k, "limits") ||
+		    !strcmp(k, "buffers") || !strcmp(k, "port_pool")) {
+			ret = set_section(c, k, v, err, errlen);
+		} else if (!strcmp(k, "listen")) {
+			ret = get_string_list(v, k, &c->listen, &c->n_listen, err, errlen);
+			c->_listen_set = true;
+		} else if (!strcmp(k, "allowed_origins")) {
+			ret = get_string_list(v, k, &c->allowed_origins, &c->n_allowed_origins, err,
+					      errlen);
+		} else if (!strcmp(k, "api_keys")) {
+			ret = set_api_keys(c, v, err, errlen);
+		} else if (!strcmp(k, "public_url") || !strcmp(k, "log_level") ||
+			   !strcmp(k, "log_target") || !strcmp(k, "www_dir") ||
+			   !strcmp(k, "state_dir")) {
+			ret = need_string(v, k, err, errlen);
+			if (ret)
+				break;
+			set_str(!strcmp(k, "public_url")   ? &c->public_url
+				: !strcmp(k, "log_level")  ? &c->log_level
+				: !strcmp(k, "log_target") ? &c->log_target
+				: !strcmp(k, "www_dir")    ? &c->www_dir
+							   : &c->state_dir,
+				json_string_value(v));
+			if (!strcmp(k, "public_url"))
+				c->_public_url_set = true;
+		/* ProxmoxVNC's config.json keys, so its users can switch unchanged. */
+		} else if (!strcmp(k, "authorization")) {
+			ret = need_string(v, k, err, errlen);
+			if (!ret && json_string_length(v) < 8)
+				ret = errf(err, errlen, "config: 'authorization': too short");
+			if (!ret)
+				add_key(c, "default", json_string_value(v));
+		} else if (!strcmp(k, "logging_enabled")) {
+			if (!json_is_boolean(v))
+				ret = errf(err, errlen, "config: '%s': must be true or false", k);
+			else if (json_is_false(v))
+				set_str(&c->log_level, "error");
+		} else if (!strcmp(k, "logging_level")) {
+			ret = need_string(v, k, err, errlen);
+			if (!ret)
+				set_str(&c->log_level, json_string_value(v));
+		} else if (!strcmp(k, "log_file")) {
+			ret = need_string(v, k, err, errlen);
+			if (!ret && json_string_length(v))
+				set_str(&c->log_target, json_string_value(v));
+		} else if (!strcmp(k, "novnc_path")) {
+			/* ProxmoxVNC serves its own noVNC copy from here; ringside's pages are
+			 * built in, so the path is accepted and not used. */
+			ret = need_string(v, k, err, errlen);
+		} else if (!strcmp(k, "public_ip")) {
+			ret = need_string(v, k, err, errlen);
+			if (!ret)
+				set_str(&c->_pvnc_public_ip, json_string_value(v));
+		} else if (!strcmp(k, "router_ip") || !strcmp(k, "router_port")) {
+			/* resolved together below */
+		} else {
+			ret = set_uint(c, k, v, err, errlen);
+			if (ret > 0)
+				ret = errf(err, errlen, "config: '%s': unknown key", k);
+		}
+		if (ret)
+			return ret;
+	}
+	v = json_object_get(root, "router_port");
+	if (v || json_object_get(root, "router_ip")) {
+		json_t *ip = json_object_get(root, "router_ip");
+		char hp[300];
+		json_int_t port = 8080;
+
+		if (ip && !json_is_string(ip))
+			return errf(err, errlen, "config: 'router_ip': must be a string");
+		if (v && (!json_is_integer(v) || json_integer_value(v) < 1 ||
+			  json_integer_value(v) > 65535))
+			return errf(err, errlen,
+				    "config: 'router_port': must be an integer between 1 and 65535");
+		if (v)
+			port = json_integer_value(v);
+		snprintf(hp, sizeof(hp), strchr(ip ? json_string_value(ip) : "", ':') ? "[%s]:%d" : "%s:%d",
+			 ip ? json_string_value(ip) : "127.0.0.1", (int)port);
+		free_list(&c->listen, &c->n_listen);
+		c->listen = rs_xcalloc(1, sizeof(char *));
+		c->listen[0] = rs_xstrdup(hp);
+		c->n_listen = 1;
+		c->_pvnc_port = (unsigned)port;
+	}
+	return 0;
+}
+
+int rs_config_load_string(struct rs_config *c, const char *json, char *err, size_t errlen)
+{
+	json_error_t je;
+	json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &je);
+	int ret;
+
+	if (!root)
+		return errf(err, errlen, "config: invalid JSON at line %d, column %d: %s", je.line,
+			    je.column, je.text);
+	ret = apply(c, root, err, errlen);
+	json_decref(root);
+	return ret;
+}
+
+int rs_config_load_file(struct rs_config *c, const char *path, char *err, size_t errlen)
+{
+	json_error_t je;
+	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	int ret;
+
+	if (!root) {
+		if (je.line < 0)
+			return errf(err, errlen, "config: cannot read '%s': %s", path, je.text);
+		return errf(err, errlen, "config: '%s': invalid JSON at line %d, column %d: %s",
+			    path, je.line, je.column, je.text);
+	}
+	ret = apply(c, root, err, errlen);
+	json_decref(root);
+	if (!ret)
+		set_str(&c->config_path, path);
+	return ret;
+}
+
+int rs_config_validate(struct rs_config *c, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	static const char *const levels[] = {"debug", "info", "warn", "warning", "error"};
+	bool level_ok = false;
+
+	if (!c->n_listen)
+		return errf(err, errlen, "config: 'listen': needs at least one address");
+	for (size_t i = 0; i < c->n_listen; i++)
+		if (rs_parse_hostport(c->listen[i], &ss, &len))
+			return errf(err, errlen,
+				    "config: 'listen[%zu]': '%s' is not host:port with a numeric "
+				    "address (e.g. 127.0.0.1:8080 or [::1]:8080)",
+				    i, c->listen[i]);
+	for (size_t i = 0; i < RS_ARRAY_SIZE(levels); i++)
+		level_ok |= !strcasecmp(c->log_level, levels[i]);
+	if (!level_ok)
+		return errf(err, errlen,
+			    "config: 'log_level': must be one of debug, info, warn, error");
+	for (size_t i = 0; i < c->n_source_addresses; i++) {
+		struct in6_addr a;
+
+		if (inet_pton(AF_INET, c->source_addresses[i], &a) != 1 &&
+		    inet_pton(AF_INET6, c->source_addresses[i], &a) != 1)
+			return errf(err, errlen,
+				    "config: 'port_pool.source_addresses[%zu]': not an IP address",
+				    i);
+	}
+	if (c->port_min > c->port_max)
+		return errf(err, errlen, "config: 'port_pool.port_min': must not exceed port_max");
+	if (c->token_ttl_s > c->token_max_ttl_s)
+		return errf(err, errlen, "config: 'tokens.ttl_s': must not exceed tokens.max_ttl_s");
+	if (c->ws_max_frame > c->ws_max_message)
+		return errf(err, errlen,
+			    "config: 'limits.ws_max_frame': must not exceed limits.ws_max_message");
+	if (c->public_url) {
+		size_t n = strlen(c->public_url);
+
+		if (strncmp(c->public_url, "http://", 7) && strncmp(c->public_url, "https://", 8))
+			return errf(err, errlen,
+				    "config: 'public_url': must start with http:// or https://");
+		while (n && c->public_url[n - 1] == '/')
+			c->public_url[--n] = 0;
+	} else {
+		char url[300];
+
+		if (c->_pvnc_public_ip)
+			snprintf(url, sizeof(url), "http://%s:%u", c->_pvnc_public_ip,
+				 c->_pvnc_port ? c->_pvnc_port : 8080);
+		else
+			snprintf(url, sizeof(url), "http://%s", c->listen[0]);
+		set_str(&c->public_url, url);
+	}
+	return 0;
+}
+
+void rs_cli_usage(FILE *out)
+{
+	fputs("usage: ringside [options]\n"
+	      "  -config FILE, --config FILE  JSON configuration (ProxmoxVNC's config.json works)\n"
+	      "  -port N, --port N            override the port of every listen address\n"
+	      "  --listen HOST:PORT           override the listen address\n"
+	      "  --workers N                  worker threads (default: one per CPU)\n"
+	      "  --log-level LEVEL            debug, info, warn or error\n"
+	      "  --check-config               validate the configuration and exit\n"
+	      "  --version                    print the version and exit\n"
+	      "  -h, --help                   this help\n",
+	      out);
+}
+
+int rs_cli_parse(int argc, char **argv, struct rs_cli *cli, char *err, size_t errlen)
+{
+	memset(cli, 0, sizeof(*cli));
+	cli->port = -1;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *val = NULL, *eq;
+		char name[64];
+
+		if (a[0] != '-')
+			return errf(err, errlen, "unexpected argument '%s'", a);
+		a += a[1] == '-' ? 2 : 1; /* Go-style single dash accepted, like ProxmoxVNC */
+		eq = strchr(a, '=');
+		snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - a) : (int)strlen(a), a);
+		if (eq)
+			val = eq + 1;
+		if (!strcmp(name, "h") || !strcmp(name, "help")) {
+			cli->help = true;
+			continue;
+		}
+		if (!strcmp(name, "version")) {
+			cli->version = true;
+			continue;
+		}
+		if (!strcmp(name, "check-config")) {
+			cli->check_config = true;
+			continue;
+		}
+		if (strcmp(name, "config") && strcmp(name, "port") && strcmp(name, "workers") &&
+		    strcmp(name, "listen") && strcmp(name, "log-level"))
+			return errf(err, errlen, "unknown option '%s'", argv[i]);
+		if (!val) {
+			if (i + 1 >= argc)
+				return errf(err, errlen, "option '%s' needs a value", argv[i]);
+			val = argv[++i];
+		}
+		if (!strcmp(name, "config")) {
+			cli->config_path = val;
+		} else if (!strcmp(name, "listen")) {
+			cli->listen = val;
+		} else if (!strcmp(name, "log-level")) {
+			cli->log_level = val;
+		} else {
+			char *end;
+			long n;
+
+			errno = 0;
+			n = strtol(val, &end, 10);
+			if (!*val || *end || errno || n < (strcmp(name, "port") ? 0 : 1) ||
+			    n > (strcmp(name, "port") ? 256 : 65535))
+				return errf(err, errlen, "option '--%s': invalid value '%s'", name, val);
+			if (!strcmp(name, "port"))
+				cli->port = (int)n;
+			else {
+				cli->workers = (unsigned)n;
+				cli->workers_set = true;
+			}
+		}
+	}
+	return 0;
+}
+
+int rs_config_apply_cli(struct rs_config *c, const struct rs_cli *cli, char *err, size_t errlen)
+{
+	if (cli->listen) {
+		free_list(&c->listen, &c->n_listen);
+		c->listen = rs_xcalloc(1, sizeof(char *));
+		c->listen[0] = rs_xstrdup(cli->listen);
+		c->n_listen = 1;
+	}
+	if (cli->port >= 0) {
+		for (size_t i = 0; i < c->n_listen; i++) {
+			char *colon = strrchr(c->listen[i], ':');
+			char buf[300];
+
+			if (!colon)
+				return errf(err, errlen, "config: 'listen[%zu]': no port to override", i);
+			snprintf(buf, sizeof(buf), "%.*s:%d", (int)(colon - c->listen[i]),
+				 c->listen[i], cli->port);
+			set_str(&c->listen[i], buf);
+		}
+		if (c->_pvnc_port)
+			c->_pvnc_port = (unsigned)cli->port;
+	}
+	if (cli->workers_set)
+		c->workers = cli->workers;
+	if (cli->log_level)
+		set_str(&c->log_level, cli->log_level);
+	return 0;
+}

@@ -1,0 +1,84 @@
+/* core/config.h — configuration: embedded defaults, a JSON file (jansson),
+ * ProxmoxVNC's config.json keys, and command-line overrides.
+ *
+ * Every invalid value is reported as "'<key>': <reason>" and the daemon
+ * refuses to start. Unknown keys are errors (typo protection), except the
+ * ProxmoxVNC keys, which are mapped. Strings are owned by the struct and freed
+ * by rs_config_release(); API keys are wiped first.
+ */
+#ifndef RS_CONFIG_H
+#define RS_CONFIG_H
+
+#include "core/common.h"
+
+#include <sys/socket.h>
+
+struct rs_api_key {
+	char *name;
+	char *key;
+};
+
+struct rs_config {
+	char **listen; /* "host:port" entries */
+	size_t n_listen;
+	char *public_url; /* base of console links, no trailing slash */
+	unsigned workers; /* 0: one per online CPU */
+	char *log_level;
+	char *log_target;
+	struct rs_api_key *api_keys;
+	size_t n_api_keys;
+	char **allowed_origins; /* empty: any origin */
+	size_t n_allowed_origins;
+	char *www_dir; /* serve pages from here instead of the embedded copy */
+	char *state_dir;
+	unsigned token_capacity, token_ttl_s, token_max_ttl_s;
+	bool token_bind_ip;
+	unsigned api_rate_per_s, api_rate_burst;
+	unsigned max_request_line, max_header_bytes, max_headers, max_body;
+	unsigned header_timeout_ms, keepalive_timeout_ms;
+	unsigned ws_max_frame, ws_max_message;
+	unsigned session_buffer_bytes;
+	unsigned connect_timeout_ms, handshake_timeout_ms, session_idle_timeout_s;
+	unsigned max_conns_per_ip, max_conns;
+	unsigned buf_size, buf_count;
+	char **source_addresses;
+	size_t n_source_addresses;
+	unsigned port_min, port_max;
+	unsigned drain_timeout_s;
+	char *config_path;
+	/* ProxmoxVNC compatibility, resolved by rs_config_validate(). */
+	char *_pvnc_public_ip;
+	unsigned _pvnc_port;
+	bool _listen_set, _public_url_set;
+};
+
+struct rs_cli {
+	const char *config_path;
+	int port; /* -1: unset */
+	unsigned workers;
+	bool workers_set, check_config, help, version;
+	const char *log_level;
+	const char *listen;
+};
+
+/* Embedded defaults: ringside runs on 127.0.0.1:8080 with no file at all. */
+void rs_config_init(struct rs_config *c);
+
+/* Merge a JSON file / string over <c>. 0 or -EINVAL with <err> filled. */
+int rs_config_load_file(struct rs_config *c, const char *path, char *err, size_t errlen);
+int rs_config_load_string(struct rs_config *c, const char *json, char *err, size_t errlen);
+
+/* Cross-field checks and derived defaults (public_url). 0 or -EINVAL. */
+int rs_config_validate(struct rs_config *c, char *err, size_t errlen);
+
+/* Free the contents (API keys wiped); <c> may be initialised again. */
+void rs_config_release(struct rs_config *c);
+
+int rs_cli_parse(int argc, char **argv, struct rs_cli *cli, char *err, size_t errlen);
+int rs_config_apply_cli(struct rs_config *c, const struct rs_cli *cli, char *err, size_t errlen);
+void rs_cli_usage(FILE *out);
+
+/* Parse "1.2.3.4:80", "[::1]:80" or "localhost:80". 0 or -EINVAL. */
+int rs_parse_hostport(const char *s, struct sockaddr_storage *out, socklen_t *len);
+
+#endif

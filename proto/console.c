@@ -1,0 +1,701 @@
+#include "core/common.h"
+
+#include <arpa/inet.h>
+#include <stdatomic.h>
+
+#include "core/log.h"
+#include "core/portpool.h"
+#include "core/spec.h"
+#include "proto/console.h"
+#include "proto/rfb.h"
+#include "proto/ws.h"
+
+const char *const rs_console_cause_names[RS_CC__COUNT] = {
+	"browser_closed",   "target_closed",    "killed",          "token_invalid",
+	"token_ip",         "ws_handshake",     "draining",        "ports_exhausted",
+	"connect_refused",  "connect_timeout",  "connect_error",   "target_auth",
+	"target_protocol",  "target_reset",     "browser_protocol", "handshake_timeout",
+	"nomem",
+};
+
+/* Per-worker state: written only by its worker, read racily by stats. */
+struct console_worker {
+	struct rs_portpool *ports;
+	struct rs_console_stats st;
+};
+
+#define CW_ADD(cw, field, n)                                                                       \
+	__atomic_store_n(&(cw)->st.field, (cw)->st.field + (n), __ATOMIC_RELAXED)
+
+enum sess_state { ST_HANDSHAKE = 0, ST_RELAY, ST_CLOSING };
+
+/* Only needed until both security phases are over; freed (and wiped) then,
+ * so an established session carries no handshake state. */
+struct handshake {
+	struct rs_rfb_server srv;
+	struct rs_rfb_client cli;
+	bool up_ready, up_failed;
+	enum rs_console_cause fail_cause;
+	char fail_reason[200];
+};
+
+struct session {
+	struct console_worker *cw;
+	const struct rs_console_env *env;
+	struct rs_conn *br, *up;
+	struct rs_console_spec *spec;
+	struct handshake *hs;
+	struct rs_ws_parser ws;
+	struct rs_timer timer;
+	enum sess_state state;
+	enum rs_console_cause cause;
+	bool have_src, close_sent;
+	struct sockaddr_storage src;
+	uint64_t opened_ms, to_target, to_browser;
+	char tokhash[9];
+	uint8_t refs;
+};
+
+static struct console_worker *cw_of(struct rs_worker *w)
+{
+	return rs_worker_data(w);
+}
+
+void rs_console_worker_start(struct rs_worker *w, void *arg)
+{
+	const struct rs_console_env *env = arg;
+	const struct rs_config *cfg = env->cfg;
+	struct console_worker *cw = rs_xcalloc(1, sizeof(*cw));
+	struct rs_engine *e = rs_worker_engine(w);
+
+	if (cfg->n_source_addresses) {
+		struct sockaddr_storage *addrs =
+			rs_xcalloc(cfg->n_source_addresses, sizeof(*addrs));
+		socklen_t len;
+
+		for (size_t i = 0; i < cfg->n_source_addresses; i++) {
+			char hp[300];
+
+			/* Source addresses are plain IPs; reuse the host:port parser. */
+			snprintf(hp, sizeof(hp), strchr(cfg->source_addresses[i], ':') ? "[%s]:0" : "%s:0",
+				 cfg->source_addresses[i]);
+			rs_parse_hostport(hp, &addrs[i], &len);
+		}
+		if (rs_portpool_init(&cw->ports, addrs, cfg->n_source_addresses,
+				     (uint16_t)cfg->port_min, (uint16_t)cfg->port_max,
+				     rs_worker_id(w), rs_engine_workers(e)))
+			rs_error("console", "worker %u: cannot build the port pool", rs_worker_id(w));
+		free(addrs);
+	}
+	rs_worker_set_data(w, cw);
+}
+
+void rs_console_worker_stop(struct rs_worker *w)
+{
+	struct console_worker *cw = cw_of(w);
+
+	if (!cw)
+		return;
+	if (cw->ports)
+		rs_portpool_free(cw->ports);
+	free(cw);
+	rs_worker_set_data(w, NULL);
+}
+
+void rs_console_stats(struct rs_engine *e, struct rs_console_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (unsigned i = 0; i < rs_engine_workers(e); i++) {
+		struct console_worker *cw = cw_of(rs_engine_worker(e, i));
+		const uint64_t *src;
+		uint64_t *dst = (uint64_t *)out;
+
+		if (!cw)
+			continue;
+		src = (const uint64_t *)&cw->st;
+		for (size_t k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
+			dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+		if (cw->ports) {
+			struct rs_portpool_stats ps;
+
+			rs_portpool_stats(cw->ports, &ps);
+			out->ports_total += ps.size;
+			out->ports_in_use += ps.in_use;
+		}
+	}
+}
+
+/* --- sending to the browser --- */
+
+static int ws_send(struct session *s, int opcode, const void *data, size_t len)
+{
+	uint8_t hdr[14];
+	size_t hlen = rs_ws_frame_header(hdr, opcode, true, len, NULL);
+	int ret = rs_conn_send(s->br, hdr, hlen);
+
+	if (!ret && len)
+		ret = rs_conn_send(s->br, data, len);
+	return ret;
+}
+
+static void ws_close(struct session *s, uint16_t code, const char *reason)
+{
+	uint8_t payload[125];
+	size_t n = 0;
+
+	if (!s->br || s->close_sent)
+		return;
+	s->close_sent = true;
+	if (code && rs_ws_close_code_sendable(code))
+		n = rs_ws_close_payload(payload, code, reason);
+	if (ws_send(s, RS_WS_OP_CLOSE, payload, n))
+		rs_conn_close(s->br, RS_CLOSE_NOMEM, ENOMEM);
+	else
+		rs_conn_close_after_send(s->br);
+}
+
+static void log_closed(struct session *s)
+{
+	rs_info("console", "console.closed token=%s cause=%s duration_ms=%llu to_target=%llu "
+			   "to_browser=%llu",
+		s->tokhash, rs_console_cause_names[s->cause],
+		(unsigned long long)(rs_worker_now(rs_conn_worker(s->br ? s->br : s->up)) -
+				     s->opened_ms),
+		(unsigned long long)s->to_target, (unsigned long long)s->to_browser);
+}
+
+/* End the session: <code>/<reason> go to the browser in a close frame. */
+static void session_end(struct session *s, enum rs_console_cause cause, uint16_t code,
+			const char *reason)
+{
+	if (s->state == ST_CLOSING)
+		return;
+	if (s->state == ST_RELAY)
+		CW_ADD(s->cw, active, (uint64_t)-1);
+	s->state = ST_CLOSING;
+	s->cause = cause;
+	CW_ADD(s->cw, causes[cause], 1);
+	if (s->br) {
+		rs_timer_unlink(rs_worker_timers(rs_conn_worker(s->br)), &s->timer);
+		ws_close(s, code, reason);
+	}
+	if (s->up)
+		rs_conn_close(s->up, RS_CLOSE_NORMAL, 0);
+	log_closed(s);
+}
+
+static void session_unref(struct session *s)
+{
+	if (--s->refs)
+		return;
+	if (s->hs) {
+		rs_rfb_client_release(&s->hs->cli);
+		explicit_bzero(s->hs, sizeof(*s->hs));
+		free(s->hs);
+	}
+	if (s->have_src && s->cw->ports)
+		rs_portpool_put(s->cw->ports, &s->src);
+	rs_spec_free(s->spec);
+	free(s);
+}
+
+/* --- handshake --- */
+
+static void send_rfb_out(struct session *s, struct rs_rfb_out *out)
+{
+	if (out->len && ws_send(s, RS_WS_OP_BINARY, out->buf, out->len))
+		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+	out->len = 0;
+}
+
+static void fail_upstream(struct session *s, enum rs_console_cause cause, const char *reason)
+{
+	struct handshake *hs = s->hs;
+
+	if (!hs || hs->up_failed)
+		return;
+	hs->up_failed = true;
+	hs->fail_cause = cause;
+	snprintf(hs->fail_reason, sizeof(hs->fail_reason), "%s", reason);
+	if (s->up)
+		rs_conn_close(s->up, RS_CLOSE_NORMAL, 0);
+}
+
+static void enter_relay(struct session *s)
+{
+	rs_rfb_client_release(&s->hs->cli);
+	explicit_bzero(s->hs, sizeof(*s->hs));
+	free(s->hs);
+	s->hs = NULL;
+	if (s->spec->password) {
+		explicit_bzero(s->spec->password, strlen(s->spec->password));
+		free(s->spec->password);
+		s->spec->password = NULL;
+	}
+	rs_timer_unlink(rs_worker_timers(rs_conn_worker(s->br)), &s->timer);
+	s->state = ST_RELAY;
+	CW_ADD(s->cw, active, 1);
+	rs_info("console", "console.opened token=%s key=%s target=%s:%u", s->tokhash,
+		s->spec->api_key_name ? s->spec->api_key_name : "-", s->spec->host, s->spec->port);
+}
+
+/* Move the browser-side RFB machine forward once the upstream outcome is
+ * known; the browser learns the result only through its own RFB dialect. */
+static void advance(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	struct rs_rfb_out out = {0};
+
+	if (s->state != ST_HANDSHAKE || !hs || !rs_rfb_server_waiting(&hs->srv))
+		return;
+	if (hs->up_failed) {
+		rs_rfb_server_fail(&hs->srv, hs->fail_reason, &out);
+		send_rfb_out(s, &out);
+		session_end(s, hs->fail_cause, 1011, hs->fail_reason);
+		return;
+	}
+	if (!hs->up_ready)
+		return;
+	rs_rfb_server_accept(&hs->srv, &out);
+	send_rfb_out(s, &out);
+	if (s->state == ST_HANDSHAKE && rs_rfb_server_done(&hs->srv))
+		enter_relay(s);
+}
+
+static void forward_to_target(struct session *s, struct rs_buf *buf, const uint8_t *data,
+			      size_t len)
+{
+	int ret;
+
+	if (!len)
+		return;
+	ret = buf ? rs_conn_send_buf(s->up, buf, data, len) : rs_conn_send(s->up, data, len);
+	if (ret) {
+		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+		return;
+	}
+	CW_ADD(s->cw, bytes_to_target, len);
+	s->to_target += len;
+	/* Backpressure: a target that does not read stops the browser's reads. */
+	if (rs_conn_congested(s->up))
+		rs_conn_pause(s->br);
+}
+
+static void browser_payload(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	struct rs_rfb_out out = {0};
+	int n;
+
+	if (s->state == ST_RELAY) {
+		forward_to_target(s, buf, data, len);
+		return;
+	}
+	if (s->state != ST_HANDSHAKE)
+		return;
+	n = rs_rfb_server_feed(&s->hs->srv, data, len, &out);
+	if (n < 0) {
+		session_end(s, RS_CC_BROWSER_PROTOCOL, 1002, s->hs->srv.error);
+		return;
+	}
+	send_rfb_out(s, &out);
+	advance(s);
+	if (s->state == ST_HANDSHAKE && s->hs && rs_rfb_server_done(&s->hs->srv) &&
+	    s->hs->up_ready)
+		enter_relay(s);
+	if ((size_t)n < len) {
+		if (s->state != ST_RELAY) {
+			session_end(s, RS_CC_BROWSER_PROTOCOL, 1002,
+				    "unexpected data during the RFB handshake");
+			return;
+		}
+		forward_to_target(s, buf, data + n, len - (size_t)n);
+	}
+}
+
+static void on_handshake_timeout(struct rs_timer *t)
+{
+	struct session *s = rs_container_of(t, struct session, timer);
+
+	if (s->state != ST_HANDSHAKE)
+		return;
+	if (s->hs && !s->hs->up_ready && !s->hs->up_failed) {
+		fail_upstream(s, RS_CC_HANDSHAKE_TIMEOUT,
+			      "the console target did not complete the VNC handshake in time");
+		advance(s);
+	}
+	if (s->state == ST_HANDSHAKE)
+		session_end(s, RS_CC_HANDSHAKE_TIMEOUT, 1011, "console handshake timed out");
+}
+
+/* --- browser leg --- */
+
+static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	while (len && s->state != ST_CLOSING) {
+		struct rs_ws_event ev;
+		int n = rs_ws_parse(&s->ws, data, len, &ev);
+
+		if (n < 0) {
+			session_end(s, RS_CC_BROWSER_PROTOCOL, 1002, "WebSocket protocol error");
+			return;
+		}
+		data += n;
+		len -= (size_t)n;
+		switch (ev.type) {
+		case RS_WS_EV_DATA:
+			browser_payload(s, buf, (uint8_t *)ev.data, ev.len);
+			break;
+		case RS_WS_EV_PING:
+			if (ws_send(s, RS_WS_OP_PONG, ev.data, ev.len))
+				session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+			break;
+		case RS_WS_EV_CLOSE:
+			/* Echo the browser's code; with none, answer with an empty close. */
+			session_end(s, RS_CC_BROWSER_CLOSED,
+				    ev.close_code == 1005 ? 0 : ev.close_code, "");
+			break;
+		case RS_WS_EV_ERROR:
+			session_end(s, RS_CC_BROWSER_PROTOCOL, ev.close_code, ev.error);
+			break;
+		default:
+			break;
+		}
+		if (!n && ev.type == RS_WS_EV_NONE)
+			break;
+	}
+}
+
+static void br_on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	br_data_bytes(rs_conn_ctx(c), buf, data, len);
+}
+
+static void br_on_eof(struct rs_conn *c)
+{
+	struct session *s = rs_conn_ctx(c);
+
+	session_end(s, RS_CC_BROWSER_CLOSED, 0, NULL);
+	rs_conn_close(c, RS_CLOSE_PEER_EOF, 0);
+}
+
+static void br_on_drain(struct rs_conn *c)
+{
+	struct session *s = rs_conn_ctx(c);
+
+	if (s->up && s->state != ST_CLOSING)
+		rs_conn_resume(s->up);
+}
+
+static void br_on_stop(struct rs_conn *c)
+{
+	(void)c; /* consoles run on until the drain deadline */
+}
+
+static void br_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
+{
+	struct session *s = rs_conn_ctx(c);
+
+	(void)err;
+	session_end(s, why == RS_CLOSE_SHUTDOWN ? RS_CC_KILLED : RS_CC_BROWSER_CLOSED, 0, NULL);
+	rs_timer_unlink(rs_worker_timers(rs_conn_worker(c)), &s->timer);
+	s->br = NULL;
+	session_unref(s);
+}
+
+static const struct rs_conn_ops browser_ops = {
+	.on_data = br_on_data,
+	.on_eof = br_on_eof,
+	.on_drain = br_on_drain,
+	.on_stop = br_on_stop,
+	.on_close = br_on_close,
+};
+
+/* --- target leg --- */
+
+static void up_on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	struct session *s = rs_conn_ctx(c);
+	struct rs_rfb_out out = {0};
+	uint8_t hdr[14];
+	size_t hlen;
+	int n;
+
+	if (s->state == ST_RELAY) {
+		hlen = rs_ws_frame_header(hdr, RS_WS_OP_BINARY, true, len, NULL);
+		if (rs_conn_send(s->br, hdr, hlen) || rs_conn_send_buf(s->br, buf, data, len)) {
+			session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+			return;
+		}
+		CW_ADD(s->cw, bytes_to_browser, len);
+		s->to_browser += len;
+		if (rs_conn_congested(s->br))
+			rs_conn_pause(c);
+		return;
+	}
+	if (s->state != ST_HANDSHAKE || !s->hs || s->hs->up_ready || s->hs->up_failed)
+		return;
+	n = rs_rfb_client_feed(&s->hs->cli, data, len, &out);
+	if (n < 0) {
+		char reason[200];
+		bool auth = rs_rfb_client_auth_failed(&s->hs->cli);
+
+		snprintf(reason, sizeof(reason), "%.*s", (int)sizeof(reason) - 1, s->hs->cli.error);
+		rs_warn("console", "token=%s target %s:%u: %s", s->tokhash, s->spec->host,
+			s->spec->port, reason);
+		fail_upstream(s, auth ? RS_CC_TARGET_AUTH : RS_CC_TARGET_PROTOCOL, reason);
+		advance(s);
+		return;
+	}
+	if (out.len && rs_conn_send(c, out.buf, out.len)) {
+		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+		return;
+	}
+	if (rs_rfb_client_done(&s->hs->cli)) {
+		if ((size_t)n < len) {
+			fail_upstream(s, RS_CC_TARGET_PROTOCOL,
+				      "the console target sent data before the client init");
+		} else {
+			s->hs->up_ready = true;
+		}
+		advance(s);
+	}
+}
+
+static void up_on_connect(struct rs_conn *c, int res)
+{
+	struct session *s = rs_conn_ctx(c);
+	char reason[160];
+
+	if (!res)
+		return; /* the target speaks first (RFB version) */
+	snprintf(reason, sizeof(reason), "could not connect to the console target: %s",
+		 res == -ETIMEDOUT ? "connection timed out" : strerror(-res));
+	fail_upstream(s,
+		      res == -ECONNREFUSED ? RS_CC_CONNECT_REFUSED
+		      : res == -ETIMEDOUT  ? RS_CC_CONNECT_TIMEOUT
+					   : RS_CC_CONNECT_ERROR,
+		      reason);
+	rs_conn_close(c, RS_CLOSE_ERROR, -res);
+	advance(s);
+}
+
+static void up_on_eof(struct rs_conn *c)
+{
+	struct session *s = rs_conn_ctx(c);
+
+	if (s->state == ST_HANDSHAKE) {
+		fail_upstream(s, RS_CC_TARGET_PROTOCOL,
+			      "the console target closed the connection during the handshake");
+		advance(s);
+		return;
+	}
+	session_end(s, RS_CC_TARGET_CLOSED, 1000, "the console target closed the connection");
+}
+
+static void up_on_drain(struct rs_conn *c)
+{
+	struct session *s = rs_conn_ctx(c);
+
+	if (s->br && s->state != ST_CLOSING)
+		rs_conn_resume(s->br);
+}
+
+static void up_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
+{
+	struct session *s = rs_conn_ctx(c);
+	char reason[120];
+
+	s->up = NULL;
+	if (s->state == ST_HANDSHAKE) {
+		snprintf(reason, sizeof(reason), "connection to the console target lost: %s",
+			 err ? strerror(err) : "closed");
+		fail_upstream(s, RS_CC_TARGET_RESET, reason);
+		advance(s);
+	} else if (s->state == ST_RELAY) {
+		snprintf(reason, sizeof(reason), "connection to the console target lost: %s",
+			 err ? strerror(err) : "closed");
+		session_end(s, why == RS_CLOSE_SHUTDOWN ? RS_CC_KILLED : RS_CC_TARGET_RESET, 1011,
+			    reason);
+	}
+	session_unref(s);
+}
+
+static const struct rs_conn_ops target_ops = {
+	.on_data = up_on_data,
+	.on_eof = up_on_eof,
+	.on_drain = up_on_drain,
+	.on_connect = up_on_connect,
+	.on_close = up_on_close,
+};
+
+static int target_addr(const struct rs_console_spec *spec, struct sockaddr_storage *ss,
+		       socklen_t *len)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+	const char *h = !strcmp(spec->host, "localhost") ? "127.0.0.1" : spec->host;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, h, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(spec->port);
+		*len = sizeof(*s4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, h, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(spec->port);
+		*len = sizeof(*s6);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* Open the target connection now, at upgrade time: console listeners and
+ * tickets are short-lived, so nothing upstream happens at token creation. */
+static void start_target(struct session *s, struct rs_worker *w)
+{
+	struct sockaddr_storage dst;
+	socklen_t dlen, slen = 0;
+	int ret;
+
+	if (target_addr(s->spec, &dst, &dlen)) {
+		fail_upstream(s, RS_CC_CONNECT_ERROR, "invalid console target address");
+		return;
+	}
+	if (s->cw->ports) {
+		if (rs_portpool_get(s->cw->ports, &s->src)) {
+			fail_upstream(s, RS_CC_PORTS_EXHAUSTED,
+				      "no free source port for the console target; try again later");
+			return;
+		}
+		s->have_src = true;
+		slen = s->src.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						    : sizeof(struct sockaddr_in);
+	}
+	ret = rs_conn_connect(w, (struct sockaddr *)&dst, dlen,
+			      s->have_src ? (struct sockaddr *)&s->src : NULL, slen,
+			      s->env->cfg->connect_timeout_ms, &target_ops, s, &s->up);
+	if (ret) {
+		char reason[160];
+
+		snprintf(reason, sizeof(reason), "could not connect to the console target: %s",
+			 strerror(-ret));
+		s->up = NULL;
+		fail_upstream(s, ret == -EADDRINUSE || ret == -EADDRNOTAVAIL ? RS_CC_PORTS_EXHAUSTED
+									      : RS_CC_CONNECT_ERROR,
+			      reason);
+		return;
+	}
+	s->refs++;
+}
+
+/* --- the upgrade --- */
+
+static const char *hval(const struct rs_http_req *req, const char *name, char *buf, size_t cap)
+{
+	const struct rs_http_header *h = rs_http_req_header(req, name);
+
+	if (!h)
+		return NULL;
+	snprintf(buf, cap, "%.*s", (int)RS_MIN(h->value_len, cap - 1), h->value);
+	return buf;
+}
+
+static void refuse(struct rs_http_conn *hc, struct console_worker *cw, enum rs_console_cause cc,
+		   int status, const char *code, const char *msg, const char *extra)
+{
+	CW_ADD(cw, causes[cc], 1);
+	rs_http_respond_error(hc, status, code, msg, extra);
+}
+
+void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *hc,
+			const struct rs_http_req *req, const char *tok, size_t toklen)
+{
+	struct rs_conn *c = rs_http_conn_conn(hc);
+	struct rs_worker *w = rs_conn_worker(c);
+	struct console_worker *cw = cw_of(w);
+	struct rs_ws_handshake_in in = {0};
+	struct rs_ws_handshake_out out = {0};
+	char upgrade[64], connection[128], key[64], version[16], protocol[256], origin[256];
+	char resp[512];
+	struct rs_console_spec *spec = NULL;
+	struct session *s;
+	uint8_t raw[16], *rest = NULL;
+	size_t rest_len = 0;
+	struct rs_rfb_out rout = {0};
+	int ret;
+
+	if (atomic_load(env->draining))
+		return refuse(hc, cw, RS_CC_DRAINING, 503, "draining",
+			      "this appliance is draining; open the console again", NULL);
+	in.method = req->method_str;
+	in.http_minor = req->minor;
+	in.upgrade = hval(req, "Upgrade", upgrade, sizeof(upgrade));
+	in.connection = hval(req, "Connection", connection, sizeof(connection));
+	in.key = hval(req, "Sec-WebSocket-Key", key, sizeof(key));
+	in.version = hval(req, "Sec-WebSocket-Version", version, sizeof(version));
+	in.protocol = hval(req, "Sec-WebSocket-Protocol", protocol, sizeof(protocol));
+	in.origin = hval(req, "Origin", origin, sizeof(origin));
+	in.allowed_origins = (const char *const *)env->cfg->allowed_origins;
+	in.n_allowed_origins = env->cfg->n_allowed_origins;
+	if (rs_ws_handshake_check(&in, &out))
+		return refuse(hc, cw, RS_CC_WS_HANDSHAKE, out.status, "bad_websocket_handshake",
+			      out.error,
+			      out.status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
+	/* The upgrade is where the token is spent: exactly once, on any worker. */
+	ret = rs_token_parse(tok, toklen, raw);
+	if (!ret)
+		ret = rs_token_consume(env->tokens, raw, rs_conn_peer(c), &spec);
+	if (ret) {
+		explicit_bzero(raw, sizeof(raw));
+		if (ret == -EACCES)
+			return refuse(hc, cw, RS_CC_TOKEN_IP, 403, "token_bound",
+				      "this console link belongs to another client address", NULL);
+		return refuse(hc, cw, RS_CC_TOKEN_INVALID, 404, "token_invalid",
+			      "this console link has expired or was already used", NULL);
+	}
+	s = calloc(1, sizeof(*s));
+	if (s)
+		s->hs = calloc(1, sizeof(*s->hs));
+	if (!s || !s->hs) {
+		free(s);
+		rs_spec_free(spec);
+		explicit_bzero(raw, sizeof(raw));
+		return refuse(hc, cw, RS_CC_NOMEM, 503, "no_memory", "out of memory", NULL);
+	}
+	rs_log_hash(raw, sizeof(raw), s->tokhash);
+	explicit_bzero(raw, sizeof(raw));
+	s->cw = cw;
+	s->env = env;
+	s->spec = spec;
+	s->refs = 1;
+	s->opened_ms = rs_worker_now(w);
+	rs_timer_init(&s->timer, on_handshake_timeout);
+	rs_ws_parser_init(&s->ws, true, env->cfg->ws_max_frame, env->cfg->ws_max_message);
+	rs_rfb_server_init(&s->hs->srv);
+	rs_rfb_client_init(&s->hs->cli, spec->password);
+	snprintf(resp, sizeof(resp),
+		 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		 "Sec-WebSocket-Accept: %s\r\n%s\r\n",
+		 out.accept, out.echo_binary ? "Sec-WebSocket-Protocol: binary\r\n" : "");
+	c = rs_http_upgrade(hc, resp, &rest, &rest_len);
+	if (!c) {
+		CW_ADD(cw, causes[RS_CC_NOMEM], 1);
+		s->refs = 1;
+		session_unref(s);
+		return;
+	}
+	s->br = c;
+	rs_conn_set_ops(c, &browser_ops, s);
+	CW_ADD(cw, opened, 1);
+	rs_timer_link(rs_worker_timers(w), &s->timer,
+		      rs_worker_now(w) + env->cfg->handshake_timeout_ms);
+	rs_rfb_server_start(&s->hs->srv, &rout);
+	send_rfb_out(s, &rout);
+	start_target(s, w);
+	advance(s);
+	if (rest_len && s->state != ST_CLOSING)
+		br_data_bytes(s, NULL, rest, rest_len);
+	free(rest);
+}

@@ -1,0 +1,68 @@
+/* proto/console.h — a browser console session: the WebSocket upgrade that
+ * consumes a token, the RFB security phase on both legs, then the relay.
+ *
+ * Browser leg: RFC 6455 server, ringside answers the browser's RFB handshake
+ * itself with security type None. Upstream leg: TCP to the VNC target (from
+ * the port pool when configured), RFB client with VNC authentication. After
+ * both security phases the bytes pass through untouched, re-framed as
+ * WebSocket binary messages towards the browser. Each failure reaches the
+ * browser as a readable reason and ops as a counted cause.
+ */
+#ifndef RS_CONSOLE_H
+#define RS_CONSOLE_H
+
+#include "core/common.h"
+#include "core/config.h"
+#include "core/engine.h"
+#include "core/token.h"
+#include "proto/http_server.h"
+
+/* Why a console ended or failed to open: one counter each. */
+enum rs_console_cause {
+	RS_CC_BROWSER_CLOSED = 0, /* the browser closed (normal end) */
+	RS_CC_TARGET_CLOSED,      /* the VNC target closed (normal end) */
+	RS_CC_KILLED,             /* closed by an operator or shutdown */
+	RS_CC_TOKEN_INVALID,      /* unknown, expired or already used token */
+	RS_CC_TOKEN_IP,           /* token bound to another client address */
+	RS_CC_WS_HANDSHAKE,       /* bad WebSocket upgrade request */
+	RS_CC_DRAINING,           /* refused: appliance draining */
+	RS_CC_PORTS_EXHAUSTED,    /* no (source address, port) pair left */
+	RS_CC_CONNECT_REFUSED,
+	RS_CC_CONNECT_TIMEOUT,
+	RS_CC_CONNECT_ERROR,
+	RS_CC_TARGET_AUTH,        /* the target refused our VNC password */
+	RS_CC_TARGET_PROTOCOL,    /* the target spoke something other than RFB */
+	RS_CC_TARGET_RESET,       /* the target connection broke */
+	RS_CC_BROWSER_PROTOCOL,   /* WebSocket or RFB protocol error from the browser */
+	RS_CC_HANDSHAKE_TIMEOUT,
+	RS_CC_NOMEM,
+	RS_CC__COUNT
+};
+extern const char *const rs_console_cause_names[RS_CC__COUNT];
+
+struct rs_console_env {
+	struct rs_token_table *tokens;
+	const struct rs_config *cfg;
+	_Atomic bool *draining;
+};
+
+struct rs_console_stats {
+	uint64_t opened, active, bytes_to_target, bytes_to_browser;
+	uint64_t causes[RS_CC__COUNT];
+	uint64_t ports_total, ports_in_use;
+};
+
+/* Per-worker console state (port pool, counters); call from the engine's
+ * worker-start hook with <env> as argument. */
+void rs_console_worker_start(struct rs_worker *w, void *env);
+void rs_console_worker_stop(struct rs_worker *w);
+
+/* Handle GET /ws/<token>: validate the upgrade, consume the token, answer
+ * 101 and start the session — or answer an HTTP error before any upgrade. */
+void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *hc,
+			const struct rs_http_req *req, const char *tok, size_t toklen);
+
+/* Sum every worker's console counters (racy snapshot). */
+void rs_console_stats(struct rs_engine *e, struct rs_console_stats *out);
+
+#endif

@@ -1,0 +1,291 @@
+#include "core/common.h"
+
+#include <stdatomic.h>
+
+#include "core/log.h"
+#include "proto/http_server.h"
+
+/* Engine entry for pointers into rodata that outlive every connection. */
+int rs_conn_send_static(struct rs_conn *c, const void *data, size_t len);
+
+struct rs_http_conn {
+	struct rs_conn *c;
+	struct rs_http_server *srv;
+	struct rs_http_parser parser;
+	struct rs_timer timer;
+	const struct rs_http_req *cur;
+	const uint8_t *in_rest; /* unfed bytes of the current receive, for upgrades */
+	size_t in_rest_len;
+	bool responded, close_after, upgraded, in_handler, timer_is_header;
+};
+
+static void arm_timer(struct rs_http_conn *hc)
+{
+	struct rs_worker *w = rs_conn_worker(hc->c);
+	bool idle = rs_http_parser_idle(&hc->parser);
+	unsigned ms = idle ? hc->srv->keepalive_timeout_ms : hc->srv->header_timeout_ms;
+
+	/* A request's deadline runs from its first byte, not its latest one:
+	 * a client trickling bytes (slowloris) does not extend it. */
+	if (!idle && hc->timer_is_header && rs_timer_is_linked(&hc->timer))
+		return;
+	hc->timer_is_header = !idle;
+	rs_timer_link(rs_worker_timers(w), &hc->timer, rs_worker_now(w) + ms);
+}
+
+static void count_status(struct rs_http_server *srv, int status)
+{
+	atomic_fetch_add_explicit((_Atomic uint64_t *)&srv->requests, 1, memory_order_relaxed);
+	if (status >= 100 && status < 600)
+		atomic_fetch_add_explicit((_Atomic uint64_t *)&srv->errors_by_status[status / 100],
+					  1, memory_order_relaxed);
+}
+
+static void send_response(struct rs_http_conn *hc, int status, const char *type, const void *body,
+			  size_t len, const char *extra, bool is_static)
+{
+	char head[2048];
+	bool keep = !hc->close_after && !rs_worker_stopping(rs_conn_worker(hc->c)) &&
+		    (!hc->cur || hc->cur->keep_alive);
+	bool head_only = hc->cur && hc->cur->method == HTTP_HEAD;
+	int n, ret;
+
+	if (hc->responded)
+		return;
+	hc->responded = true;
+	count_status(hc->srv, status);
+	n = rs_http_format_head(head, sizeof(head), status, type, len, keep, extra);
+	if (n < 0) {
+		rs_conn_close(hc->c, RS_CLOSE_ERROR, ENOSPC);
+		return;
+	}
+	ret = rs_conn_send(hc->c, head, (size_t)n);
+	if (!ret && len && !head_only)
+		ret = is_static ? rs_conn_send_static(hc->c, body, len)
+				: rs_conn_send(hc->c, body, len);
+	if (ret) {
+		rs_conn_close(hc->c, RS_CLOSE_NOMEM, -ret);
+		return;
+	}
+	if (!keep) {
+		hc->close_after = true;
+		rs_conn_close_after_send(hc->c);
+	}
+}
+
+void rs_http_respond(struct rs_http_conn *hc, int status, const char *content_type,
+		     const void *body, size_t len, const char *extra_headers)
+{
+	send_response(hc, status, content_type, body, len, extra_headers, false);
+}
+
+void rs_http_respond_static(struct rs_http_conn *hc, int status, const char *content_type,
+			    const void *body, size_t len, const char *extra_headers)
+{
+	send_response(hc, status, content_type, body, len, extra_headers, true);
+}
+
+static size_t json_escape(char *out, size_t cap, const char *s)
+{
+	size_t n = 0;
+
+	for (; *s && n + 7 < cap; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\') {
+			out[n++] = '\\';
+			out[n++] = (char)ch;
+		} else if (ch < 0x20) {
+			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", ch);
+		} else {
+			out[n++] = (char)ch;
+		}
+	}
+	out[n] = 0;
+	return n;
+}
+
+void rs_http_respond_error(struct rs_http_conn *hc, int status, const char *code,
+			   const char *message, const char *extra_headers)
+{
+	char body[1024], msg[700];
+	int n;
+
+	json_escape(msg, sizeof(msg), message);
+	n = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n", code,
+		     msg);
+	rs_http_respond(hc, status, "application/json", body, (size_t)n, extra_headers);
+}
+
+static void respond_protocol_error(struct rs_http_conn *hc, int status)
+{
+	char body[128];
+	int n = snprintf(body, sizeof(body), "%d %s\n", status, rs_http_status_text(status));
+
+	hc->close_after = true;
+	hc->cur = NULL;
+	send_response(hc, status, "text/plain; charset=utf-8", body, (size_t)n, NULL, false);
+}
+
+struct rs_conn *rs_http_upgrade(struct rs_http_conn *hc, const char *response, uint8_t **rest,
+				size_t *rest_len)
+{
+	const uint8_t *pr = NULL;
+	size_t plen = 0;
+	struct rs_conn *c = hc->c;
+
+	*rest = NULL;
+	*rest_len = 0;
+	rs_http_parser_upgrade_rest(&hc->parser, &pr, &plen);
+	if (plen + hc->in_rest_len) {
+		*rest = malloc(plen + hc->in_rest_len);
+		if (!*rest)
+			goto out_fail;
+		memcpy(*rest, pr, plen);
+		memcpy(*rest + plen, hc->in_rest, hc->in_rest_len);
+		*rest_len = plen + hc->in_rest_len;
+	}
+	if (rs_conn_send(c, response, strlen(response)))
+		goto out_fail;
+	count_status(hc->srv, 101);
+	hc->responded = true;
+	hc->upgraded = true;
+	/* From here the connection belongs to the caller; the HTTP state is freed
+	 * when the handler returns (see on_data). */
+	return c;
+
+out_fail:
+	free(*rest);
+	*rest = NULL;
+	rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+	return NULL;
+}
+
+struct rs_conn *rs_http_conn_conn(struct rs_http_conn *hc)
+{
+	return hc->c;
+}
+
+struct rs_http_server *rs_http_conn_server(struct rs_http_conn *hc)
+{
+	return hc->srv;
+}
+
+static void hc_free(struct rs_http_conn *hc)
+{
+	rs_timer_unlink(rs_worker_timers(rs_conn_worker(hc->c)), &hc->timer);
+	rs_http_parser_release(&hc->parser);
+	free(hc);
+}
+
+static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	struct rs_http_conn *hc = rs_conn_ctx(c);
+
+	(void)buf;
+	while (len && !hc->close_after) {
+		struct rs_http_req *req = NULL;
+		int status = 0;
+		int n = rs_http_parser_feed(&hc->parser, data, len, &req, &status);
+
+		if (n < 0) {
+			respond_protocol_error(hc, status ? status : 400);
+			return;
+		}
+		data += n;
+		len -= (size_t)n;
+		if (!req) {
+			if (len) {
+				/* The parser is full yet has no request: limits should have
+				 * caught this; answer rather than lose bytes. */
+				respond_protocol_error(hc, 431);
+				return;
+			}
+			break;
+		}
+		hc->cur = req;
+		hc->responded = false;
+		hc->in_rest = data;
+		hc->in_rest_len = len;
+		hc->in_handler = true;
+		hc->srv->handler(hc, req, hc->srv->arg);
+		hc->in_handler = false;
+		if (hc->upgraded) {
+			hc_free(hc);
+			return;
+		}
+		if (!hc->responded)
+			rs_http_respond_error(hc, 500, "internal", "no response", NULL);
+		hc->cur = NULL;
+		rs_http_parser_next(&hc->parser);
+		if (rs_conn_closing(c))
+			return;
+	}
+	if (!hc->close_after)
+		arm_timer(hc);
+	/* A client that pipelines without reading answers is throttled. */
+	if (rs_conn_congested(c))
+		rs_conn_pause(c);
+}
+
+static void on_drain(struct rs_conn *c)
+{
+	rs_conn_resume(c);
+}
+
+static void on_timeout(struct rs_timer *t)
+{
+	struct rs_http_conn *hc = rs_container_of(t, struct rs_http_conn, timer);
+
+	if (rs_http_parser_idle(&hc->parser)) {
+		rs_conn_close(hc->c, RS_CLOSE_TIMEOUT, 0);
+		return;
+	}
+	rs_debug("http", "request timeout");
+	respond_protocol_error(hc, 408);
+}
+
+static void on_stop(struct rs_conn *c)
+{
+	struct rs_http_conn *hc = rs_conn_ctx(c);
+
+	/* Busy connections finish their request; its response then says
+	 * Connection: close because the worker is stopping. */
+	if (rs_http_parser_idle(&hc->parser) && !rs_conn_queued(c))
+		rs_conn_close(c, RS_CLOSE_SHUTDOWN, 0);
+}
+
+static void on_close(struct rs_conn *c, enum rs_close_reason why, int err)
+{
+	(void)why;
+	(void)err;
+	hc_free(rs_conn_ctx(c));
+}
+
+static const struct rs_conn_ops http_ops = {
+	.on_data = on_data,
+	.on_drain = on_drain,
+	.on_stop = on_stop,
+	.on_close = on_close,
+};
+
+void rs_http_on_accept(struct rs_conn *c, void *arg)
+{
+	struct rs_http_server *srv = arg;
+	struct rs_http_conn *hc = calloc(1, sizeof(*hc));
+
+	if (!hc) {
+		rs_conn_set_ops(c, NULL, NULL);
+		rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+		return;
+	}
+	hc->c = c;
+	hc->srv = srv;
+	rs_http_parser_init(&hc->parser, &srv->limits);
+	rs_timer_init(&hc->timer, on_timeout);
+	rs_conn_set_ops(c, &http_ops, hc);
+	/* The first request must start and finish within the header timeout. */
+	hc->timer_is_header = true;
+	rs_timer_link(rs_worker_timers(rs_conn_worker(c)), &hc->timer,
+		      rs_worker_now(rs_conn_worker(c)) + srv->header_timeout_ms);
+}

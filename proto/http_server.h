@@ -1,0 +1,58 @@
+/* proto/http_server.h — HTTP/1.1 connections on the engine.
+ *
+ * Owns the per-connection parser, keep-alive and pipelining (one request is
+ * handled at a time, in order), the header-read timeout (slowloris: 408 and
+ * close), the keep-alive idle timeout, and the limits' error responses.
+ * Handlers run synchronously on the connection's worker and must answer with
+ * exactly one rs_http_respond*() call, or take the connection over for an
+ * upgrade with rs_http_upgrade().
+ */
+#ifndef RS_HTTP_SERVER_H
+#define RS_HTTP_SERVER_H
+
+#include "core/common.h"
+#include "core/engine.h"
+#include "proto/http1.h"
+
+struct rs_http_conn;
+
+typedef void (*rs_http_handler)(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg);
+
+struct rs_http_server {
+	struct rs_http_limits limits;
+	unsigned header_timeout_ms;
+	unsigned keepalive_timeout_ms;
+	rs_http_handler handler;
+	void *arg;
+	/* Counters (per process; updated with relaxed atomics off the relay path). */
+	uint64_t requests, errors_by_status[6]; /* 1xx..5xx */
+};
+
+/* rs_accept_fn for rs_engine_listen(); <arg> is a struct rs_http_server. */
+void rs_http_on_accept(struct rs_conn *c, void *arg);
+
+/* Answer the current request. <body> is copied unless the _static variant
+ * is used (then it must outlive the connection, e.g. embedded assets).
+ * <extra_headers>: "Name: value\r\n" lines or NULL. HEAD requests get the
+ * headers only. Closes the connection after sending when the request asked
+ * for it, on errors >= 400 that leave the stream unusable, or when stopping. */
+void rs_http_respond(struct rs_http_conn *hc, int status, const char *content_type,
+		     const void *body, size_t len, const char *extra_headers);
+void rs_http_respond_static(struct rs_http_conn *hc, int status, const char *content_type,
+			    const void *body, size_t len, const char *extra_headers);
+/* JSON error body {"error":{"code":<code>,"message":<message>}}. */
+void rs_http_respond_error(struct rs_http_conn *hc, int status, const char *code,
+			   const char *message, const char *extra_headers);
+
+/* Take the connection over after a successful upgrade: sends <response>
+ * (the 101 head), detaches the HTTP layer and returns the engine connection,
+ * whose ops the caller must set before returning. Bytes that followed the
+ * request head are returned in <rest> (copied into a malloc'd block the caller
+ * frees) so no WebSocket byte is lost. NULL on failure (connection closed). */
+struct rs_conn *rs_http_upgrade(struct rs_http_conn *hc, const char *response, uint8_t **rest,
+				size_t *rest_len);
+
+struct rs_conn *rs_http_conn_conn(struct rs_http_conn *hc);
+struct rs_http_server *rs_http_conn_server(struct rs_http_conn *hc);
+
+#endif
