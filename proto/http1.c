@@ -47,9 +47,13 @@ static int on_url(llhttp_t *ll, const char *at, size_t len)
 	return 0;
 }
 
+/* Header bytes are counted from the first header field, so a long request
+ * line and a large header block are limited separately. */
 static int check_head(struct rs_http_parser *p, const char *at, size_t len)
 {
-	if (off_of(p, at) + len > head_limit(p))
+	if (!p->hdr_start)
+		p->hdr_start = off_of(p, at);
+	if (off_of(p, at) + len - p->hdr_start > p->lim->max_header_bytes)
 		return fail(p, 431);
 	return 0;
 }
@@ -150,6 +154,7 @@ static void reset_message(struct rs_http_parser *p)
 	memset(&p->req, 0, sizeof(p->req));
 	p->n_hdrs = 0;
 	p->body_w = 0;
+	p->hdr_start = 0;
 	p->complete = p->in_value = p->head_done = false;
 }
 
@@ -238,7 +243,8 @@ static void build_request(struct rs_http_parser *p)
 
 static int map_error(struct rs_http_parser *p, llhttp_errno_t e)
 {
-	if (e == HPE_USER && p->status)
+	/* llhttp reports a failing callback under its own code; ours says why. */
+	if (p->status)
 		return p->status;
 	switch (e) {
 	case HPE_INVALID_VERSION:

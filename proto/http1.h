@@ -54,7 +54,8 @@ struct rs_http_parser {
 	struct rs_http_span url, hname, hval, body;
 	struct rs_http_span *hdrs; /* name, value pairs */
 	size_t n_hdrs;
-	size_t body_w; /* compaction cursor for chunked bodies */
+	size_t body_w;    /* compaction cursor for chunked bodies */
+	size_t hdr_start; /* offset of the first header field */
 	int status;    /* error status set by a callback */
 	bool complete, in_value, head_done;
 	struct rs_http_req req;

@@ -16,7 +16,7 @@ struct rs_http_conn {
 	const struct rs_http_req *cur;
 	const uint8_t *in_rest; /* unfed bytes of the current receive, for upgrades */
 	size_t in_rest_len;
-	bool responded, close_after, upgraded, in_handler, timer_is_header;
+	bool responded, close_after, upgraded, timer_is_header;
 };
 
 static void arm_timer(struct rs_http_conn *hc)
@@ -183,7 +183,9 @@ static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t
 	struct rs_http_conn *hc = rs_conn_ctx(c);
 
 	(void)buf;
-	while (len && !hc->close_after) {
+	/* Feed until the parser has neither new bytes nor a buffered pipelined
+	 * request left: a feed of 0 bytes parses what is already buffered. */
+	while (!hc->close_after) {
 		struct rs_http_req *req = NULL;
 		int status = 0;
 		int n = rs_http_parser_feed(&hc->parser, data, len, &req, &status);
@@ -207,9 +209,7 @@ static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t
 		hc->responded = false;
 		hc->in_rest = data;
 		hc->in_rest_len = len;
-		hc->in_handler = true;
 		hc->srv->handler(hc, req, hc->srv->arg);
-		hc->in_handler = false;
 		if (hc->upgraded) {
 			hc_free(hc);
 			return;
