@@ -318,6 +318,65 @@ static void revoke_console(struct rs_app *app, struct rs_http_conn *hc,
 	rs_http_respond(hc, 204, NULL, NULL, 0, NULL);
 }
 
+static void append(char **p, size_t *left, const char *fmt, ...) RS_PRINTF(3, 4);
+static void append(char **p, size_t *left, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(*p, *left, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= *left)
+		n = (int)(*left ? *left - 1 : 0);
+	*p += n;
+	*left -= (size_t)n;
+}
+
+void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
+{
+	struct rs_token_stats ts;
+	struct rs_console_stats cs;
+	struct rs_engine_stats es;
+	char body[4096], *p = body;
+	size_t left = sizeof(body);
+
+	if (!(req->method == HTTP_GET || req->method == HTTP_HEAD))
+		return rs_http_respond_error(hc, 405, "method_not_allowed", "use GET",
+					     "Allow: GET, HEAD\r\n");
+	if (authenticate(app->cfg, req) < 0)
+		return rs_http_respond_error(hc, 401, "unauthorized", "missing or invalid API key",
+					     "WWW-Authenticate: Bearer\r\n");
+	rs_token_stats_get(app->tokens, &ts);
+	rs_console_stats(app->engine, &cs);
+	rs_engine_stats(app->engine, &es);
+	append(&p, &left,
+	       "{\"tokens\":{\"live\":%llu,\"issued\":%llu,\"consumed\":%llu,\"expired\":%llu,"
+	       "\"revoked\":%llu,\"rejected\":%llu},",
+	       (unsigned long long)ts.live, (unsigned long long)ts.issued,
+	       (unsigned long long)ts.consumed, (unsigned long long)ts.expired,
+	       (unsigned long long)ts.revoked, (unsigned long long)ts.rejected);
+	append(&p, &left,
+	       "\"consoles\":{\"opened\":%llu,\"active\":%llu,\"bytes_to_target\":%llu,"
+	       "\"bytes_to_browser\":%llu,\"ports_total\":%llu,\"ports_in_use\":%llu,\"causes\":{",
+	       (unsigned long long)cs.opened, (unsigned long long)cs.active,
+	       (unsigned long long)cs.bytes_to_target, (unsigned long long)cs.bytes_to_browser,
+	       (unsigned long long)cs.ports_total, (unsigned long long)cs.ports_in_use);
+	for (int i = 0; i < RS_CC__COUNT; i++)
+		append(&p, &left, "%s\"%s\":%llu", i ? "," : "", rs_console_cause_names[i],
+		       (unsigned long long)cs.causes[i]);
+	append(&p, &left,
+	       "}},\"engine\":{\"workers\":%u,\"connections\":%llu,\"accepted\":%llu,"
+	       "\"loops\":%llu,\"cqes\":%llu,\"enobufs\":%llu,\"cq_overflow\":%llu,"
+	       "\"buffers_in_use\":%llu,\"buffers_total\":%llu},\"draining\":%s}\n",
+	       rs_engine_workers(app->engine), (unsigned long long)es.conns_live,
+	       (unsigned long long)es.accepted, (unsigned long long)es.loops,
+	       (unsigned long long)es.cqes, (unsigned long long)es.enobufs,
+	       (unsigned long long)es.cq_overflow, (unsigned long long)es.bufs_out,
+	       (unsigned long long)es.bufs_total, atomic_load(&app->draining) ? "true" : "false");
+	rs_http_respond(hc, 200, "application/json", body, (size_t)(p - body), NULL);
+}
+
 void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
 {
 	bool collection = req->path_len == strlen("/api/v1/consoles");

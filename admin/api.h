@@ -32,6 +32,9 @@ int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_
 /* Route handler for /api/v1/consoles[/<token>]. */
 void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
 
+/* GET /api/v1/stats: counters as JSON (same API keys). */
+void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
+
 /* Per-key rate limiter state, one per configured key (in struct rs_app). */
 struct rs_api_limiter;
 struct rs_api_limiter *rs_api_limiter_new(size_t nkeys);

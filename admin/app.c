@@ -46,7 +46,9 @@ void rs_app_release(struct rs_app *app)
 
 void rs_app_tick(struct rs_app *app)
 {
-	rs_token_sweep(app->tokens, rs_now_ms());
+	/* A large expiry wave returns its memory instead of keeping it cached. */
+	if (rs_token_sweep(app->tokens, rs_now_ms()) >= 1000)
+		rs_mem_release();
 }
 
 static bool path_is(const struct rs_http_req *r, const char *p)
@@ -172,6 +174,8 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 			return method_not_allowed(hc, "GET");
 		return rs_console_upgrade(&app->console, hc, req, rest, rest_len);
 	}
+	if (path_is(req, "/api/v1/stats"))
+		return rs_api_stats(app, hc, req);
 	if (path_is(req, "/api/v1/consoles") ||
 	    path_prefix(req, "/api/v1/consoles/", &rest, &rest_len))
 		return rs_api_consoles(app, hc, req);

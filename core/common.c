@@ -1,5 +1,6 @@
 #include "core/common.h"
 
+#include <malloc.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -78,4 +79,16 @@ bool rs_ct_equal(const void *a, size_t alen, const void *b, size_t blen)
 	for (size_t i = 0; i < blen; i++)
 		diff |= (uint8_t)(pb[i] ^ (alen ? pa[i % alen] : 0));
 	return diff == 0;
+}
+
+/* jemalloc when linked (release builds), glibc's allocator otherwise. */
+int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen)
+	__attribute__((weak));
+
+void rs_mem_release(void)
+{
+	if (mallctl)
+		mallctl("arena.4096.purge", NULL, NULL, NULL, 0); /* MALLCTL_ARENAS_ALL */
+	else
+		malloc_trim(0);
 }

@@ -49,4 +49,7 @@ int rs_random(void *buf, size_t n);
  * length; the time depends only on <blen>. */
 bool rs_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 
+/* Return freed heap memory to the kernel (after a large token sweep). */
+void rs_mem_release(void);
+
 #endif

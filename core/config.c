@@ -41,8 +41,8 @@ static const struct uint_field uint_fields[] = {
 	F("limits.max_conns", max_conns, 0, 1048576, 0),
 	{"buffers.size", offsetof(struct rs_config, buf_size), 4096, 65536, 16384, true},
 	{"buffers.count", offsetof(struct rs_config, buf_count), 16, 32768, 1024, true},
-	F("port_pool.port_min", port_min, 1024, 65535, 20000),
-	F("port_pool.port_max", port_max, 1024, 65535, 59999),
+	F("port_pool.port_min", port_min, 1024, 65535, 10000),
+	F("port_pool.port_max", port_max, 1024, 65535, 32767),
 };
 #undef F
 

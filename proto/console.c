@@ -193,8 +193,6 @@ static void session_unref(struct session *s)
 		explicit_bzero(s->hs, sizeof(*s->hs));
 		free(s->hs);
 	}
-	if (s->have_src && s->cw->ports)
-		rs_portpool_put(s->cw->ports, &s->src);
 	rs_spec_free(s->spec);
 	free(s);
 }
@@ -506,6 +504,11 @@ static void up_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 	char reason[120];
 
 	s->up = NULL;
+	/* The pair is free once its socket is gone, not when the session is. */
+	if (s->have_src) {
+		rs_portpool_put(s->cw->ports, &s->src);
+		s->have_src = false;
+	}
 	if (s->state == ST_HANDSHAKE) {
 		snprintf(reason, sizeof(reason), "connection to the console target lost: %s",
 			 err ? strerror(err) : "closed");
@@ -582,6 +585,10 @@ static void start_target(struct session *s, struct rs_worker *w)
 		snprintf(reason, sizeof(reason), "could not connect to the console target: %s",
 			 strerror(-ret));
 		s->up = NULL;
+		if (s->have_src) {
+			rs_portpool_put(s->cw->ports, &s->src);
+			s->have_src = false;
+		}
 		fail_upstream(s, ret == -EADDRINUSE || ret == -EADDRNOTAVAIL ? RS_CC_PORTS_EXHAUSTED
 									      : RS_CC_CONNECT_ERROR,
 			      reason);

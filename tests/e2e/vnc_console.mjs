@@ -2,8 +2,10 @@
 // to a real Xvnc and must show its desktop colour; the link must not work a
 // second time; the VNC password must appear in no byte the browser receives.
 // env: RINGSIDE_URL RINGSIDE_KEY VNC_PORT VNC_PASSWORD COLOUR OUT_DIR
-import { chromium } from 'playwright-core';
+import { createRequire } from 'node:module';
 import fs from 'node:fs';
+const require = createRequire(new URL('../../www/package.json', import.meta.url));
+const { chromium } = require('playwright-core');
 import os from 'node:os';
 import path from 'node:path';
 
