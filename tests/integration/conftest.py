@@ -59,6 +59,7 @@ class Daemon:
             "api_keys": [{"name": "test", "key": API_KEY}],
             "state_dir": tmp,
             "drain_timeout_s": 5,
+            "api": {"rate_limit_per_s": 0},
         }
         for k, v in (overrides or {}).items():
             if isinstance(v, dict) and isinstance(cfg.get(k), dict):

@@ -1,0 +1,153 @@
+"""RFC 6455 conformance of the browser leg, with an independent client
+(python3-websockets) and raw frames for the violations a peer can send."""
+import asyncio
+import os
+import struct
+import time
+
+import pytest
+import websockets
+
+from conftest import rss_kb
+from fakes import RawWS, Target, echo_target
+from test_console import relay_ws, stats, vnc_console
+
+
+@pytest.fixture
+def echo():
+    t = Target(echo_target)
+    yield t
+    t.stop()
+
+
+def test_independent_client_round_trips(daemon, echo):
+    tok = vnc_console(daemon, echo.port)["token"]
+
+    async def run():
+        async with websockets.connect("ws://127.0.0.1:%d/ws/%s" % (daemon.port, tok),
+                                      subprotocols=["binary"], max_size=None) as ws:
+            assert await ws.recv() == b"RFB 003.008\n"
+            await ws.send(b"RFB 003.008\n")
+            assert await ws.recv() == b"\x01\x01"
+            await ws.send(b"\x01")
+            assert await ws.recv() == b"\x00\x00\x00\x00"
+            for size in (0, 1, 1000, 70000):
+                data = os.urandom(size)
+                await ws.send(data)
+                got = b""
+                while len(got) < size:
+                    got += await ws.recv()
+                assert got == data
+            pong = await ws.ping(b"hello")
+            await asyncio.wait_for(pong, 5)
+            # fragmented message: the relay forwards fragments as they come
+            await ws.send([b"abc", b"def", b"ghi"])
+            got = b""
+            while len(got) < 9:
+                got += await ws.recv()
+            assert got == b"abcdefghi"
+            await ws.close(1000, "bye")
+            assert ws.close_code == 1000
+
+    asyncio.run(run())
+
+
+def test_ping_gets_pong_with_payload(daemon, echo):
+    ws = relay_ws(daemon, echo.port)
+    ws.send_frame(9, b"are you there")
+    assert ws.recv_frame() == (10, True, b"are you there")
+
+
+def test_control_frames_between_fragments(daemon, echo):
+    ws = relay_ws(daemon, echo.port)
+    ws.send_frame(2, b"one", fin=False)
+    ws.send_frame(9, b"p")
+    ws.send_frame(0, b"two", fin=False)
+    ws.send_frame(0, b"three", fin=True)
+    frames, data = [], b""
+    while len(data) < 11:
+        op, fin, p = ws.recv_frame()
+        frames.append(op)
+        if op in (0, 2):
+            data += p
+    assert data == b"onetwothree" and 10 in frames
+
+
+def test_close_handshake_echoes_code(daemon, echo):
+    ws = relay_ws(daemon, echo.port)
+    ws.send_frame(8, struct.pack(">H", 1001) + b"going")
+    assert ws.expect_close()[0] == 1001
+
+
+def test_close_without_code_gets_empty_close_never_1005(daemon, echo):
+    ws = relay_ws(daemon, echo.port)
+    ws.send_frame(8, b"")
+    op, _, payload = ws.recv_frame()
+    assert op == 8 and payload == b""
+
+
+VIOLATIONS = [
+    ("unmasked client frame", dict(opcode=2, payload=b"x", mask=False), 1002),
+    ("reserved bits", dict(opcode=2, payload=b"x", rsv=4), 1002),
+    ("unknown opcode", dict(opcode=3, payload=b"x"), 1002),
+    ("control frame over 125 bytes", dict(opcode=9, payload=b"x" * 126), 1002),
+    ("fragmented control frame", dict(opcode=9, payload=b"x", fin=False), 1002),
+    ("continuation without a message", dict(opcode=0, payload=b"x"), 1002),
+    ("invalid close code", dict(opcode=8, payload=struct.pack(">H", 1005)), 1002),
+    ("close code 999", dict(opcode=8, payload=struct.pack(">H", 999)), 1002),
+    ("one-byte close payload", dict(opcode=8, payload=b"\x03"), 1002),
+    ("invalid UTF-8 text", dict(opcode=1, payload=b"\xc3\x28"), 1007),
+    ("surrogate in text", dict(opcode=1, payload=b"\xed\xa0\x80"), 1007),
+    ("invalid UTF-8 close reason", dict(opcode=8, payload=struct.pack(">H", 1000) + b"\xff"), 1007),
+]
+
+
+@pytest.mark.parametrize("name,frame,code", VIOLATIONS, ids=[v[0] for v in VIOLATIONS])
+def test_protocol_violation_gets_its_close_code(daemon, echo, name, frame, code):
+    ws = relay_ws(daemon, echo.port)
+    ws.send_frame(**frame)
+    got, _ = ws.expect_close()
+    assert got == code, name
+    assert stats(daemon)["consoles"]["causes"]["browser_protocol"] >= 1
+
+
+def test_new_message_inside_fragmented_message(daemon, echo):
+    ws = relay_ws(daemon, echo.port)
+    ws.send_frame(2, b"a", fin=False)
+    ws.send_frame(2, b"b")
+    assert ws.expect_close()[0] == 1002
+
+
+def test_frame_too_big_1009(daemon_factory, echo):
+    d = daemon_factory({"limits": {"ws_max_frame": 4096, "ws_max_message": 8192}})
+    ws = relay_ws(d, echo.port)
+    ws.send_frame(2, b"x", length=5000)  # announced size is enough
+    assert ws.expect_close()[0] == 1009
+    ws2 = relay_ws(d, echo.port)
+    for _ in range(3):
+        ws2.send_frame(2 if _ == 0 else 0, b"y" * 4000, fin=False)
+    assert ws2.expect_close()[0] == 1009
+
+
+def test_text_split_utf8_across_fragments_is_fine(daemon, echo):
+    ws = relay_ws(daemon, echo.port)
+    s = "héllo wörld €".encode()
+    ws.send_frame(1, s[:2], fin=False)  # splits the 2-byte é
+    ws.send_frame(0, s[2:], fin=True)
+    assert ws.recv_data(len(s)) == s
+
+
+def test_no_crash_no_growth_across_many_bad_sessions(daemon, echo):
+    base = None
+    for i in range(300):
+        name, frame, code = VIOLATIONS[i % len(VIOLATIONS)]
+        ws = relay_ws(daemon, echo.port)
+        ws.send_frame(**frame)
+        ws.expect_close()
+        ws.close()
+        if i == 50:
+            time.sleep(0.5)
+            base = rss_kb(daemon.pid)
+    time.sleep(0.5)
+    assert rss_kb(daemon.pid) <= base + 2048, (base, rss_kb(daemon.pid))
+    assert stats(daemon)["consoles"]["active"] == 0
