@@ -1,0 +1,181 @@
+#include "core/common.h"
+
+#include <stdarg.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <unistd.h>
+
+#include "core/config.h"
+
+static char err[512];
+
+static int load(struct rs_config *c, const char *json)
+{
+	rs_config_init(c);
+	if (rs_config_load_string(c, json, err, sizeof(err)))
+		return -1;
+	return rs_config_validate(c, err, sizeof(err));
+}
+
+static void test_defaults(void **st)
+{
+	struct rs_config c;
+
+	(void)st;
+	rs_config_init(&c);
+	assert_int_equal(rs_config_validate(&c, err, sizeof(err)), 0);
+	assert_string_equal(c.listen[0], "127.0.0.1:8080");
+	assert_string_equal(c.public_url, "http://127.0.0.1:8080");
+	assert_int_equal(c.token_ttl_s, 60);
+	assert_int_equal(c.max_body, 65536);
+	assert_int_equal(c.buf_size, 16384);
+	rs_config_release(&c);
+}
+
+static void expect_error(const char *json, const char *needle)
+{
+	struct rs_config c;
+
+	assert_int_not_equal(load(&c, json), 0);
+	if (!strstr(err, needle))
+		fail_msg("error '%s' does not mention '%s'", err, needle);
+	rs_config_release(&c);
+}
+
+static void test_every_bad_value_names_its_key(void **st)
+{
+	(void)st;
+	expect_error("{\"limits\": {\"max_body\": -1}}", "'limits.max_body'");
+	expect_error("{\"limits\": {\"max_body\": \"big\"}}", "'limits.max_body': must be an integer");
+	expect_error("{\"listne\": []}", "'listne': unknown key");
+	expect_error("{\"limits\": {\"nope\": 1}}", "'limits.nope': unknown key");
+	expect_error("{\"buffers\": {\"count\": 1000}}", "power of two");
+	expect_error("{\"listen\": [\"nowhere\"]}", "'listen[0]'");
+	expect_error("{\"listen\": \"127.0.0.1:1\"}", "'listen': must be an array");
+	expect_error("{\"log_level\": \"loud\"}", "'log_level'");
+	expect_error("{\"public_url\": \"ftp://x\"}", "'public_url'");
+	expect_error("{\"api_keys\": [{\"name\": \"a\", \"key\": \"short\"}]}", "'api_keys[0].key'");
+	expect_error("{\"api_keys\": [{\"name\": \"a b\", \"key\": \"0123456789abcdef\"}]}",
+		     "'api_keys[0].name'");
+	expect_error("{\"api_keys\": [{\"name\": \"a\", \"key\": \"0123456789abcdef\"},"
+		     "{\"name\": \"a\", \"key\": \"0123456789abcdeg\"}]}",
+		     "duplicate");
+	expect_error("{\"tokens\": {\"ttl_s\": 100, \"max_ttl_s\": 50}}", "'tokens.ttl_s'");
+	expect_error("{\"port_pool\": {\"source_addresses\": [\"host\"]}}",
+		     "'port_pool.source_addresses[0]'");
+	expect_error("{\"workers\": 1000}", "'workers'");
+	expect_error("{\"router_port\": 70000}", "'router_port'");
+	expect_error("[1]", "top level");
+	expect_error("{\"a\": 1, \"a\": 2}", "invalid JSON");
+	expect_error("{\n  \"listen\": [\n", "line");
+}
+
+static void test_secret_never_in_error(void **st)
+{
+	struct rs_config c;
+
+	(void)st;
+	assert_int_not_equal(load(&c, "{\"api_keys\": [{\"name\": \"n\", \"key\": \"s3cr3t\"}]}"), 0);
+	assert_null(strstr(err, "s3cr3t"));
+	rs_config_release(&c);
+}
+
+static void test_proxmoxvnc_config_maps(void **st)
+{
+	struct rs_config c;
+
+	(void)st;
+	assert_int_equal(load(&c, "{\"authorization\": \"pvnc-secret-token\", \"logging_enabled\": true,"
+				  "\"logging_level\": \"debug\", \"log_file\": \"/tmp/pvnc.log\","
+				  "\"public_ip\": \"203.0.113.7\", \"router_ip\": \"127.0.0.1\","
+				  "\"router_port\": 8081, \"novnc_path\": \"/usr/share/novnc\"}"),
+			 0);
+	assert_int_equal(c.n_api_keys, 1);
+	assert_string_equal(c.api_keys[0].name, "default");
+	assert_string_equal(c.api_keys[0].key, "pvnc-secret-token");
+	assert_string_equal(c.listen[0], "127.0.0.1:8081");
+	assert_string_equal(c.public_url, "http://203.0.113.7:8081");
+	assert_string_equal(c.log_level, "debug");
+	assert_string_equal(c.log_target, "/tmp/pvnc.log");
+	rs_config_release(&c);
+	assert_int_equal(load(&c, "{\"logging_enabled\": false}"), 0);
+	assert_string_equal(c.log_level, "error");
+	rs_config_release(&c);
+}
+
+static void test_cli_overrides(void **st)
+{
+	struct rs_config c;
+	struct rs_cli cli;
+	char *argv1[] = {"ringside", "-port", "9000", "--workers=3", "--log-level", "warn", NULL};
+	char *argv2[] = {"ringside", "--bogus", NULL};
+	char *argv3[] = {"ringside", "--port", "0", NULL};
+	char *argv4[] = {"ringside", "--config", NULL};
+
+	(void)st;
+	assert_int_equal(rs_cli_parse(6, argv1, &cli, err, sizeof(err)), 0);
+	rs_config_init(&c);
+	assert_int_equal(rs_config_apply_cli(&c, &cli, err, sizeof(err)), 0);
+	assert_int_equal(rs_config_validate(&c, err, sizeof(err)), 0);
+	assert_string_equal(c.listen[0], "127.0.0.1:9000");
+	assert_int_equal(c.workers, 3);
+	assert_string_equal(c.log_level, "warn");
+	rs_config_release(&c);
+	assert_int_not_equal(rs_cli_parse(2, argv2, &cli, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, "--bogus"));
+	assert_int_not_equal(rs_cli_parse(3, argv3, &cli, err, sizeof(err)), 0);
+	assert_int_not_equal(rs_cli_parse(2, argv4, &cli, err, sizeof(err)), 0);
+}
+
+static void test_hostport(void **st)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	(void)st;
+	assert_int_equal(rs_parse_hostport("127.0.0.1:80", &ss, &len), 0);
+	assert_int_equal(ss.ss_family, AF_INET);
+	assert_int_equal(rs_parse_hostport("[::1]:8443", &ss, &len), 0);
+	assert_int_equal(ss.ss_family, AF_INET6);
+	assert_int_equal(rs_parse_hostport("localhost:1", &ss, &len), 0);
+	assert_int_not_equal(rs_parse_hostport("::1:80", &ss, &len), 0);
+	assert_int_not_equal(rs_parse_hostport("1.2.3.4:", &ss, &len), 0);
+	assert_int_not_equal(rs_parse_hostport("1.2.3.4:70000", &ss, &len), 0);
+	assert_int_not_equal(rs_parse_hostport("[::1]80", &ss, &len), 0);
+}
+
+static void test_load_file(void **st)
+{
+	struct rs_config c;
+	char path[] = "/tmp/rs-config-XXXXXX";
+	int fd = mkstemp(path);
+
+	(void)st;
+	assert_true(fd >= 0);
+	assert_true(write(fd, "{\"workers\": 2}", 14) == 14);
+	close(fd);
+	rs_config_init(&c);
+	assert_int_equal(rs_config_load_file(&c, path, err, sizeof(err)), 0);
+	assert_int_equal(c.workers, 2);
+	assert_string_equal(c.config_path, path);
+	rs_config_release(&c);
+	unlink(path);
+	rs_config_init(&c);
+	assert_int_not_equal(rs_config_load_file(&c, "/nonexistent/x.json", err, sizeof(err)), 0);
+	assert_non_null(strstr(err, "cannot read"));
+	rs_config_release(&c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_every_bad_value_names_its_key),
+		cmocka_unit_test(test_secret_never_in_error),
+		cmocka_unit_test(test_proxmoxvnc_config_maps),
+		cmocka_unit_test(test_cli_overrides),
+		cmocka_unit_test(test_hostport),
+		cmocka_unit_test(test_load_file),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

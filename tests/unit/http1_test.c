@@ -1,0 +1,237 @@
+#include "core/common.h"
+
+#include <stdarg.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "proto/http1.h"
+
+static const struct rs_http_limits LIM = {8192, 16384, 64, 65536};
+static const struct rs_http_limits SMALL = {256, 1024, 8, 1024};
+
+/* Feed <s> in chunks of <chunk> bytes; return the first request or error. */
+static int feed_all(struct rs_http_parser *p, const char *s, size_t len, size_t chunk,
+		    struct rs_http_req **req, int *status)
+{
+	size_t off = 0;
+
+	*req = NULL;
+	while (off < len || !*req) {
+		size_t n = RS_MIN(chunk, len - off);
+		int r = rs_http_parser_feed(p, (const uint8_t *)s + off, n, req, status);
+
+		if (r < 0)
+			return r;
+		off += (size_t)r;
+		if (*req || (!n && !r))
+			break;
+	}
+	return (int)off;
+}
+
+static void test_simple_get(void **st)
+{
+	struct rs_http_parser p;
+	struct rs_http_req *r;
+	int status;
+	const char *s = "GET /console/abc?x=1 HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, keep-alive\r\n\r\n";
+
+	(void)st;
+	rs_http_parser_init(&p, &LIM);
+	assert_int_equal(feed_all(&p, s, strlen(s), 4096, &r, &status), (int)strlen(s));
+	assert_non_null(r);
+	assert_int_equal(r->method, HTTP_GET);
+	assert_int_equal(r->path_len, 12);
+	assert_memory_equal(r->path, "/console/abc", 12);
+	assert_memory_equal(r->query, "x=1", 3);
+	assert_true(r->keep_alive);
+	assert_true(rs_http_header_has_token(rs_http_req_header(r, "connection"), "upgrade"));
+	assert_false(rs_http_header_has_token(rs_http_req_header(r, "connection"), "close"));
+	assert_null(rs_http_req_header(r, "cookie"));
+	rs_http_parser_next(&p);
+	assert_true(rs_http_parser_idle(&p));
+	assert_null(p.buf); /* an idle parser holds no memory */
+	rs_http_parser_release(&p);
+}
+
+static void test_byte_at_a_time_equals_whole(void **st)
+{
+	const char *s = "POST /api/v1/consoles HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n{\"a\":\"bcd\"}";
+	struct rs_http_parser p;
+	struct rs_http_req *r;
+	int status;
+
+	(void)st;
+	rs_http_parser_init(&p, &LIM);
+	assert_int_equal(feed_all(&p, s, strlen(s), 1, &r, &status), (int)strlen(s));
+	assert_non_null(r);
+	assert_int_equal(r->body_len, 11);
+	assert_memory_equal(r->body, "{\"a\":\"bcd\"}", 11);
+	rs_http_parser_release(&p);
+}
+
+static void test_chunked_body_is_dechunked(void **st)
+{
+	const char *s = "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+			"3\r\nabc\r\n5;ext=1\r\ndefgh\r\n0\r\n\r\n";
+	struct rs_http_parser p;
+	struct rs_http_req *r;
+	int status;
+
+	(void)st;
+	for (size_t chunk = 1; chunk <= 7; chunk += 3) {
+		rs_http_parser_init(&p, &LIM);
+		assert_true(feed_all(&p, s, strlen(s), chunk, &r, &status) > 0);
+		assert_non_null(r);
+		assert_int_equal(r->body_len, 8);
+		assert_memory_equal(r->body, "abcdefgh", 8);
+		rs_http_parser_release(&p);
+	}
+}
+
+static void test_pipelining_three_in_one_feed(void **st)
+{
+	const char *s = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /bb HTTP/1.1\r\nHost: x\r\n\r\n"
+			"GET /ccc HTTP/1.0\r\n\r\n";
+	struct rs_http_parser p;
+	struct rs_http_req *r;
+	int status, n;
+	size_t lens[3] = {2, 3, 4};
+
+	(void)st;
+	rs_http_parser_init(&p, &LIM);
+	n = rs_http_parser_feed(&p, (const uint8_t *)s, strlen(s), &r, &status);
+	assert_int_equal(n, (int)strlen(s));
+	for (int i = 0; i < 3; i++) {
+		if (i)
+			assert_int_equal(rs_http_parser_feed(&p, NULL, 0, &r, &status), 0);
+		assert_non_null(r);
+		assert_int_equal(r->path_len, lens[i]);
+		assert_int_equal(r->keep_alive, i < 2);
+		rs_http_parser_next(&p);
+	}
+	assert_true(rs_http_parser_idle(&p));
+	rs_http_parser_release(&p);
+}
+
+static void expect_status(const struct rs_http_limits *lim, const char *s, size_t len, int want)
+{
+	struct rs_http_parser p;
+	struct rs_http_req *r;
+	int status = 0;
+
+	rs_http_parser_init(&p, lim);
+	assert_int_equal(feed_all(&p, s, len, 512, &r, &status), RS_PARSE_ERROR);
+	assert_int_equal(status, want);
+	/* a failed parser refuses everything after */
+	assert_int_equal(rs_http_parser_feed(&p, (const uint8_t *)"GET", 3, &r, &status), RS_PARSE_ERROR);
+	rs_http_parser_release(&p);
+}
+
+static void test_limits_and_errors(void **st)
+{
+	char big[4096];
+
+	(void)st;
+	snprintf(big, sizeof(big), "GET /%0300d HTTP/1.1\r\n\r\n", 0);
+	expect_status(&SMALL, big, strlen(big), 414);
+	snprintf(big, sizeof(big), "GET / HTTP/1.1\r\nX: %01100d\r\n\r\n", 0);
+	expect_status(&SMALL, big, strlen(big), 431);
+	strcpy(big, "GET / HTTP/1.1\r\n");
+	for (int i = 0; i < 9; i++)
+		strcat(big, "A: b\r\n");
+	strcat(big, "\r\n");
+	expect_status(&SMALL, big, strlen(big), 431);
+	expect_status(&SMALL, "POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n", 41, 413);
+	snprintf(big, sizeof(big), "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n%01024d\r\n400\r\nxx", 0);
+	expect_status(&SMALL, big, strlen(big), 413);
+	expect_status(&LIM, "GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 67, 400);
+	expect_status(&LIM, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 50, 400);
+	expect_status(&LIM, "GET / HTTP/2.0\r\n\r\n", 18, 505);
+	expect_status(&LIM, "BREW / HTTP/1.1\r\n\r\n", 19, 400);
+	expect_status(&LIM, "GET / HTTP/1.1\r\nX\x01: y\r\n\r\n", 25, 400);
+	expect_status(&LIM, "\x00\x01\x02\x03", 4, 400);
+}
+
+static void test_upgrade_keeps_following_bytes(void **st)
+{
+	const char *s = "GET /ws/t HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x82\x85WSBYTES";
+	struct rs_http_parser p;
+	struct rs_http_req *r;
+	const uint8_t *rest;
+	size_t rest_len;
+	int status;
+
+	(void)st;
+	rs_http_parser_init(&p, &LIM);
+	assert_int_equal(rs_http_parser_feed(&p, (const uint8_t *)s, strlen(s), &r, &status), (int)strlen(s));
+	assert_non_null(r);
+	assert_true(r->upgrade);
+	rs_http_parser_upgrade_rest(&p, &rest, &rest_len);
+	assert_int_equal(rest_len, 9);
+	assert_memory_equal(rest, "\x82\x85WSBYTES", 9);
+	rs_http_parser_release(&p);
+}
+
+/* Garbage placed right before a PROT_NONE page: any over-read faults. */
+static void test_garbage_before_guard_page(void **st)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	uint8_t *m = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t x = 1234567;
+
+	(void)st;
+	assert_true(m != MAP_FAILED);
+	assert_int_equal(mprotect(m + pg, (size_t)pg, PROT_NONE), 0);
+	for (int round = 0; round < 2000; round++) {
+		size_t len = 1 + (size_t)(x % 300);
+		uint8_t *in = m + pg - len;
+		struct rs_http_parser p;
+		struct rs_http_req *r;
+		int status;
+
+		for (size_t i = 0; i < len; i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			in[i] = round & 1 ? (uint8_t)x : (uint8_t)("GET / HTTP/1.1\r\nA: b\r\n\r\n"[x % 25]);
+		}
+		rs_http_parser_init(&p, &SMALL);
+		(void)rs_http_parser_feed(&p, in, len, &r, &status);
+		rs_http_parser_release(&p);
+	}
+	munmap(m, (size_t)pg * 2);
+}
+
+static void test_format_head(void **st)
+{
+	char out[512];
+	int n;
+
+	(void)st;
+	n = rs_http_format_head(out, sizeof(out), 200, "text/plain", 3, true, NULL);
+	assert_true(n > 0);
+	assert_non_null(strstr(out, "HTTP/1.1 200 OK\r\n"));
+	assert_non_null(strstr(out, "Content-Length: 3\r\n"));
+	assert_non_null(strstr(out, "Connection: keep-alive\r\n"));
+	assert_non_null(strstr(out, "Cache-Control: no-store\r\n"));
+	n = rs_http_format_head(out, sizeof(out), 304, NULL, 99, false, "Cache-Control: max-age=1\r\n");
+	assert_non_null(strstr(out, "Content-Length: 0\r\n"));
+	assert_null(strstr(out, "no-store"));
+	assert_int_equal(rs_http_format_head(out, 20, 200, "x", 1, true, NULL), -ENOSPC);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_simple_get),
+		cmocka_unit_test(test_byte_at_a_time_equals_whole),
+		cmocka_unit_test(test_chunked_body_is_dechunked),
+		cmocka_unit_test(test_pipelining_three_in_one_feed),
+		cmocka_unit_test(test_limits_and_errors),
+		cmocka_unit_test(test_upgrade_keeps_following_bytes),
+		cmocka_unit_test(test_garbage_before_guard_page),
+		cmocka_unit_test(test_format_head),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
