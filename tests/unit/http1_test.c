@@ -130,6 +130,8 @@ static void expect_status(const struct rs_http_limits *lim, const char *s, size_
 	rs_http_parser_release(&p);
 }
 
+#define EXPECT_LIT(lim, lit, status) expect_status(lim, lit, sizeof(lit) - 1, status)
+
 static void test_limits_and_errors(void **st)
 {
 	char big[4096];
@@ -144,15 +146,15 @@ static void test_limits_and_errors(void **st)
 		strcat(big, "A: b\r\n");
 	strcat(big, "\r\n");
 	expect_status(&SMALL, big, strlen(big), 431);
-	expect_status(&SMALL, "POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n", 41, 413);
+	EXPECT_LIT(&SMALL, "POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n", 413);
 	snprintf(big, sizeof(big), "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n%01024d\r\n400\r\nxx", 0);
 	expect_status(&SMALL, big, strlen(big), 413);
-	expect_status(&LIM, "GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 67, 400);
-	expect_status(&LIM, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 50, 400);
-	expect_status(&LIM, "GET / HTTP/2.0\r\n\r\n", 18, 505);
-	expect_status(&LIM, "BREW / HTTP/1.1\r\n\r\n", 19, 400);
-	expect_status(&LIM, "GET / HTTP/1.1\r\nX\x01: y\r\n\r\n", 25, 400);
-	expect_status(&LIM, "\x00\x01\x02\x03", 4, 400);
+	EXPECT_LIT(&LIM, "GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400);
+	EXPECT_LIT(&LIM, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400);
+	EXPECT_LIT(&LIM, "GET / HTTP/2.0\r\n\r\n", 505);
+	EXPECT_LIT(&LIM, "BREW / HTTP/1.1\r\n\r\n", 400);
+	EXPECT_LIT(&LIM, "GET / HTTP/1.1\r\nX\x01: y\r\n\r\n", 400);
+	EXPECT_LIT(&LIM, "\x00\x01\x02\x03", 400);
 }
 
 static void test_upgrade_keeps_following_bytes(void **st)
