@@ -105,8 +105,12 @@ asan:
 test: deps
 	$(Q)./scripts/run-tests
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c
+# One sub-make builds the instrumented library; every target links against it.
+.PHONY: fuzz-lib
+fuzz-lib:
 	$(Q)$(MAKE) --no-print-directory VARIANT=fuzz build/fuzz/librs.a
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c fuzz-lib
 	@mkdir -p build/fuzz
 	$(Q)clang $(BASE_CFLAGS) -O1 -fsanitize=fuzzer,address,undefined -DRS_FUZZ=1 $(WARN) -Wno-missing-prototypes \
 	   -o $@ $< build/fuzz/librs.a $(filter-out -ljemalloc,$(LIBS))

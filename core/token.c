@@ -224,7 +224,8 @@ static bool read_live(struct slot *s, const uint64_t w[2], struct snap *out)
 	again = atomic_load_explicit(&s->word, memory_order_relaxed);
 	if (again != out->word)
 		return false;
-	out->match = rs_ct_equal(&t0, 8, &w[0], 8) & rs_ct_equal(&t1, 8, &w[1], 8);
+	/* both halves are always compared: no early exit on the first */
+	out->match = ((int)rs_ct_equal(&t0, 8, &w[0], 8) & (int)rs_ct_equal(&t1, 8, &w[1], 8)) != 0;
 	return out->match;
 }
 
