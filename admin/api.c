@@ -104,6 +104,23 @@ static bool valid_host(const char *h)
 	       inet_pton(AF_INET6, h, &a6) == 1;
 }
 
+static int parse_ip(const char *ip, struct sockaddr_storage *out)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)out;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)out;
+
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		return 0;
+	}
+	return -EINVAL;
+}
+
 int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_t len,
 			 struct rs_console_spec **out, struct rs_api_error *e)
 {
@@ -125,7 +142,7 @@ int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_
 	json_object_foreach(root, key, v)
 	{
 		static const char *const known[] = {"kind", "host", "port", "password", "ttl",
-						    "label"};
+						    "label", "client_ip"};
 		bool ok = false;
 
 		for (size_t i = 0; i < RS_ARRAY_SIZE(known); i++)
@@ -190,7 +207,21 @@ int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_
 		}
 		s->label = strdup(json_string_value(v));
 	}
-	if (!s->host || (json_object_get(root, "password") && json_is_string(json_object_get(root, "password")) && !s->password) ||
+	/* Binding a link to the customer's address: the panel knows it, ringside
+	 * only sees the panel. Required when the operator turned binding on. */
+	v = json_object_get(root, "client_ip");
+	if (v && !json_is_null(v)) {
+		if (!json_is_string(v) || parse_ip(json_string_value(v), &s->client_ip)) {
+			fail(e, 400, "invalid_field", "'client_ip' must be an IP address");
+			goto out_free;
+		}
+		s->bind_ip = true;
+	} else if (cfg->token_bind_ip) {
+		fail(e, 400, "invalid_field",
+		     "'client_ip' is required: this appliance binds links to the browser's address");
+		goto out_free;
+	}
+	if (!s->host || (json_is_string(json_object_get(root, "password")) && !s->password) ||
 	    (json_is_string(json_object_get(root, "label")) && !s->label)) {
 		fail(e, 503, "no_memory", "out of memory");
 		goto out_free;
@@ -261,14 +292,6 @@ static void create_console(struct rs_app *app, struct rs_http_conn *hc,
 	spec->api_key_name = strdup(app->cfg->api_keys[key].name);
 	spec->created_s = rs_wall_s();
 	spec->expires_s = spec->created_s + spec->ttl_s;
-	if (app->cfg->token_bind_ip) {
-		const struct sockaddr *peer = rs_conn_peer(rs_http_conn_conn(hc));
-
-		spec->bind_ip = true;
-		memcpy(&spec->client_ip, peer,
-		       peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-						   : sizeof(struct sockaddr_in));
-	}
 	{
 		char target[300];
 		uint32_t ttl = spec->ttl_s;

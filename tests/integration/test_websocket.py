@@ -8,7 +8,7 @@ import time
 import pytest
 import websockets
 
-from conftest import rss_kb
+from conftest import ASAN, rss_kb
 from fakes import RawWS, Target, echo_target
 from test_console import relay_ws, stats, vnc_console
 
@@ -137,6 +137,7 @@ def test_text_split_utf8_across_fragments_is_fine(daemon, echo):
     assert ws.recv_data(len(s)) == s
 
 
+@pytest.mark.skipif(ASAN, reason="ASan quarantines freed memory; LeakSanitizer checks leaks at exit")
 def test_no_crash_no_growth_across_many_bad_sessions(daemon_factory, echo):
     # A small receive pool is fully touched during warm-up, so what is left
     # to measure is per-session memory.
