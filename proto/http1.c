@@ -269,6 +269,8 @@ int rs_http_parser_feed(struct rs_http_parser *p, const uint8_t *data, size_t le
 	if (p->complete)
 		return 0;
 	take = RS_MIN(len, max_buffer(p) - p->len);
+	if (!take && p->parsed == p->len)
+		return 0; /* nothing new, nothing buffered: stay allocation-free */
 	if (take || !p->hdrs) {
 		if (reserve(p, p->len + take)) {
 			p->status = 503;

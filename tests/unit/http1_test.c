@@ -53,6 +53,11 @@ static void test_simple_get(void **st)
 	rs_http_parser_next(&p);
 	assert_true(rs_http_parser_idle(&p));
 	assert_null(p.buf); /* an idle parser holds no memory */
+	/* polling an idle parser for pipelined requests allocates nothing */
+	assert_int_equal(rs_http_parser_feed(&p, NULL, 0, &r, &status), 0);
+	assert_null(r);
+	assert_null(p.buf);
+	assert_null(p.hdrs);
 	rs_http_parser_release(&p);
 }
 
