@@ -1,0 +1,111 @@
+"""Command line and configuration of the real binary."""
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from conftest import BIN, free_port, wait_port
+
+
+def run(*args, timeout=10):
+    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_and_version():
+    r = run("--help")
+    assert r.returncode == 0 and "--config" in r.stdout and "--check-config" in r.stdout
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("ringside ")
+
+
+def test_unknown_flag_is_refused():
+    r = run("--frobnicate")
+    assert r.returncode == 2 and "--frobnicate" in r.stderr
+
+
+def write(tmp_path, obj):
+    p = tmp_path / "c.json"
+    p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return str(p)
+
+
+def test_check_config_ok(tmp_path):
+    r = run("--check-config", "--config", write(tmp_path, {"listen": ["127.0.0.1:1"], "workers": 1}))
+    assert r.returncode == 0 and "OK" in r.stdout
+
+
+@pytest.mark.parametrize("cfg,key", [
+    ({"limits": {"max_body": -1}}, "'limits.max_body'"),
+    ({"listne": ["127.0.0.1:1"]}, "'listne': unknown key"),
+    ({"api_keys": [{"name": "x", "key": "short"}]}, "'api_keys[0].key'"),
+    ("{\"listen\": [", "invalid JSON"),
+])
+def test_bad_config_is_refused_naming_the_key(tmp_path, cfg, key):
+    port = free_port()
+    if isinstance(cfg, dict):
+        cfg = dict(cfg, listen=cfg.get("listen", ["127.0.0.1:%d" % port]))
+    r = run("--config", write(tmp_path, cfg))
+    assert r.returncode != 0 and key in r.stderr and "refusing to start" in r.stderr
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=0.3)
+
+
+def test_proxmoxvnc_config_json_works(tmp_path):
+    port = free_port()
+    cfg = {"authorization": "pvnc-0123456789abcdef", "router_ip": "127.0.0.1", "router_port": port,
+           "public_ip": "203.0.113.9", "logging_enabled": True, "logging_level": "info",
+           "log_file": str(tmp_path / "pvnc.log"), "novnc_path": "/usr/share/novnc"}
+    p = subprocess.Popen([BIN, "-config", write(tmp_path, cfg)])
+    try:
+        assert wait_port(port, 10, p)
+        req = urllib.request.Request("http://127.0.0.1:%d/api/v1/consoles" % port, method="POST",
+                                     data=b'{"kind":"vnc","host":"127.0.0.1","port":5901}',
+                                     headers={"Authorization": "Bearer pvnc-0123456789abcdef",
+                                              "Content-Type": "application/json"})
+        body = json.loads(urllib.request.urlopen(req, timeout=5).read())
+        assert body["url"].startswith("http://203.0.113.9:%d/console/" % port)
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+    assert "token.issued key=default" in (tmp_path / "pvnc.log").read_text()
+
+
+def test_port_flag_overrides(tmp_path):
+    port = free_port()
+    p = subprocess.Popen([BIN, "-config", write(tmp_path, {"listen": ["127.0.0.1:1"]}), "-port", str(port)])
+    try:
+        assert wait_port(port, 10, p)
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+
+
+def test_no_config_starts_on_default_port():
+    try:
+        socket.create_connection(("127.0.0.1", 8080), timeout=0.3).close()
+        pytest.skip("127.0.0.1:8080 is in use")
+    except OSError:
+        pass
+    p = subprocess.Popen([BIN], stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_port(8080, 10, p)
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+    assert "listening on http://127.0.0.1:8080" in p.stderr.read()
+
+
+def test_listen_failure_is_reported(tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    # SO_REUSEPORT sharing needs the same user *and* the option on both: this
+    # socket lacks it, so ringside cannot bind.
+    r = run("--listen", "127.0.0.1:%d" % port, timeout=15)
+    assert r.returncode != 0 and "cannot listen" in r.stderr
+    s.close()
