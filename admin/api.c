@@ -277,9 +277,10 @@ static void create_console(struct rs_app *app, struct rs_http_conn *hc,
 	const struct rs_http_header *ct = rs_http_req_header(req, "Content-Type");
 	struct rs_console_spec *spec;
 	struct rs_api_error e = {0};
-	char token[23], hash[9], expires[32], body[512];
+	char token[RS_TOKEN_TEXT + 1], hash[9], expires[32], body[512], target[300], label[260];
 	uint8_t raw[16];
-	int n, ret;
+	uint32_t ttl;
+	int n;
 
 	if (!ct || ct->value_len < 16 || strncasecmp(ct->value, "application/json", 16))
 		return rs_http_respond_error(hc, 415, "unsupported_media_type",
@@ -292,33 +293,25 @@ static void create_console(struct rs_app *app, struct rs_http_conn *hc,
 	spec->api_key_name = strdup(app->cfg->api_keys[key].name);
 	spec->created_s = rs_wall_s();
 	spec->expires_s = spec->created_s + spec->ttl_s;
-	{
-		char target[300];
-		uint32_t ttl = spec->ttl_s;
-		const char *label = spec->label ? spec->label : "";
-		char labelbuf[260];
-
-		snprintf(target, sizeof(target), "%s:%u", spec->host, spec->port);
-		snprintf(labelbuf, sizeof(labelbuf), "%s", label);
-		ret = rs_token_issue(app->tokens, spec, ttl * 1000u, token);
-		if (ret) {
-			rs_spec_free(spec);
-			return rs_http_respond_error(hc, 503, "token_table_full",
-						     "too many pending console links; retry later",
-						     NULL);
-		}
-		/* <spec> now belongs to the table. */
-		rs_token_parse(token, 22, raw);
-		rs_log_hash(raw, sizeof(raw), hash);
-		explicit_bzero(raw, sizeof(raw));
-		rs_info("api", "token.issued key=%s token=%s target=vnc:%s ttl=%u label=\"%s\"",
-			app->cfg->api_keys[key].name, hash, target, ttl, labelbuf);
-		format_time(rs_wall_s() + ttl, expires);
-		n = snprintf(body, sizeof(body),
-			     "{\"token\":\"%s\",\"url\":\"%s/console/%s\",\"expires_at\":\"%s\","
-			     "\"expires_in\":%u}\n",
-			     token, app->cfg->public_url, token, expires, ttl);
+	snprintf(target, sizeof(target), "%s:%u", spec->host, spec->port);
+	snprintf(label, sizeof(label), "%s", spec->label ? spec->label : "");
+	ttl = spec->ttl_s;
+	if (rs_token_issue(app->tokens, spec, ttl * 1000u, token)) {
+		rs_spec_free(spec);
+		return rs_http_respond_error(hc, 503, "token_table_full",
+					     "too many pending console links; retry later", NULL);
 	}
+	/* <spec> now belongs to the table: only the copies above are used. */
+	rs_token_parse(token, RS_TOKEN_TEXT, raw);
+	rs_log_hash(raw, sizeof(raw), hash);
+	explicit_bzero(raw, sizeof(raw));
+	rs_info("api", "token.issued key=%s token=%s target=vnc:%s ttl=%u label=\"%s\"",
+		app->cfg->api_keys[key].name, hash, target, ttl, label);
+	format_time(rs_wall_s() + ttl, expires);
+	n = snprintf(body, sizeof(body),
+		     "{\"token\":\"%s\",\"url\":\"%s/console/%s\",\"expires_at\":\"%s\","
+		     "\"expires_in\":%u}\n",
+		     token, app->cfg->public_url, token, expires, ttl);
 	rs_http_respond(hc, 201, "application/json", body, (size_t)n, NULL);
 	explicit_bzero(body, sizeof(body));
 	explicit_bzero(token, sizeof(token));

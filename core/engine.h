@@ -149,6 +149,8 @@ void rs_conn_peer_str(const struct rs_conn *c, char *out, size_t len);
 int rs_conn_send(struct rs_conn *c, const void *data, size_t len) RS_MUST_CHECK;
 /* Take ownership of a malloc'd block (freed with free() once sent). */
 int rs_conn_send_owned(struct rs_conn *c, void *data, size_t len) RS_MUST_CHECK;
+/* Send bytes that outlive the connection (embedded assets): no copy. */
+int rs_conn_send_static(struct rs_conn *c, const void *data, size_t len) RS_MUST_CHECK;
 /* Forward bytes that live in a pool buffer (takes a reference). */
 int rs_conn_send_buf(struct rs_conn *c, struct rs_buf *b, const uint8_t *data,
 		     size_t len) RS_MUST_CHECK;

@@ -478,7 +478,6 @@ int rs_conn_send_buf(struct rs_conn *c, struct rs_buf *b, const uint8_t *data, s
 	return send_ref(c, SEG_BUF, b, data, len);
 }
 
-int rs_conn_send_static(struct rs_conn *c, const void *data, size_t len);
 int rs_conn_send_static(struct rs_conn *c, const void *data, size_t len)
 {
 	return send_ref(c, SEG_STATIC, NULL, data, len);

@@ -5,9 +5,6 @@
 #include "core/log.h"
 #include "proto/http_server.h"
 
-/* Engine entry for pointers into rodata that outlive every connection. */
-int rs_conn_send_static(struct rs_conn *c, const void *data, size_t len);
-
 struct rs_http_conn {
 	struct rs_conn *c;
 	struct rs_http_server *srv;
