@@ -384,3 +384,36 @@ def test_link_bound_to_client_address(daemon_factory):
     s = stats(d)
     assert s["consoles"]["causes"]["token_ip"] == 1 and s["tokens"]["live"] == 1  # the bound one stays
     t.stop()
+
+
+def test_target_reset_reaches_browser_as_reason(daemon):
+    def resetting_target(c, t):
+        rfb_none_handshake(c)
+        c.recv(1)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()  # RST
+
+    t = Target(resetting_target)
+    ws = relay_ws(daemon, t.port)
+    ws.send_frame(2, b"\x01")
+    code, reason = ws.expect_close()
+    assert code == 1011 and reason == "connection to the console target lost: Connection reset by peer"
+    t.stop()
+
+
+def test_browser_half_close_tears_down_both_legs(daemon):
+    closed = threading.Event()
+
+    def watching_target(c, t):
+        rfb_none_handshake(c)
+        while c.recv(4096):
+            pass
+        closed.set()
+
+    t = Target(watching_target)
+    ws = relay_ws(daemon, t.port)
+    ws.s.shutdown(socket.SHUT_WR)  # FIN without a close frame
+    assert closed.wait(5)
+    time.sleep(0.2)
+    assert stats(daemon)["consoles"]["active"] == 0
+    t.stop()
