@@ -4,6 +4,7 @@
 
 #include "admin/api.h"
 #include "admin/app.h"
+#include "admin/metrics.h"
 #include "core/log.h"
 #include "proto/assets.h"
 #include "proto/console.h"
@@ -29,6 +30,8 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 	app->http.keepalive_timeout_ms = cfg->keepalive_timeout_ms;
 	app->http.handler = rs_app_route;
 	app->http.arg = app;
+	app->metrics_http = app->http;
+	app->metrics_http.handler = rs_metrics_route;
 	app->console.tokens = app->tokens;
 	app->console.cfg = cfg;
 	app->console.draining = &app->draining;
@@ -146,6 +149,7 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 	size_t rest_len;
 
 	if (path_is(req, "/healthz")) {
+		rs_http_set_route(hc, RS_ROUTE_HEALTHZ);
 		if (!is_get(req))
 			return method_not_allowed(hc, "GET, HEAD");
 		if (atomic_load(&app->draining))
@@ -157,6 +161,7 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 	if (path_prefix(req, "/static/", &rest, &rest_len)) {
 		const struct rs_asset *a;
 
+		rs_http_set_route(hc, RS_ROUTE_STATIC);
 		if (!is_get(req))
 			return method_not_allowed(hc, "GET, HEAD");
 		a = find_asset(app, req->path, req->path_len);
@@ -165,21 +170,28 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 		return serve_asset(hc, req, a, 200, CACHE_STATIC);
 	}
 	if (path_prefix(req, "/console/", &rest, &rest_len)) {
+		rs_http_set_route(hc, RS_ROUTE_CONSOLE_PAGE);
 		if (!is_get(req))
 			return method_not_allowed(hc, "GET, HEAD");
 		return serve_console_page(app, hc, rest, rest_len);
 	}
 	if (path_prefix(req, "/ws/", &rest, &rest_len)) {
+		rs_http_set_route(hc, RS_ROUTE_WEBSOCKET);
 		if (req->method != HTTP_GET)
 			return method_not_allowed(hc, "GET");
 		return rs_console_upgrade(&app->console, hc, req, rest, rest_len);
 	}
-	if (path_is(req, "/api/v1/stats"))
+	if (path_is(req, "/api/v1/stats")) {
+		rs_http_set_route(hc, RS_ROUTE_API_STATS);
 		return rs_api_stats(app, hc, req);
+	}
 	if (path_is(req, "/api/v1/consoles") ||
-	    path_prefix(req, "/api/v1/consoles/", &rest, &rest_len))
+	    path_prefix(req, "/api/v1/consoles/", &rest, &rest_len)) {
+		rs_http_set_route(hc, RS_ROUTE_API_CONSOLES);
 		return rs_api_consoles(app, hc, req);
+	}
 	if (path_is(req, "/")) {
+		rs_http_set_route(hc, RS_ROUTE_ROOT);
 		/* The root reveals nothing about what runs here. */
 		rs_http_respond(hc, 401, "text/plain; charset=utf-8", "401 Unauthorized\n", 17,
 				NULL);

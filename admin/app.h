@@ -15,11 +15,25 @@
 
 struct rs_asset;
 
+/* Routes of the console listener, for the per-route response counters. */
+enum rs_app_route {
+	RS_ROUTE_OTHER = 0,
+	RS_ROUTE_HEALTHZ,
+	RS_ROUTE_STATIC,
+	RS_ROUTE_CONSOLE_PAGE,
+	RS_ROUTE_WEBSOCKET,
+	RS_ROUTE_API_CONSOLES,
+	RS_ROUTE_API_STATS,
+	RS_ROUTE_ROOT,
+	RS_APP_ROUTES
+};
+
 struct rs_app {
 	struct rs_config *cfg;
 	struct rs_engine *engine;
 	struct rs_token_table *tokens;
 	struct rs_http_server http;
+	struct rs_http_server metrics_http;
 	struct rs_console_env console;
 	const struct rs_asset *assets; /* NULL: embedded table */
 	size_t n_assets;

@@ -20,6 +20,8 @@ static void print_listen(const struct rs_config *cfg, unsigned workers)
 	for (size_t i = 0; i < cfg->n_listen; i++)
 		rs_info("main", "listening on http://%s (%u workers)", cfg->listen[i], workers);
 	rs_info("main", "console links use %s", cfg->public_url);
+	if (*cfg->metrics_listen)
+		rs_info("main", "Prometheus metrics on http://%s/metrics", cfg->metrics_listen);
 }
 
 static int add_listeners(struct rs_app *app, char *err, size_t errlen)
@@ -35,6 +37,20 @@ static int add_listeners(struct rs_app *app, char *err, size_t errlen)
 		if (ret) {
 			snprintf(err, errlen, "cannot listen on '%s': %s", app->cfg->listen[i],
 				 strerror(-ret));
+			return ret;
+		}
+	}
+	if (*app->cfg->metrics_listen) {
+		struct sockaddr_storage ss;
+		socklen_t len;
+		int ret = rs_parse_hostport(app->cfg->metrics_listen, &ss, &len);
+
+		if (!ret)
+			ret = rs_engine_listen(app->engine, (struct sockaddr *)&ss, len,
+					       rs_http_on_accept, &app->metrics_http);
+		if (ret) {
+			snprintf(err, errlen, "cannot listen on '%s' (metrics): %s",
+				 app->cfg->metrics_listen, strerror(-ret));
 			return ret;
 		}
 	}

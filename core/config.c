@@ -102,6 +102,7 @@ void rs_config_init(struct rs_config *c)
 	c->log_level = rs_xstrdup("info");
 	c->log_target = rs_xstrdup("stderr");
 	c->state_dir = rs_xstrdup("/var/lib/ringside");
+	c->metrics_listen = rs_xstrdup("127.0.0.1:9180");
 }
 
 void rs_config_release(struct rs_config *c)
@@ -115,6 +116,11 @@ void rs_config_release(struct rs_config *c)
 	free(c->log_target);
 	free(c->www_dir);
 	free(c->state_dir);
+	free(c->metrics_listen);
+	if (c->metrics_token) {
+		explicit_bzero(c->metrics_token, strlen(c->metrics_token));
+		free(c->metrics_token);
+	}
 	free(c->config_path);
 	free(c->_pvnc_public_ip);
 	memset(c, 0, sizeof(*c));
@@ -334,15 +340,18 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 			ret = set_api_keys(c, v, err, errlen);
 		} else if (!strcmp(k, "public_url") || !strcmp(k, "log_level") ||
 			   !strcmp(k, "log_target") || !strcmp(k, "www_dir") ||
-			   !strcmp(k, "state_dir")) {
+			   !strcmp(k, "state_dir") || !strcmp(k, "metrics_listen") ||
+			   !strcmp(k, "metrics_token")) {
 			ret = need_string(v, k, err, errlen);
 			if (ret)
 				break;
-			set_str(!strcmp(k, "public_url")   ? &c->public_url
-				: !strcmp(k, "log_level")  ? &c->log_level
-				: !strcmp(k, "log_target") ? &c->log_target
-				: !strcmp(k, "www_dir")    ? &c->www_dir
-							   : &c->state_dir,
+			set_str(!strcmp(k, "public_url")       ? &c->public_url
+				: !strcmp(k, "log_level")      ? &c->log_level
+				: !strcmp(k, "log_target")     ? &c->log_target
+				: !strcmp(k, "www_dir")        ? &c->www_dir
+				: !strcmp(k, "metrics_listen") ? &c->metrics_listen
+				: !strcmp(k, "metrics_token")  ? &c->metrics_token
+							       : &c->state_dir,
 				json_string_value(v));
 			if (!strcmp(k, "public_url"))
 				c->_public_url_set = true;
@@ -457,6 +466,13 @@ int rs_config_validate(struct rs_config *c, char *err, size_t errlen)
 				    "config: 'listen[%zu]': '%s' is not host:port with a numeric "
 				    "address (e.g. 127.0.0.1:8080 or [::1]:8080)",
 				    i, c->listen[i]);
+	if (*c->metrics_listen && rs_parse_hostport(c->metrics_listen, &ss, &len))
+		return errf(err, errlen,
+			    "config: 'metrics_listen': '%s' is not host:port with a numeric address "
+			    "(\"\" disables metrics)",
+			    c->metrics_listen);
+	if (c->metrics_token && strlen(c->metrics_token) < 16)
+		return errf(err, errlen, "config: 'metrics_token': must be at least 16 characters");
 	for (size_t i = 0; i < RS_ARRAY_SIZE(levels); i++)
 		level_ok |= !strcasecmp(c->log_level, levels[i]);
 	if (!level_ok)

@@ -18,6 +18,13 @@ const char *const rs_console_cause_names[RS_CC__COUNT] = {
 	"nomem",
 };
 
+const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"connect", "target_auth", "total"};
+const double rs_console_setup_le_s[RS_SETUP_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+							0.05,   0.1,   0.25,   0.5,   1,    2.5,
+							10};
+const double rs_console_duration_le_s[RS_DURATION_BUCKETS] = {1,    10,    60,    300,  900,
+							      3600, 14400, 86400, 604800};
+
 /* Per-worker state: written only by its worker, read racily by stats. */
 struct console_worker {
 	struct rs_portpool *ports;
@@ -26,6 +33,26 @@ struct console_worker {
 
 #define CW_ADD(cw, field, n)                                                                       \
 	__atomic_store_n(&(cw)->st.field, (cw)->st.field + (n), __ATOMIC_RELAXED)
+
+static void observe_setup(struct console_worker *cw, enum rs_console_stage st, uint64_t us)
+{
+	size_t b = 0;
+
+	while (b < RS_SETUP_BUCKETS && (double)us / 1e6 > rs_console_setup_le_s[b])
+		b++;
+	CW_ADD(cw, setup[st][b], 1);
+	CW_ADD(cw, setup_sum_us[st], us);
+}
+
+static void observe_duration(struct console_worker *cw, uint64_t ms)
+{
+	size_t b = 0;
+
+	while (b < RS_DURATION_BUCKETS && (double)ms / 1e3 > rs_console_duration_le_s[b])
+		b++;
+	CW_ADD(cw, duration[b], 1);
+	CW_ADD(cw, duration_sum_ms, ms);
+}
 
 enum sess_state { ST_HANDSHAKE = 0, ST_RELAY, ST_CLOSING };
 
@@ -52,6 +79,7 @@ struct session {
 	bool have_src, close_sent;
 	struct sockaddr_storage src;
 	uint64_t opened_ms, to_target, to_browser;
+	uint64_t t_upgrade_ns, t_connected_ns, relay_ms;
 	char tokhash[9];
 	uint8_t refs;
 };
@@ -121,6 +149,7 @@ void rs_console_stats(struct rs_engine *e, struct rs_console_stats *out)
 			rs_portpool_stats(cw->ports, &ps);
 			out->ports_total += ps.size;
 			out->ports_in_use += ps.in_use;
+			out->ports_exhausted += ps.exhausted;
 		}
 	}
 }
@@ -170,8 +199,11 @@ static void session_end(struct session *s, enum rs_console_cause cause, uint16_t
 {
 	if (s->state == ST_CLOSING)
 		return;
-	if (s->state == ST_RELAY)
+	if (s->state == ST_RELAY) {
 		CW_ADD(s->cw, active, (uint64_t)-1);
+		observe_duration(s->cw, rs_worker_now(rs_conn_worker(s->br ? s->br : s->up)) -
+						s->relay_ms);
+	}
 	s->state = ST_CLOSING;
 	s->cause = cause;
 	CW_ADD(s->cw, causes[cause], 1);
@@ -232,7 +264,15 @@ static void enter_relay(struct session *s)
 	}
 	rs_timer_unlink(rs_worker_timers(rs_conn_worker(s->br)), &s->timer);
 	s->state = ST_RELAY;
+	s->relay_ms = rs_worker_now(rs_conn_worker(s->br));
 	CW_ADD(s->cw, active, 1);
+	{
+		uint64_t now = rs_now_ns();
+
+		if (s->t_connected_ns)
+			observe_setup(s->cw, RS_STAGE_TARGET_AUTH, (now - s->t_connected_ns) / 1000);
+		observe_setup(s->cw, RS_STAGE_TOTAL, (now - s->t_upgrade_ns) / 1000);
+	}
 	rs_info("console", "console.opened token=%s key=%s target=%s:%u", s->tokhash,
 		s->spec->api_key_name ? s->spec->api_key_name : "-", s->spec->host, s->spec->port);
 }
@@ -464,8 +504,11 @@ static void up_on_connect(struct rs_conn *c, int res)
 	struct session *s = rs_conn_ctx(c);
 	char reason[160];
 
-	if (!res)
+	if (!res) {
+		s->t_connected_ns = rs_now_ns();
+		observe_setup(s->cw, RS_STAGE_CONNECT, (s->t_connected_ns - s->t_upgrade_ns) / 1000);
 		return; /* the target speaks first (RFB version) */
+	}
 	snprintf(reason, sizeof(reason), "could not connect to the console target: %s",
 		 res == -ETIMEDOUT ? "connection timed out" : strerror(-res));
 	fail_upstream(s,
@@ -678,6 +721,7 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	s->spec = spec;
 	s->refs = 1;
 	s->opened_ms = rs_worker_now(w);
+	s->t_upgrade_ns = rs_now_ns();
 	rs_timer_init(&s->timer, on_handshake_timeout);
 	rs_ws_parser_init(&s->ws, true, env->cfg->ws_max_frame, env->cfg->ws_max_message);
 	rs_rfb_server_init(&s->hs->srv);

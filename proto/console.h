@@ -46,10 +46,30 @@ struct rs_console_env {
 	_Atomic bool *draining;
 };
 
+/* Setup stages timed per console (histograms): upgrade -> TCP connected,
+ * connected -> target's RFB security phase done, upgrade -> relaying. */
+enum rs_console_stage {
+	RS_STAGE_CONNECT = 0,
+	RS_STAGE_TARGET_AUTH,
+	RS_STAGE_TOTAL,
+	RS_STAGE__COUNT
+};
+extern const char *const rs_console_stage_names[RS_STAGE__COUNT];
+
+#define RS_SETUP_BUCKETS 13 /* upper bounds in rs_console_setup_le_ms, then +Inf */
+#define RS_DURATION_BUCKETS 9
+extern const double rs_console_setup_le_s[RS_SETUP_BUCKETS];
+extern const double rs_console_duration_le_s[RS_DURATION_BUCKETS];
+
 struct rs_console_stats {
 	uint64_t opened, active, bytes_to_target, bytes_to_browser;
 	uint64_t causes[RS_CC__COUNT];
-	uint64_t ports_total, ports_in_use;
+	uint64_t ports_total, ports_in_use, ports_exhausted;
+	/* histograms: per-bucket counts (not cumulative; last = +Inf), sums in µs */
+	uint64_t setup[RS_STAGE__COUNT][RS_SETUP_BUCKETS + 1];
+	uint64_t setup_sum_us[RS_STAGE__COUNT];
+	uint64_t duration[RS_DURATION_BUCKETS + 1];
+	uint64_t duration_sum_ms;
 };
 
 /* Per-worker console state (port pool, counters); call from the engine's

@@ -14,6 +14,7 @@ struct rs_http_conn {
 	const uint8_t *in_rest; /* unfed bytes of the current receive, for upgrades */
 	size_t in_rest_len;
 	bool responded, close_after, upgraded, timer_is_header;
+	unsigned route;
 };
 
 static void arm_timer(struct rs_http_conn *hc)
@@ -30,12 +31,22 @@ static void arm_timer(struct rs_http_conn *hc)
 	rs_timer_link(rs_worker_timers(w), &hc->timer, rs_worker_now(w) + ms);
 }
 
-static void count_status(struct rs_http_server *srv, int status)
+static void count_status(struct rs_http_conn *hc, int status)
 {
+	struct rs_http_server *srv = hc->srv;
+
 	atomic_fetch_add_explicit((_Atomic uint64_t *)&srv->requests, 1, memory_order_relaxed);
-	if (status >= 100 && status < 600)
+	if (status >= 100 && status < 600) {
 		atomic_fetch_add_explicit((_Atomic uint64_t *)&srv->errors_by_status[status / 100],
 					  1, memory_order_relaxed);
+		atomic_fetch_add_explicit((_Atomic uint64_t *)&srv->by_route[hc->route][status / 100],
+					  1, memory_order_relaxed);
+	}
+}
+
+void rs_http_set_route(struct rs_http_conn *hc, unsigned route)
+{
+	hc->route = route < RS_HTTP_MAX_ROUTES ? route : 0;
 }
 
 static void send_response(struct rs_http_conn *hc, int status, const char *type, const void *body,
@@ -50,7 +61,7 @@ static void send_response(struct rs_http_conn *hc, int status, const char *type,
 	if (hc->responded)
 		return;
 	hc->responded = true;
-	count_status(hc->srv, status);
+	count_status(hc, status);
 	n = rs_http_format_head(head, sizeof(head), status, type, len, keep, extra);
 	if (n < 0) {
 		rs_conn_close(hc->c, RS_CLOSE_ERROR, ENOSPC);
@@ -121,6 +132,7 @@ static void respond_protocol_error(struct rs_http_conn *hc, int status)
 
 	hc->close_after = true;
 	hc->cur = NULL;
+	hc->route = 0;
 	send_response(hc, status, "text/plain; charset=utf-8", body, (size_t)n, NULL, false);
 }
 
@@ -144,7 +156,7 @@ struct rs_conn *rs_http_upgrade(struct rs_http_conn *hc, const char *response, u
 	}
 	if (rs_conn_send(c, response, strlen(response)))
 		goto out_fail;
-	count_status(hc->srv, 101);
+	count_status(hc, 101);
 	hc->responded = true;
 	hc->upgraded = true;
 	/* From here the connection belongs to the caller; the HTTP state is freed
@@ -204,6 +216,7 @@ static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t
 		}
 		hc->cur = req;
 		hc->responded = false;
+		hc->route = 0;
 		hc->in_rest = data;
 		hc->in_rest_len = len;
 		hc->srv->handler(hc, req, hc->srv->arg);

@@ -16,6 +16,8 @@
 
 struct rs_http_conn;
 
+#define RS_HTTP_MAX_ROUTES 12
+
 typedef void (*rs_http_handler)(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg);
 
 struct rs_http_server {
@@ -24,8 +26,11 @@ struct rs_http_server {
 	unsigned keepalive_timeout_ms;
 	rs_http_handler handler;
 	void *arg;
-	/* Counters (per process; updated with relaxed atomics off the relay path). */
-	uint64_t requests, errors_by_status[6]; /* 1xx..5xx */
+	/* Counters (per process; relaxed atomics: the HTTP/API path only, never
+	 * the console relay). Responses by route (set by the handler with
+	 * rs_http_set_route, 0 = unrouted) and status class 1xx..5xx. */
+	uint64_t requests, errors_by_status[6];
+	uint64_t by_route[RS_HTTP_MAX_ROUTES][6];
 };
 
 /* rs_accept_fn for rs_engine_listen(); <arg> is a struct rs_http_server. */
@@ -51,6 +56,9 @@ void rs_http_respond_error(struct rs_http_conn *hc, int status, const char *code
  * frees) so no WebSocket byte is lost. NULL on failure (connection closed). */
 struct rs_conn *rs_http_upgrade(struct rs_http_conn *hc, const char *response, uint8_t **rest,
 				size_t *rest_len);
+
+/* Label the current request's route for the by_route counters. */
+void rs_http_set_route(struct rs_http_conn *hc, unsigned route);
 
 struct rs_conn *rs_http_conn_conn(struct rs_http_conn *hc);
 struct rs_http_server *rs_http_conn_server(struct rs_http_conn *hc);

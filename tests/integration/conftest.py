@@ -49,6 +49,7 @@ def rss_kb(pid):
 class Daemon:
     def __init__(self, tmp, overrides=None, args=()):
         self.port = free_port()
+        self.metrics_port = free_port()
         self.tmp = tmp
         self.log = os.path.join(tmp, "ringside-%d.log" % self.port)
         cfg = {
@@ -60,6 +61,7 @@ class Daemon:
             "state_dir": tmp,
             "drain_timeout_s": 5,
             "api": {"rate_limit_per_s": 0},
+            "metrics_listen": "127.0.0.1:%d" % self.metrics_port,
         }
         for k, v in (overrides or {}).items():
             if isinstance(v, dict) and isinstance(cfg.get(k), dict):

@@ -1,0 +1,182 @@
+#include "core/common.h"
+
+#include <stdatomic.h>
+#include <strings.h>
+
+#include "admin/app.h"
+#include "admin/metrics.h"
+#include "core/token.h"
+#include "proto/console.h"
+
+#ifndef RS_VERSION
+#define RS_VERSION "0.1.0"
+#endif
+
+static void family(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void histogram(FILE *f, const char *name, const char *labels, const double *le, size_t n,
+		      const uint64_t *counts, double sum)
+{
+	uint64_t cum = 0;
+
+	for (size_t i = 0; i <= n; i++) {
+		cum += counts[i];
+		if (i < n)
+			fprintf(f, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, *labels ? "," : "",
+				le[i], (unsigned long long)cum);
+		else
+			fprintf(f, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels,
+				*labels ? "," : "", (unsigned long long)cum);
+	}
+	fprintf(f, "%s_sum%s%s%s %.6f\n", name, *labels ? "{" : "", labels, *labels ? "}" : "", sum);
+	fprintf(f, "%s_count%s%s%s %llu\n", name, *labels ? "{" : "", labels, *labels ? "}" : "",
+		(unsigned long long)cum);
+}
+
+static const char *const route_names[RS_APP_ROUTES] = {
+	"other", "healthz", "static", "console_page", "websocket", "api_consoles", "api_stats", "root",
+};
+
+long rs_metrics_render(struct rs_app *app, char **out)
+{
+	struct rs_console_stats cs;
+	struct rs_token_stats ts;
+	struct rs_engine_stats es;
+	size_t len = 0;
+	FILE *f = open_memstream(out, &len);
+
+	if (!f)
+		return -ENOMEM;
+	rs_console_stats(app->engine, &cs);
+	rs_token_stats_get(app->tokens, &ts);
+	rs_engine_stats(app->engine, &es);
+
+	family(f, "ringside_build_info", "gauge", "Build information.");
+	fprintf(f, "ringside_build_info{version=\"%s\"} 1\n", RS_VERSION);
+	family(f, "ringside_workers", "gauge", "Worker threads (one io_uring each).");
+	fprintf(f, "ringside_workers %u\n", rs_engine_workers(app->engine));
+	family(f, "ringside_draining", "gauge", "1 while the appliance refuses new consoles.");
+	fprintf(f, "ringside_draining %d\n", atomic_load(&app->draining) ? 1 : 0);
+
+	family(f, "ringside_consoles_opened_total", "counter",
+	       "Console WebSocket upgrades that consumed a token.");
+	fprintf(f, "ringside_consoles_opened_total{kind=\"vnc\"} %llu\n",
+		(unsigned long long)cs.opened);
+	family(f, "ringside_consoles_closed_total", "counter",
+	       "Consoles that ended or could not be opened, by cause.");
+	for (int i = 0; i < RS_CC__COUNT; i++)
+		fprintf(f, "ringside_consoles_closed_total{kind=\"vnc\",cause=\"%s\"} %llu\n",
+			rs_console_cause_names[i], (unsigned long long)cs.causes[i]);
+	family(f, "ringside_console_sessions_active", "gauge", "Consoles relaying right now.");
+	fprintf(f, "ringside_console_sessions_active{kind=\"vnc\"} %llu\n",
+		(unsigned long long)cs.active);
+	family(f, "ringside_relayed_bytes_total", "counter", "Console payload bytes relayed.");
+	fprintf(f, "ringside_relayed_bytes_total{direction=\"to_target\"} %llu\n",
+		(unsigned long long)cs.bytes_to_target);
+	fprintf(f, "ringside_relayed_bytes_total{direction=\"to_browser\"} %llu\n",
+		(unsigned long long)cs.bytes_to_browser);
+
+	family(f, "ringside_tokens_total", "counter", "Console links by outcome.");
+	fprintf(f, "ringside_tokens_total{outcome=\"issued\"} %llu\n", (unsigned long long)ts.issued);
+	fprintf(f, "ringside_tokens_total{outcome=\"consumed\"} %llu\n",
+		(unsigned long long)ts.consumed);
+	fprintf(f, "ringside_tokens_total{outcome=\"expired\"} %llu\n",
+		(unsigned long long)ts.expired);
+	fprintf(f, "ringside_tokens_total{outcome=\"revoked\"} %llu\n",
+		(unsigned long long)ts.revoked);
+	fprintf(f, "ringside_tokens_total{outcome=\"rejected\"} %llu\n",
+		(unsigned long long)ts.rejected);
+	family(f, "ringside_tokens_live", "gauge", "Console links issued and not yet used or expired.");
+	fprintf(f, "ringside_tokens_live %llu\n", (unsigned long long)ts.live);
+
+	family(f, "ringside_http_responses_total", "counter",
+	       "HTTP responses of the console listener by route and status class.");
+	for (int r = 0; r < RS_APP_ROUTES; r++)
+		for (int c = 1; c <= 5; c++)
+			fprintf(f, "ringside_http_responses_total{route=\"%s\",code=\"%dxx\"} %llu\n",
+				route_names[r], c,
+				(unsigned long long)atomic_load_explicit(
+					(_Atomic uint64_t *)&app->http.by_route[r][c],
+					memory_order_relaxed));
+
+	family(f, "ringside_connections_open", "gauge", "TCP connections held (both legs).");
+	fprintf(f, "ringside_connections_open %llu\n", (unsigned long long)es.conns_live);
+	family(f, "ringside_connections_accepted_total", "counter", "TCP connections accepted.");
+	fprintf(f, "ringside_connections_accepted_total %llu\n", (unsigned long long)es.accepted);
+	family(f, "ringside_buffer_pool_buffers", "gauge", "Receive buffers, in use and in total.");
+	fprintf(f, "ringside_buffer_pool_buffers{state=\"in_use\"} %llu\n",
+		(unsigned long long)es.bufs_out);
+	fprintf(f, "ringside_buffer_pool_buffers{state=\"total\"} %llu\n",
+		(unsigned long long)es.bufs_total);
+	family(f, "ringside_buffer_pool_exhausted_total", "counter",
+	       "Receives that found the buffer pool empty (ENOBUFS; retried).");
+	fprintf(f, "ringside_buffer_pool_exhausted_total %llu\n", (unsigned long long)es.enobufs);
+	family(f, "ringside_port_pool_pairs", "gauge",
+	       "Upstream (source address, port) pairs, in use and in total.");
+	fprintf(f, "ringside_port_pool_pairs{state=\"in_use\"} %llu\n",
+		(unsigned long long)cs.ports_in_use);
+	fprintf(f, "ringside_port_pool_pairs{state=\"total\"} %llu\n",
+		(unsigned long long)cs.ports_total);
+	family(f, "ringside_port_pool_exhausted_total", "counter",
+	       "Consoles refused because no pair was free.");
+	fprintf(f, "ringside_port_pool_exhausted_total %llu\n",
+		(unsigned long long)cs.ports_exhausted);
+	family(f, "ringside_engine_loop_iterations_total", "counter", "Event-loop iterations.");
+	fprintf(f, "ringside_engine_loop_iterations_total %llu\n", (unsigned long long)es.loops);
+	family(f, "ringside_engine_completions_total", "counter", "io_uring completions handled.");
+	fprintf(f, "ringside_engine_completions_total %llu\n", (unsigned long long)es.cqes);
+	family(f, "ringside_engine_cq_overflows_total", "counter",
+	       "Loop iterations that saw the completion queue overflow.");
+	fprintf(f, "ringside_engine_cq_overflows_total %llu\n", (unsigned long long)es.cq_overflow);
+
+	family(f, "ringside_console_setup_seconds", "histogram",
+	       "Console setup time by stage: connect (upgrade to TCP connected), target_auth "
+	       "(connected to the target's RFB security phase done), total (upgrade to relaying).");
+	for (int st = 0; st < RS_STAGE__COUNT; st++) {
+		char labels[64];
+
+		snprintf(labels, sizeof(labels), "stage=\"%s\"", rs_console_stage_names[st]);
+		histogram(f, "ringside_console_setup_seconds", labels, rs_console_setup_le_s,
+			  RS_SETUP_BUCKETS, cs.setup[st], (double)cs.setup_sum_us[st] / 1e6);
+	}
+	family(f, "ringside_console_duration_seconds", "histogram",
+	       "How long consoles relayed before they ended.");
+	histogram(f, "ringside_console_duration_seconds", "", rs_console_duration_le_s,
+		  RS_DURATION_BUCKETS, cs.duration, (double)cs.duration_sum_ms / 1e3);
+	if (fclose(f)) {
+		free(*out);
+		*out = NULL;
+		return -ENOMEM;
+	}
+	return (long)len;
+}
+
+void rs_metrics_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg)
+{
+	struct rs_app *app = arg;
+	const char *tok = app->cfg->metrics_token;
+	char *text = NULL;
+	long n;
+
+	if (req->path_len != 8 || memcmp(req->path, "/metrics", 8))
+		return rs_http_respond_error(hc, 404, "not_found", "not found", NULL);
+	if (req->method != HTTP_GET && req->method != HTTP_HEAD)
+		return rs_http_respond_error(hc, 405, "method_not_allowed", "use GET",
+					     "Allow: GET, HEAD\r\n");
+	if (tok) {
+		const struct rs_http_header *h = rs_http_req_header(req, "Authorization");
+
+		if (!h || h->value_len < 7 || strncasecmp(h->value, "Bearer ", 7) ||
+		    !rs_ct_equal(h->value + 7, h->value_len - 7, tok, strlen(tok)))
+			return rs_http_respond_error(hc, 401, "unauthorized", "bearer token required",
+						     "WWW-Authenticate: Bearer\r\n");
+	}
+	n = rs_metrics_render(app, &text);
+	if (n < 0)
+		return rs_http_respond_error(hc, 503, "no_memory", "out of memory", NULL);
+	rs_http_respond(hc, 200, "text/plain; version=0.0.4; charset=utf-8", text, (size_t)n, NULL);
+	free(text);
+}
