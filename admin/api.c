@@ -11,6 +11,7 @@
 
 #include "admin/api.h"
 #include "admin/app.h"
+#include "admin/audit.h"
 #include "core/log.h"
 #include "core/token.h"
 
@@ -307,6 +308,16 @@ static void create_console(struct rs_app *app, struct rs_http_conn *hc,
 	explicit_bzero(raw, sizeof(raw));
 	rs_info("api", "token.issued key=%s token=%s target=vnc:%s ttl=%u label=\"%s\"",
 		app->cfg->api_keys[key].name, hash, target, ttl, label);
+	{
+		char client[48];
+
+		rs_conn_peer_str(rs_http_conn_conn(hc), client, sizeof(client));
+		rs_audit_emit(app->audit, "token.issued",
+			      json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "token", hash,
+					"api_key", app->cfg->api_keys[key].name, "label", label,
+					"kind", "vnc", "target", target, "ttl", (int)ttl,
+					"api_client", client));
+	}
 	format_time(rs_wall_s() + ttl, expires);
 	n = snprintf(body, sizeof(body),
 		     "{\"token\":\"%s\",\"url\":\"%s/console/%s\",\"expires_at\":\"%s\","

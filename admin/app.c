@@ -3,7 +3,10 @@
 #include <stdatomic.h>
 
 #include "admin/api.h"
+#include <jansson.h>
+
 #include "admin/app.h"
+#include "admin/audit.h"
 #include "admin/metrics.h"
 #include "core/log.h"
 #include "proto/assets.h"
@@ -11,10 +14,44 @@
 
 static const char CACHE_STATIC[] = "Cache-Control: public, max-age=3600\r\n";
 
+static void on_console_event(void *arg, const struct rs_console_event *ev)
+{
+	static const char *const names[] = {"console.opened", "console.closed", "token.rejected"};
+	struct rs_app *app = arg;
+	json_t *o = json_pack("{s:s, s:s, s:s}", "token", ev->token_hash, "client", ev->client,
+			      "user_agent", ev->user_agent);
+
+	if (!o)
+		return;
+	if (ev->type != RS_CEV_REJECTED) {
+		char target[300];
+
+		snprintf(target, sizeof(target), "%s:%u", ev->target_host, ev->target_port);
+		json_object_set_new(o, "api_key", json_string(ev->api_key));
+		json_object_set_new(o, "label", json_string(ev->label));
+		json_object_set_new(o, "kind", json_string("vnc"));
+		json_object_set_new(o, "target", json_string(target));
+	}
+	if (ev->type == RS_CEV_REJECTED)
+		json_object_set_new(o, "reason", json_string(ev->cause));
+	if (ev->type == RS_CEV_CLOSED) {
+		json_object_set_new(o, "cause", json_string(ev->cause));
+		json_object_set_new(o, "duration_ms", json_integer((json_int_t)ev->duration_ms));
+		json_object_set_new(o, "bytes_to_target",
+				    json_integer((json_int_t)ev->bytes_to_target));
+		json_object_set_new(o, "bytes_to_browser",
+				    json_integer((json_int_t)ev->bytes_to_browser));
+	}
+	rs_audit_emit(app->audit, names[ev->type], o);
+}
+
 int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t errlen)
 {
 	memset(app, 0, sizeof(*app));
 	app->cfg = cfg;
+	app->audit = rs_audit_open(cfg->audit_log, err, errlen);
+	if (!app->audit)
+		return -EIO;
 	app->tokens = rs_token_table_new(cfg->token_capacity);
 	if (!app->tokens) {
 		snprintf(err, errlen, "cannot allocate a token table of %u entries",
@@ -35,6 +72,8 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 	app->console.tokens = app->tokens;
 	app->console.cfg = cfg;
 	app->console.draining = &app->draining;
+	app->console.on_event = on_console_event;
+	app->console.event_arg = app;
 	app->started_s = (uint64_t)rs_wall_s();
 	return 0;
 }
@@ -45,6 +84,8 @@ void rs_app_release(struct rs_app *app)
 	app->tokens = NULL;
 	rs_api_limiter_free(app->limiter);
 	app->limiter = NULL;
+	rs_audit_close(app->audit);
+	app->audit = NULL;
 }
 
 void rs_app_tick(struct rs_app *app)

@@ -38,6 +38,7 @@ struct rs_app {
 	const struct rs_asset *assets; /* NULL: embedded table */
 	size_t n_assets;
 	struct rs_api_limiter *limiter;
+	struct rs_audit *audit;
 	_Atomic bool draining;
 	uint64_t started_s;
 };

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 
 #include "admin/app.h"
+#include "admin/audit.h"
 #include "core/config.h"
 #include "core/engine.h"
 #include "core/log.h"
@@ -144,9 +145,10 @@ int main(int argc, char **argv)
 			continue;
 		}
 		if (sig == SIGHUP) {
-			rs_info("main", "SIGHUP: reopening log");
+			rs_info("main", "SIGHUP: reopening the log and the audit log");
 			if (rs_log_open(cfg.log_target))
 				rs_error("main", "cannot reopen log '%s'", cfg.log_target);
+			rs_audit_reopen(app.audit);
 			continue;
 		}
 		rs_info("main", "%s: stopping, draining for up to %u s",

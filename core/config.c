@@ -103,6 +103,7 @@ void rs_config_init(struct rs_config *c)
 	c->log_target = rs_xstrdup("stderr");
 	c->state_dir = rs_xstrdup("/var/lib/ringside");
 	c->metrics_listen = rs_xstrdup("127.0.0.1:9180");
+	c->audit_log = rs_xstrdup("");
 }
 
 void rs_config_release(struct rs_config *c)
@@ -117,6 +118,7 @@ void rs_config_release(struct rs_config *c)
 	free(c->www_dir);
 	free(c->state_dir);
 	free(c->metrics_listen);
+	free(c->audit_log);
 	if (c->metrics_token) {
 		explicit_bzero(c->metrics_token, strlen(c->metrics_token));
 		free(c->metrics_token);
@@ -341,7 +343,7 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 		} else if (!strcmp(k, "public_url") || !strcmp(k, "log_level") ||
 			   !strcmp(k, "log_target") || !strcmp(k, "www_dir") ||
 			   !strcmp(k, "state_dir") || !strcmp(k, "metrics_listen") ||
-			   !strcmp(k, "metrics_token")) {
+			   !strcmp(k, "metrics_token") || !strcmp(k, "audit_log")) {
 			ret = need_string(v, k, err, errlen);
 			if (ret)
 				break;
@@ -351,6 +353,7 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 				: !strcmp(k, "www_dir")        ? &c->www_dir
 				: !strcmp(k, "metrics_listen") ? &c->metrics_listen
 				: !strcmp(k, "metrics_token")  ? &c->metrics_token
+				: !strcmp(k, "audit_log")      ? &c->audit_log
 							       : &c->state_dir,
 				json_string_value(v));
 			if (!strcmp(k, "public_url"))

@@ -31,6 +31,7 @@ struct rs_config {
 	size_t n_allowed_origins;
 	char *www_dir; /* serve pages from here instead of the embedded copy */
 	char *metrics_listen; /* Prometheus listener "host:port"; "" disables */
+	char *audit_log;      /* file path, "syslog", or "" for none */
 	char *metrics_token;  /* optional bearer token for /metrics; wiped on release */
 	char *state_dir;
 	unsigned token_capacity, token_ttl_s, token_max_ttl_s;

@@ -81,6 +81,8 @@ struct session {
 	uint64_t opened_ms, to_target, to_browser;
 	uint64_t t_upgrade_ns, t_connected_ns, relay_ms;
 	char tokhash[9];
+	char client[48];
+	char user_agent[160];
 	uint8_t refs;
 };
 
@@ -183,6 +185,27 @@ static void ws_close(struct session *s, uint16_t code, const char *reason)
 		rs_conn_close_after_send(s->br);
 }
 
+static void emit(const struct session *s, enum rs_console_event_type type, uint64_t now_ms)
+{
+	struct rs_console_event ev = {
+		.type = type,
+		.token_hash = s->tokhash,
+		.api_key = s->spec->api_key_name ? s->spec->api_key_name : "",
+		.label = s->spec->label ? s->spec->label : "",
+		.target_host = s->spec->host,
+		.target_port = s->spec->port,
+		.client = s->client,
+		.user_agent = s->user_agent,
+		.cause = rs_console_cause_names[s->cause],
+		.duration_ms = now_ms - s->opened_ms,
+		.bytes_to_target = s->to_target,
+		.bytes_to_browser = s->to_browser,
+	};
+
+	if (s->env->on_event)
+		s->env->on_event(s->env->event_arg, &ev);
+}
+
 static void log_closed(struct session *s)
 {
 	rs_info("console", "console.closed token=%s cause=%s duration_ms=%llu to_target=%llu "
@@ -214,6 +237,7 @@ static void session_end(struct session *s, enum rs_console_cause cause, uint16_t
 	if (s->up)
 		rs_conn_close(s->up, RS_CLOSE_NORMAL, 0);
 	log_closed(s);
+	emit(s, RS_CEV_CLOSED, rs_worker_now(rs_conn_worker(s->br ? s->br : s->up)));
 }
 
 static void session_unref(struct session *s)
@@ -275,6 +299,7 @@ static void enter_relay(struct session *s)
 	}
 	rs_info("console", "console.opened token=%s key=%s target=%s:%u", s->tokhash,
 		s->spec->api_key_name ? s->spec->api_key_name : "-", s->spec->host, s->spec->port);
+	emit(s, RS_CEV_OPENED, s->relay_ms);
 }
 
 /* Move the browser-side RFB machine forward once the upstream outcome is
@@ -659,6 +684,34 @@ static void refuse(struct rs_http_conn *hc, struct console_worker *cw, enum rs_c
 	rs_http_respond_error(hc, status, code, msg, extra);
 }
 
+/* Copy a header value for the audit log: bounded, printable ASCII only. */
+static void copy_printable(char *dst, size_t cap, const struct rs_http_header *h)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; h && i < h->value_len && n + 1 < cap; i++)
+		dst[n++] = h->value[i] >= 0x20 && h->value[i] < 0x7f ? h->value[i] : '?';
+	dst[n] = 0;
+}
+
+static void audit_rejected(const struct rs_console_env *env, struct rs_http_conn *hc,
+			   const struct rs_http_req *req, const char *tokhash,
+			   enum rs_console_cause cc)
+{
+	struct rs_console_event ev = {.type = RS_CEV_REJECTED, .token_hash = tokhash,
+				      .api_key = "", .label = "", .target_host = "",
+				      .cause = rs_console_cause_names[cc]};
+	char client[48], ua[160];
+
+	if (!env->on_event)
+		return;
+	rs_conn_peer_str(rs_http_conn_conn(hc), client, sizeof(client));
+	copy_printable(ua, sizeof(ua), rs_http_req_header(req, "User-Agent"));
+	ev.client = client;
+	ev.user_agent = ua;
+	env->on_event(env->event_arg, &ev);
+}
+
 void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *hc,
 			const struct rs_http_req *req, const char *tok, size_t toklen)
 {
@@ -698,7 +751,13 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	if (!ret)
 		ret = rs_token_consume(env->tokens, raw, rs_conn_peer(c), &spec);
 	if (ret) {
+		char hash[9] = "-";
+
+		if (ret != -EINVAL)
+			rs_log_hash(raw, sizeof(raw), hash);
 		explicit_bzero(raw, sizeof(raw));
+		audit_rejected(env, hc, req, hash,
+			       ret == -EACCES ? RS_CC_TOKEN_IP : RS_CC_TOKEN_INVALID);
 		if (ret == -EACCES)
 			return refuse(hc, cw, RS_CC_TOKEN_IP, 403, "token_bound",
 				      "this console link belongs to another client address", NULL);
@@ -722,6 +781,8 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	s->refs = 1;
 	s->opened_ms = rs_worker_now(w);
 	s->t_upgrade_ns = rs_now_ns();
+	rs_conn_peer_str(c, s->client, sizeof(s->client));
+	copy_printable(s->user_agent, sizeof(s->user_agent), rs_http_req_header(req, "User-Agent"));
 	rs_timer_init(&s->timer, on_handshake_timeout);
 	rs_ws_parser_init(&s->ws, true, env->cfg->ws_max_frame, env->cfg->ws_max_message);
 	rs_rfb_server_init(&s->hs->srv);

@@ -40,10 +40,27 @@ enum rs_console_cause {
 };
 extern const char *const rs_console_cause_names[RS_CC__COUNT];
 
+/* What the audit log records of a console; strings are valid only during the
+ * callback. No secret is ever in here: the token appears as its hash. */
+enum rs_console_event_type { RS_CEV_OPENED = 0, RS_CEV_CLOSED, RS_CEV_REJECTED };
+
+struct rs_console_event {
+	enum rs_console_event_type type;
+	const char *token_hash; /* 8 hex digits, or "-" when the token did not parse */
+	const char *api_key, *label, *target_host;
+	uint16_t target_port;
+	const char *client, *user_agent;
+	const char *cause; /* CLOSED, REJECTED */
+	uint64_t duration_ms, bytes_to_target, bytes_to_browser;
+};
+
 struct rs_console_env {
 	struct rs_token_table *tokens;
 	const struct rs_config *cfg;
 	_Atomic bool *draining;
+	/* Optional: called on the worker for every console event (audit log). */
+	void (*on_event)(void *arg, const struct rs_console_event *ev);
+	void *event_arg;
 };
 
 /* Setup stages timed per console (histograms): upgrade -> TCP connected,
