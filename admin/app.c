@@ -9,6 +9,7 @@
 #include "admin/audit.h"
 #include "admin/metrics.h"
 #include "core/log.h"
+#include "core/log.h"
 #include "proto/assets.h"
 #include "proto/console.h"
 
@@ -239,4 +240,38 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 		return;
 	}
 	rs_http_respond_error(hc, 404, "not_found", "not found", NULL);
+}
+
+int rs_app_reload(struct rs_app *app, FILE *out)
+{
+	struct rs_config fresh;
+	char err[512];
+	enum rs_log_level l;
+	int ret = 0;
+
+	if (!app->cfg->config_path) {
+		fprintf(out, "ERR no config file to reload (started without --config)\n");
+		return -EINVAL;
+	}
+	rs_config_init(&fresh);
+	if (rs_config_load_file(&fresh, app->cfg->config_path, err, sizeof(err)) ||
+	    rs_config_validate(&fresh, err, sizeof(err))) {
+		fprintf(out, "ERR %s (nothing changed)\n", err);
+		ret = -EINVAL;
+		goto out_release;
+	}
+	/* Only what workers never read concurrently changes here; listeners,
+	 * keys and limits need a restart (a drain plus a new process). */
+	if (!rs_log_level_parse(fresh.log_level, &l))
+		rs_log_set_level(l);
+	if (strcmp(fresh.log_target, app->cfg->log_target) == 0)
+		rs_log_open(app->cfg->log_target);
+	rs_audit_reopen(app->audit);
+	rs_info("ctl", "configuration reloaded from %s", app->cfg->config_path);
+	fprintf(out, "OK\nreloaded: log level %s; listeners, API keys and limits apply after a "
+		     "restart\n",
+		fresh.log_level);
+out_release:
+	rs_config_release(&fresh);
+	return ret;
 }

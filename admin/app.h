@@ -50,6 +50,10 @@ void rs_app_release(struct rs_app *app);
 /* The HTTP request router (rs_http_handler). */
 void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg);
 
+/* Re-read the config file and apply what can change at run time (log level
+ * and target); report to <out> ("OK ..."/"ERR ..."). 0 or -EINVAL. */
+int rs_app_reload(struct rs_app *app, FILE *out);
+
 /* Periodic housekeeping from the main thread (token expiry). */
 void rs_app_tick(struct rs_app *app);
 

@@ -8,6 +8,7 @@
 
 #include "admin/app.h"
 #include "admin/audit.h"
+#include "admin/ctl.h"
 #include "core/config.h"
 #include "core/engine.h"
 #include "core/log.h"
@@ -69,6 +70,10 @@ int main(int argc, char **argv)
 	int sig, ret = 1;
 	enum rs_log_level lvl;
 
+	struct rs_ctl *ctl = NULL;
+
+	if (argc > 1 && !strcmp(argv[1], "ctl"))
+		return rs_ctl_client(argc - 2, argv + 2);
 	if (rs_cli_parse(argc, argv, &cli, err, sizeof(err))) {
 		fprintf(stderr, "ringside: %s\n", err);
 		rs_cli_usage(stderr);
@@ -132,6 +137,11 @@ int main(int argc, char **argv)
 		rs_error("main", "%s", err);
 		goto out_engine;
 	}
+	ctl = rs_ctl_start(&app, err, sizeof(err));
+	if (!ctl && err[0]) {
+		rs_error("main", "%s", err);
+		goto out_engine;
+	}
 	rs_info("main", "ringside %s started", RS_VERSION);
 	print_listen(&cfg, rs_engine_workers(app.engine));
 
@@ -155,12 +165,16 @@ int main(int argc, char **argv)
 			sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg.drain_timeout_s);
 		break;
 	}
+	/* The admin thread calls into workers: stop it before them. */
+	rs_ctl_stop(ctl);
+	ctl = NULL;
 	atomic_store(&app.draining, true);
 	rs_engine_stop(app.engine, cfg.drain_timeout_s * 1000);
 	rs_info("main", "stopped");
 	ret = 0;
 
 out_engine:
+	rs_ctl_stop(ctl);
 	rs_engine_stop(app.engine, 0);
 	for (unsigned i = 0; i < rs_engine_workers(app.engine); i++)
 		rs_console_worker_stop(rs_engine_worker(app.engine, i));

@@ -43,6 +43,7 @@ static const struct uint_field uint_fields[] = {
 	{"buffers.count", offsetof(struct rs_config, buf_count), 16, 32768, 1024, true},
 	F("port_pool.port_min", port_min, 1024, 65535, 10000),
 	F("port_pool.port_max", port_max, 1024, 65535, 32767),
+	F("admin_socket_mode", admin_socket_mode, 0, 0777, 0660),
 };
 #undef F
 
@@ -104,6 +105,7 @@ void rs_config_init(struct rs_config *c)
 	c->state_dir = rs_xstrdup("/var/lib/ringside");
 	c->metrics_listen = rs_xstrdup("127.0.0.1:9180");
 	c->audit_log = rs_xstrdup("");
+	c->admin_socket = rs_xstrdup("");
 }
 
 void rs_config_release(struct rs_config *c)
@@ -119,6 +121,8 @@ void rs_config_release(struct rs_config *c)
 	free(c->state_dir);
 	free(c->metrics_listen);
 	free(c->audit_log);
+	free(c->admin_socket);
+	free(c->admin_socket_group);
 	if (c->metrics_token) {
 		explicit_bzero(c->metrics_token, strlen(c->metrics_token));
 		free(c->metrics_token);
@@ -343,7 +347,8 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 		} else if (!strcmp(k, "public_url") || !strcmp(k, "log_level") ||
 			   !strcmp(k, "log_target") || !strcmp(k, "www_dir") ||
 			   !strcmp(k, "state_dir") || !strcmp(k, "metrics_listen") ||
-			   !strcmp(k, "metrics_token") || !strcmp(k, "audit_log")) {
+			   !strcmp(k, "metrics_token") || !strcmp(k, "audit_log") ||
+			   !strcmp(k, "admin_socket") || !strcmp(k, "admin_socket_group")) {
 			ret = need_string(v, k, err, errlen);
 			if (ret)
 				break;
@@ -354,6 +359,8 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 				: !strcmp(k, "metrics_listen") ? &c->metrics_listen
 				: !strcmp(k, "metrics_token")  ? &c->metrics_token
 				: !strcmp(k, "audit_log")      ? &c->audit_log
+				: !strcmp(k, "admin_socket")   ? &c->admin_socket
+				: !strcmp(k, "admin_socket_group") ? &c->admin_socket_group
 							       : &c->state_dir,
 				json_string_value(v));
 			if (!strcmp(k, "public_url"))

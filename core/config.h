@@ -32,6 +32,9 @@ struct rs_config {
 	char *www_dir; /* serve pages from here instead of the embedded copy */
 	char *metrics_listen; /* Prometheus listener "host:port"; "" disables */
 	char *audit_log;      /* file path, "syslog", or "" for none */
+	char *admin_socket;   /* Unix socket path, "" for none */
+	char *admin_socket_group;
+	unsigned admin_socket_mode;
 	char *metrics_token;  /* optional bearer token for /metrics; wiped on release */
 	char *state_dir;
 	unsigned token_capacity, token_ttl_s, token_max_ttl_s;

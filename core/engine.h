@@ -132,6 +132,10 @@ const struct rs_engine_stats *rs_worker_stats(const struct rs_worker *w);
  * (kill, revoke, stats): takes a mutex on the worker's inbox. 0 or -ENOMEM. */
 int rs_worker_post(struct rs_worker *w, void (*fn)(struct rs_worker *w, void *arg), void *arg);
 
+/* Run fn(w, arg) on <w>'s thread and wait for it to finish. For control
+ * threads only: never call it from a worker. 0 or -ENOMEM. */
+int rs_worker_call(struct rs_worker *w, void (*fn)(struct rs_worker *w, void *arg), void *arg);
+
 /* --- connections --- */
 
 void rs_conn_set_ops(struct rs_conn *c, const struct rs_conn_ops *ops, void *ctx);

@@ -1020,6 +1020,44 @@ int rs_worker_post(struct rs_worker *w, void (*fn)(struct rs_worker *w, void *ar
 	return 0;
 }
 
+struct sync_call {
+	void (*fn)(struct rs_worker *w, void *arg);
+	void *arg;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+static void run_sync(struct rs_worker *w, void *arg)
+{
+	struct sync_call *sc = arg;
+
+	sc->fn(w, sc->arg);
+	pthread_mutex_lock(&sc->lock);
+	sc->done = true;
+	pthread_cond_signal(&sc->cond);
+	pthread_mutex_unlock(&sc->lock);
+}
+
+int rs_worker_call(struct rs_worker *w, void (*fn)(struct rs_worker *w, void *arg), void *arg)
+{
+	struct sync_call sc = {.fn = fn, .arg = arg};
+	int ret;
+
+	pthread_mutex_init(&sc.lock, NULL);
+	pthread_cond_init(&sc.cond, NULL);
+	ret = rs_worker_post(w, run_sync, &sc);
+	if (!ret) {
+		pthread_mutex_lock(&sc.lock);
+		while (!sc.done)
+			pthread_cond_wait(&sc.cond, &sc.lock);
+		pthread_mutex_unlock(&sc.lock);
+	}
+	pthread_mutex_destroy(&sc.lock);
+	pthread_cond_destroy(&sc.cond);
+	return ret;
+}
+
 static void on_wake(struct rs_worker *w)
 {
 	struct post *list, *p;

@@ -26,9 +26,12 @@ const double rs_console_duration_le_s[RS_DURATION_BUCKETS] = {1,    10,    60,  
 							      3600, 14400, 86400, 604800};
 
 /* Per-worker state: written only by its worker, read racily by stats. */
+struct session;
+
 struct console_worker {
 	struct rs_portpool *ports;
 	struct rs_console_stats st;
+	struct session *sessions; /* every live session of this worker (admin listing) */
 };
 
 #define CW_ADD(cw, field, n)                                                                       \
@@ -81,6 +84,7 @@ struct session {
 	uint64_t opened_ms, to_target, to_browser;
 	uint64_t t_upgrade_ns, t_connected_ns, relay_ms;
 	char tokhash[9];
+	struct session *next, *prev; /* console_worker.sessions */
 	char client[48];
 	char user_agent[160];
 	uint8_t refs;
@@ -244,6 +248,12 @@ static void session_unref(struct session *s)
 {
 	if (--s->refs)
 		return;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		s->cw->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
 	if (s->hs) {
 		rs_rfb_client_release(&s->hs->cli);
 		explicit_bzero(s->hs, sizeof(*s->hs));
@@ -779,6 +789,10 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	s->env = env;
 	s->spec = spec;
 	s->refs = 1;
+	s->next = cw->sessions;
+	if (cw->sessions)
+		cw->sessions->prev = s;
+	cw->sessions = s;
 	s->opened_ms = rs_worker_now(w);
 	s->t_upgrade_ns = rs_now_ns();
 	rs_conn_peer_str(c, s->client, sizeof(s->client));
@@ -810,4 +824,56 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	if (rest_len && s->state != ST_CLOSING)
 		br_data_bytes(s, NULL, rest, rest_len);
 	free(rest);
+}
+
+void rs_console_worker_stats(struct rs_worker *w, struct rs_console_stats *out)
+{
+	struct console_worker *cw = cw_of(w);
+	const uint64_t *src = (const uint64_t *)&cw->st;
+	uint64_t *dst = (uint64_t *)out;
+
+	for (size_t k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
+		dst[k] = __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+}
+
+size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t max)
+{
+	static const char *const states[] = {"handshake", "relay", "closing"};
+	struct console_worker *cw = cw_of(w);
+	size_t n = 0;
+
+	for (struct session *s = cw->sessions; s; s = s->next) {
+		struct rs_console_info *i = &out[n];
+
+		if (!s->br)
+			continue; /* its browser leg is gone: only teardown is left */
+		if (n++ >= max)
+			continue;
+		memset(i, 0, sizeof(*i));
+		i->id = rs_conn_id(s->br);
+		i->worker = rs_worker_id(w);
+		snprintf(i->kind, sizeof(i->kind), "vnc");
+		snprintf(i->state, sizeof(i->state), "%s", states[s->state]);
+		snprintf(i->token_hash, sizeof(i->token_hash), "%s", s->tokhash);
+		snprintf(i->api_key, sizeof(i->api_key), "%s",
+			 s->spec->api_key_name ? s->spec->api_key_name : "");
+		snprintf(i->label, sizeof(i->label), "%s", s->spec->label ? s->spec->label : "");
+		snprintf(i->target, sizeof(i->target), "%s:%u", s->spec->host, s->spec->port);
+		snprintf(i->client, sizeof(i->client), "%s", s->client);
+		i->age_ms = rs_worker_now(w) - s->opened_ms;
+		i->bytes_to_target = s->to_target;
+		i->bytes_to_browser = s->to_browser;
+	}
+	return n;
+}
+
+int rs_console_kill(struct rs_worker *w, uint64_t id)
+{
+	for (struct session *s = cw_of(w)->sessions; s; s = s->next) {
+		if (s->br && rs_conn_id(s->br) == id && s->state != ST_CLOSING) {
+			session_end(s, RS_CC_KILLED, 1000, "the console was closed by an operator");
+			return 0;
+		}
+	}
+	return -ENOENT;
 }

@@ -1,0 +1,599 @@
+#include "core/common.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "admin/app.h"
+#include "admin/ctl.h"
+#include "core/log.h"
+#include "core/token.h"
+#include "proto/console.h"
+
+#define REQ_MAX 4096
+#define MAX_LIST 100000
+
+struct rs_ctl {
+	struct rs_app *app;
+	char *path;
+	int fd, wake[2];
+	pthread_t thread;
+};
+
+/* --- commands --- */
+
+struct out {
+	FILE *f;
+	char *buf;
+	size_t len;
+	bool json;
+};
+
+static int err_out(struct out *o, const char *fmt, const char *arg)
+{
+	fprintf(o->f, "ERR ");
+	fprintf(o->f, fmt, arg);
+	fprintf(o->f, "\n");
+	return 1;
+}
+
+static const char HELP[] =
+	"commands:\n"
+	"  help                     this list\n"
+	"  stats                    totals and per-worker figures\n"
+	"  sessions [filter]        open consoles (filter: text in key, label, target or client)\n"
+	"  session <id>             one console\n"
+	"  kill <id>                close a console (on whichever worker holds it)\n"
+	"  revoke <token-hash>      revoke an unused console link by its 8-hex-digit log hash\n"
+	"  drain                    refuse new consoles; open ones continue\n"
+	"  undrain                  accept new consoles again\n"
+	"  reload                   re-read the config file: log level and target (others need a restart)\n"
+	"  log-level <level>        debug, info, warn or error\n"
+	"append --json for JSON\n";
+
+static void cmd_stats(struct rs_app *app, struct out *o)
+{
+	struct rs_engine *e = app->engine;
+	struct rs_token_stats ts;
+	struct rs_console_stats cs;
+	json_t *root, *workers;
+
+	rs_token_stats_get(app->tokens, &ts);
+	rs_console_stats(e, &cs);
+	root = json_pack("{s:b, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
+			 "draining", atomic_load(&app->draining), "tokens", "live", (json_int_t)ts.live,
+			 "issued", (json_int_t)ts.issued, "consumed", (json_int_t)ts.consumed,
+			 "expired", (json_int_t)ts.expired, "revoked", (json_int_t)ts.revoked,
+			 "rejected", (json_int_t)ts.rejected, "consoles", "opened",
+			 (json_int_t)cs.opened, "active", (json_int_t)cs.active, "bytes_to_target",
+			 (json_int_t)cs.bytes_to_target, "bytes_to_browser",
+			 (json_int_t)cs.bytes_to_browser, "ports_in_use", (json_int_t)cs.ports_in_use,
+			 "ports_total", (json_int_t)cs.ports_total);
+	workers = json_array();
+	for (unsigned i = 0; i < rs_engine_workers(e); i++) {
+		struct rs_worker *w = rs_engine_worker(e, i);
+		const struct rs_engine_stats *es = rs_worker_stats(w);
+		struct rs_console_stats ws;
+		const struct rs_bufpool *bp = rs_worker_bufpool(w);
+		uint64_t loops = __atomic_load_n(&es->loops, __ATOMIC_RELAXED);
+		uint64_t cqes = __atomic_load_n(&es->cqes, __ATOMIC_RELAXED);
+
+		rs_console_worker_stats(w, &ws);
+		json_array_append_new(
+			workers,
+			json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "worker",
+				  (int)i, "connections", (json_int_t)es->conns_live, "sessions_active",
+				  (json_int_t)ws.active, "bytes_to_target",
+				  (json_int_t)ws.bytes_to_target, "bytes_to_browser",
+				  (json_int_t)ws.bytes_to_browser, "buffers_in_use",
+				  (json_int_t)bp->out, "buffers_total", (json_int_t)bp->count,
+				  "loops", (json_int_t)loops, "completions", (json_int_t)cqes,
+				  "completions_per_loop", loops ? (double)cqes / (double)loops : 0.0,
+				  "enobufs", (json_int_t)es->enobufs, "cq_overflows",
+				  (json_int_t)es->cq_overflow));
+	}
+	json_object_set_new(root, "workers", workers);
+	if (o->json) {
+		json_dumpf(root, o->f, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		fputc('\n', o->f);
+	} else {
+		size_t i;
+		json_t *w;
+
+		fprintf(o->f, "draining          %s\n", atomic_load(&app->draining) ? "yes" : "no");
+		fprintf(o->f, "tokens            live %llu  issued %llu  consumed %llu  expired %llu  "
+			      "revoked %llu  rejected %llu\n",
+			(unsigned long long)ts.live, (unsigned long long)ts.issued,
+			(unsigned long long)ts.consumed, (unsigned long long)ts.expired,
+			(unsigned long long)ts.revoked, (unsigned long long)ts.rejected);
+		fprintf(o->f, "consoles          active %llu  opened %llu  bytes to target %llu  "
+			      "to browser %llu\n",
+			(unsigned long long)cs.active, (unsigned long long)cs.opened,
+			(unsigned long long)cs.bytes_to_target, (unsigned long long)cs.bytes_to_browser);
+		fprintf(o->f, "port pool         %llu of %llu in use\n",
+			(unsigned long long)cs.ports_in_use, (unsigned long long)cs.ports_total);
+		json_array_foreach(workers, i, w)
+		{
+			fprintf(o->f,
+				"worker %zu          connections %lld  sessions %lld  buffers %lld/%lld  "
+				"completions/loop %.2f  enobufs %lld  cq overflows %lld\n",
+				i, json_integer_value(json_object_get(w, "connections")),
+				json_integer_value(json_object_get(w, "sessions_active")),
+				json_integer_value(json_object_get(w, "buffers_in_use")),
+				json_integer_value(json_object_get(w, "buffers_total")),
+				json_real_value(json_object_get(w, "completions_per_loop")),
+				json_integer_value(json_object_get(w, "enobufs")),
+				json_integer_value(json_object_get(w, "cq_overflows")));
+		}
+	}
+	json_decref(root);
+}
+
+struct list_req {
+	struct rs_console_info *items;
+	size_t max, n;
+};
+
+static void list_on_worker(struct rs_worker *w, void *arg)
+{
+	struct list_req *r = arg;
+
+	r->n = rs_console_list(w, r->items, r->max);
+}
+
+static json_t *info_json(const struct rs_console_info *i)
+{
+	return json_pack("{s:I, s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "id",
+			 (json_int_t)i->id, "worker", (int)i->worker, "kind", i->kind, "state",
+			 i->state, "token", i->token_hash, "api_key", i->api_key, "label", i->label,
+			 "target", i->target, "client", i->client, "age_ms", (json_int_t)i->age_ms,
+			 "bytes_to_target", (json_int_t)i->bytes_to_target, "bytes_to_browser",
+			 (json_int_t)i->bytes_to_browser);
+}
+
+static bool matches(const struct rs_console_info *i, const char *filter)
+{
+	return !filter || strstr(i->api_key, filter) || strstr(i->label, filter) ||
+	       strstr(i->target, filter) || strstr(i->client, filter) ||
+	       strstr(i->token_hash, filter) || strstr(i->state, filter);
+}
+
+/* <only>: a single session id, or 0 for a list filtered by <filter>. */
+static int cmd_sessions(struct rs_app *app, struct out *o, const char *filter, uint64_t only)
+{
+	struct rs_engine *e = app->engine;
+	json_t *arr = json_array();
+	int found = 0;
+
+	for (unsigned wi = 0; wi < rs_engine_workers(e); wi++) {
+		struct list_req r = {.max = 4096};
+
+		/* Each worker copies its sessions out on its own thread. */
+		for (;;) {
+			r.items = malloc(r.max * sizeof(*r.items));
+			if (!r.items || rs_worker_call(rs_engine_worker(e, wi), list_on_worker, &r)) {
+				free(r.items);
+				json_decref(arr);
+				return err_out(o, "%s", "out of memory");
+			}
+			if (r.n <= r.max || r.max >= MAX_LIST)
+				break;
+			free(r.items);
+			r.max = r.n + 1024;
+		}
+		for (size_t k = 0; k < RS_MIN(r.n, r.max); k++) {
+			const struct rs_console_info *i = &r.items[k];
+
+			if ((only && i->id != only) || (!only && !matches(i, filter)))
+				continue;
+			json_array_append_new(arr, info_json(i));
+			found++;
+		}
+		free(r.items);
+	}
+	if (only && !found) {
+		json_decref(arr);
+		return err_out(o, "%s", "no such session");
+	}
+	fprintf(o->f, "OK\n");
+	if (o->json) {
+		json_dumpf(only ? json_array_get(arr, 0) : arr, o->f, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		fputc('\n', o->f);
+	} else {
+		size_t k;
+		json_t *v;
+
+		if (!only)
+			fprintf(o->f, "%-16s %-6s %-4s %-9s %-8s %-24s %-40s %-10s %10s %12s\n", "ID", "WORKER",
+				"KIND", "STATE", "TOKEN", "TARGET", "CLIENT", "AGE_S", "TO_TARGET",
+				"TO_BROWSER");
+		json_array_foreach(arr, k, v)
+		{
+			fprintf(o->f, "%-16llx %-6lld %-4s %-9s %-8s %-24s %-40s %-10.1f %10lld %12lld\n",
+				(unsigned long long)json_integer_value(json_object_get(v, "id")),
+				json_integer_value(json_object_get(v, "worker")),
+				json_string_value(json_object_get(v, "kind")),
+				json_string_value(json_object_get(v, "state")),
+				json_string_value(json_object_get(v, "token")),
+				json_string_value(json_object_get(v, "target")),
+				json_string_value(json_object_get(v, "client")),
+				(double)json_integer_value(json_object_get(v, "age_ms")) / 1000.0,
+				json_integer_value(json_object_get(v, "bytes_to_target")),
+				json_integer_value(json_object_get(v, "bytes_to_browser")));
+			if (only)
+				fprintf(o->f, "api_key %s  label %s\n",
+					json_string_value(json_object_get(v, "api_key")),
+					json_string_value(json_object_get(v, "label")));
+		}
+	}
+	json_decref(arr);
+	return 0;
+}
+
+struct kill_req {
+	uint64_t id;
+	int ret;
+};
+
+static void kill_on_worker(struct rs_worker *w, void *arg)
+{
+	struct kill_req *k = arg;
+
+	k->ret = rs_console_kill(w, k->id);
+}
+
+static int parse_id(const char *s, uint64_t *id)
+{
+	char *end;
+
+	errno = 0;
+	*id = strtoull(s, &end, 16);
+	return (!*s || *end || errno || !*id) ? -EINVAL : 0;
+}
+
+static int cmd_kill(struct rs_app *app, struct out *o, const char *arg)
+{
+	struct kill_req k = {0};
+	unsigned wi;
+
+	if (!arg || parse_id(arg, &k.id))
+		return err_out(o, "%s", "usage: kill <id> (hexadecimal, from 'sessions')");
+	wi = (unsigned)(k.id >> 48);
+	if (wi >= rs_engine_workers(app->engine))
+		return err_out(o, "%s", "no such session");
+	/* The id names the worker that owns the session: the kill runs there. */
+	if (rs_worker_call(rs_engine_worker(app->engine, wi), kill_on_worker, &k) || k.ret)
+		return err_out(o, "%s", "no such session");
+	rs_info("ctl", "session %llx killed by an operator", (unsigned long long)k.id);
+	fprintf(o->f, "OK\n%s", o->json ? "{\"killed\":true}\n" : "killed\n");
+	return 0;
+}
+
+static int ok(struct out *o, const char *text, const char *json)
+{
+	fprintf(o->f, "OK\n%s\n", o->json ? json : text);
+	return 0;
+}
+
+int rs_ctl_execute(struct rs_app *app, const char *line, char **result)
+{
+	struct out o = {0};
+	char buf[REQ_MAX + 1], *argv[8], *save = NULL, *tok;
+	int argc = 0, ret = 0;
+
+	o.f = open_memstream(&o.buf, &o.len);
+	if (!o.f)
+		return 1;
+	snprintf(buf, sizeof(buf), "%s", line);
+	for (tok = strtok_r(buf, " \t\r\n", &save); tok && argc < 8;
+	     tok = strtok_r(NULL, " \t\r\n", &save)) {
+		if (!strcmp(tok, "--json"))
+			o.json = true;
+		else
+			argv[argc++] = tok;
+	}
+	if (!argc) {
+		ret = err_out(&o, "%s", "empty request; try 'help'");
+	} else if (!strcmp(argv[0], "help")) {
+		ret = ok(&o, HELP, "{\"commands\":[\"help\",\"stats\",\"sessions\",\"session\",\"kill\","
+				   "\"revoke\",\"drain\",\"undrain\",\"reload\",\"log-level\"]}");
+	} else if (!strcmp(argv[0], "stats")) {
+		fprintf(o.f, "OK\n");
+		cmd_stats(app, &o);
+	} else if (!strcmp(argv[0], "sessions")) {
+		ret = cmd_sessions(app, &o, argc > 1 ? argv[1] : NULL, 0);
+	} else if (!strcmp(argv[0], "session")) {
+		uint64_t id;
+
+		if (argc < 2 || parse_id(argv[1], &id))
+			ret = err_out(&o, "%s", "usage: session <id>");
+		else
+			ret = cmd_sessions(app, &o, NULL, id);
+	} else if (!strcmp(argv[0], "kill")) {
+		ret = cmd_kill(app, &o, argc > 1 ? argv[1] : NULL);
+	} else if (!strcmp(argv[0], "revoke")) {
+		if (argc < 2 || strlen(argv[1]) != 8)
+			ret = err_out(&o, "%s", "usage: revoke <token-hash> (8 hex digits from the logs)");
+		else if (rs_token_revoke_hash(app->tokens, argv[1]))
+			ret = err_out(&o, "%s", "no pending console link with that hash");
+		else
+			ret = ok(&o, "revoked", "{\"revoked\":true}");
+	} else if (!strcmp(argv[0], "drain") || !strcmp(argv[0], "undrain")) {
+		bool on = !strcmp(argv[0], "drain");
+
+		atomic_store(&app->draining, on);
+		rs_info("ctl", "%s", on ? "draining: new consoles are refused"
+					: "accepting new consoles again");
+		ret = ok(&o, on ? "draining: new consoles are refused, open ones continue"
+				: "accepting new consoles",
+			 on ? "{\"draining\":true}" : "{\"draining\":false}");
+	} else if (!strcmp(argv[0], "log-level")) {
+		enum rs_log_level l;
+
+		if (argc < 2 || rs_log_level_parse(argv[1], &l)) {
+			ret = err_out(&o, "%s", "usage: log-level debug|info|warn|error");
+		} else {
+			rs_log_set_level(l);
+			ret = ok(&o, rs_log_level_name(l), "{\"log_level\":\"ok\"}");
+		}
+	} else if (!strcmp(argv[0], "reload")) {
+		ret = rs_app_reload(app, o.f) ? 1 : 0;
+	} else {
+		ret = err_out(&o, "unknown command '%.64s'; try 'help'", argv[0]);
+	}
+	fclose(o.f);
+	*result = o.buf;
+	return ret;
+}
+
+/* --- server --- */
+
+static void serve_one(struct rs_ctl *c, int fd)
+{
+	char req[REQ_MAX + 1], *answer = NULL;
+	size_t n = 0;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+
+	/* Read one line, bounded in size and time, before parsing anything. */
+	while (n < sizeof(req) - 1 && !memchr(req, '\n', n)) {
+		ssize_t r;
+
+		if (poll(&p, 1, 2000) != 1)
+			break;
+		r = read(fd, req + n, sizeof(req) - 1 - n);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	req[n] = 0;
+	if (!memchr(req, '\n', n)) {
+		const char *e = n >= REQ_MAX ? "ERR request too long (4096 bytes at most)\n"
+					     : "ERR incomplete request (one line, ending in a newline)\n";
+
+		if (write(fd, e, strlen(e)) < 0)
+			return; /* the client is gone */
+		/* Closing with unread input would reset the connection and lose the
+		 * answer: stop writing, then drop input for a bounded moment. */
+		shutdown(fd, SHUT_WR);
+		for (size_t dropped = 0; dropped < (1u << 20) && poll(&p, 1, 500) == 1;) {
+			ssize_t r = read(fd, req, sizeof(req));
+
+			if (r <= 0)
+				break;
+			dropped += (size_t)r;
+		}
+		return;
+	}
+	if (memchr(req, 0, n)) {
+		static const char e[] = "ERR request contains a NUL byte\n";
+
+		if (write(fd, e, sizeof(e) - 1) < 0)
+			return;
+		return;
+	}
+	rs_ctl_execute(c->app, req, &answer);
+	if (answer) {
+		size_t len = strlen(answer), off = 0;
+
+		while (off < len) {
+			ssize_t w = write(fd, answer + off, len - off);
+
+			if (w <= 0)
+				break;
+			off += (size_t)w;
+		}
+	}
+	free(answer);
+}
+
+static void *ctl_main(void *arg)
+{
+	struct rs_ctl *c = arg;
+	struct pollfd p[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = c->wake[0], .events = POLLIN}};
+
+	pthread_setname_np(pthread_self(), "rs-ctl");
+	for (;;) {
+		int fd;
+
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents)
+			break;
+		if (!(p[0].revents & POLLIN))
+			continue;
+		fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		serve_one(c, fd);
+		close(fd);
+	}
+	return NULL;
+}
+
+static int unix_addr(const char *path, struct sockaddr_un *sa)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa->sun_path, path);
+	return 0;
+}
+
+struct rs_ctl *rs_ctl_start(struct rs_app *app, char *err, size_t errlen)
+{
+	const struct rs_config *cfg = app->cfg;
+	struct sockaddr_un sa;
+	struct rs_ctl *c;
+	mode_t old;
+	int fd, probe;
+
+	err[0] = 0;
+	if (!cfg->admin_socket || !*cfg->admin_socket)
+		return NULL;
+	if (unix_addr(cfg->admin_socket, &sa)) {
+		snprintf(err, errlen, "admin socket path too long: '%s'", cfg->admin_socket);
+		return NULL;
+	}
+	/* A socket file that still answers belongs to a running instance. */
+	probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe >= 0 && !connect(probe, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(probe);
+		snprintf(err, errlen, "another ringside owns the admin socket '%s'",
+			 cfg->admin_socket);
+		return NULL;
+	}
+	if (probe >= 0)
+		close(probe);
+	unlink(cfg->admin_socket); /* stale: nobody answers on it */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "admin socket: %s", strerror(errno));
+		return NULL;
+	}
+	/* Created with the final mode at once: no window with a wider one. */
+	old = umask((mode_t)(~cfg->admin_socket_mode & 0777));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 16)) {
+		umask(old);
+		snprintf(err, errlen, "cannot create the admin socket '%s': %s", cfg->admin_socket,
+			 strerror(errno));
+		close(fd);
+		return NULL;
+	}
+	umask(old);
+	chmod(cfg->admin_socket, cfg->admin_socket_mode);
+	if (cfg->admin_socket_group && *cfg->admin_socket_group) {
+		struct group *g = getgrnam(cfg->admin_socket_group);
+
+		if (!g || chown(cfg->admin_socket, (uid_t)-1, g->gr_gid)) {
+			snprintf(err, errlen, "admin socket: cannot give it to group '%s'",
+				 cfg->admin_socket_group);
+			close(fd);
+			unlink(cfg->admin_socket);
+			return NULL;
+		}
+	}
+	c = rs_xcalloc(1, sizeof(*c));
+	c->app = app;
+	c->fd = fd;
+	c->path = rs_xstrdup(cfg->admin_socket);
+	if (pipe2(c->wake, O_CLOEXEC)) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		close(fd);
+		free(c->path);
+		free(c);
+		return NULL;
+	}
+	pthread_create(&c->thread, NULL, ctl_main, c);
+	rs_info("ctl", "admin socket %s (mode %04o)", c->path, cfg->admin_socket_mode);
+	return c;
+}
+
+void rs_ctl_stop(struct rs_ctl *c)
+{
+	if (!c)
+		return;
+	if (write(c->wake[1], "x", 1) < 0) {
+		/* the thread still ends when the pipe closes */
+	}
+	pthread_join(c->thread, NULL);
+	close(c->fd);
+	close(c->wake[0]);
+	close(c->wake[1]);
+	unlink(c->path);
+	free(c->path);
+	free(c);
+}
+
+/* --- client --- */
+
+int rs_ctl_client(int argc, char **argv)
+{
+	const char *path = getenv("RINGSIDE_ADMIN_SOCKET");
+	char line[REQ_MAX + 2] = "", buf[65536];
+	struct sockaddr_un sa;
+	size_t n = 0;
+	int fd, i = 0, status = -1;
+	FILE *in;
+
+	if (!path)
+		path = "/run/ringside/admin.sock";
+	for (; i < argc && !strncmp(argv[i], "--socket", 8); i++) {
+		if (argv[i][8] == '=')
+			path = argv[i] + 9;
+		else if (i + 1 < argc)
+			path = argv[++i];
+	}
+	if (i >= argc) {
+		fputs("usage: ringside ctl [--socket PATH] <command> [args] [--json]  (try: help)\n",
+		      stderr);
+		return 2;
+	}
+	for (; i < argc; i++) {
+		if (n + strlen(argv[i]) + 2 > REQ_MAX) {
+			fputs("ringside ctl: request too long\n", stderr);
+			return 2;
+		}
+		n += (size_t)snprintf(line + n, sizeof(line) - n, "%s%s", n ? " " : "", argv[i]);
+	}
+	line[n++] = '\n';
+	if (unix_addr(path, &sa)) {
+		fputs("ringside ctl: socket path too long\n", stderr);
+		return 2;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		fprintf(stderr, "ringside ctl: cannot reach %s: %s\n", path, strerror(errno));
+		return 3;
+	}
+	if (write(fd, line, n) != (ssize_t)n) {
+		fprintf(stderr, "ringside ctl: write: %s\n", strerror(errno));
+		close(fd);
+		return 3;
+	}
+	in = fdopen(fd, "r");
+	while (in && fgets(buf, sizeof(buf), in)) {
+		if (status < 0) {
+			status = strncmp(buf, "OK", 2) ? 1 : 0;
+			if (status)
+				fprintf(stderr, "ringside ctl: %s", buf[0] == 'E' ? buf + 4 : buf);
+			continue;
+		}
+		fputs(buf, status ? stderr : stdout);
+	}
+	if (in)
+		fclose(in);
+	if (status < 0) {
+		fputs("ringside ctl: no answer\n", stderr);
+		return 3;
+	}
+	return status;
+}

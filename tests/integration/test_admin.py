@@ -1,0 +1,184 @@
+"""The admin socket and `ringside ctl` against a running daemon with live consoles."""
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN
+from fakes import RawWS, Target, echo_target
+from test_console import relay_ws, stats
+
+
+@pytest.fixture
+def admin(daemon_factory, tmpdir_rs):
+    sock = os.path.join(tmpdir_rs, "admin.sock")
+    audit = os.path.join(tmpdir_rs, "audit.jsonl")
+    d = daemon_factory({"admin_socket": sock, "audit_log": audit})
+    d.sock = sock
+    d.audit = audit
+    return d
+
+
+def ctl(d, *args):
+    r = subprocess.run([BIN, "ctl", "--socket", d.sock, *args], capture_output=True, text=True,
+                       timeout=10)
+    return r.returncode, r.stdout, r.stderr
+
+
+def ctl_json(d, *args):
+    rc, out, err = ctl(d, *args, "--json")
+    assert rc == 0, err
+    return json.loads(out)
+
+
+@pytest.fixture
+def echo():
+    t = Target(echo_target)
+    yield t
+    t.stop()
+
+
+def test_socket_mode_and_help(admin):
+    assert oct(os.stat(admin.sock).st_mode & 0o777) == "0o660"
+    rc, out, _ = ctl(admin, "help")
+    assert rc == 0 and "kill <id>" in out and "drain" in out
+    assert "commands" in ctl_json(admin, "help")
+
+
+def test_stats_sessions_kill_across_workers(admin, echo):
+    sessions = [relay_ws(admin, echo.port) for _ in range(8)]
+    st = ctl_json(admin, "stats")
+    assert st["consoles"]["active"] == 8 and len(st["workers"]) == 2
+    assert sum(w["sessions_active"] for w in st["workers"]) == 8
+    rc, text, _ = ctl(admin, "stats")
+    assert rc == 0 and "completions/loop" in text
+    listed = ctl_json(admin, "sessions")
+    assert len(listed) == 8 and {s["state"] for s in listed} == {"relay"}
+    by_worker = {}
+    for s in listed:
+        by_worker.setdefault(s["worker"], s)
+    assert set(by_worker) == {0, 1}, "consoles should spread over both workers"
+    one = ctl_json(admin, "session", "%x" % listed[0]["id"])
+    assert one["id"] == listed[0]["id"] and one["target"] == "127.0.0.1:%d" % echo.port
+    assert ctl_json(admin, "sessions", "no-such-label") == []
+    # kill one console on each worker; the admin thread is neither of them
+    victims = [by_worker[0]["id"], by_worker[1]["id"]]
+    for v in victims:
+        rc, out, _ = ctl(admin, "kill", "%x" % v)
+        assert rc == 0, out
+    closed = 0
+    for ws in sessions:
+        ws.s.settimeout(0.5)
+        try:
+            op, _, payload = ws.recv_frame()
+            if op == 8:
+                assert struct.unpack(">H", payload[:2])[0] == 1000
+                assert b"operator" in payload
+                closed += 1
+        except (socket.timeout, EOFError):
+            pass
+    assert closed == 2
+    time.sleep(0.2)
+    assert ctl_json(admin, "stats")["consoles"]["active"] == 6
+    assert stats(admin)["consoles"]["causes"]["killed"] == 2
+    rc, _, err = ctl(admin, "kill", "%x" % victims[0])
+    assert rc == 1 and "no such session" in err
+    rc, _, err = ctl(admin, "kill", "zz")
+    assert rc == 1
+    for ws in sessions:
+        ws.close()
+
+
+def test_drain_refuses_new_consoles_open_ones_continue(admin, echo):
+    live = relay_ws(admin, echo.port)
+    pending = admin.create_console({"kind": "vnc", "host": "127.0.0.1", "port": echo.port})
+    rc, out, _ = ctl(admin, "drain")
+    assert rc == 0 and "draining" in out
+    assert RawWS(admin.port, "/ws/" + pending["token"]).status == 503
+    admin.create_console({"kind": "vnc", "host": "127.0.0.1", "port": echo.port}, expect=503)
+    live.send_frame(2, b"still here")
+    assert live.recv_data(10) == b"still here"
+    assert ctl_json(admin, "stats")["draining"] is True
+    rc, _, _ = ctl(admin, "undrain")
+    assert rc == 0
+    ws = RawWS(admin.port, "/ws/" + pending["token"])  # the refusal did not spend it
+    assert ws.status == 101
+    live.close()
+
+
+def test_revoke_by_hash_log_level_reload(admin):
+    admin.create_console({"kind": "vnc", "host": "127.0.0.1", "port": 5901})
+    time.sleep(0.2)
+    issued = [json.loads(l) for l in open(admin.audit) if '"token.issued"' in l][0]
+    rc, out, _ = ctl(admin, "revoke", issued["token"])
+    assert rc == 0
+    assert stats(admin)["tokens"]["revoked"] == 1
+    rc, _, err = ctl(admin, "revoke", issued["token"])
+    assert rc == 1 and "no pending" in err
+    rc, _, _ = ctl(admin, "log-level", "warn")
+    assert rc == 0
+    rc, _, err = ctl(admin, "log-level", "loud")
+    assert rc == 1
+    rc, out, _ = ctl(admin, "reload")
+    assert rc == 0 and "reloaded" in out
+
+
+def test_malformed_and_oversized_requests(admin):
+    def raw(data, shut=True):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(admin.sock)
+        s.sendall(data)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        s.settimeout(5)
+        out = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+        s.close()
+        return out
+
+    assert raw(b"x" * 100000).startswith(b"ERR request too long")
+    assert raw(b"stats").startswith(b"ERR incomplete")
+    assert raw(b"\n").startswith(b"ERR empty request")
+    assert raw(b"\x00\xff\xfe garbage\n").startswith(b"ERR request contains a NUL byte")
+    assert raw(b"\xff\xfe garbage\n").startswith(b"ERR unknown command")
+    assert raw(b"kill\n").startswith(b"ERR usage")
+    assert raw(b"session 0\n").startswith(b"ERR usage")
+    rc, _, _ = ctl(admin, "stats")
+    assert rc == 0  # the daemon is unaffected
+
+
+def test_second_instance_refused_and_stale_socket_replaced(admin, tmpdir_rs):
+    cfg = os.path.join(tmpdir_rs, "second.json")
+    json.dump({"listen": ["127.0.0.1:1"], "admin_socket": admin.sock, "metrics_listen": ""},
+              open(cfg, "w"))
+    r = subprocess.run([BIN, "--config", cfg], capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0 and "another ringside owns the admin socket" in r.stderr
+    stale = os.path.join(tmpdir_rs, "stale.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(stale)
+    s.close()  # the file stays, nobody listens
+    from conftest import Daemon
+    d2 = Daemon(tmpdir_rs, {"admin_socket": stale})
+    try:
+        rc, out, _ = subprocess.run([BIN, "ctl", "--socket", stale, "help"], capture_output=True,
+                                    text=True, timeout=10).returncode, "", ""
+        assert rc == 0
+    finally:
+        assert d2.stop() == 0
+    assert not os.path.exists(stale)  # removed on exit
+
+
+def test_ctl_exit_codes_without_daemon(tmpdir_rs):
+    r = subprocess.run([BIN, "ctl", "--socket", os.path.join(tmpdir_rs, "none.sock"), "stats"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 3 and "cannot reach" in r.stderr
+    r = subprocess.run([BIN, "ctl"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2
