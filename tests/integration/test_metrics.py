@@ -121,3 +121,16 @@ def test_real_prometheus_scrapes_the_active_session_gauge(daemon, echo, tmpdir_r
         p.wait(20)
         log.close()
         ws.close()
+
+
+def test_grafana_dashboard_queries_only_exported_metrics(daemon):
+    import re
+    from conftest import ROOT
+    dash = json.load(open(os.path.join(ROOT, "admin/grafana/ringside-dashboard.json")))
+    exported = {l.split()[2] for l in scrape(daemon).splitlines() if l.startswith("# TYPE")}
+    names = set()
+    for p in dash["panels"]:
+        for t in p["targets"]:
+            names |= set(re.findall(r"ringside_[a-z_]+", t["expr"]))
+    base = {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
+    assert base and base <= exported, base - exported
