@@ -242,7 +242,7 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 	rs_http_respond_error(hc, 404, "not_found", "not found", NULL);
 }
 
-int rs_app_reload(struct rs_app *app, FILE *out)
+int rs_app_reload(struct rs_app *app, FILE *out, bool json)
 {
 	struct rs_config fresh;
 	char err[512];
@@ -268,9 +268,14 @@ int rs_app_reload(struct rs_app *app, FILE *out)
 		rs_log_open(app->cfg->log_target);
 	rs_audit_reopen(app->audit);
 	rs_info("ctl", "configuration reloaded from %s", app->cfg->config_path);
-	fprintf(out, "OK\nreloaded: log level %s; listeners, API keys and limits apply after a "
-		     "restart\n",
-		fresh.log_level);
+	if (json)
+		fprintf(out, "OK\n{\"reloaded\":true,\"log_level\":\"%s\",\"restart_needed_for\":"
+			     "[\"listen\",\"api_keys\",\"limits\"]}\n",
+			fresh.log_level);
+	else
+		fprintf(out, "OK\nreloaded: log level %s; listeners, API keys and limits apply after "
+			     "a restart\n",
+			fresh.log_level);
 out_release:
 	rs_config_release(&fresh);
 	return ret;

@@ -52,7 +52,7 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 
 /* Re-read the config file and apply what can change at run time (log level
  * and target); report to <out> ("OK ..."/"ERR ..."). 0 or -EINVAL. */
-int rs_app_reload(struct rs_app *app, FILE *out);
+int rs_app_reload(struct rs_app *app, FILE *out, bool json);
 
 /* Periodic housekeeping from the main thread (token expiry). */
 void rs_app_tick(struct rs_app *app);

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -341,11 +342,14 @@ int rs_ctl_execute(struct rs_app *app, const char *line, char **result)
 		if (argc < 2 || rs_log_level_parse(argv[1], &l)) {
 			ret = err_out(&o, "%s", "usage: log-level debug|info|warn|error");
 		} else {
+			char json[48];
+
 			rs_log_set_level(l);
-			ret = ok(&o, rs_log_level_name(l), "{\"log_level\":\"ok\"}");
+			snprintf(json, sizeof(json), "{\"log_level\":\"%s\"}", rs_log_level_name(l));
+			ret = ok(&o, rs_log_level_name(l), json);
 		}
 	} else if (!strcmp(argv[0], "reload")) {
-		ret = rs_app_reload(app, o.f) ? 1 : 0;
+		ret = rs_app_reload(app, o.f, o.json) ? 1 : 0;
 	} else {
 		ret = err_out(&o, "unknown command '%.64s'; try 'help'", argv[0]);
 	}
@@ -490,12 +494,23 @@ struct rs_ctl *rs_ctl_start(struct rs_app *app, char *err, size_t errlen)
 	}
 	umask(old);
 	chmod(cfg->admin_socket, cfg->admin_socket_mode);
-	if (cfg->admin_socket_group && *cfg->admin_socket_group) {
-		struct group *g = getgrnam(cfg->admin_socket_group);
+	if ((cfg->admin_socket_owner && *cfg->admin_socket_owner) ||
+	    (cfg->admin_socket_group && *cfg->admin_socket_group)) {
+		struct passwd *pw = cfg->admin_socket_owner && *cfg->admin_socket_owner
+					    ? getpwnam(cfg->admin_socket_owner)
+					    : NULL;
+		struct group *g = cfg->admin_socket_group && *cfg->admin_socket_group
+					  ? getgrnam(cfg->admin_socket_group)
+					  : NULL;
+		bool want_owner = cfg->admin_socket_owner && *cfg->admin_socket_owner;
+		bool want_group = cfg->admin_socket_group && *cfg->admin_socket_group;
 
-		if (!g || chown(cfg->admin_socket, (uid_t)-1, g->gr_gid)) {
-			snprintf(err, errlen, "admin socket: cannot give it to group '%s'",
-				 cfg->admin_socket_group);
+		if ((want_owner && !pw) || (want_group && !g) ||
+		    chown(cfg->admin_socket, pw ? pw->pw_uid : (uid_t)-1,
+			  g ? g->gr_gid : (gid_t)-1)) {
+			snprintf(err, errlen, "admin socket: cannot give it to owner '%s' group '%s'",
+				 want_owner ? cfg->admin_socket_owner : "-",
+				 want_group ? cfg->admin_socket_group : "-");
 			close(fd);
 			unlink(cfg->admin_socket);
 			return NULL;

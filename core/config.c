@@ -122,6 +122,7 @@ void rs_config_release(struct rs_config *c)
 	free(c->metrics_listen);
 	free(c->audit_log);
 	free(c->admin_socket);
+	free(c->admin_socket_owner);
 	free(c->admin_socket_group);
 	if (c->metrics_token) {
 		explicit_bzero(c->metrics_token, strlen(c->metrics_token));
@@ -348,7 +349,8 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 			   !strcmp(k, "log_target") || !strcmp(k, "www_dir") ||
 			   !strcmp(k, "state_dir") || !strcmp(k, "metrics_listen") ||
 			   !strcmp(k, "metrics_token") || !strcmp(k, "audit_log") ||
-			   !strcmp(k, "admin_socket") || !strcmp(k, "admin_socket_group")) {
+			   !strcmp(k, "admin_socket") || !strcmp(k, "admin_socket_group") ||
+			   !strcmp(k, "admin_socket_owner")) {
 			ret = need_string(v, k, err, errlen);
 			if (ret)
 				break;
@@ -361,6 +363,7 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 				: !strcmp(k, "audit_log")      ? &c->audit_log
 				: !strcmp(k, "admin_socket")   ? &c->admin_socket
 				: !strcmp(k, "admin_socket_group") ? &c->admin_socket_group
+				: !strcmp(k, "admin_socket_owner") ? &c->admin_socket_owner
 							       : &c->state_dir,
 				json_string_value(v));
 			if (!strcmp(k, "public_url"))

@@ -33,7 +33,7 @@ struct rs_config {
 	char *metrics_listen; /* Prometheus listener "host:port"; "" disables */
 	char *audit_log;      /* file path, "syslog", or "" for none */
 	char *admin_socket;   /* Unix socket path, "" for none */
-	char *admin_socket_group;
+	char *admin_socket_owner, *admin_socket_group;
 	unsigned admin_socket_mode;
 	char *metrics_token;  /* optional bearer token for /metrics; wiped on release */
 	char *state_dir;

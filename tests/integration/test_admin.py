@@ -42,6 +42,18 @@ def echo():
     t.stop()
 
 
+def test_socket_owner_group_mode(daemon_factory, tmpdir_rs):
+    sock = os.path.join(tmpdir_rs, "owned.sock")
+    d = daemon_factory({"admin_socket": sock, "admin_socket_mode": 0o600,
+                        "admin_socket_owner": "nobody", "admin_socket_group": "nogroup"})
+    st = os.stat(sock)
+    import grp
+    import pwd
+    assert st.st_uid == pwd.getpwnam("nobody").pw_uid
+    assert st.st_gid == grp.getgrnam("nogroup").gr_gid
+    assert st.st_mode & 0o777 == 0o600
+
+
 def test_socket_mode_and_help(admin):
     assert oct(os.stat(admin.sock).st_mode & 0o777) == "0o660"
     rc, out, _ = ctl(admin, "help")
@@ -125,6 +137,8 @@ def test_revoke_by_hash_log_level_reload(admin):
     assert rc == 1
     rc, out, _ = ctl(admin, "reload")
     assert rc == 0 and "reloaded" in out
+    assert ctl_json(admin, "reload")["reloaded"] is True
+    assert ctl_json(admin, "log-level", "info") == {"log_level": "info"}
 
 
 def test_malformed_and_oversized_requests(admin):
