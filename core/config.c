@@ -37,7 +37,6 @@ static const struct uint_field uint_fields[] = {
 	F("limits.connect_timeout_ms", connect_timeout_ms, 100, 120000, 10000),
 	F("limits.handshake_timeout_ms", handshake_timeout_ms, 100, 120000, 15000),
 	F("limits.session_idle_timeout_s", session_idle_timeout_s, 0, 604800, 0),
-	F("limits.max_conns_per_ip", max_conns_per_ip, 0, 10000000, 0),
 	F("limits.max_conns", max_conns, 0, 1048576, 0),
 	{"buffers.size", offsetof(struct rs_config, buf_size), 4096, 65536, 16384, true},
 	{"buffers.count", offsetof(struct rs_config, buf_count), 16, 32768, 1024, true},

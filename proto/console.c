@@ -15,7 +15,7 @@ const char *const rs_console_cause_names[RS_CC__COUNT] = {
 	"token_ip",         "ws_handshake",     "draining",        "ports_exhausted",
 	"connect_refused",  "connect_timeout",  "connect_error",   "target_auth",
 	"target_protocol",  "target_reset",     "browser_protocol", "handshake_timeout",
-	"nomem",
+	"idle_timeout",     "nomem",
 };
 
 const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"connect", "target_auth", "total"};
@@ -83,6 +83,7 @@ struct session {
 	struct sockaddr_storage src;
 	uint64_t opened_ms, to_target, to_browser;
 	uint64_t t_upgrade_ns, t_connected_ns, relay_ms;
+	uint64_t last_activity_ms; /* relay: for the idle timeout */
 	char tokhash[9];
 	struct session *next, *prev; /* console_worker.sessions */
 	char client[48];
@@ -285,6 +286,24 @@ static void fail_upstream(struct session *s, enum rs_console_cause cause, const 
 		rs_conn_close(s->up, RS_CLOSE_NORMAL, 0);
 }
 
+/* One timer per session, linked only at the idle deadline: activity just
+ * moves a timestamp, and the timer re-arms itself when it finds some. */
+static void on_idle_check(struct rs_timer *t)
+{
+	struct session *s = rs_container_of(t, struct session, timer);
+	uint64_t limit = (uint64_t)s->env->cfg->session_idle_timeout_s * 1000;
+	struct rs_worker *w;
+
+	if (s->state != ST_RELAY || !s->br)
+		return;
+	w = rs_conn_worker(s->br);
+	if (rs_worker_now(w) - s->last_activity_ms >= limit) {
+		session_end(s, RS_CC_IDLE_TIMEOUT, 1000, "the console was idle for too long");
+		return;
+	}
+	rs_timer_link(rs_worker_timers(w), &s->timer, s->last_activity_ms + limit);
+}
+
 static void enter_relay(struct session *s)
 {
 	rs_rfb_client_release(&s->hs->cli);
@@ -299,6 +318,12 @@ static void enter_relay(struct session *s)
 	rs_timer_unlink(rs_worker_timers(rs_conn_worker(s->br)), &s->timer);
 	s->state = ST_RELAY;
 	s->relay_ms = rs_worker_now(rs_conn_worker(s->br));
+	s->last_activity_ms = s->relay_ms;
+	if (s->env->cfg->session_idle_timeout_s) {
+		s->timer.cb = on_idle_check;
+		rs_timer_link(rs_worker_timers(rs_conn_worker(s->br)), &s->timer,
+			      s->relay_ms + (uint64_t)s->env->cfg->session_idle_timeout_s * 1000);
+	}
 	CW_ADD(s->cw, active, 1);
 	{
 		uint64_t now = rs_now_ns();
@@ -349,6 +374,7 @@ static void forward_to_target(struct session *s, struct rs_buf *buf, const uint8
 	}
 	CW_ADD(s->cw, bytes_to_target, len);
 	s->to_target += len;
+	s->last_activity_ms = rs_worker_now(rs_conn_worker(s->br));
 	/* Backpressure: a target that does not read stops the browser's reads. */
 	if (rs_conn_congested(s->up))
 		rs_conn_pause(s->br);
@@ -501,6 +527,7 @@ static void up_on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, siz
 		}
 		CW_ADD(s->cw, bytes_to_browser, len);
 		s->to_browser += len;
+		s->last_activity_ms = rs_worker_now(rs_conn_worker(c));
 		if (rs_conn_congested(s->br))
 			rs_conn_pause(c);
 		return;

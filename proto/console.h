@@ -35,6 +35,7 @@ enum rs_console_cause {
 	RS_CC_TARGET_RESET,       /* the target connection broke */
 	RS_CC_BROWSER_PROTOCOL,   /* WebSocket or RFB protocol error from the browser */
 	RS_CC_HANDSHAKE_TIMEOUT,
+	RS_CC_IDLE_TIMEOUT,       /* no byte either way for limits.session_idle_timeout_s */
 	RS_CC_NOMEM,
 	RS_CC__COUNT
 };

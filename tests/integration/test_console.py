@@ -417,3 +417,21 @@ def test_browser_half_close_tears_down_both_legs(daemon):
     time.sleep(0.2)
     assert stats(daemon)["consoles"]["active"] == 0
     t.stop()
+
+
+def test_idle_sessions_end_active_ones_do_not(daemon_factory):
+    d = daemon_factory({"limits": {"session_idle_timeout_s": 1}})
+    t = Target(echo_target)
+    idle = relay_ws(d, t.port)
+    busy = relay_ws(d, t.port)
+    start = time.time()
+    while time.time() - start < 2.5:
+        busy.send_frame(2, b"ping")
+        assert busy.recv_data(4) == b"ping"
+        time.sleep(0.2)
+    code, reason = idle.expect_close()
+    assert code == 1000 and "idle" in reason
+    busy.send_frame(2, b"still")
+    assert busy.recv_data(5) == b"still"
+    assert stats(d)["consoles"]["causes"]["idle_timeout"] == 1
+    t.stop()
