@@ -26,7 +26,7 @@ struct rs_api_limiter {
 	struct bucket b[];
 };
 
-struct rs_api_limiter *rs_api_limiter_new(size_t nkeys)
+static struct rs_api_limiter *limiter_new(size_t nkeys)
 {
 	struct rs_api_limiter *l = rs_xcalloc(1, sizeof(*l) + nkeys * sizeof(struct bucket));
 
@@ -38,13 +38,44 @@ struct rs_api_limiter *rs_api_limiter_new(size_t nkeys)
 	return l;
 }
 
-void rs_api_limiter_free(struct rs_api_limiter *l)
+static void limiter_free(struct rs_api_limiter *l)
 {
 	if (!l)
 		return;
 	for (size_t i = 0; i < l->n; i++)
 		pthread_mutex_destroy(&l->b[i].lock);
 	free(l);
+}
+
+struct rs_keyset *rs_keyset_new(const struct rs_api_key *keys, size_t n)
+{
+	struct rs_keyset *ks = rs_xcalloc(1, sizeof(*ks));
+
+	ks->keys = rs_xcalloc(n, sizeof(*ks->keys));
+	ks->n = n;
+	for (size_t i = 0; i < n; i++) {
+		ks->keys[i].name = rs_xstrdup(keys[i].name);
+		ks->keys[i].key = rs_xstrdup(keys[i].key);
+	}
+	ks->limiter = limiter_new(n);
+	return ks;
+}
+
+void rs_keyset_free(struct rs_keyset *ks)
+{
+	while (ks) {
+		struct rs_keyset *next = ks->retired;
+
+		for (size_t i = 0; i < ks->n; i++) {
+			explicit_bzero(ks->keys[i].key, strlen(ks->keys[i].key));
+			free(ks->keys[i].key);
+			free(ks->keys[i].name);
+		}
+		free(ks->keys);
+		limiter_free(ks->limiter);
+		free(ks);
+		ks = next;
+	}
 }
 
 static bool rate_ok(struct rs_api_limiter *l, size_t key, unsigned rate, unsigned burst)
@@ -243,7 +274,7 @@ out_free:
 
 /* Returns the index of the matching key or -1. Every key is compared so the
  * time does not reveal which one (or whether any) matched. */
-static int authenticate(const struct rs_config *cfg, const struct rs_http_req *req)
+static int authenticate(const struct rs_keyset *ks, const struct rs_http_req *req)
 {
 	const struct rs_http_header *h = rs_http_req_header(req, "Authorization");
 	const char *tok;
@@ -254,8 +285,8 @@ static int authenticate(const struct rs_config *cfg, const struct rs_http_req *r
 		return -1;
 	tok = h->value + 7;
 	toklen = h->value_len - 7;
-	for (size_t i = 0; i < cfg->n_api_keys; i++) {
-		const char *k = cfg->api_keys[i].key;
+	for (size_t i = 0; i < ks->n; i++) {
+		const char *k = ks->keys[i].key;
 
 		if (rs_ct_equal(tok, toklen, k, strlen(k)) && found < 0)
 			found = (int)i;
@@ -273,7 +304,7 @@ static void format_time(int64_t t, char out[32])
 }
 
 static void create_console(struct rs_app *app, struct rs_http_conn *hc,
-			   const struct rs_http_req *req, int key)
+			   const struct rs_http_req *req, const char *key_name)
 {
 	const struct rs_http_header *ct = rs_http_req_header(req, "Content-Type");
 	struct rs_console_spec *spec;
@@ -291,7 +322,7 @@ static void create_console(struct rs_app *app, struct rs_http_conn *hc,
 					     "this appliance is draining; try another", NULL);
 	if (rs_api_parse_console(app->cfg, req->body, req->body_len, &spec, &e))
 		return rs_http_respond_error(hc, e.status, e.code, e.message, NULL);
-	spec->api_key_name = strdup(app->cfg->api_keys[key].name);
+	spec->api_key_name = strdup(key_name);
 	spec->created_s = rs_wall_s();
 	spec->expires_s = spec->created_s + spec->ttl_s;
 	snprintf(target, sizeof(target), "%s:%u", spec->host, spec->port);
@@ -307,14 +338,14 @@ static void create_console(struct rs_app *app, struct rs_http_conn *hc,
 	rs_log_hash(raw, sizeof(raw), hash);
 	explicit_bzero(raw, sizeof(raw));
 	rs_info("api", "token.issued key=%s token=%s target=vnc:%s ttl=%u label=\"%s\"",
-		app->cfg->api_keys[key].name, hash, target, ttl, label);
+		key_name, hash, target, ttl, label);
 	{
 		char client[48];
 
 		rs_conn_peer_str(rs_http_conn_conn(hc), client, sizeof(client));
 		rs_audit_emit(app->audit, "token.issued",
 			      json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "token", hash,
-					"api_key", app->cfg->api_keys[key].name, "label", label,
+					"api_key", key_name, "label", label,
 					"kind", "vnc", "target", target, "ttl", (int)ttl,
 					"api_client", client));
 	}
@@ -371,7 +402,7 @@ void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_h
 	if (!(req->method == HTTP_GET || req->method == HTTP_HEAD))
 		return rs_http_respond_error(hc, 405, "method_not_allowed", "use GET",
 					     "Allow: GET, HEAD\r\n");
-	if (authenticate(app->cfg, req) < 0)
+	if (authenticate(atomic_load(&app->keys), req) < 0)
 		return rs_http_respond_error(hc, 401, "unauthorized", "missing or invalid API key",
 					     "WWW-Authenticate: Bearer\r\n");
 	rs_token_stats_get(app->tokens, &ts);
@@ -407,6 +438,7 @@ void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_h
 void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
 {
 	bool collection = req->path_len == strlen("/api/v1/consoles");
+	const struct rs_keyset *ks;
 	int key;
 
 	if (collection && req->method != HTTP_POST)
@@ -415,16 +447,17 @@ void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct r
 	if (!collection && req->method != HTTP_DELETE)
 		return rs_http_respond_error(hc, 405, "method_not_allowed", "use DELETE",
 					     "Allow: DELETE\r\n");
-	key = authenticate(app->cfg, req);
+	ks = atomic_load(&app->keys);
+	key = authenticate(ks, req);
 	if (key < 0)
 		return rs_http_respond_error(hc, 401, "unauthorized",
 					     "missing or invalid API key",
 					     "WWW-Authenticate: Bearer\r\n");
-	if (!rate_ok(app->limiter, (size_t)key, app->cfg->api_rate_per_s, app->cfg->api_rate_burst))
+	if (!rate_ok(ks->limiter, (size_t)key, app->cfg->api_rate_per_s, app->cfg->api_rate_burst))
 		return rs_http_respond_error(hc, 429, "rate_limited",
 					     "too many requests for this API key", "Retry-After: 1\r\n");
 	if (collection)
-		create_console(app, hc, req, key);
+		create_console(app, hc, req, ks->keys[key].name);
 	else
 		revoke_console(app, hc, req);
 }

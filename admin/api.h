@@ -35,9 +35,19 @@ void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct r
 /* GET /api/v1/stats: counters as JSON (same API keys). */
 void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
 
-/* Per-key rate limiter state, one per configured key (in struct rs_app). */
+/* The API keys in force: immutable once published. A reload publishes a new
+ * set with one atomic store; retired sets stay allocated until exit, so a
+ * request that loaded the old pointer never reads freed memory. */
 struct rs_api_limiter;
-struct rs_api_limiter *rs_api_limiter_new(size_t nkeys);
-void rs_api_limiter_free(struct rs_api_limiter *l);
+struct rs_keyset {
+	struct rs_api_key *keys; /* copies; wiped when the set is freed */
+	size_t n;
+	struct rs_api_limiter *limiter; /* one token bucket per key */
+	struct rs_keyset *retired;      /* older sets, freed at exit */
+};
+
+struct rs_keyset *rs_keyset_new(const struct rs_api_key *keys, size_t n);
+/* Free <ks> and every set retired behind it, wiping the keys. */
+void rs_keyset_free(struct rs_keyset *ks);
 
 #endif

@@ -59,7 +59,7 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 			 cfg->token_capacity);
 		return -ENOMEM;
 	}
-	app->limiter = rs_api_limiter_new(cfg->n_api_keys);
+	atomic_store(&app->keys, rs_keyset_new(cfg->api_keys, cfg->n_api_keys));
 	app->http.limits.max_request_line = cfg->max_request_line;
 	app->http.limits.max_header_bytes = cfg->max_header_bytes;
 	app->http.limits.max_headers = cfg->max_headers;
@@ -83,8 +83,7 @@ void rs_app_release(struct rs_app *app)
 {
 	rs_token_table_free(app->tokens);
 	app->tokens = NULL;
-	rs_api_limiter_free(app->limiter);
-	app->limiter = NULL;
+	rs_keyset_free(atomic_exchange(&app->keys, NULL));
 	rs_audit_close(app->audit);
 	app->audit = NULL;
 }
@@ -264,18 +263,25 @@ int rs_app_reload(struct rs_app *app, FILE *out, bool json)
 	 * keys and limits need a restart (a drain plus a new process). */
 	if (!rs_log_level_parse(fresh.log_level, &l))
 		rs_log_set_level(l);
+	{
+		struct rs_keyset *ks = rs_keyset_new(fresh.api_keys, fresh.n_api_keys);
+
+		/* Publish, then keep the old set behind the new one until exit. */
+		ks->retired = atomic_exchange(&app->keys, ks);
+		rs_info("ctl", "API keys reloaded: %zu key(s)", ks->n);
+	}
 	if (strcmp(fresh.log_target, app->cfg->log_target) == 0)
 		rs_log_open(app->cfg->log_target);
 	rs_audit_reopen(app->audit);
 	rs_info("ctl", "configuration reloaded from %s", app->cfg->config_path);
 	if (json)
-		fprintf(out, "OK\n{\"reloaded\":true,\"log_level\":\"%s\",\"restart_needed_for\":"
-			     "[\"listen\",\"api_keys\",\"limits\"]}\n",
-			fresh.log_level);
+		fprintf(out, "OK\n{\"reloaded\":true,\"log_level\":\"%s\",\"api_keys\":%zu,"
+			     "\"restart_needed_for\":[\"listen\",\"limits\",\"workers\"]}\n",
+			fresh.log_level, fresh.n_api_keys);
 	else
-		fprintf(out, "OK\nreloaded: log level %s; listeners, API keys and limits apply after "
-			     "a restart\n",
-			fresh.log_level);
+		fprintf(out, "OK\nreloaded: log level %s, %zu API key(s); listeners, limits and "
+			     "workers apply after a restart\n",
+			fresh.log_level, fresh.n_api_keys);
 out_release:
 	rs_config_release(&fresh);
 	return ret;

@@ -13,6 +13,8 @@
 #include "proto/console.h"
 #include "proto/http_server.h"
 
+#include <stdatomic.h>
+
 struct rs_asset;
 
 /* Routes of the console listener, for the per-route response counters. */
@@ -37,7 +39,7 @@ struct rs_app {
 	struct rs_console_env console;
 	const struct rs_asset *assets; /* NULL: embedded table */
 	size_t n_assets;
-	struct rs_api_limiter *limiter;
+	struct rs_keyset *_Atomic keys; /* see admin/api.h */
 	struct rs_audit *audit;
 	_Atomic bool draining;
 	uint64_t started_s;

@@ -196,3 +196,22 @@ def test_ctl_exit_codes_without_daemon(tmpdir_rs):
     assert r.returncode == 3 and "cannot reach" in r.stderr
     r = subprocess.run([BIN, "ctl"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 2
+
+
+def test_reload_rotates_api_keys(admin):
+    body = {"kind": "vnc", "host": "127.0.0.1", "port": 5901}
+    admin.create_console(body)
+    cfg = json.load(open(admin.cfg_path))
+    new_key = "rotated-key-0123456789abcdef"
+    json.dump(dict(cfg, limits={"max_body": -5}), open(admin.cfg_path, "w"))
+    rc, _, err = ctl(admin, "reload")
+    assert rc == 1 and "'limits.max_body'" in err and "nothing changed" in err
+    admin.create_console(body)  # the old key still works
+    json.dump(dict(cfg, api_keys=[{"name": "rotated", "key": new_key}]), open(admin.cfg_path, "w"))
+    assert ctl_json(admin, "reload")["api_keys"] == 1
+    admin.create_console(body, expect=401)
+    admin.create_console(body, key=new_key)
+    time.sleep(0.2)
+    issued = [json.loads(l) for l in open(admin.audit) if '"token.issued"' in l]
+    assert issued[-1]["api_key"] == "rotated"
+    assert new_key not in admin.logs()
