@@ -133,7 +133,8 @@ long rs_metrics_render(struct rs_app *app, char **out)
 	fprintf(f, "ringside_engine_cq_overflows_total %llu\n", (unsigned long long)es.cq_overflow);
 
 	family(f, "ringside_console_setup_seconds", "histogram",
-	       "Console setup time by stage: connect (upgrade to TCP connected), target_auth "
+	       "Console setup time by stage: token (upgrade checked, token consumed), connect "
+	       "(upgrade to TCP connected), target_auth "
 	       "(connected to the target's RFB security phase done), total (upgrade to relaying).");
 	for (int st = 0; st < RS_STAGE__COUNT; st++) {
 		char labels[64];

@@ -18,7 +18,8 @@ const char *const rs_console_cause_names[RS_CC__COUNT] = {
 	"idle_timeout",     "nomem",
 };
 
-const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"connect", "target_auth", "total"};
+const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"token", "connect", "target_auth",
+							    "total"};
 const double rs_console_setup_le_s[RS_SETUP_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 							0.05,   0.1,   0.25,   0.5,   1,    2.5,
 							10};
@@ -764,6 +765,7 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	uint8_t raw[16], *rest = NULL;
 	size_t rest_len = 0;
 	struct rs_rfb_out rout = {0};
+	uint64_t t0 = rs_now_ns();
 	int ret;
 
 	if (atomic_load(env->draining))
@@ -822,6 +824,7 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	cw->sessions = s;
 	s->opened_ms = rs_worker_now(w);
 	s->t_upgrade_ns = rs_now_ns();
+	observe_setup(cw, RS_STAGE_TOKEN, (s->t_upgrade_ns - t0) / 1000);
 	rs_conn_peer_str(c, s->client, sizeof(s->client));
 	copy_printable(s->user_agent, sizeof(s->user_agent), rs_http_req_header(req, "User-Agent"));
 	rs_timer_init(&s->timer, on_handshake_timeout);

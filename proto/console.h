@@ -64,10 +64,11 @@ struct rs_console_env {
 	void *event_arg;
 };
 
-/* Setup stages timed per console (histograms): upgrade -> TCP connected,
+/* Setup stages timed per console (histograms): token check, upgrade -> TCP connected,
  * connected -> target's RFB security phase done, upgrade -> relaying. */
 enum rs_console_stage {
-	RS_STAGE_CONNECT = 0,
+	RS_STAGE_TOKEN = 0, /* upgrade request validated and token consumed */
+	RS_STAGE_CONNECT,
 	RS_STAGE_TARGET_AUTH,
 	RS_STAGE_TOTAL,
 	RS_STAGE__COUNT

@@ -51,6 +51,7 @@ def test_promtool_accepts_a_scrape_with_consoles_open(daemon, echo):
     assert value(text, 'ringside_consoles_opened_total{kind="vnc"}') == 3
     assert value(text, 'ringside_relayed_bytes_total{direction="to_target"}') >= 1000
     assert value(text, 'ringside_console_setup_seconds_count{stage="total"}') == 3
+    assert value(text, 'ringside_console_setup_seconds_count{stage="token"}') == 3
     assert value(text, 'ringside_tokens_total{outcome="consumed"}') == 3
     assert value(text, 'ringside_http_responses_total{route="api_consoles",code="2xx"}') == 3
     assert value(text, 'ringside_http_responses_total{route="websocket",code="1xx"}') == 3
