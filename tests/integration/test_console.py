@@ -318,19 +318,25 @@ def test_expiry_100k_tokens(daemon_factory):
                 assert c.response()[0] == 201
         c.close()
 
-    # Two warm-up rounds make the table's pages and the allocator's caches
-    # resident; after that every wave must give its memory back.
-    for _ in range(2):
+    # Warm-up waves make the table's pages and the allocator's caches
+    # resident; jemalloc then hovers around a plateau (±3 MiB here). Further
+    # waves must stay under the warm-up peak plus 4 MiB: a leak of 15 B per
+    # token would break that within the three measured waves.
+    peak = 0
+    for _ in range(3):
         warm(100000)
         time.sleep(2.2)
         assert stats(d)["tokens"]["live"] == 0
-    base = rss_kb(d.pid)
-    warm(100000)
-    assert stats(d)["tokens"]["live"] > 0
-    time.sleep(2.2)
-    s = stats(d)
-    assert s["tokens"]["live"] == 0 and s["tokens"]["expired"] >= 300000
-    assert rss_kb(d.pid) <= base + 4096, (base, rss_kb(d.pid))
+        peak = max(peak, rss_kb(d.pid))
+    after = []
+    for _ in range(3):
+        warm(100000)
+        assert stats(d)["tokens"]["live"] > 0
+        time.sleep(2.2)
+        assert stats(d)["tokens"]["live"] == 0
+        after.append(rss_kb(d.pid))
+    assert stats(d)["tokens"]["expired"] >= 600000
+    assert max(after) <= peak + 4096, (peak, after)
 
 
 def test_slow_browser_throttles_target(daemon_factory):
