@@ -424,10 +424,12 @@ void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_h
 		append(&p, &left, "%s\"%s\":%llu", i ? "," : "", rs_console_cause_names[i],
 		       (unsigned long long)cs.causes[i]);
 	append(&p, &left,
-	       "}},\"engine\":{\"workers\":%u,\"connections\":%llu,\"accepted\":%llu,"
+	       "}},\"heap_allocated_bytes\":%llu,"
+	       "\"engine\":{\"workers\":%u,\"connections\":%llu,\"accepted\":%llu,"
 	       "\"loops\":%llu,\"cqes\":%llu,\"enobufs\":%llu,\"cq_overflow\":%llu,"
 	       "\"buffers_in_use\":%llu,\"buffers_total\":%llu},\"draining\":%s}\n",
-	       rs_engine_workers(app->engine), (unsigned long long)es.conns_live,
+	       (unsigned long long)rs_mem_allocated(), rs_engine_workers(app->engine),
+	       (unsigned long long)es.conns_live,
 	       (unsigned long long)es.accepted, (unsigned long long)es.loops,
 	       (unsigned long long)es.cqes, (unsigned long long)es.enobufs,
 	       (unsigned long long)es.cq_overflow, (unsigned long long)es.bufs_out,

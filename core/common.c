@@ -92,3 +92,18 @@ void rs_mem_release(void)
 	else
 		malloc_trim(0);
 }
+
+uint64_t rs_mem_allocated(void)
+{
+	if (mallctl) {
+		uint64_t epoch = 1;
+		size_t allocated = 0, len = sizeof(allocated), elen = sizeof(epoch);
+
+		/* jemalloc refreshes its statistics when the epoch is written. */
+		mallctl("epoch", &epoch, &elen, &epoch, elen);
+		if (!mallctl("stats.allocated", &allocated, &len, NULL, 0))
+			return allocated;
+		return 0;
+	}
+	return (uint64_t)mallinfo2().uordblks;
+}

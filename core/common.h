@@ -49,6 +49,10 @@ int rs_random(void *buf, size_t n);
  * length; the time depends only on <blen>. */
 bool rs_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 
+/* Bytes of heap currently allocated by the application (allocator's own
+ * count, excluding its caches); 0 when the allocator cannot tell. */
+uint64_t rs_mem_allocated(void);
+
 /* Return freed heap memory to the kernel (after a large token sweep). */
 void rs_mem_release(void);
 
