@@ -1,5 +1,6 @@
 #include "core/common.h"
 
+#include <limits.h>
 #include <strings.h>
 
 #include <openssl/base64.h>
@@ -7,81 +8,99 @@
 
 #include "proto/ws.h"
 
-/* --- UTF-8: a DFA over byte classes (Hoehrmann-style, written from the
- * Unicode table of well-formed sequences, RFC 3629 section 4). States:
- * 0 accept, 1 reject, 2.. expecting continuation bytes. */
-enum { U_OK = 0, U_BAD = 1 };
+/* --- UTF-8 -----------------------------------------------------------------
+ *
+ * A DFA over byte classes, written from Unicode table 3-7 (well-formed byte
+ * sequences). The lead byte of a 3- or 4-byte sequence narrows the range of
+ * the byte after it; that is where overlongs (E0 80..9F, F0 80..8F),
+ * surrogates (ED A0..BF) and code points above U+10FFFF (F4 90..BF) die. */
 
-static uint32_t utf8_step(uint32_t st, uint8_t b)
-{
-	/* st encodes: low byte = continuation bytes still needed (0-3);
-	 * next byte = allowed range selector for the next byte. */
-	uint32_t need = st & 0xff, sel = st >> 8;
+enum {
+	U_ACCEPT = 0,
+	U_REJECT,
+	U_NEED1, /* one more 80..BF */
+	U_NEED2, /* two more 80..BF */
+	U_E0,	 /* A0..BF, then one more */
+	U_ED,	 /* 80..9F, then one more */
+	U_NEED3, /* three more 80..BF */
+	U_F0,	 /* 90..BF, then two more */
+	U_F4,	 /* 80..8F, then two more */
+	U_NSTATES,
+};
 
-	if (need == 0) {
-		if (b < 0x80)
-			return 0;
-		if (b >= 0xc2 && b <= 0xdf)
-			return 1 | 0 << 8;
-		if (b == 0xe0)
-			return 2 | 1 << 8; /* next A0..BF (no overlongs) */
-		if ((b >= 0xe1 && b <= 0xec) || b == 0xee || b == 0xef)
-			return 2;
-		if (b == 0xed)
-			return 2 | 2 << 8; /* next 80..9F (no surrogates) */
-		if (b == 0xf0)
-			return 3 | 3 << 8; /* next 90..BF */
-		if (b >= 0xf1 && b <= 0xf3)
-			return 3;
-		if (b == 0xf4)
-			return 3 | 4 << 8; /* next 80..8F (<= U+10FFFF) */
-		return UINT32_MAX;
-	}
-	switch (sel) {
-	case 1:
-		if (b < 0xa0 || b > 0xbf)
-			return UINT32_MAX;
-		break;
-	case 2:
-		if (b < 0x80 || b > 0x9f)
-			return UINT32_MAX;
-		break;
-	case 3:
-		if (b < 0x90 || b > 0xbf)
-			return UINT32_MAX;
-		break;
-	case 4:
-		if (b < 0x80 || b > 0x8f)
-			return UINT32_MAX;
-		break;
-	default:
-		if (b < 0x80 || b > 0xbf)
-			return UINT32_MAX;
-	}
-	return need - 1;
-}
+enum {
+	K_ASCII = 0, /* 00..7F */
+	K_80,	     /* 80..8F */
+	K_90,	     /* 90..9F */
+	K_A0,	     /* A0..BF */
+	K_BAD,	     /* C0, C1, F5..FF: never in UTF-8 */
+	K_L2,	     /* C2..DF */
+	K_E0,
+	K_L3, /* E1..EC, EE, EF */
+	K_ED,
+	K_F0,
+	K_L4, /* F1..F3 */
+	K_F4,
+	K_NCLASSES,
+};
+
+/* clang-format off */
+static const uint8_t utf8_class[256] = {
+	[0x00 ... 0x7f] = K_ASCII, [0x80 ... 0x8f] = K_80, [0x90 ... 0x9f] = K_90,
+	[0xa0 ... 0xbf] = K_A0,    [0xc0 ... 0xc1] = K_BAD, [0xc2 ... 0xdf] = K_L2,
+	[0xe0] = K_E0,             [0xe1 ... 0xec] = K_L3, [0xed] = K_ED,
+	[0xee ... 0xef] = K_L3,    [0xf0] = K_F0,          [0xf1 ... 0xf3] = K_L4,
+	[0xf4] = K_F4,             [0xf5 ... 0xff] = K_BAD,
+};
+
+#define R U_REJECT
+static const uint8_t utf8_next[U_NSTATES][K_NCLASSES] = {
+	/* columns: ASCII, 80-8F, 90-9F, A0-BF, bad, C2-DF, E0, E1-EF but ED, ED, F0, F1-F3, F4 */
+	[U_ACCEPT] = {U_ACCEPT, R, R, R, R, U_NEED1, U_E0, U_NEED2, U_ED, U_F0, U_NEED3, U_F4},
+	[U_REJECT] = {R, R, R, R, R, R, R, R, R, R, R, R},
+	[U_NEED1] = {R, U_ACCEPT, U_ACCEPT, U_ACCEPT, R, R, R, R, R, R, R, R},
+	[U_NEED2] = {R, U_NEED1, U_NEED1, U_NEED1, R, R, R, R, R, R, R, R},
+	[U_E0] = {R, R, R, U_NEED1, R, R, R, R, R, R, R, R},
+	[U_ED] = {R, U_NEED1, U_NEED1, R, R, R, R, R, R, R, R, R},
+	[U_NEED3] = {R, U_NEED2, U_NEED2, U_NEED2, R, R, R, R, R, R, R, R},
+	[U_F0] = {R, R, U_NEED2, U_NEED2, R, R, R, R, R, R, R, R},
+	[U_F4] = {R, U_NEED2, R, R, R, R, R, R, R, R, R, R},
+};
+#undef R
+/* clang-format on */
 
 bool rs_utf8_feed(struct rs_utf8 *u, const uint8_t *p, size_t len)
 {
 	uint32_t st = u->state;
+	size_t i = 0;
 
-	if (st == UINT32_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		/* ASCII fast path */
-		if (st == 0 && p[i] < 0x80)
-			continue;
-		st = utf8_step(st, p[i]);
-		if (st == UINT32_MAX)
-			break;
+	/* A state from outside the table is corrupt: refuse rather than index out of it. */
+	if (st >= U_NSTATES)
+		st = U_REJECT;
+	while (i < len && st != U_REJECT) {
+		if (st == U_ACCEPT) {
+			/* Terminal text is mostly ASCII: skip it a word at a time. */
+			for (; i + 8 <= len; i += 8) {
+				uint64_t w;
+
+				memcpy(&w, p + i, 8);
+				if (w & 0x8080808080808080ull)
+					break;
+			}
+			while (i < len && p[i] < 0x80)
+				i++;
+			if (i == len)
+				break;
+		}
+		st = utf8_next[st][utf8_class[p[i++]]];
 	}
 	u->state = st;
-	return st != UINT32_MAX;
+	return st != U_REJECT;
 }
 
 bool rs_utf8_complete(const struct rs_utf8 *u)
 {
-	return u->state == 0;
+	return u->state == U_ACCEPT;
 }
 
 /* --- masking --- */
@@ -92,8 +111,10 @@ void rs_ws_mask(uint8_t *p, size_t len, const uint8_t key[4], size_t offset)
 	uint64_t k64;
 	size_t i = 0;
 
-	for (int j = 0; j < 8; j++)
-		k[j] = key[(offset + (size_t)j) & 3];
+	/* Rotate the key so that k[0] applies to p[0]; then every 8-byte step
+	 * starts at the same key position again. */
+	for (size_t j = 0; j < 8; j++)
+		k[j] = key[(offset + j) & 3];
 	memcpy(&k64, k, 8);
 	for (; i + 8 <= len; i += 8) {
 		uint64_t v;
@@ -108,12 +129,28 @@ void rs_ws_mask(uint8_t *p, size_t len, const uint8_t key[4], size_t offset)
 
 /* --- writers --- */
 
-size_t rs_ws_frame_header(uint8_t out[14], int opcode, bool fin, uint64_t len,
+static bool is_control(int opcode)
+{
+	return opcode == RS_WS_OP_CLOSE || opcode == RS_WS_OP_PING || opcode == RS_WS_OP_PONG;
+}
+
+static bool is_data(int opcode)
+{
+	return opcode == RS_WS_OP_CONT || opcode == RS_WS_OP_TEXT || opcode == RS_WS_OP_BINARY;
+}
+
+size_t rs_ws_frame_header(uint8_t out[RS_WS_MAX_HEADER], int opcode, bool fin, uint64_t len,
 			  const uint8_t mask[4])
 {
 	size_t n = 2;
 
-	out[0] = (uint8_t)((fin ? 0x80 : 0) | (opcode & 0x0f));
+	if (!is_data(opcode) && !is_control(opcode))
+		return 0;
+	if (is_control(opcode) && (!fin || len > RS_WS_MAX_CONTROL))
+		return 0;
+	if (len >> 63)
+		return 0;
+	out[0] = (uint8_t)((fin ? 0x80 : 0) | opcode);
 	if (len < 126) {
 		out[1] = (uint8_t)len;
 	} else if (len <= 0xffff) {
@@ -135,28 +172,42 @@ size_t rs_ws_frame_header(uint8_t out[14], int opcode, bool fin, uint64_t len,
 	return n;
 }
 
-bool rs_ws_close_code_sendable(uint16_t c)
+bool rs_ws_close_code_sendable(uint16_t code)
 {
-	return (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999);
+	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+	       (code >= 3000 && code <= 4999);
 }
 
-size_t rs_ws_close_payload(uint8_t out[125], uint16_t code, const char *reason)
+size_t rs_ws_close_payload(uint8_t out[RS_WS_MAX_CONTROL], uint16_t code, const char *reason)
 {
-	size_t n = reason ? strlen(reason) : 0;
+	struct rs_utf8 u = {0};
+	size_t n = 0, good = 0;
 
-	if (n > 123)
-		n = 123;
-	/* Do not cut a multi-byte character in half. */
-	while (n && n < (reason ? strlen(reason) : 0) && ((uint8_t)reason[n] & 0xc0) == 0x80)
-		n--;
+	if (!rs_ws_close_code_sendable(code))
+		return 0;
 	out[0] = (uint8_t)(code >> 8);
 	out[1] = (uint8_t)code;
-	if (n)
-		memcpy(out + 2, reason, n);
-	return 2 + n;
+	/* Reasons may quote an upstream's text: keep only what a peer will
+	 * accept, up to the last whole character that fits. */
+	while (reason && reason[n] && n < RS_WS_MAX_CONTROL - 2) {
+		if (!rs_utf8_feed(&u, (const uint8_t *)reason + n, 1))
+			break;
+		n++;
+		if (rs_utf8_complete(&u))
+			good = n;
+	}
+	if (good)
+		memcpy(out + 2, reason, good);
+	return 2 + good;
 }
 
 /* --- parser --- */
+
+enum {
+	ST_HEADER = 0,
+	ST_PAYLOAD,
+	ST_STOPPED,
+};
 
 void rs_ws_parser_init(struct rs_ws_parser *p, bool server, uint64_t max_frame,
 		       uint64_t max_message)
@@ -165,134 +216,189 @@ void rs_ws_parser_init(struct rs_ws_parser *p, bool server, uint64_t max_frame,
 	p->server = server;
 	p->max_frame = max_frame;
 	p->max_message = max_message;
+	p->state = ST_HEADER;
 	p->hdr_need = 2;
 }
 
-static int error(struct rs_ws_parser *p, struct rs_ws_event *ev, uint16_t code, const char *msg,
-		 int consumed)
+/* Stop the parser for good and report why. Returns <consumed>. */
+static int fail(struct rs_ws_parser *p, struct rs_ws_event *ev, uint16_t code, const char *why,
+		size_t consumed)
 {
-	p->failed = true;
+	p->state = ST_STOPPED;
+	p->err_code = code;
+	p->err = why;
+	memset(ev, 0, sizeof(*ev));
 	ev->type = RS_WS_EV_ERROR;
 	ev->close_code = code;
-	ev->error = msg;
-	return consumed;
+	ev->error = why;
+	return (int)consumed;
 }
 
-static bool wire_code_valid(uint16_t c)
-{
-	return (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999);
-}
-
-/* Header complete: validate it and set up the frame. 0 or an error event. */
-static int start_frame(struct rs_ws_parser *p, struct rs_ws_event *ev, int consumed)
+/* The first two header bytes hold everything but the extended length and
+ * the key: check them at once, so a bad frame fails without waiting for
+ * more bytes. Returns NULL or the violation (all are 1002). */
+static const char *check_head(struct rs_ws_parser *p)
 {
 	uint8_t b0 = p->hdr[0], b1 = p->hdr[1];
-	bool masked = b1 & 0x80;
-	uint64_t len = b1 & 0x7f;
-	size_t mpos = 2;
+	uint8_t op = b0 & 0x0f, len7 = b1 & 0x7f;
+	bool fin = b0 & 0x80, masked = b1 & 0x80;
 
 	if (b0 & 0x70)
-		return error(p, ev, 1002, "reserved bits set without an extension", consumed);
-	p->frame_op = b0 & 0x0f;
-	p->frame_fin = b0 & 0x80;
-	if (len == 126) {
-		len = (uint64_t)p->hdr[2] << 8 | p->hdr[3];
-		if (len < 126)
-			return error(p, ev, 1002, "non-minimal frame length", consumed);
-		mpos = 4;
-	} else if (len == 127) {
-		len = 0;
-		for (int i = 0; i < 8; i++)
-			len = len << 8 | p->hdr[2 + i];
-		if (len >> 63)
-			return error(p, ev, 1002, "frame length with the top bit set", consumed);
-		if (len <= 0xffff)
-			return error(p, ev, 1002, "non-minimal frame length", consumed);
-		mpos = 10;
-	}
-	if (masked != p->server)
-		return error(p, ev, 1002,
-			     p->server ? "client frame not masked" : "server frame masked", consumed);
-	if (masked)
-		memcpy(p->mask, p->hdr + mpos, 4);
-	p->remaining = len;
-	p->mask_off = 0;
-	switch (p->frame_op) {
+		return "reserved bits set without an extension";
+	switch (op) {
 	case RS_WS_OP_CLOSE:
 	case RS_WS_OP_PING:
 	case RS_WS_OP_PONG:
-		if (!p->frame_fin)
-			return error(p, ev, 1002, "fragmented control frame", consumed);
-		if (len > 125)
-			return error(p, ev, 1002, "control frame longer than 125 bytes", consumed);
-		p->ctl_len = 0;
+		if (!fin)
+			return "fragmented control frame";
+		/* 126 and 127 announce an extended length, which is > 125 */
+		if (len7 > RS_WS_MAX_CONTROL)
+			return "control frame longer than 125 bytes";
+		if (op == RS_WS_OP_CLOSE && len7 == 1)
+			return "close frame with a 1-byte payload";
 		break;
 	case RS_WS_OP_CONT:
 		if (!p->msg_op)
-			return error(p, ev, 1002, "continuation frame without a message", consumed);
+			return "continuation frame without a message";
 		break;
 	case RS_WS_OP_TEXT:
 	case RS_WS_OP_BINARY:
 		if (p->msg_op)
-			return error(p, ev, 1002, "new message inside a fragmented message",
-				     consumed);
-		p->msg_op = p->frame_op;
-		p->msg_len = 0;
-		p->utf8.state = 0;
+			return "new message inside a fragmented message";
 		break;
 	default:
-		return error(p, ev, 1002, "unknown opcode", consumed);
+		return "unknown opcode";
 	}
-	if (p->frame_op < RS_WS_OP_CLOSE) {
-		if (len > p->max_frame)
-			return error(p, ev, 1009, "frame too big", consumed);
-		if (p->msg_len + len > p->max_message)
-			return error(p, ev, 1009, "message too big", consumed);
+	if (masked != p->server)
+		return p->server ? "client frame not masked" : "server frame masked";
+	p->frame_op = op;
+	p->frame_fin = fin;
+	p->hdr_need = (uint8_t)(2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + (masked ? 4 : 0));
+	return NULL;
+}
+
+/* The whole header is in: decode the length and set up the payload.
+ * Returns 0 or the close code of a violation, with *why set. */
+static uint16_t start_payload(struct rs_ws_parser *p, const char **why)
+{
+	uint8_t len7 = p->hdr[1] & 0x7f;
+	uint64_t len = len7;
+	size_t key = 2;
+
+	if (len7 == 126) {
+		len = (uint64_t)p->hdr[2] << 8 | p->hdr[3];
+		key = 4;
+		if (len < 126)
+			goto out_non_minimal;
+	} else if (len7 == 127) {
+		len = 0;
+		for (int i = 0; i < 8; i++)
+			len = len << 8 | p->hdr[2 + i];
+		key = 10;
+		if (len >> 63) {
+			*why = "frame length with the top bit set";
+			return 1002;
+		}
+		if (len <= 0xffff)
+			goto out_non_minimal;
+	}
+	if (is_data(p->frame_op)) {
+		if (p->frame_op != RS_WS_OP_CONT) {
+			p->msg_op = p->frame_op;
+			p->msg_len = 0;
+			p->utf8.state = 0;
+		}
+		if (len > p->max_frame) {
+			*why = "frame too big";
+			return 1009;
+		}
+		/* msg_len <= max_message holds, so this cannot wrap */
+		if (len > p->max_message - p->msg_len) {
+			*why = "message too big";
+			return 1009;
+		}
 		p->msg_len += len;
 	}
-	p->in_payload = true;
+	if (p->server)
+		memcpy(p->mask, p->hdr + key, 4);
+	p->remaining = len;
+	p->mask_off = 0;
+	p->ctl_len = 0;
+	p->state = ST_PAYLOAD;
 	return 0;
+
+out_non_minimal:
+	/* RFC 6455 5.2: the minimal number of bytes MUST be used */
+	*why = "non-minimal frame length";
+	return 1002;
 }
 
+/* The current frame's payload is complete: expect the next header. */
 static void end_frame(struct rs_ws_parser *p)
 {
-	p->in_payload = false;
+	p->state = ST_HEADER;
 	p->hdr_len = 0;
 	p->hdr_need = 2;
+	if (is_data(p->frame_op) && p->frame_fin)
+		p->msg_op = 0;
 }
 
-static int finish_control(struct rs_ws_parser *p, struct rs_ws_event *ev, int consumed)
+/* A control frame is complete in p->ctl: report it. */
+static int control_event(struct rs_ws_parser *p, struct rs_ws_event *ev, size_t consumed)
 {
+	struct rs_utf8 u = {0};
+
+	end_frame(p);
 	ev->data = p->ctl;
 	ev->len = p->ctl_len;
-	end_frame(p);
 	if (p->frame_op == RS_WS_OP_PING) {
 		ev->type = RS_WS_EV_PING;
-		return consumed;
+		return (int)consumed;
 	}
 	if (p->frame_op == RS_WS_OP_PONG) {
 		ev->type = RS_WS_EV_PONG;
-		return consumed;
+		return (int)consumed;
 	}
-	/* CLOSE */
-	if (p->ctl_len == 1)
-		return error(p, ev, 1002, "close frame with a 1-byte payload", consumed);
-	ev->type = RS_WS_EV_CLOSE;
+	/* CLOSE; a 1-byte payload was refused with the header. */
+	p->ctl[p->ctl_len] = 0;
 	ev->close_code = 1005;
 	ev->reason = "";
 	if (p->ctl_len >= 2) {
-		struct rs_utf8 u = {0};
-
 		ev->close_code = (uint16_t)(p->ctl[0] << 8 | p->ctl[1]);
-		if (!wire_code_valid(ev->close_code))
-			return error(p, ev, 1002, "invalid close code", consumed);
-		if (!rs_utf8_feed(&u, p->ctl + 2, p->ctl_len - 2) || !rs_utf8_complete(&u))
-			return error(p, ev, 1007, "close reason is not valid UTF-8", consumed);
-		p->ctl[p->ctl_len] = 0;
+		if (!rs_ws_close_code_sendable(ev->close_code))
+			return fail(p, ev, 1002, "invalid close code", consumed);
+		if (!rs_utf8_feed(&u, p->ctl + 2, p->ctl_len - 2u) || !rs_utf8_complete(&u))
+			return fail(p, ev, 1007, "close reason is not valid UTF-8", consumed);
 		ev->reason = (const char *)p->ctl + 2;
+		ev->reason_len = p->ctl_len - 2u;
 	}
-	p->failed = true; /* nothing may follow a close frame */
-	return consumed;
+	ev->type = RS_WS_EV_CLOSE;
+	/* RFC 6455 5.5.1: nothing may follow a close frame. */
+	p->state = ST_STOPPED;
+	p->err_code = 1002;
+	p->err = "data after a close frame";
+	return (int)consumed;
+}
+
+/* Deliver the end of a data frame that carried no payload. Returns true
+ * when that produced an event (the message ended, or an error). */
+static bool empty_data_frame(struct rs_ws_parser *p, struct rs_ws_event *ev, const uint8_t *at)
+{
+	int op = p->msg_op;
+
+	end_frame(p);
+	if (!p->frame_fin)
+		return false;
+	if (op == RS_WS_OP_TEXT && !rs_utf8_complete(&p->utf8)) {
+		fail(p, ev, 1007, "text message is not valid UTF-8", 0);
+		return true;
+	}
+	ev->type = RS_WS_EV_DATA;
+	ev->opcode = op;
+	ev->data = at;
+	ev->len = 0;
+	ev->fin = true;
+	return true;
 }
 
 int rs_ws_parse(struct rs_ws_parser *p, uint8_t *buf, size_t len, struct rs_ws_event *ev)
@@ -300,81 +406,89 @@ int rs_ws_parse(struct rs_ws_parser *p, uint8_t *buf, size_t len, struct rs_ws_e
 	size_t i = 0;
 
 	memset(ev, 0, sizeof(*ev));
-	if (p->failed)
+	if (!len)
 		return 0;
+	if (p->state == ST_STOPPED) {
+		fail(p, ev, p->err_code, p->err, 0);
+		return RS_PARSE_ERROR;
+	}
+	/* The count we return is an int. */
+	if (len > INT_MAX)
+		len = INT_MAX;
 	while (i < len) {
-		if (!p->in_payload) {
-			while (p->hdr_len < p->hdr_need && i < len)
-				p->hdr[p->hdr_len++] = buf[i++];
-			if (p->hdr_len < p->hdr_need)
-				return (int)i;
-			if (p->hdr_need == 2) {
-				uint8_t l = p->hdr[1] & 0x7f;
+		size_t n;
 
-				p->hdr_need = (uint8_t)(2 + (l == 126 ? 2 : l == 127 ? 8 : 0) +
-							((p->hdr[1] & 0x80) ? 4 : 0));
+		if (p->state == ST_HEADER) {
+			const char *why = NULL;
+			uint16_t code;
+
+			n = RS_MIN((size_t)(p->hdr_need - p->hdr_len), len - i);
+			memcpy(p->hdr + p->hdr_len, buf + i, n);
+			p->hdr_len = (uint8_t)(p->hdr_len + n);
+			i += n;
+			if (p->hdr_len < p->hdr_need)
+				break;
+			if (p->hdr_len == 2) {
+				why = check_head(p);
+				if (why)
+					return fail(p, ev, 1002, why, i);
 				if (p->hdr_len < p->hdr_need)
 					continue;
 			}
-			if (start_frame(p, ev, (int)i))
+			code = start_payload(p, &why);
+			if (code)
+				return fail(p, ev, code, why, i);
+			if (p->remaining)
+				continue;
+			if (is_control(p->frame_op))
+				return control_event(p, ev, i);
+			if (empty_data_frame(p, ev, buf + i))
 				return (int)i;
-			if (ev->type == RS_WS_EV_ERROR)
-				return (int)i;
+			continue;
 		}
-		/* payload */
-		if (p->frame_op >= RS_WS_OP_CLOSE) {
-			size_t n = (size_t)RS_MIN(p->remaining, (uint64_t)(len - i));
 
+		n = (size_t)RS_MIN(p->remaining, (uint64_t)(len - i));
+		if (is_control(p->frame_op)) {
+			/* Controls are delivered whole: gather them (<= 125 bytes). */
 			memcpy(p->ctl + p->ctl_len, buf + i, n);
 			if (p->server)
 				rs_ws_mask(p->ctl + p->ctl_len, n, p->mask, p->mask_off);
-			p->mask_off += n;
-			p->ctl_len += n;
-			p->remaining -= n;
-			i += n;
-			if (!p->remaining)
-				return finish_control(p, ev, (int)i);
-			return (int)i;
-		}
-		{
-			size_t n = (size_t)RS_MIN(p->remaining, (uint64_t)(len - i));
+			p->ctl_len = (uint8_t)(p->ctl_len + n);
+		} else {
+			uint8_t *d = buf + i;
 			bool last;
 
 			if (p->server)
-				rs_ws_mask(buf + i, n, p->mask, p->mask_off);
-			p->mask_off += n;
-			p->remaining -= n;
-			last = !p->remaining && p->frame_fin;
-			if (p->msg_op == RS_WS_OP_TEXT &&
-			    (!rs_utf8_feed(&p->utf8, buf + i, n) ||
-			     (last && !rs_utf8_complete(&p->utf8))))
-				return error(p, ev, 1007, "text message is not valid UTF-8",
-					     (int)(i + n));
+				rs_ws_mask(d, n, p->mask, p->mask_off);
+			last = p->remaining == n && p->frame_fin;
+			if (p->msg_op == RS_WS_OP_TEXT && (!rs_utf8_feed(&p->utf8, d, n) ||
+							   (last && !rs_utf8_complete(&p->utf8))))
+				return fail(p, ev, 1007, "text message is not valid UTF-8", i + n);
 			ev->type = RS_WS_EV_DATA;
 			ev->opcode = p->msg_op;
-			ev->data = buf + i;
+			ev->data = d;
 			ev->len = n;
 			ev->fin = last;
-			i += n;
-			if (!p->remaining) {
-				end_frame(p);
-				if (p->frame_fin)
-					p->msg_op = 0;
-			}
-			/* Empty data frames carry no bytes: report only a message end. */
-			if (!n && !last) {
-				memset(ev, 0, sizeof(*ev));
-				continue;
-			}
-			return (int)i;
 		}
+		p->mask_off = (uint8_t)((p->mask_off + n) & 3);
+		p->remaining -= n;
+		i += n;
+		if (p->remaining) {
+			/* everything given went into this frame */
+			break;
+		}
+		if (is_control(p->frame_op))
+			return control_event(p, ev, i);
+		end_frame(p);
+		break;
 	}
 	return (int)i;
 }
 
 /* --- handshake --- */
 
-static bool has_token(const char *list, const char *tok)
+/* Is <tok> one of the comma-separated tokens of <list> (NULL: none)? */
+static bool has_token(const char *list, const char *tok, bool nocase)
 {
 	size_t tl = strlen(tok);
 
@@ -389,7 +503,8 @@ static bool has_token(const char *list, const char *tok)
 		e = list;
 		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
 			e--;
-		if ((size_t)(e - s) == tl && !strncasecmp(s, tok, tl))
+		if ((size_t)(e - s) == tl &&
+		    !(nocase ? strncasecmp(s, tok, tl) : strncmp(s, tok, tl)))
 			return true;
 	}
 	return false;
@@ -405,44 +520,74 @@ void rs_ws_accept_key(const char *key, char out[29])
 	SHA1_Update(&c, key, strlen(key));
 	SHA1_Update(&c, guid, sizeof(guid) - 1);
 	SHA1_Final(d, &c);
+	/* 20 bytes encode to 28 characters plus the NUL EVP_EncodeBlock writes */
 	EVP_EncodeBlock((uint8_t *)out, d, sizeof(d));
 }
 
-static int reject(struct rs_ws_handshake_out *out, int status, const char *why)
+static bool key_valid(const char *key)
 {
-	out->status = status;
-	out->error = why;
-	return -EINVAL;
+	uint8_t raw[18];
+	size_t n = 0;
+
+	/* base64 of 16 bytes is always 22 characters and "==" */
+	return key && strlen(key) == 24 &&
+	       EVP_DecodeBase64(raw, &n, sizeof(raw), (const uint8_t *)key, 24) && n == 16;
+}
+
+static bool origin_allowed(const struct rs_ws_handshake_in *in)
+{
+	if (!in->n_allowed_origins)
+		return true;
+	for (size_t i = 0; in->origin && i < in->n_allowed_origins; i++) {
+		if (in->allowed_origins[i] && !strcasecmp(in->origin, in->allowed_origins[i]))
+			return true;
+	}
+	return false;
 }
 
 int rs_ws_handshake_check(const struct rs_ws_handshake_in *in, struct rs_ws_handshake_out *out)
 {
-	uint8_t raw[64];
-	size_t rawlen = 0;
-
 	memset(out, 0, sizeof(*out));
-	if (!in->method || strcmp(in->method, "GET") || in->http_minor < 1)
-		return reject(out, 400, "WebSocket upgrade needs GET over HTTP/1.1");
-	if (!has_token(in->upgrade, "websocket"))
-		return reject(out, 400, "missing 'Upgrade: websocket'");
-	if (!has_token(in->connection, "upgrade"))
-		return reject(out, 400, "missing 'Connection: Upgrade'");
-	if (!in->version || strcmp(in->version, "13"))
-		return reject(out, 426, "unsupported WebSocket version (13 required)");
-	if (!in->key || strlen(in->key) != 24 ||
-	    !EVP_DecodeBase64(raw, &rawlen, sizeof(raw), (const uint8_t *)in->key, 24) ||
-	    rawlen != 16)
-		return reject(out, 400, "invalid Sec-WebSocket-Key");
-	if (in->n_allowed_origins) {
-		bool ok = false;
-
-		for (size_t i = 0; in->origin && i < in->n_allowed_origins; i++)
-			ok |= !strcasecmp(in->origin, in->allowed_origins[i]);
-		if (!ok)
-			return reject(out, 403, "origin not allowed");
+	out->headers = "";
+	out->status = 400;
+	if (!in->method || strcmp(in->method, "GET")) {
+		out->error = "a WebSocket upgrade must be a GET";
+		goto out_reject;
+	}
+	if (in->http_minor < 1) {
+		out->error = "a WebSocket upgrade needs HTTP/1.1";
+		goto out_reject;
+	}
+	if (!has_token(in->upgrade, "websocket", true)) {
+		out->error = "missing 'Upgrade: websocket'";
+		goto out_reject;
+	}
+	if (!has_token(in->connection, "upgrade", true)) {
+		out->error = "missing 'Connection: Upgrade'";
+		goto out_reject;
+	}
+	/* Before the key: a client speaking an older draft sends other key
+	 * headers, and 426 tells it which version to speak (RFC 6455 4.4). */
+	if (!in->version || strcmp(in->version, "13")) {
+		out->status = 426;
+		out->error = "unsupported WebSocket version (13 required)";
+		out->headers = "Sec-WebSocket-Version: 13\r\n";
+		goto out_reject;
+	}
+	if (!key_valid(in->key)) {
+		out->error = "invalid Sec-WebSocket-Key";
+		goto out_reject;
+	}
+	if (!origin_allowed(in)) {
+		out->status = 403;
+		out->error = "origin not allowed";
+		goto out_reject;
 	}
 	rs_ws_accept_key(in->key, out->accept);
-	out->echo_binary = has_token(in->protocol, "binary");
+	out->echo_binary = has_token(in->protocol, "binary", false);
 	out->status = 101;
 	return 0;
+
+out_reject:
+	return -EINVAL;
 }
