@@ -42,6 +42,7 @@ struct rs_app {
 	struct rs_keyset *_Atomic keys; /* see admin/api.h */
 	struct rs_audit *audit;
 	_Atomic bool draining;
+	_Atomic bool running; /* workers started: the admin socket may call into them */
 	uint64_t started_s;
 };
 

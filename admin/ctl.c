@@ -303,6 +303,8 @@ int rs_ctl_execute(struct rs_app *app, const char *line, char **result)
 	}
 	if (!argc) {
 		ret = err_out(&o, "%s", "empty request; try 'help'");
+	} else if (!atomic_load(&app->running) && strcmp(argv[0], "help")) {
+		ret = err_out(&o, "%s", "starting up; try again in a moment");
 	} else if (!strcmp(argv[0], "help")) {
 		ret = ok(&o, HELP, "{\"commands\":[\"help\",\"stats\",\"sessions\",\"session\",\"kill\","
 				   "\"revoke\",\"drain\",\"undrain\",\"reload\",\"log-level\"]}");

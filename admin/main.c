@@ -132,16 +132,19 @@ int main(int argc, char **argv)
 		goto out_app;
 	}
 	rs_engine_on_worker_start(app.engine, rs_console_worker_start, &app.console);
-	if (add_listeners(&app, err, sizeof(err)) ||
-	    rs_engine_start(app.engine, err, sizeof(err))) {
-		rs_error("main", "%s", err);
-		goto out_engine;
-	}
+	/* The admin socket comes first: a second instance is refused before it
+	 * touches any port, and the socket exists once the daemon answers. */
 	ctl = rs_ctl_start(&app, err, sizeof(err));
 	if (!ctl && err[0]) {
 		rs_error("main", "%s", err);
 		goto out_engine;
 	}
+	if (add_listeners(&app, err, sizeof(err)) ||
+	    rs_engine_start(app.engine, err, sizeof(err))) {
+		rs_error("main", "%s", err);
+		goto out_engine;
+	}
+	atomic_store(&app.running, true);
 	rs_info("main", "ringside %s started", RS_VERSION);
 	print_listen(&cfg, rs_engine_workers(app.engine));
 

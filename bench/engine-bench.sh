@@ -24,7 +24,7 @@ ctxsw() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {s+=$2} END {print
 
 start_ringside() { # workers port
 	cat >"$run/rs.json" <<JSON
-{"listen":["127.0.0.1:$2"],"workers":$1,"log_level":"warn","state_dir":"$run",
+{"listen":["127.0.0.1:$2"],"workers":$1,"log_level":"warn","state_dir":"$run","metrics_listen":"",
  "limits":{"header_timeout_ms":600000,"keepalive_timeout_ms":3600000}}
 JSON
 	$B/ringside --config "$run/rs.json" 2>"$run/rs.log" &
@@ -93,7 +93,8 @@ wrk_rps() { taskset -c 1 wrk -t1 -c64 -d"${WRK_S}s" "$1" | awk '/Requests\/sec/ 
 rs_r=() ng_r=() rs_cpu=()
 rport=$(free_port)
 for r in $(seq "$ROUNDS"); do
-	taskset -c 0 bash -c "exec $B/ringside --listen 127.0.0.1:$rport --workers 1 --log-level warn" 2>"$run/rs1.log" &
+	printf '{"listen":["127.0.0.1:%s"],"workers":1,"log_level":"warn","metrics_listen":""}' "$rport" >"$run/rs1.json"
+	taskset -c 0 bash -c "exec $B/ringside --config $run/rs1.json" 2>"$run/rs1.log" &
 	p=$!; pids+=("$p")
 	for _ in $(seq 100); do curl -fs "http://127.0.0.1:$rport/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
 	a=$(cpu_ticks $p)

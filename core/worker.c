@@ -1443,10 +1443,45 @@ static int probe_io_uring(char *err, size_t errlen)
 	return ret;
 }
 
+/* Workers bind with SO_REUSEPORT, which would let them join another
+ * process's group on the same port without a word: a leftover instance
+ * would silently take a share of the connections (and its own tokens).
+ * Binding once without SO_REUSEPORT first makes a taken port an error. */
+static int probe_listeners(struct rs_engine *e, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < e->nlisteners; i++) {
+		const struct listener *l = &e->listeners[i];
+		int fd = socket(l->addr.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+		char host[INET6_ADDRSTRLEN] = "?";
+
+		if (fd < 0)
+			return -errno;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (l->addr.sa.sa_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, &l->addr.sa, l->len)) {
+			int ret = -errno;
+
+			inet_ntop(l->addr.sa.sa_family,
+				  l->addr.sa.sa_family == AF_INET6 ? (const void *)&l->addr.sin6.sin6_addr
+								   : (const void *)&l->addr.sin.sin_addr,
+				  host, sizeof(host));
+			snprintf(err, errlen, "cannot listen on %s port %u: %s", host,
+				 ntohs(l->addr.sin.sin_port), strerror(-ret));
+			close(fd);
+			return ret;
+		}
+		close(fd);
+	}
+	return 0;
+}
+
 int rs_engine_start(struct rs_engine *e, char *err, size_t errlen)
 {
 	int ret = probe_io_uring(err, errlen);
 
+	if (!ret)
+		ret = probe_listeners(e, err, errlen);
 	if (ret)
 		return ret;
 	for (unsigned i = 0; i < e->nworkers; i++) {

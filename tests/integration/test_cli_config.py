@@ -28,6 +28,10 @@ def test_unknown_flag_is_refused():
 
 
 def write(tmp_path, obj):
+    # No test here wants the default metrics port (127.0.0.1:9180): a
+    # process already on it would make ringside refuse to start.
+    if isinstance(obj, dict):
+        obj = dict({"metrics_listen": ""}, **obj)
     p = tmp_path / "c.json"
     p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
     return str(p)
@@ -85,11 +89,12 @@ def test_port_flag_overrides(tmp_path):
 
 
 def test_no_config_starts_on_default_port():
-    try:
-        socket.create_connection(("127.0.0.1", 8080), timeout=0.3).close()
-        pytest.skip("127.0.0.1:8080 is in use")
-    except OSError:
-        pass
+    for port in (8080, 9180):  # the listener and the metrics listener
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.3).close()
+            pytest.skip("127.0.0.1:%d is in use" % port)
+        except OSError:
+            pass
     p = subprocess.Popen([BIN], stderr=subprocess.PIPE, text=True)
     try:
         assert wait_port(8080, 10, p)
@@ -109,3 +114,10 @@ def test_listen_failure_is_reported(tmp_path):
     r = run("--listen", "127.0.0.1:%d" % port, timeout=15)
     assert r.returncode != 0 and "cannot listen" in r.stderr
     s.close()
+
+
+def test_port_held_by_another_ringside_is_refused(daemon, tmp_path):
+    # SO_REUSEPORT would let a second instance share the port silently.
+    r = run("--config", write(tmp_path, {"listen": ["127.0.0.1:%d" % daemon.port],
+                                         "metrics_listen": ""}), timeout=15)
+    assert r.returncode != 0 and "cannot listen" in r.stderr and "in use" in r.stderr
