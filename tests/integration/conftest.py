@@ -6,6 +6,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -35,6 +36,22 @@ def wait_port(port, timeout=10.0, proc=None):
             return True
         except OSError:
             time.sleep(0.05)
+    return False
+
+
+def wait_healthy(port, timeout=10.0, proc=None):
+    """True once GET /healthz answers 200 (a bound port alone may not serve yet)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1) as r:
+                if r.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.05)
     return False
 
 
@@ -78,10 +95,13 @@ class Daemon:
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         self.proc = subprocess.Popen([BIN, "--config", self.cfg_path, *args],
                                      stdout=self.stderr, stderr=self.stderr, env=env)
-        if not wait_port(self.port, 15, self.proc):
-            self.stop()
-            raise RuntimeError("ringside did not start: " + self.logs())
+        self.host = "127.0.0.1"
+        self.api_key = API_KEY
+        self.log_path = self.log
         self.base = "http://127.0.0.1:%d" % self.port
+        if not wait_healthy(self.port, 10, self.proc):
+            self.stop_quietly()
+            raise RuntimeError("ringside did not answer /healthz: " + self.logs())
 
     @property
     def pid(self):
@@ -121,6 +141,13 @@ class Daemon:
                 raise AssertionError("ringside did not stop within %ss" % timeout)
         self.stderr.close()
         return self.proc.returncode
+
+    def stop_quietly(self):
+        """Startup failed: make sure the process is gone, by its PID only."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
 
     def check_clean(self):
         logs = self.logs()

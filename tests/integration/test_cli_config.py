@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, free_port, wait_port
+from conftest import BIN, free_port, wait_healthy
 
 
 def run(*args, timeout=10):
@@ -44,6 +44,8 @@ def test_check_config_ok(tmp_path):
 
 @pytest.mark.parametrize("cfg,key", [
     ({"limits": {"max_body": -1}}, "'limits.max_body'"),
+    ({"limits": {"max_body": "big"}}, "'limits.max_body'"),
+    ({"limits": {"max_bdoy": 1}}, "'limits.max_bdoy'"),
     ({"listne": ["127.0.0.1:1"]}, "'listne': unknown key"),
     ({"api_keys": [{"name": "x", "key": "short"}]}, "'api_keys[0].key'"),
     ("{\"listen\": [", "invalid JSON"),
@@ -58,6 +60,22 @@ def test_bad_config_is_refused_naming_the_key(tmp_path, cfg, key):
         socket.create_connection(("127.0.0.1", port), timeout=0.3)
 
 
+@pytest.mark.parametrize("cfg,key", [
+    ({"limits": {"max_body": -1}}, "'limits.max_body'"),
+    ({"listne": ["127.0.0.1:1"]}, "'listne'"),
+    ("{\"listen\": [", "invalid JSON"),
+])
+def test_check_config_refuses_bad_config(tmp_path, cfg, key):
+    r = run("--check-config", "--config", write(tmp_path, cfg))
+    assert r.returncode != 0 and key in r.stderr and "OK" not in r.stdout
+
+
+def test_missing_config_file_is_named(tmp_path):
+    missing = str(tmp_path / "nope.json")
+    r = run("--config", missing)
+    assert r.returncode != 0 and missing in r.stderr
+
+
 def test_proxmoxvnc_config_json_works(tmp_path):
     port = free_port()
     cfg = {"authorization": "pvnc-0123456789abcdef", "router_ip": "127.0.0.1", "router_port": port,
@@ -65,7 +83,7 @@ def test_proxmoxvnc_config_json_works(tmp_path):
            "log_file": str(tmp_path / "pvnc.log"), "novnc_path": "/usr/share/novnc"}
     p = subprocess.Popen([BIN, "-config", write(tmp_path, cfg)])
     try:
-        assert wait_port(port, 10, p)
+        assert wait_healthy(port, 10, p)  # /healthz answers 200 on router_port
         req = urllib.request.Request("http://127.0.0.1:%d/api/v1/consoles" % port, method="POST",
                                      data=b'{"kind":"vnc","host":"127.0.0.1","port":5901}',
                                      headers={"Authorization": "Bearer pvnc-0123456789abcdef",
@@ -75,14 +93,16 @@ def test_proxmoxvnc_config_json_works(tmp_path):
     finally:
         p.terminate()
         assert p.wait(10) == 0
-    assert "token.issued key=default" in (tmp_path / "pvnc.log").read_text()
+    log = (tmp_path / "pvnc.log").read_text()
+    assert "token.issued key=default" in log
+    assert "pvnc-0123456789abcdef" not in log  # the authorization secret is never logged
 
 
 def test_port_flag_overrides(tmp_path):
     port = free_port()
     p = subprocess.Popen([BIN, "-config", write(tmp_path, {"listen": ["127.0.0.1:1"]}), "-port", str(port)])
     try:
-        assert wait_port(port, 10, p)
+        assert wait_healthy(port, 10, p)
     finally:
         p.terminate()
         assert p.wait(10) == 0
@@ -97,7 +117,7 @@ def test_no_config_starts_on_default_port():
             pass
     p = subprocess.Popen([BIN], stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_port(8080, 10, p)
+        assert wait_healthy(8080, 10, p)
     finally:
         p.terminate()
         assert p.wait(10) == 0

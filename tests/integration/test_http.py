@@ -1,14 +1,30 @@
-"""HTTP/1.1 server behaviour against the real daemon."""
+"""HTTP/1.1 server behaviour against the real daemon.
+
+Protocol-level checks use raw sockets (rs.Conn) so that framing, connection
+handling and exact status codes are seen as a client sees them.
+"""
+import json
 import os
 import random
+import selectors
 import signal
 import socket
+import subprocess
 import threading
 import time
 
-from conftest import API_KEY
+import pytest
+
+from conftest import API_KEY, BIN, ROOT
 from rs import Conn, get
 
+
+def version():
+    out = subprocess.run([BIN, "--version"], capture_output=True, text=True, timeout=10).stdout
+    return out.split()[1]
+
+
+# --- basic routes -----------------------------------------------------------
 
 def test_healthz(daemon):
     c = Conn(daemon.port)
@@ -16,7 +32,9 @@ def test_healthz(daemon):
     st, h, body = c.response()
     assert (st, body) == (200, b"ok\n")
     assert h["content-type"].startswith("text/plain")
+    assert h["content-length"] == "3"
     assert h["connection"] == "keep-alive"
+    assert h["server"] == "ringside"
 
 
 def test_head_has_length_and_no_body(daemon):
@@ -24,15 +42,19 @@ def test_head_has_length_and_no_body(daemon):
     c.send("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     st, h, _ = c.response(head_only=True)
     assert st == 200 and h["content-length"] == "3"
-    c.send(get("/healthz"))  # the next response starts right after the head
-    assert c.response()[0] == 200
+    # No body bytes follow the head: the next response starts right after it.
+    c.send(get("/healthz"))
+    st2, _, body2 = c.response()
+    assert (st2, body2) == (200, b"ok\n")
 
 
 def test_method_not_allowed_names_allowed_methods(daemon):
     c = Conn(daemon.port)
     c.send("POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     st, h, _ = c.response()
-    assert st == 405 and "GET" in h["allow"]
+    assert st == 405
+    allowed = {m.strip() for m in h["allow"].split(",")}
+    assert allowed == {"GET", "HEAD"}
 
 
 def test_root_reveals_nothing(daemon):
@@ -40,21 +62,35 @@ def test_root_reveals_nothing(daemon):
     c.send(get("/"))
     st, h, body = c.response()
     assert st == 401
-    assert b"ringside" not in body.lower() and b"version" not in body.lower()
+    ver = version()
+    assert b"ringside" not in body.lower() and ver.encode() not in body
+    # "Server: ringside" is the only place the product is named, never a version
+    for k, v in h.items():
+        if k != "server":
+            assert "ringside" not in v.lower(), (k, v)
+        assert ver not in v, (k, v)
+    assert h["server"] == "ringside"
 
 
 def test_unknown_path_is_json_404(daemon):
     c = Conn(daemon.port)
     c.send(get("/nope"))
     st, h, body = c.response()
-    assert st == 404 and b'"code":"not_found"' in body
+    assert st == 404 and h["content-type"].startswith("application/json")
+    err = json.loads(body)["error"]
+    assert err["code"] == "not_found" and err["message"]
+    c.send(get("/healthz"))  # a 404 does not end the connection
+    assert c.response()[0] == 200
 
+
+# --- connection management --------------------------------------------------
 
 def test_keepalive_100_requests(daemon):
     c = Conn(daemon.port)
     for _ in range(100):
         c.send(get("/healthz"))
-        assert c.response()[0] == 200
+        st, h, body = c.response()
+        assert (st, body) == (200, b"ok\n") and h["connection"] == "keep-alive"
 
 
 def test_http10_closes(daemon):
@@ -68,7 +104,8 @@ def test_http10_closes(daemon):
 def test_connection_close(daemon):
     c = Conn(daemon.port)
     c.send("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert c.response()[0] == 200
+    st, h, _ = c.response()
+    assert st == 200 and h["connection"] == "close"
     assert c.closed()
 
 
@@ -77,13 +114,17 @@ def test_pipelining_in_one_send(daemon):
     paths = ["/healthz", "/nope"] * 10
     c.send("".join(get(p) for p in paths))
     for p in paths:
-        st, _, _ = c.response()
-        assert st == (200 if p == "/healthz" else 404)
+        st, _, body = c.response()
+        if p == "/healthz":
+            assert (st, body) == (200, b"ok\n")
+        else:
+            assert st == 404
 
 
 def test_pipelining_split_at_odd_boundaries(daemon):
     c = Conn(daemon.port)
-    data = ("".join(get("/healthz") for _ in range(10))).encode()
+    reqs = [get("/healthz"), "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", get("/nope")] * 4
+    data = "".join(reqs).encode()
     rnd = random.Random(7)
     i = 0
     while i < len(data):
@@ -91,9 +132,30 @@ def test_pipelining_split_at_odd_boundaries(daemon):
         c.send(data[i:i + n])
         i += n
         time.sleep(0.001)
-    for _ in range(10):
+    for r in reqs:
+        head = r.startswith("HEAD")
+        st, h, body = c.response(head_only=head)
+        if "/nope" in r:
+            assert st == 404
+        else:
+            assert st == 200 and h["content-length"] == "3"
+            assert body == (b"" if head else b"ok\n")
+
+
+def test_pipelining_split_between_cr_and_lf(daemon):
+    # every CRLF of two pipelined requests is cut in half
+    c = Conn(daemon.port)
+    data = (get("/healthz") + get("/healthz")).encode()
+    for part in data.split(b"\n"):
+        if part:
+            c.send(part)
+            time.sleep(0.02)
+            c.send(b"\n")
+    for _ in range(2):
         assert c.response()[0] == 200
 
+
+# --- errors: exact status, then the connection is closed ---------------------
 
 def expect_error_and_close(port, raw, status):
     c = Conn(port)
@@ -102,17 +164,34 @@ def expect_error_and_close(port, raw, status):
     except (BrokenPipeError, ConnectionResetError):
         pass
     r = c.response()
-    assert r is not None and r[0] == status, r
+    assert r is not None, "no response"
+    st = r[0]
+    assert (st in status) if isinstance(status, tuple) else (st == status), r
     assert r[1]["connection"] == "close"
+    assert r[1]["content-type"]  # every error carries a typed body
     assert c.closed()
+    return r
 
 
 def test_request_line_too_long_414(daemon):
     expect_error_and_close(daemon.port, "GET /" + "a" * 9000 + " HTTP/1.1\r\nHost: x\r\n\r\n", 414)
 
 
+def test_request_line_just_under_limit_is_fine(daemon):
+    # 8192-byte limit: a 8000-byte target is an ordinary 404, not 414
+    c = Conn(daemon.port)
+    c.send("GET /" + "a" * 8000 + " HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.response()[0] == 404
+
+
 def test_header_block_too_big_431(daemon):
     expect_error_and_close(daemon.port, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + "b" * 20000 + "\r\n\r\n", 431)
+
+
+def test_header_block_of_many_small_lines_too_big_431(daemon):
+    # within max_headers (64) but over max_header_bytes (16384) in total
+    hdrs = "".join("X-H%d: %s\r\n" % (i, "v" * 400) for i in range(50))
+    expect_error_and_close(daemon.port, "GET / HTTP/1.1\r\nHost: x\r\n" + hdrs + "\r\n", 431)
 
 
 def test_too_many_headers_431(daemon):
@@ -122,8 +201,17 @@ def test_too_many_headers_431(daemon):
 
 def test_body_too_big_413_before_body(daemon):
     # Only the head is sent: the answer must not wait for 100 kB of body.
+    start = time.time()
     expect_error_and_close(daemon.port, "POST /api/v1/consoles HTTP/1.1\r\nHost: x\r\n"
                            "Content-Length: 100000\r\n\r\n", 413)
+    assert time.time() - start < 2
+
+
+def test_body_too_big_413_seen_even_when_body_is_sent(daemon):
+    # The client pushes the whole 1 MB body; it must still read the 413
+    # (the server drains before closing instead of resetting the connection).
+    expect_error_and_close(daemon.port, b"POST /api/v1/consoles HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Length: 1000000\r\n\r\n" + b"x" * 1000000, 413)
 
 
 def test_chunked_body_too_big_413(daemon):
@@ -132,50 +220,201 @@ def test_chunked_body_too_big_413(daemon):
                            "Transfer-Encoding: chunked\r\n\r\n" + chunk * 5 + "0\r\n\r\n", 413)
 
 
-def test_malformed_request_line_400(daemon):
-    expect_error_and_close(daemon.port, "GARBAGE\r\n\r\n", 400)
+@pytest.mark.parametrize("raw", [
+    "GARBAGE\r\n\r\n",
+    "GET\r\n\r\n",
+    "GET /hea lthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET\t/healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "get /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /healthz HTTX/1.1\r\nHost: x\r\n\r\n",
+    "GET /healthz HTTP/1.1\nHost: x\n\n",
+    "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello on the plain port
+], ids=["word", "no-target", "space-in-target", "tab", "lowercase-method",
+        "bad-protocol", "bare-lf", "tls-hello"])
+def test_malformed_request_line_400(daemon, raw):
+    expect_error_and_close(daemon.port, raw, 400)
 
 
-def test_bad_header_bytes_400(daemon):
-    expect_error_and_close(daemon.port, "GET / HTTP/1.1\r\nX-Bad\x01: x\r\n\r\n", 400)
+@pytest.mark.parametrize("hdr", [
+    "X-Bad\x01: x",
+    "X\x7fA: x",
+    "X\xc3\xa9: x",
+    "X-A: a\x00b",
+    "X-A: a\rb",
+    "Host x",
+], ids=["ctl-in-name", "del-in-name", "utf8-in-name", "nul-in-value", "cr-in-value",
+        "no-colon"])
+def test_bad_header_bytes_400(daemon, hdr):
+    raw = ("GET /healthz HTTP/1.1\r\nHost: x\r\n" + hdr + "\r\n\r\n").encode("latin-1")
+    expect_error_and_close(daemon.port, raw, 400)
 
 
-def test_content_length_and_chunked_400(daemon):
-    expect_error_and_close(daemon.port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
-                           "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400)
+@pytest.mark.parametrize("hdrs", [
+    "Content-Length: 3\r\nTransfer-Encoding: chunked",
+    "Transfer-Encoding: chunked\r\nContent-Length: 3",
+    "Content-Length: 1\r\nContent-Length: 2",
+    "Content-Length: abc",
+    "Content-Length: -1",
+    "Content-Length: 1 2",
+], ids=["cl-then-te", "te-then-cl", "two-lengths", "non-numeric", "negative", "two-numbers"])
+def test_ambiguous_body_framing_400(daemon, hdrs):
+    # request smuggling vectors: refused, never guessed
+    expect_error_and_close(daemon.port, "POST /healthz HTTP/1.1\r\nHost: x\r\n" + hdrs +
+                           "\r\n\r\n0\r\n\r\n", 400)
 
 
-def test_http2_version_505(daemon):
-    expect_error_and_close(daemon.port, "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505)
+def test_unknown_transfer_coding_501(daemon):
+    # RFC 9112 6.1: a transfer coding the server does not understand -> 501
+    expect_error_and_close(daemon.port, "POST /healthz HTTP/1.1\r\nHost: x\r\n"
+                           "Transfer-Encoding: gzip\r\n\r\n", 501)
 
+
+def test_bad_chunk_size_400(daemon):
+    expect_error_and_close(daemon.port, "POST /api/v1/consoles HTTP/1.1\r\nHost: x\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400)
+
+
+# A request line whose version is well formed but not 1.0/1.1 gets 505: the
+# line parsed fine, so "400 malformed" would be wrong; RFC 9110 15.6.6 reserves
+# 505 for "the major version of HTTP that was used in the request" being
+# unsupported, which is exactly the case for HTTP/2.0 (or 3) sent as text. An
+# unsupported minor of 1 (1.2) is answered the same way. A protocol name other
+# than HTTP, by contrast, is a malformed line: 400 (see the test above).
+@pytest.mark.parametrize("ver", ["HTTP/2.0", "HTTP/3.0", "HTTP/1.2", "HTTP/0.9"])
+def test_unsupported_version_505(daemon, ver):
+    r = expect_error_and_close(daemon.port, "GET / %s\r\nHost: x\r\n\r\n" % ver, 505)
+    assert r[1]["content-length"] == str(len(r[2]))
+
+
+def test_version_without_minor_refused(daemon):
+    # "HTTP/2" breaks the RFC 9112 2.3 grammar (HTTP-name "/" DIGIT "." DIGIT):
+    # 400 is exact; 505 (the version is unsupported either way) is tolerated
+    expect_error_and_close(daemon.port, "GET / HTTP/2\r\nHost: x\r\n\r\n", (400, 505))
+
+
+def test_http09_simple_request_refused(daemon):
+    # "GET /path" without a version is an HTTP/0.9 simple request: 505 names the
+    # reason (unsupported version), 400 would be acceptable too
+    expect_error_and_close(daemon.port, "GET /healthz\r\n\r\n", (400, 505))
+
+
+def test_h2_prior_knowledge_preface_refused(daemon):
+    # "PRI * HTTP/2.0" is not a request ringside understands: clean error and close
+    expect_error_and_close(daemon.port, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", (400, 505))
+
+
+# --- RFC 9110/9112 requirements ------------------------------------------------
+# The tests marked known_bug fail against proto/http1.c as of commit 39268af
+# (an uncommitted rewrite of it passed all but Expect). strict: once the parser
+# is fixed they XPASS, which fails the run, so the marker is removed then.
+
+def known_bug(why):
+    return pytest.mark.xfail(strict=True, reason="known bug: " + why)
+
+
+
+@known_bug("'Host : x' answered 200")
+def test_whitespace_before_colon_400(daemon):
+    # RFC 9112 5.1: MUST reject; a smuggling vector behind lenient proxies
+    expect_error_and_close(daemon.port, "GET /healthz HTTP/1.1\r\nHost : x\r\n\r\n", 400)
+
+
+@known_bug("': x' header line accepted")
+def test_empty_field_name_400(daemon):
+    # RFC 9110 5.1: field-name is a non-empty token
+    expect_error_and_close(daemon.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n: x\r\n\r\n", 400)
+
+
+@known_bug("HTTP/1.1 without Host answered 200")
+def test_http11_without_host_400(daemon):
+    # RFC 9112 3.2: MUST respond 400
+    expect_error_and_close(daemon.port, "GET /healthz HTTP/1.1\r\n\r\n", 400)
+
+
+@known_bug("two Host fields answered 200")
+def test_two_host_fields_400(daemon):
+    # RFC 9112 3.2: MUST respond 400
+    expect_error_and_close(daemon.port, "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400)
+
+
+@known_bug("an obs-fold line is accepted and answered 200")
+def test_obs_fold_is_refused(daemon):
+    # RFC 9112 5.2: reject with 400 or replace the fold by a space; a server
+    # that passes "a\r\n b" on does neither
+    expect_error_and_close(daemon.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400)
+
+
+@known_bug("CONNECT answered 404 keep-alive, then every later request on the connection is ignored until the idle timeout")
+def test_connect_is_refused_and_closed(daemon):
+    # no tunnels here: an error, then either the connection closes or the
+    # pipelined request is served; never a connection that silently hangs
+    c = Conn(daemon.port, timeout=3)
+    c.send("CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n" + get("/healthz"))
+    st, h, _ = c.response()
+    assert st >= 400
+    if h["connection"] != "close":
+        assert c.response()[0] == 200
+    else:
+        assert c.closed()
+
+
+@known_bug("a chunk size over max_body waits for the data; 408 at the header timeout instead of an immediate 413")
+def test_chunk_size_over_limit_413_before_data(daemon):
+    # a single chunk announcing 1 MB: refused from its size line alone, not
+    # after waiting for the data (and a 408 at the header timeout)
+    start = time.time()
+    expect_error_and_close(daemon.port, "POST /api/v1/consoles HTTP/1.1\r\nHost: x\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n100000\r\n", 413)
+    assert time.time() - start < 2
+
+
+@known_bug("'Expect: 100-continue' gets neither 100 nor the final status; clients stall for their own timeout")
+def test_expect_100_continue_is_answered(daemon):
+    # RFC 9110 10.1.1: the server MUST send 100 or the final status at once;
+    # here the 401 is known from the head alone
+    c = Conn(daemon.port, timeout=1.5)
+    c.send("POST /api/v1/consoles HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+           "Expect: 100-continue\r\n\r\n")
+    st, _, _ = c.response()  # a socket timeout here is the failure
+    assert st == 100 or st == 401
+
+
+# --- timeouts ----------------------------------------------------------------
 
 def test_slowloris_gets_408_while_others_are_served(daemon_factory):
     d = daemon_factory({"limits": {"header_timeout_ms": 1000}})
     slow = Conn(d.port)
     start = time.time()
-    result = {}
+    stop = threading.Event()
 
     def trickle():
         try:
             for ch in "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + "a" * 100:
+                if stop.is_set():
+                    return
                 slow.send(ch)
                 time.sleep(0.2)
         except OSError:
-            result["closed_at"] = time.time() - start
+            pass
 
     t = threading.Thread(target=trickle)
     t.start()
-    other = Conn(d.port)
-    for _ in range(5):
-        other.send(get("/healthz"))
-        assert other.response()[0] == 200
-        time.sleep(0.1)
-    r = slow.response()
-    elapsed = time.time() - start
-    assert r is not None and r[0] == 408
-    assert 0.9 <= elapsed <= 2.5, elapsed
-    assert slow.closed()
-    t.join(5)
+    try:
+        other = Conn(d.port)
+        for _ in range(5):
+            t0 = time.time()
+            other.send(get("/healthz"))
+            assert other.response()[0] == 200
+            assert time.time() - t0 < 0.5  # not held up by the slow client
+            time.sleep(0.1)
+        r = slow.response()
+        elapsed = time.time() - start
+        assert r is not None and r[0] == 408 and r[1]["connection"] == "close"
+        assert 0.9 <= elapsed <= 2.5, elapsed
+        assert slow.closed()
+    finally:
+        stop.set()
+        t.join(5)
 
 
 def test_silent_connection_closed_after_header_timeout(daemon_factory):
@@ -183,7 +422,7 @@ def test_silent_connection_closed_after_header_timeout(daemon_factory):
     c = Conn(d.port)
     start = time.time()
     assert c.closed(timeout=5)
-    assert time.time() - start < 3
+    assert 0.7 <= time.time() - start < 3
 
 
 def test_idle_keepalive_closed_after_timeout(daemon_factory):
@@ -196,19 +435,75 @@ def test_idle_keepalive_closed_after_timeout(daemon_factory):
     assert 1.2 <= time.time() - start <= 4
 
 
+def test_active_keepalive_connection_outlives_the_timeout(daemon_factory):
+    # the keep-alive timer is re-armed by each request, not counted from accept
+    d = daemon_factory({"limits": {"keepalive_timeout_ms": 1500}})
+    c = Conn(d.port)
+    end = time.time() + 3.5
+    while time.time() < end:
+        c.send(get("/healthz"))
+        assert c.response()[0] == 200
+        time.sleep(0.5)
+
+
+# --- static files --------------------------------------------------------------
+
+STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".html": "text/html",
+                ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/"}
+
+
+def static_files():
+    d = os.path.join(ROOT, "www/static")
+    return sorted(f for f in os.listdir(d) if os.path.isfile(os.path.join(d, f))
+                  and os.path.splitext(f)[1] in STATIC_TYPES)
+
+
 def test_static_files_have_types_etag_and_304(daemon):
+    files = static_files()
+    assert "console.css" in files
     c = Conn(daemon.port)
-    c.send(get("/static/console.css"))
-    st, h, body = c.response()
-    assert st == 200 and h["content-type"].startswith("text/css") and body
-    assert "max-age" in h["cache-control"] and h["etag"].startswith('"')
-    c.send("GET /static/console.css HTTP/1.1\r\nHost: x\r\nIf-None-Match: %s\r\n\r\n" % h["etag"])
-    st2, _, body2 = c.response()
-    assert st2 == 304 and body2 == b""
+    for name in files:
+        c.send(get("/static/" + name))
+        st, h, body = c.response()
+        assert st == 200, name
+        with open(os.path.join(ROOT, "www/static", name), "rb") as f:
+            assert body == f.read(), name
+        assert h["content-type"].startswith(STATIC_TYPES[os.path.splitext(name)[1]]), (name, h)
+        assert "max-age" in h["cache-control"] and h["etag"].startswith('"')
+        assert h["x-content-type-options"] == "nosniff"
+        c.send("GET /static/%s HTTP/1.1\r\nHost: x\r\nIf-None-Match: %s\r\n\r\n" % (name, h["etag"]))
+        st2, h2, body2 = c.response()
+        assert st2 == 304 and body2 == b"" and h2["etag"] == h["etag"]
+        c.send("GET /static/%s HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"other\"\r\n\r\n" % name)
+        assert c.response()[0] == 200
     c.send(get("/static/novnc/core/rfb.js"))
     st3, h3, _ = c.response()
     assert st3 == 200 and h3["content-type"].startswith("text/javascript")
 
+
+def test_static_head_has_length_and_no_body(daemon):
+    c = Conn(daemon.port)
+    c.send(get("/static/console.css"))
+    _, h, body = c.response()
+    c.send("HEAD /static/console.css HTTP/1.1\r\nHost: x\r\n\r\n")
+    st, h2, _ = c.response(head_only=True)
+    assert st == 200 and h2["content-length"] == str(len(body)) and h2["etag"] == h["etag"]
+    c.send(get("/healthz"))
+    assert c.response()[2] == b"ok\n"
+
+
+@pytest.mark.parametrize("path", [
+    "/static/../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd", "/static/..%2f..%2fetc/passwd",
+    "/static/", "/static/console.css%00.js", "/static/nonexistent.css", "/static//etc/passwd",
+])
+def test_static_outside_or_missing_is_404(daemon, path):
+    c = Conn(daemon.port)
+    c.send(get(path))
+    st, _, body = c.response()
+    assert st in (400, 404) and b"root:" not in body
+
+
+# --- shutdown ------------------------------------------------------------------
 
 def test_graceful_shutdown_finishes_request_in_flight(daemon_factory):
     d = daemon_factory()
@@ -220,6 +515,7 @@ def test_graceful_shutdown_finishes_request_in_flight(daemon_factory):
     c.send(" x\r\n\r\n")
     st, h, body = c.response()
     assert st == 200 and body and h["connection"] == "close"
+    assert c.closed()
     assert d.proc.wait(10) == 0
 
 
@@ -235,41 +531,110 @@ def test_shutdown_with_idle_keepalive_is_prompt(daemon_factory):
     assert c.closed()
 
 
+def test_shutdown_stops_accepting(daemon_factory):
+    d = daemon_factory()
+    busy = Conn(d.port)
+    busy.send("GET /static/console.css HTTP/1.1\r\nHost:")  # keeps the drain going
+    # let the worker read it first: bytes still in the socket when SIGTERM
+    # lands belong to an idle connection, which the drain closes at once
+    time.sleep(0.2)
+    d.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert d.proc.poll() is None
+    try:
+        late = socket.create_connection(("127.0.0.1", d.port), timeout=2)
+        late.sendall(get("/healthz").encode())
+        late.settimeout(2)
+        assert late.recv(100) == b""  # refused, reset or closed unanswered
+    except OSError:
+        pass
+    busy.send(" x\r\n\r\n")
+    st, h, _ = busy.response()
+    assert st == 200 and h["connection"] == "close"
+    assert d.proc.wait(10) == 0
+
+
+def test_healthz_says_draining_during_shutdown(daemon_factory):
+    # a load balancer polling /healthz sees the drain and stops sending traffic
+    d = daemon_factory()
+    c = Conn(d.port)
+    c.send("GET /healthz HTTP/1.1\r\nHost:")
+    time.sleep(0.2)
+    d.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    c.send(" x\r\n\r\n")
+    st, h, body = c.response()
+    assert (st, body) == (503, b"draining\n") and h["connection"] == "close"
+    assert d.proc.wait(10) == 0
+
+
+# --- load and garbage ------------------------------------------------------------
+
 def test_2000_concurrent_connections(daemon):
+    n = 2000
+    sel = selectors.DefaultSelector()
     socks = []
     try:
-        for _ in range(2000):
-            s = socket.create_connection(("127.0.0.1", daemon.port))
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
             socks.append(s)
-        for s in socks:
-            s.sendall(get("/healthz").encode())
+        req = get("/healthz").encode()
+        for s in socks:  # every connection has a request in flight at once
+            s.sendall(req)
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, bytearray())
         ok = 0
-        for s in socks:
-            s.settimeout(10)
-            data = b""
-            while b"ok\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            ok += data.startswith(b"HTTP/1.1 200")
-        assert ok == 2000
+        end = time.time() + 30
+        while sel.get_map() and time.time() < end:
+            for key, _ in sel.select(1):
+                try:
+                    chunk = key.fileobj.recv(4096)
+                except BlockingIOError:
+                    continue
+                key.data.extend(chunk)
+                if not chunk or key.data.endswith(b"\r\n\r\nok\n"):
+                    ok += key.data.startswith(b"HTTP/1.1 200") and key.data.endswith(b"ok\n")
+                    sel.unregister(key.fileobj)
+        assert ok == n
     finally:
+        sel.close()
         for s in socks:
             s.close()
-
-
-def test_garbage_is_refused_and_daemon_stays_healthy(daemon):
-    rnd = random.Random(1)
-    for _ in range(5):
-        c = Conn(daemon.port)
-        try:
-            c.send(bytes(rnd.getrandbits(8) for _ in range(200000)))
-        except OSError:
-            pass
-        r = c.response()
-        assert r is None or r[0] in (400, 414, 431)
-        c.close()
     c = Conn(daemon.port)
     c.send(get("/healthz"))
     assert c.response()[0] == 200
+
+
+@pytest.mark.parametrize("prefix", [b"", b"GET /", b"GET / HTTP/1.1\r\n"],
+                         ids=["raw", "in-target", "in-headers"])
+def test_garbage_is_refused_and_daemon_stays_healthy(daemon, prefix):
+    rnd = random.Random(len(prefix))
+    for _ in range(3):
+        junk = prefix + bytes(rnd.getrandbits(8) for _ in range(1 << 20))
+        expect_error_and_close(daemon.port, junk, (400, 414, 431))
+    c = Conn(daemon.port)
+    c.send(get("/healthz"))
+    assert c.response()[0] == 200
+
+
+def test_log_holds_no_secret(daemon_factory):
+    d = daemon_factory()  # log_level debug
+    tok = d.create_console({"kind": "vnc", "host": "127.0.0.1", "port": 5999})["token"]
+    near = API_KEY[:-1] + "X"
+    reqs = [
+        "GET /api/v1/consoles HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % API_KEY,
+        "GET /api/v1/consoles HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % near,
+        "GET /nope?key=%s HTTP/1.1\r\nHost: x\r\nX-Api-Key: %s\r\n\r\n" % (API_KEY, API_KEY),
+        get("/console/" + tok),
+        get("/ws/" + tok),
+    ]
+    for r in reqs:
+        c = Conn(d.port)
+        c.send(r)
+        assert c.response() is not None
+        c.close()
+    assert d.stop() == 0
+    logs = d.logs()
+    assert "started" in logs  # the log is really there
+    for secret in (API_KEY, near, tok):
+        assert secret not in logs, secret
