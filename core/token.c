@@ -6,52 +6,80 @@
 #include "core/log.h"
 #include "core/token.h"
 
-enum { S_EMPTY = 0, S_RESERVED, S_LIVE, S_BUSY };
+/*
+ * Slot life cycle, always by compare-and-swap on <word> (generation g):
+ *
+ *   EMPTY g --issue--> RESERVED g --issue--> LIVE g --take--> BUSY g --take--> EMPTY g+1
+ *
+ * Only the thread that moved a slot into RESERVED or BUSY writes its other
+ * fields. LIVE g is reached once per generation, so a reader that sees the
+ * same LIVE word before and after reading the fields has read one token's
+ * fields, untorn (a seqlock whose sequence number is the word). The fields
+ * are relaxed atomics so that those optimistic reads are not data races.
+ */
+enum slot_state { SLOT_EMPTY = 0, SLOT_RESERVED, SLOT_LIVE, SLOT_BUSY };
 
-#define STATE(w) ((unsigned)((w)&0xff))
-#define GEN(w) ((w) >> 8)
-#define WORD(state, gen) (((uint64_t)(gen) << 8) | (state))
+#define WORD_STATE(w) ((unsigned)((w)&0xff))
+#define WORD_GEN(w) ((w) >> 8)
+#define WORD(state, gen) (((uint64_t)(gen) << 8) | (uint64_t)(state)) /* gen wraps at 2^56 */
+
+#define CACHE_LINE 64
+/* At most half the slots are live, so a draw lands on a taken slot with
+ * probability <= 1/2: 64 misses in a row mean a broken random source. */
 #define MAX_DRAWS 64
 
-/* Fields other than <word> are written only while the writer holds the slot
- * (RESERVED or BUSY) and read by others under a seqlock check on <word>;
- * they are atomics (relaxed) so those reads are not data races. */
 struct slot {
 	_Atomic uint64_t word;
 	_Atomic uint64_t tok[2];
 	_Atomic uint64_t expires_ms;
 	_Atomic(struct rs_console_spec *) spec;
-	_Atomic uint64_t ip[2]; /* bound client address (IPv4 mapped into IPv6) */
+	_Atomic uint64_t ip[2]; /* bound client address, IPv4 mapped into IPv6 */
 	_Atomic uint32_t kind;
 	_Atomic uint32_t bound;
 };
+_Static_assert(sizeof(struct slot) == CACHE_LINE, "a lookup touches exactly one cache line");
 
 struct rs_token_table {
-	struct slot *slots;
+	struct slot *slots; /* cache-line aligned inside <slots_mem> */
+	void *slots_mem;
 	size_t mask;
 	unsigned capacity;
 	uint64_t (*now)(void);
-	_Atomic uint64_t issued, consumed, expired, revoked, rejected;
-	_Atomic int64_t live;
+	/* Written by every issue and take: kept off the read-mostly line above. */
+	_Alignas(CACHE_LINE) _Atomic int64_t live;
+	/* No live token expires before this (a lower bound; UINT64_MAX: none). */
+	_Atomic uint64_t next_expiry;
+	_Alignas(CACHE_LINE) _Atomic uint64_t issued, consumed, expired, revoked, rejected;
 };
 
 struct rs_token_table *rs_token_table_new(unsigned capacity)
 {
-	struct rs_token_table *t = calloc(1, sizeof(*t));
+	struct rs_token_table *t = aligned_alloc(CACHE_LINE, sizeof(*t));
 	size_t n = 16;
 
 	if (!t)
-		return NULL;
+		goto out;
+	memset(t, 0, sizeof(*t));
 	while (n < 2 * (size_t)capacity)
 		n *= 2;
-	t->slots = calloc(n, sizeof(*t->slots));
-	if (!t->slots) {
-		free(t);
-		return NULL;
-	}
+	/* calloc, not aligned_alloc + memset: a big table's pages stay untouched
+	 * (and cost no memory) until tokens land on them. */
+	t->slots_mem = calloc(n + 1, sizeof(struct slot));
+	if (!t->slots_mem)
+		goto out_free_table;
+	t->slots = (struct slot *)(((uintptr_t)t->slots_mem + CACHE_LINE - 1) &
+				   ~(uintptr_t)(CACHE_LINE - 1));
 	t->mask = n - 1;
 	t->capacity = capacity;
 	t->now = rs_now_ms;
+	atomic_init(&t->live, 0);
+	atomic_init(&t->next_expiry, UINT64_MAX);
+	goto out;
+
+out_free_table:
+	free(t);
+	t = NULL;
+out:
 	return t;
 }
 
@@ -60,8 +88,10 @@ void rs_token_table_free(struct rs_token_table *t)
 	if (!t)
 		return;
 	for (size_t i = 0; i <= t->mask; i++)
-		rs_spec_free(atomic_load(&t->slots[i].spec));
-	free(t->slots);
+		rs_spec_free(atomic_load_explicit(&t->slots[i].spec, memory_order_relaxed));
+	/* The slots still hold the tokens of unconsumed links. */
+	explicit_bzero(t->slots, (t->mask + 1) * sizeof(struct slot));
+	free(t->slots_mem);
 	free(t);
 }
 
@@ -70,9 +100,13 @@ void rs_token_table_set_clock(struct rs_token_table *t, uint64_t (*now_ms)(void)
 	t->now = now_ms;
 }
 
+/* ---- text form ---------------------------------------------------------- */
+
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-static void encode(const uint8_t in[16], char out[RS_TOKEN_TEXT + 1])
+/* The 64-byte table fits one cache line, so the lookups do not leak the
+ * token through cache timing. */
+static void encode(const uint8_t in[RS_TOKEN_BYTES], char out[RS_TOKEN_TEXT + 1])
 {
 	size_t o = 0;
 
@@ -89,35 +123,38 @@ static void encode(const uint8_t in[16], char out[RS_TOKEN_TEXT + 1])
 	out[o] = 0;
 }
 
-static int dec(char c)
+/* Value of one base64url character, or -1; no branch or table depends on
+ * <c>. Each term is (c - base) when lo <= c <= hi and 0 otherwise: the AND of
+ * (lo - 1 - c) and (c - hi - 1) is negative exactly inside the range, and
+ * its arithmetic shift is then all ones. */
+static int b64url_value(unsigned char c)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
+	int x = c, v = -1;
+
+	v += (((('A' - 1) - x) & (x - ('Z' + 1))) >> 8) & (x - 'A' + 1);
+	v += (((('a' - 1) - x) & (x - ('z' + 1))) >> 8) & (x - 'a' + 27);
+	v += (((('0' - 1) - x) & (x - ('9' + 1))) >> 8) & (x - '0' + 53);
+	v += (((('-' - 1) - x) & (x - ('-' + 1))) >> 8) & 63;
+	v += (((('_' - 1) - x) & (x - ('_' + 1))) >> 8) & 64;
+	return v;
 }
 
 int rs_token_parse(const char *text, size_t len, uint8_t out[RS_TOKEN_BYTES])
 {
-	int v[RS_TOKEN_TEXT];
+	int v[RS_TOKEN_TEXT], bad = 0;
 
-	if (len != RS_TOKEN_TEXT)
+	if (!text || len != RS_TOKEN_TEXT)
 		return -EINVAL;
 	for (size_t i = 0; i < RS_TOKEN_TEXT; i++) {
-		v[i] = dec(text[i]);
-		if (v[i] < 0)
-			return -EINVAL;
+		v[i] = b64url_value((unsigned char)text[i]);
+		bad |= v[i];
 	}
-	/* The last character carries 2 bits; the rest must be zero (canonical). */
-	if (v[21] & 15)
+	/* The last character carries 2 bits; the other 4 must be zero, or two
+	 * texts would name one token. */
+	if ((bad < 0) | (v[21] & 15)) {
+		explicit_bzero(v, sizeof(v));
 		return -EINVAL;
+	}
 	for (size_t i = 0, o = 0; i < 20; i += 4) {
 		uint32_t x = (uint32_t)v[i] << 18 | (uint32_t)v[i + 1] << 12 |
 			     (uint32_t)v[i + 2] << 6 | (uint32_t)v[i + 3];
@@ -127,120 +164,178 @@ int rs_token_parse(const char *text, size_t len, uint8_t out[RS_TOKEN_BYTES])
 		out[o++] = (uint8_t)x;
 	}
 	out[15] = (uint8_t)(v[20] << 2 | v[21] >> 4);
+	explicit_bzero(v, sizeof(v));
 	return 0;
 }
 
-static void tok_words(const uint8_t tok[16], uint64_t w[2])
+/* ---- slots -------------------------------------------------------------- */
+
+static struct slot *home_slot(struct rs_token_table *t, const uint64_t tok[2])
 {
-	memcpy(w, tok, 16);
+	return &t->slots[tok[0] & t->mask];
 }
 
-static struct slot *slot_of(struct rs_token_table *t, const uint64_t w[2])
-{
-	return &t->slots[w[0] & t->mask];
-}
-
-static void ip_words(const struct sockaddr *sa, uint64_t w[2])
+/* <sa> as 16 bytes, IPv4 mapped into IPv6 so a dual-stack listener's
+ * ::ffff:a.b.c.d peer equals a bound a.b.c.d. 0 or -EAFNOSUPPORT. */
+static int addr_words(const struct sockaddr *sa, uint64_t w[2])
 {
 	uint8_t a[16] = {0};
+	int ret = 0;
 
 	if (sa && sa->sa_family == AF_INET6) {
 		memcpy(a, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
 	} else if (sa && sa->sa_family == AF_INET) {
 		a[10] = a[11] = 0xff;
 		memcpy(a + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else {
+		ret = -EAFNOSUPPORT;
 	}
 	memcpy(w, a, 16);
+	return ret;
+}
+
+/* Lower the sweep's next-expiry bound to <ms>. Always a read-modify-write,
+ * even when the bound is already lower: every change of <next_expiry> is then
+ * ordered against the sweep's exchange (see rs_token_sweep). */
+static void note_expiry(struct rs_token_table *t, uint64_t ms)
+{
+	uint64_t cur = atomic_load_explicit(&t->next_expiry, memory_order_relaxed);
+
+	while (!atomic_compare_exchange_weak(&t->next_expiry, &cur, RS_MIN(cur, ms)))
+		;
+}
+
+/* Count one more live token unless the table is full. */
+static bool live_get(struct rs_token_table *t)
+{
+	int64_t n = atomic_load_explicit(&t->live, memory_order_relaxed);
+
+	do {
+		if (n >= (int64_t)t->capacity)
+			return false;
+	} while (!atomic_compare_exchange_weak(&t->live, &n, n + 1));
+	return true;
 }
 
 int rs_token_issue(struct rs_token_table *t, struct rs_console_spec *spec, uint32_t ttl_ms,
 		   char out[RS_TOKEN_TEXT + 1])
 {
-	uint8_t raw[16];
-	uint64_t w[2], ip[2];
-	int ret = -ENOSPC;
+	uint8_t raw[RS_TOKEN_BYTES];
+	uint64_t w[2], ip[2] = {0, 0}, expires;
+	int ret = -EINVAL;
 
-	if (atomic_fetch_add(&t->live, 1) >= (int64_t)t->capacity) {
-		atomic_fetch_sub(&t->live, 1);
-		return -ENOSPC;
-	}
+	if (!spec)
+		goto out;
+	if (spec->bind_ip && addr_words((const struct sockaddr *)&spec->client_ip, ip))
+		goto out;
+	ret = -ENOSPC;
+	if (!live_get(t))
+		goto out;
 	for (int draw = 0; draw < MAX_DRAWS; draw++) {
 		struct slot *s;
 		uint64_t word;
 
-		if (rs_random(raw, sizeof(raw)))
+		ret = rs_random(raw, sizeof(raw));
+		if (ret)
 			break;
-		tok_words(raw, w);
-		s = slot_of(t, w);
-		word = atomic_load_explicit(&s->word, memory_order_acquire);
-		if (STATE(word) != S_EMPTY ||
-		    !atomic_compare_exchange_strong(&s->word, &word, WORD(S_RESERVED, GEN(word))))
-			continue; /* taken: we choose the token, so just draw again */
+		ret = -ENOSPC;
+		memcpy(w, raw, sizeof(w));
+		s = home_slot(t, w);
+		word = atomic_load_explicit(&s->word, memory_order_relaxed);
+		/* Taken: ringside chooses the token, so draw another, never probe. */
+		if (WORD_STATE(word) != SLOT_EMPTY ||
+		    !atomic_compare_exchange_strong(&s->word, &word,
+						    WORD(SLOT_RESERVED, WORD_GEN(word))))
+			continue;
+		/* Seqlock writer: the field stores below must not become visible
+		 * to a reader that still sees the old word. */
+		atomic_thread_fence(memory_order_release);
+		expires = t->now() + ttl_ms;
 		atomic_store_explicit(&s->tok[0], w[0], memory_order_relaxed);
 		atomic_store_explicit(&s->tok[1], w[1], memory_order_relaxed);
-		atomic_store_explicit(&s->expires_ms, t->now() + ttl_ms, memory_order_relaxed);
+		atomic_store_explicit(&s->expires_ms, expires, memory_order_relaxed);
 		atomic_store_explicit(&s->spec, spec, memory_order_relaxed);
-		atomic_store_explicit(&s->kind, spec->kind, memory_order_relaxed);
-		ip_words(spec->bind_ip ? (const struct sockaddr *)&spec->client_ip : NULL, ip);
+		atomic_store_explicit(&s->kind, (uint32_t)spec->kind, memory_order_relaxed);
 		atomic_store_explicit(&s->ip[0], ip[0], memory_order_relaxed);
 		atomic_store_explicit(&s->ip[1], ip[1], memory_order_relaxed);
 		atomic_store_explicit(&s->bound, spec->bind_ip, memory_order_relaxed);
-		atomic_store_explicit(&s->word, WORD(S_LIVE, GEN(word)), memory_order_release);
+		atomic_store_explicit(&s->word, WORD(SLOT_LIVE, WORD_GEN(word)),
+				      memory_order_release);
+		/* After LIVE, so a sweep that resets the bound first sees this slot. */
+		note_expiry(t, expires);
 		encode(raw, out);
 		atomic_fetch_add_explicit(&t->issued, 1, memory_order_relaxed);
 		ret = 0;
 		break;
 	}
-	explicit_bzero(raw, sizeof(raw));
-	explicit_bzero(w, sizeof(w));
 	if (ret)
 		atomic_fetch_sub(&t->live, 1);
+out:
+	explicit_bzero(raw, sizeof(raw));
+	explicit_bzero(w, sizeof(w));
 	return ret;
 }
 
 struct snap {
-	uint64_t word, expires, ip[2];
+	uint64_t word, tok[2], expires, ip[2];
 	uint32_t kind, bound;
-	bool match;
 };
 
-/* Seqlock read of a live slot: the fields are consistent only if the state
- * word did not change while they were read. */
-static bool read_live(struct slot *s, const uint64_t w[2], struct snap *out)
+/* Seqlock read: copy a LIVE slot into <out>. False when the slot is not
+ * LIVE or changed while it was read (then it no longer holds that token). */
+static bool read_live(struct slot *s, struct snap *out)
 {
-	uint64_t t0, t1, again;
-
 	out->word = atomic_load_explicit(&s->word, memory_order_acquire);
-	if (STATE(out->word) != S_LIVE)
+	if (WORD_STATE(out->word) != SLOT_LIVE)
 		return false;
-	t0 = atomic_load_explicit(&s->tok[0], memory_order_relaxed);
-	t1 = atomic_load_explicit(&s->tok[1], memory_order_relaxed);
+	out->tok[0] = atomic_load_explicit(&s->tok[0], memory_order_relaxed);
+	out->tok[1] = atomic_load_explicit(&s->tok[1], memory_order_relaxed);
 	out->expires = atomic_load_explicit(&s->expires_ms, memory_order_relaxed);
 	out->kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
 	out->bound = atomic_load_explicit(&s->bound, memory_order_relaxed);
 	out->ip[0] = atomic_load_explicit(&s->ip[0], memory_order_relaxed);
 	out->ip[1] = atomic_load_explicit(&s->ip[1], memory_order_relaxed);
 	atomic_thread_fence(memory_order_acquire);
-	again = atomic_load_explicit(&s->word, memory_order_relaxed);
-	if (again != out->word)
-		return false;
-	/* both halves are always compared: no early exit on the first */
-	out->match = ((int)rs_ct_equal(&t0, 8, &w[0], 8) & (int)rs_ct_equal(&t1, 8, &w[1], 8)) != 0;
-	return out->match;
+	return atomic_load_explicit(&s->word, memory_order_relaxed) == out->word;
 }
 
-/* Take a live slot exclusively (LIVE -> BUSY) and empty it; returns its spec. */
+/* Find <tok> in its home slot: true and <out> filled when it is there and
+ * LIVE (expired or not). The comparison is constant-time. */
+static bool lookup(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES], struct slot **s,
+		   struct snap *out)
+{
+	uint64_t w[2];
+	bool found;
+
+	memcpy(w, tok, sizeof(w));
+	*s = home_slot(t, w);
+	found = read_live(*s, out) && rs_ct_equal(out->tok, sizeof(out->tok), w, sizeof(w));
+	explicit_bzero(w, sizeof(w));
+	return found;
+}
+
+static void snap_wipe(struct snap *sn)
+{
+	explicit_bzero(sn->tok, sizeof(sn->tok));
+}
+
+/* Take the slot whose word was <word> (LIVE -> BUSY -> EMPTY, next
+ * generation) and return its spec; NULL when another thread got there first
+ * or the slot changed since <word> was read. */
 static struct rs_console_spec *take(struct rs_token_table *t, struct slot *s, uint64_t word)
 {
 	struct rs_console_spec *spec;
 
-	if (!atomic_compare_exchange_strong(&s->word, &word, WORD(S_BUSY, GEN(word))))
+	if (!atomic_compare_exchange_strong(&s->word, &word, WORD(SLOT_BUSY, WORD_GEN(word))))
 		return NULL;
+	atomic_thread_fence(memory_order_release); /* seqlock writer, as in issue */
 	spec = atomic_load_explicit(&s->spec, memory_order_relaxed);
 	atomic_store_explicit(&s->spec, NULL, memory_order_relaxed);
+	/* The token is spent; do not leave it in memory. */
 	atomic_store_explicit(&s->tok[0], 0, memory_order_relaxed);
 	atomic_store_explicit(&s->tok[1], 0, memory_order_relaxed);
-	atomic_store_explicit(&s->word, WORD(S_EMPTY, GEN(word) + 1), memory_order_release);
+	atomic_store_explicit(&s->word, WORD(SLOT_EMPTY, WORD_GEN(word) + 1),
+			      memory_order_release);
 	atomic_fetch_sub(&t->live, 1);
 	return spec;
 }
@@ -248,35 +343,33 @@ static struct rs_console_spec *take(struct rs_token_table *t, struct slot *s, ui
 int rs_token_peek(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES],
 		  enum rs_console_kind *kind)
 {
-	uint64_t w[2];
+	struct slot *s;
 	struct snap sn;
-	bool ok;
+	int ret = -ENOENT;
 
-	tok_words(tok, w);
-	ok = read_live(slot_of(t, w), w, &sn) && sn.expires > t->now();
-	explicit_bzero(w, sizeof(w));
-	if (!ok)
-		return -ENOENT;
-	if (kind)
-		*kind = (enum rs_console_kind)sn.kind;
-	return 0;
+	if (lookup(t, tok, &s, &sn) && sn.expires > t->now()) {
+		if (kind)
+			*kind = (enum rs_console_kind)sn.kind;
+		ret = 0;
+	}
+	snap_wipe(&sn);
+	return ret;
 }
 
 int rs_token_consume(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES],
 		     const struct sockaddr *client, struct rs_console_spec **out)
 {
-	uint64_t w[2], ip[2];
+	struct rs_console_spec *spec;
 	struct slot *s;
 	struct snap sn;
-	struct rs_console_spec *spec;
+	uint64_t ip[2];
 	int ret = -ENOENT;
 
 	*out = NULL;
-	tok_words(tok, w);
-	s = slot_of(t, w);
-	if (!read_live(s, w, &sn))
+	if (!lookup(t, tok, &s, &sn))
 		goto out_reject;
 	if (sn.expires <= t->now()) {
+		/* Reclaim it now rather than at the next sweep. */
 		spec = take(t, s, sn.word);
 		if (spec) {
 			atomic_fetch_add(&t->expired, 1);
@@ -284,12 +377,10 @@ int rs_token_consume(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES]
 		}
 		goto out_reject;
 	}
-	if (sn.bound) {
-		ip_words(client, ip);
-		if (ip[0] != sn.ip[0] || ip[1] != sn.ip[1]) {
-			ret = -EACCES;
-			goto out_reject;
-		}
+	if (sn.bound && (addr_words(client, ip) || ip[0] != sn.ip[0] || ip[1] != sn.ip[1])) {
+		/* Someone else holds the link: leave it for its owner. */
+		ret = -EACCES;
+		goto out_reject;
 	}
 	/* The compare-and-swap on the generation-tagged word is the one place a
 	 * token is spent: exactly one caller gets the spec. */
@@ -304,22 +395,19 @@ int rs_token_consume(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES]
 out_reject:
 	atomic_fetch_add(&t->rejected, 1);
 out:
-	explicit_bzero(w, sizeof(w));
+	snap_wipe(&sn);
 	return ret;
 }
 
 int rs_token_revoke(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES])
 {
-	uint64_t w[2];
+	struct rs_console_spec *spec = NULL;
 	struct slot *s;
 	struct snap sn;
-	struct rs_console_spec *spec = NULL;
 
-	tok_words(tok, w);
-	s = slot_of(t, w);
-	if (read_live(s, w, &sn))
+	if (lookup(t, tok, &s, &sn))
 		spec = take(t, s, sn.word);
-	explicit_bzero(w, sizeof(w));
+	snap_wipe(&sn);
 	if (!spec)
 		return -ENOENT;
 	atomic_fetch_add(&t->revoked, 1);
@@ -327,49 +415,76 @@ int rs_token_revoke(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES])
 	return 0;
 }
 
-int rs_token_revoke_hash(struct rs_token_table *t, const char hash[9])
+int rs_token_revoke_hash(struct rs_token_table *t, const char *hash)
 {
+	char want[9], h[9];
+	int ret = -EINVAL;
+
+	if (!hash || strnlen(hash, 9) != 8)
+		goto out;
+	for (int i = 0; i < 8; i++) {
+		char c = hash[i] >= 'A' && hash[i] <= 'F' ? (char)(hash[i] - 'A' + 'a') : hash[i];
+
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			goto out;
+		want[i] = c;
+	}
+	want[8] = 0;
+	ret = -ENOENT;
 	for (size_t i = 0; i <= t->mask; i++) {
 		struct slot *s = &t->slots[i];
-		uint64_t w[2];
-		char h[9];
+		struct rs_console_spec *spec;
+		struct snap sn;
 
-		if (STATE(atomic_load(&s->word)) != S_LIVE)
+		if (!read_live(s, &sn))
 			continue;
-		w[0] = atomic_load_explicit(&s->tok[0], memory_order_relaxed);
-		w[1] = atomic_load_explicit(&s->tok[1], memory_order_relaxed);
-		rs_log_hash(w, 16, h);
-		if (!strcmp(h, hash)) {
-			int ret = rs_token_revoke(t, (const uint8_t *)w);
-
-			explicit_bzero(w, sizeof(w));
-			return ret;
-		}
-		explicit_bzero(w, sizeof(w));
+		rs_log_hash(sn.tok, sizeof(sn.tok), h);
+		snap_wipe(&sn);
+		if (memcmp(h, want, 8))
+			continue;
+		spec = take(t, s, sn.word);
+		if (!spec)
+			continue;
+		atomic_fetch_add(&t->revoked, 1);
+		rs_spec_free(spec);
+		ret = 0;
 	}
-	return -ENOENT;
+out:
+	return ret;
 }
 
 size_t rs_token_sweep(struct rs_token_table *t, uint64_t now_ms)
 {
+	uint64_t next = UINT64_MAX;
 	size_t n = 0;
 
-	if (!atomic_load_explicit(&t->live, memory_order_relaxed))
+	if (now_ms < atomic_load(&t->next_expiry) || !atomic_load(&t->live))
 		return 0;
+	/* Reset the bound before the scan. An issue whose note_expiry comes
+	 * after this exchange lowers the bound again itself; one whose
+	 * note_expiry came before synchronises with the exchange, so its slot
+	 * is LIVE in the scan. Either way no expiry is lost; concurrent sweeps
+	 * merely scan twice. */
+	atomic_exchange(&t->next_expiry, UINT64_MAX);
 	for (size_t i = 0; i <= t->mask; i++) {
 		struct slot *s = &t->slots[i];
-		uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
 		struct rs_console_spec *spec;
+		struct snap sn;
 
-		if (STATE(word) != S_LIVE ||
-		    atomic_load_explicit(&s->expires_ms, memory_order_relaxed) > now_ms)
+		if (!read_live(s, &sn))
 			continue;
-		spec = take(t, s, word);
+		snap_wipe(&sn);
+		if (sn.expires > now_ms) {
+			next = RS_MIN(next, sn.expires);
+			continue;
+		}
+		spec = take(t, s, sn.word);
 		if (spec) {
 			rs_spec_free(spec);
 			n++;
 		}
 	}
+	note_expiry(t, next);
 	atomic_fetch_add(&t->expired, n);
 	return n;
 }

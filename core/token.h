@@ -1,14 +1,19 @@
 /* core/token.h — the one-time console token table.
  *
- * Tokens are 128 random bits (getrandom), written as 22 base64url
- * characters. The table is a lock-free array of 2 x capacity slots; a token's
- * slot is derived from its bytes, and because ringside picks the token, an
- * insert simply draws again until it lands on a free slot — there is no
- * probing, and a lookup touches one slot. Each slot's state word carries a
- * generation, so consumption is one compare-and-swap: exactly one caller
- * wins, on any thread, and a slot reused in between can never be confused
- * with the token that was there. Specs are freed (secrets wiped) when a token
- * expires, is revoked, or its consumer frees them.
+ * Tokens are 128 random bits (getrandom), written as 22 base64url characters
+ * without padding. The table is a lock-free array of 2 x capacity slots (a
+ * power of two); a token's home slot is its first 8 bytes modulo the size.
+ * Because ringside picks the token, an insert draws again until its home slot
+ * is free: there is no probing, and a lookup touches one slot (one cache
+ * line). Each slot has a 64-bit state word {state, 56-bit generation}; readers
+ * copy a slot under a seqlock check on that word, and every change of owner is
+ * one compare-and-swap on it, so consumption has exactly one winner on any
+ * thread, and a slot reused in between is never confused with the token that
+ * was there. Capacity is an atomic live count.
+ *
+ * Every function may be called from any thread at any time, except
+ * rs_token_table_free and rs_token_table_set_clock. Tokens are secrets: none
+ * of these functions logs one, and callers log rs_log_hash(token, 16) only.
  */
 #ifndef RS_TOKEN_H
 #define RS_TOKEN_H
@@ -24,41 +29,67 @@
 
 struct rs_token_table;
 
+/* A snapshot of the table's counters (each read atomically; the set is not
+ * one instant). <rejected> counts failed consumptions of any cause. */
 struct rs_token_stats {
 	uint64_t issued, consumed, expired, revoked, rejected, live;
 };
 
-/* NULL when out of memory. <capacity> live tokens at most. */
+/* A table for at most <capacity> live tokens (2 x capacity slots of 64 bytes,
+ * rounded up to a power of two; pages are touched only as slots are used).
+ * NULL when out of memory. */
 struct rs_token_table *rs_token_table_new(unsigned capacity);
-/* Frees remaining specs. No other thread may use the table any more. */
+
+/* Free the table and every spec still in it (wiped). No other thread may use
+ * <t> any more. NULL is accepted. */
 void rs_token_table_free(struct rs_token_table *t);
-/* Tests: replace the clock (ms). */
+
+/* Tests: replace the monotonic clock (ms) used by issue, peek and consume.
+ * Call before the table is shared. */
 void rs_token_table_set_clock(struct rs_token_table *t, uint64_t (*now_ms)(void));
 
-/* Store <spec> under a new token valid for <ttl_ms>; on success the table
- * owns <spec> and <out> holds the NUL-terminated text form. 0 or -ENOSPC
- * (table full; <spec> still the caller's). */
+/* Store <spec> under a new token that expires <ttl_ms> from now. On success
+ * the table owns <spec> and <out> holds the NUL-terminated text form.
+ * Returns 0; -ENOSPC when <capacity> tokens are live; -EINVAL when <spec> is
+ * NULL or binds an address that is neither AF_INET nor AF_INET6; or the
+ * error of getrandom. On failure <spec> is still the caller's. */
 int rs_token_issue(struct rs_token_table *t, struct rs_console_spec *spec, uint32_t ttl_ms,
 		   char out[RS_TOKEN_TEXT + 1]);
 
-/* Decode the text form. 0 or -EINVAL. */
+/* Decode the <len> bytes at <text> into <out>. 0, or -EINVAL unless they are
+ * exactly 22 base64url characters in canonical form (the unused low bits of
+ * the last one zero). No branch depends on the characters' values. */
 int rs_token_parse(const char *text, size_t len, uint8_t out[RS_TOKEN_BYTES]);
 
-/* Is the token live? Does not consume it (console pages). 0 or -ENOENT. */
+/* Is <tok> live and unexpired? Does not consume it (console pages are
+ * prefetched by chat apps). 0 and *<kind> set (when <kind> is not NULL), or
+ * -ENOENT. */
 int rs_token_peek(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES],
 		  enum rs_console_kind *kind);
 
-/* Consume the token: on success the caller owns *out. -ENOENT (unknown,
- * expired or used) or -EACCES (bound to another client address; the token
- * stays live). */
+/* Spend <tok>: exactly one caller ever succeeds, and then owns *<out>.
+ * <client> (may be NULL) is the browser's address, checked when the spec is
+ * bound to one (an IPv4-mapped IPv6 address equals its IPv4 form).
+ * Returns 0; -ENOENT when unknown, expired (the entry is reclaimed) or already
+ * used; -EACCES when bound to another address or <client> is NULL or of
+ * another family — the token then stays live for its rightful owner.
+ * *<out> is NULL on failure. */
 int rs_token_consume(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES],
 		     const struct sockaddr *client, struct rs_console_spec **out);
 
-/* Revoke by token, or by its 8-hex-digit log hash (admin). 0 or -ENOENT. */
+/* Revoke <tok> (its spec is freed). 0 or -ENOENT (unknown or already gone). */
 int rs_token_revoke(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES]);
-int rs_token_revoke_hash(struct rs_token_table *t, const char hash[9]);
 
-/* Reclaim expired tokens; returns how many. Safe from any thread. */
+/* Revoke every live token whose rs_log_hash(token, 16) is <hash> (8 hex
+ * digits, either case, NUL-terminated) — for ops who only have the logs.
+ * A 32-bit tag can be shared by two live tokens; both are revoked so the one
+ * meant surely is. 0, -ENOENT (none), or -EINVAL (not 8 hex digits).
+ * Scans the whole table: for the admin socket, not the data path. */
+int rs_token_revoke_hash(struct rs_token_table *t, const char *hash);
+
+/* Reclaim tokens that expired at or before <now_ms> (same clock as
+ * rs_now_ms); their specs are wiped and freed. Returns how many. Returns at
+ * once when no token can have expired yet, otherwise scans the table. */
 size_t rs_token_sweep(struct rs_token_table *t, uint64_t now_ms);
 
 void rs_token_stats_get(struct rs_token_table *t, struct rs_token_stats *out);
