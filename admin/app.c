@@ -2,16 +2,17 @@
 
 #include <stdatomic.h>
 
-#include "admin/api.h"
 #include <jansson.h>
 
+#include "admin/api.h"
 #include "admin/app.h"
 #include "admin/audit.h"
 #include "admin/metrics.h"
-#include "core/log.h"
+#include "core/addr.h"
 #include "core/log.h"
 #include "proto/assets.h"
 #include "proto/console.h"
+#include "tls/server.h"
 
 static const char CACHE_STATIC[] = "Cache-Control: public, max-age=3600\r\n";
 
@@ -46,6 +47,21 @@ static void on_console_event(void *arg, const struct rs_console_event *ev)
 	rs_audit_emit(app->audit, names[ev->type], o);
 }
 
+/* Certificate files from the config; o->certs is malloc'd (strings borrowed). */
+static void tls_opts(const struct rs_config *cfg, struct rs_tls_server_opts *o)
+{
+	struct rs_tls_cert_files *f = rs_xcalloc(cfg->n_tls_certs + 1, sizeof(*f));
+
+	for (size_t i = 0; i < cfg->n_tls_certs; i++) {
+		f[i].cert = cfg->tls_certs[i].cert;
+		f[i].key = cfg->tls_certs[i].key;
+	}
+	o->certs = f;
+	o->n_certs = cfg->n_tls_certs;
+	o->state_dir = cfg->state_dir;
+	o->ticket_rotation_s = cfg->tls_ticket_rotation_s;
+}
+
 int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t errlen)
 {
 	memset(app, 0, sizeof(*app));
@@ -60,6 +76,22 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 		return -ENOMEM;
 	}
 	atomic_store(&app->keys, rs_keyset_new(cfg->api_keys, cfg->n_api_keys));
+	app->trusted_proxies = rs_xcalloc(cfg->n_trusted_proxies + 1, sizeof(struct rs_cidr));
+	for (size_t i = 0; i < cfg->n_trusted_proxies; i++)
+		rs_parse_cidr(cfg->trusted_proxies[i], &app->trusted_proxies[i]); /* validated */
+	app->http.trusted_proxies = app->trusted_proxies;
+	app->http.n_trusted_proxies = cfg->n_trusted_proxies;
+	if (cfg->n_tls_listen) {
+		struct rs_tls_server_opts o;
+		int ret;
+
+		tls_opts(cfg, &o);
+		ret = rs_tls_server_new(&app->tls, &o, err, errlen);
+		free((void *)o.certs);
+		if (ret)
+			return ret;
+		app->http.tls = app->tls;
+	}
 	app->http.limits.max_request_line = cfg->max_request_line;
 	app->http.limits.max_header_bytes = cfg->max_header_bytes;
 	app->http.limits.max_headers = cfg->max_headers;
@@ -86,6 +118,10 @@ void rs_app_release(struct rs_app *app)
 	rs_keyset_free(atomic_exchange(&app->keys, NULL));
 	rs_audit_close(app->audit);
 	app->audit = NULL;
+	rs_tls_server_free(app->tls);
+	app->tls = NULL;
+	free(app->trusted_proxies);
+	app->trusted_proxies = NULL;
 }
 
 void rs_app_tick(struct rs_app *app)
@@ -93,6 +129,8 @@ void rs_app_tick(struct rs_app *app)
 	/* A large expiry wave returns its memory instead of keeping it cached. */
 	if (rs_token_sweep(app->tokens, rs_now_ms()) >= 1000)
 		rs_mem_release();
+	if (app->tls)
+		rs_tls_server_tick(app->tls, rs_now_ms() / 1000);
 }
 
 static bool path_is(const struct rs_http_req *r, const char *p)
@@ -241,6 +279,30 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 	rs_http_respond_error(hc, 404, "not_found", "not found", NULL);
 }
 
+static int reload_tls(struct rs_app *app, const struct rs_config *cfg, char *err, size_t errlen)
+{
+	struct rs_tls_server_opts o;
+	char desc[1024];
+	int ret;
+
+	if (!app->tls)
+		return 0;
+	tls_opts(cfg, &o);
+	ret = rs_tls_server_reload(app->tls, &o, err, errlen);
+	free((void *)o.certs);
+	if (ret)
+		return ret;
+	rs_tls_server_describe(app->tls, desc, sizeof(desc));
+	rs_info("tls", "certificates reloaded: %s", desc);
+	return 0;
+}
+
+#define say(out, ...)                              \
+	do {                                       \
+		if (out)                           \
+			fprintf(out, __VA_ARGS__); \
+	} while (0)
+
 int rs_app_reload(struct rs_app *app, FILE *out, bool json)
 {
 	struct rs_config fresh;
@@ -249,18 +311,33 @@ int rs_app_reload(struct rs_app *app, FILE *out, bool json)
 	int ret = 0;
 
 	if (!app->cfg->config_path) {
-		fprintf(out, "ERR no config file to reload (started without --config)\n");
-		return -EINVAL;
+		if (app->tls && reload_tls(app, app->cfg, err, sizeof(err))) {
+			rs_error("tls", "%s (old certificates stay in use)", err);
+			say(out, "ERR %s (old certificates stay in use)\n", err);
+			return -EINVAL;
+		}
+		say(out, app->tls ? "OK\ncertificates reloaded; no config file to reload "
+				    "(started without --config)\n"
+				  : "ERR no config file to reload (started without --config)\n");
+		return app->tls ? 0 : -EINVAL;
 	}
 	rs_config_init(&fresh);
 	if (rs_config_load_file(&fresh, app->cfg->config_path, err, sizeof(err)) ||
 	    rs_config_validate(&fresh, err, sizeof(err))) {
-		fprintf(out, "ERR %s (nothing changed)\n", err);
+		rs_error("main", "reload: %s (nothing changed)", err);
+		say(out, "ERR %s (nothing changed)\n", err);
+		ret = -EINVAL;
+		goto out_release;
+	}
+	/* Certificates first: if they do not load, nothing else changes either. */
+	if (reload_tls(app, &fresh, err, sizeof(err))) {
+		rs_error("tls", "reload: %s (nothing changed)", err);
+		say(out, "ERR %s (nothing changed)\n", err);
 		ret = -EINVAL;
 		goto out_release;
 	}
 	/* Only what workers never read concurrently changes here; listeners,
-	 * keys and limits need a restart (a drain plus a new process). */
+	 * and limits need a restart (a drain plus a new process). */
 	if (!rs_log_level_parse(fresh.log_level, &l))
 		rs_log_set_level(l);
 	{
@@ -275,13 +352,14 @@ int rs_app_reload(struct rs_app *app, FILE *out, bool json)
 	rs_audit_reopen(app->audit);
 	rs_info("ctl", "configuration reloaded from %s", app->cfg->config_path);
 	if (json)
-		fprintf(out, "OK\n{\"reloaded\":true,\"log_level\":\"%s\",\"api_keys\":%zu,"
-			     "\"restart_needed_for\":[\"listen\",\"limits\",\"workers\"]}\n",
-			fresh.log_level, fresh.n_api_keys);
+		say(out, "OK\n{\"reloaded\":true,\"log_level\":\"%s\",\"api_keys\":%zu,"
+			 "\"certificates\":%s,"
+			 "\"restart_needed_for\":[\"listen\",\"limits\",\"workers\"]}\n",
+		    fresh.log_level, fresh.n_api_keys, app->tls ? "true" : "false");
 	else
-		fprintf(out, "OK\nreloaded: log level %s, %zu API key(s); listeners, limits and "
-			     "workers apply after a restart\n",
-			fresh.log_level, fresh.n_api_keys);
+		say(out, "OK\nreloaded: log level %s, %zu API key(s)%s; listeners, limits and "
+			 "workers apply after a restart\n",
+		    fresh.log_level, fresh.n_api_keys, app->tls ? ", TLS certificates" : "");
 out_release:
 	rs_config_release(&fresh);
 	return ret;

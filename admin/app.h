@@ -16,6 +16,8 @@
 #include <stdatomic.h>
 
 struct rs_asset;
+struct rs_tls_server;
+struct rs_cidr;
 
 /* Routes of the console listener, for the per-route response counters. */
 enum rs_app_route {
@@ -41,6 +43,8 @@ struct rs_app {
 	size_t n_assets;
 	struct rs_keyset *_Atomic keys; /* see admin/api.h */
 	struct rs_audit *audit;
+	struct rs_tls_server *tls; /* NULL without tls_listen */
+	struct rs_cidr *trusted_proxies;
 	_Atomic bool draining;
 	_Atomic bool running; /* workers started: the admin socket may call into them */
 	uint64_t started_s;
@@ -54,7 +58,9 @@ void rs_app_release(struct rs_app *app);
 void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg);
 
 /* Re-read the config file and apply what can change at run time (log level
- * and target); report to <out> ("OK ..."/"ERR ..."). 0 or -EINVAL. */
+ * and target, API keys, TLS certificates); report to <out> ("OK ..."/"ERR
+ * ..."; NULL: log only). Without a config file only the certificates are
+ * loaded again. 0 or -EINVAL. */
 int rs_app_reload(struct rs_app *app, FILE *out, bool json);
 
 /* Periodic housekeeping from the main thread (token expiry). */

@@ -12,51 +12,63 @@
 #include "core/config.h"
 #include "core/engine.h"
 #include "core/log.h"
+#include "tls/server.h"
 
 #ifndef RS_VERSION
 #define RS_VERSION "0.1.0"
 #endif
 
-static void print_listen(const struct rs_config *cfg, unsigned workers)
+static void print_listen(const struct rs_app *app, unsigned workers)
 {
+	const struct rs_config *cfg = app->cfg;
+	char desc[1024];
+
 	for (size_t i = 0; i < cfg->n_listen; i++)
 		rs_info("main", "listening on http://%s (%u workers)", cfg->listen[i], workers);
+	for (size_t i = 0; i < cfg->n_tls_listen; i++)
+		rs_info("main", "listening on https://%s (%u workers)", cfg->tls_listen[i], workers);
+	if (app->tls) {
+		rs_tls_server_describe(app->tls, desc, sizeof(desc));
+		rs_info("tls", "certificates: %s", desc);
+	}
 	rs_info("main", "console links use %s", cfg->public_url);
 	if (*cfg->metrics_listen)
 		rs_info("main", "Prometheus metrics on http://%s/metrics", cfg->metrics_listen);
 }
 
-static int add_listeners(struct rs_app *app, char *err, size_t errlen)
+static int listen_all(struct rs_app *app, char *const *addrs, size_t n, rs_accept_fn fn,
+		      struct rs_http_server *srv, char *err, size_t errlen)
 {
-	for (size_t i = 0; i < app->cfg->n_listen; i++) {
+	for (size_t i = 0; i < n; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len;
-		int ret = rs_parse_hostport(app->cfg->listen[i], &ss, &len);
+		int ret = rs_parse_hostport(addrs[i], &ss, &len);
 
 		if (!ret)
-			ret = rs_engine_listen(app->engine, (struct sockaddr *)&ss, len,
-					       rs_http_on_accept, &app->http);
+			ret = rs_engine_listen(app->engine, (struct sockaddr *)&ss, len, fn, srv);
 		if (ret) {
-			snprintf(err, errlen, "cannot listen on '%s': %s", app->cfg->listen[i],
-				 strerror(-ret));
-			return ret;
-		}
-	}
-	if (*app->cfg->metrics_listen) {
-		struct sockaddr_storage ss;
-		socklen_t len;
-		int ret = rs_parse_hostport(app->cfg->metrics_listen, &ss, &len);
-
-		if (!ret)
-			ret = rs_engine_listen(app->engine, (struct sockaddr *)&ss, len,
-					       rs_http_on_accept, &app->metrics_http);
-		if (ret) {
-			snprintf(err, errlen, "cannot listen on '%s' (metrics): %s",
-				 app->cfg->metrics_listen, strerror(-ret));
+			snprintf(err, errlen, "cannot listen on '%s': %s", addrs[i], strerror(-ret));
 			return ret;
 		}
 	}
 	return 0;
+}
+
+static int add_listeners(struct rs_app *app, char *err, size_t errlen)
+{
+	const struct rs_config *cfg = app->cfg;
+	char *metrics[] = {cfg->metrics_listen};
+	int ret;
+
+	ret = listen_all(app, cfg->listen, cfg->n_listen, rs_http_on_accept, &app->http, err,
+			 errlen);
+	if (!ret)
+		ret = listen_all(app, cfg->tls_listen, cfg->n_tls_listen, rs_https_on_accept,
+				 &app->http, err, errlen);
+	if (!ret && *cfg->metrics_listen)
+		ret = listen_all(app, metrics, 1, rs_http_on_accept, &app->metrics_http, err,
+				 errlen);
+	return ret;
 }
 
 int main(int argc, char **argv)
@@ -146,7 +158,7 @@ int main(int argc, char **argv)
 	}
 	atomic_store(&app.running, true);
 	rs_info("main", "ringside %s started", RS_VERSION);
-	print_listen(&cfg, rs_engine_workers(app.engine));
+	print_listen(&app, rs_engine_workers(app.engine));
 
 	for (;;) {
 		struct timespec tick = {.tv_sec = 0, .tv_nsec = 500 * 1000 * 1000};
@@ -158,10 +170,12 @@ int main(int argc, char **argv)
 			continue;
 		}
 		if (sig == SIGHUP) {
-			rs_info("main", "SIGHUP: reopening the log and the audit log");
+			rs_info("main", "SIGHUP: reopening the logs, reloading the configuration "
+					"and certificates");
 			if (rs_log_open(cfg.log_target))
 				rs_error("main", "cannot reopen log '%s'", cfg.log_target);
 			rs_audit_reopen(app.audit);
+			rs_app_reload(&app, NULL, false);
 			continue;
 		}
 		rs_info("main", "%s: stopping, draining for up to %u s",

@@ -6,6 +6,12 @@
  * handed to a receive callback carries one reference; anyone who keeps the
  * bytes (a queued send forwarding them) takes another. The buffer returns to
  * the ring when the last reference is dropped. Single-threaded (one worker).
+ *
+ * Beside the ring the pool keeps as many buffers again that the kernel never
+ * sees ("user" buffers, bids count..2*count-1): a transport filter (TLS)
+ * decrypts into them, so plaintext travels through the same refcounted
+ * buffers as received bytes. They are reserved like the rest and cost memory
+ * only once touched.
  */
 #ifndef RS_BUFPOOL_H
 #define RS_BUFPOOL_H
@@ -30,6 +36,9 @@ struct rs_bufpool {
 	uint32_t pending_adv; /* buffers added since the last ring advance */
 	uint32_t out;         /* buffers currently held by the application */
 	uint64_t enobufs;     /* times a receive found the ring empty */
+	uint16_t *user_free;  /* stack of free user buffer ids */
+	uint32_t user_nfree;
+	uint64_t user_exhausted; /* rs_bufpool_get() found none free */
 };
 
 /* Allocate and register the pool. <count> must be a power of two <= 32768.
@@ -41,6 +50,9 @@ void rs_bufpool_release(struct rs_bufpool *p);
 /* The buffer a completion selected (bid from the CQE flags); it now carries
  * one reference owned by the caller. */
 struct rs_buf *rs_bufpool_take(struct rs_bufpool *p, uint16_t bid);
+
+/* A free user buffer with one reference, or NULL when all are held. */
+struct rs_buf *rs_bufpool_get(struct rs_bufpool *p);
 
 static inline uint8_t *rs_buf_data(const struct rs_bufpool *p, const struct rs_buf *b)
 {
@@ -62,6 +74,11 @@ void rs_bufpool_flush(struct rs_bufpool *p);
 static inline bool rs_bufpool_has_free(const struct rs_bufpool *p)
 {
 	return p->out < p->count;
+}
+
+static inline bool rs_bufpool_has_user_free(const struct rs_bufpool *p)
+{
+	return p->user_nfree > 0;
 }
 
 #endif

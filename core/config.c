@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "core/addr.h"
 #include "core/config.h"
 
 struct uint_field {
@@ -43,6 +44,7 @@ static const struct uint_field uint_fields[] = {
 	F("port_pool.port_min", port_min, 1024, 65535, 10000),
 	F("port_pool.port_max", port_max, 1024, 65535, 32767),
 	F("admin_socket_mode", admin_socket_mode, 0, 0777, 0660),
+	F("tls.ticket_key_rotation_s", tls_ticket_rotation_s, 0, 604800, 3600),
 };
 #undef F
 
@@ -85,6 +87,17 @@ static void free_keys(struct rs_config *c)
 	c->n_api_keys = 0;
 }
 
+static void free_tls_certs(struct rs_config *c)
+{
+	for (size_t i = 0; i < c->n_tls_certs; i++) {
+		free(c->tls_certs[i].cert);
+		free(c->tls_certs[i].key);
+	}
+	free(c->tls_certs);
+	c->tls_certs = NULL;
+	c->n_tls_certs = 0;
+}
+
 static void set_str(char **dst, const char *v)
 {
 	free(*dst);
@@ -112,6 +125,9 @@ void rs_config_release(struct rs_config *c)
 	free_list(&c->listen, &c->n_listen);
 	free_list(&c->allowed_origins, &c->n_allowed_origins);
 	free_list(&c->source_addresses, &c->n_source_addresses);
+	free_list(&c->tls_listen, &c->n_tls_listen);
+	free_list(&c->trusted_proxies, &c->n_trusted_proxies);
+	free_tls_certs(c);
 	free_keys(c);
 	free(c->public_url);
 	free(c->log_level);
@@ -280,6 +296,36 @@ static int set_api_keys(struct rs_config *c, json_t *v, char *err, size_t errlen
 	return 0;
 }
 
+static int set_tls_certs(struct rs_config *c, const char *path, json_t *v, char *err,
+			 size_t errlen)
+{
+	size_t i;
+	json_t *item;
+
+	if (!json_is_array(v))
+		return errf(err, errlen, "config: '%s': must be an array of {cert, key}", path);
+	json_array_foreach(v, i, item)
+	{
+		json_t *cert = json_object_get(item, "cert"), *key = json_object_get(item, "key");
+
+		if (!json_is_object(item) || json_object_size(item) != 2 || !json_is_string(cert) ||
+		    !json_is_string(key) || !json_string_length(cert) || !json_string_length(key))
+			return errf(err, errlen,
+				    "config: '%s[%zu]': must be an object with exactly the string "
+				    "fields cert and key (PEM file paths)",
+				    path, i);
+	}
+	free_tls_certs(c);
+	c->tls_certs = rs_xcalloc(json_array_size(v) + 1, sizeof(*c->tls_certs));
+	json_array_foreach(v, i, item)
+	{
+		c->tls_certs[i].cert = rs_xstrdup(json_string_value(json_object_get(item, "cert")));
+		c->tls_certs[i].key = rs_xstrdup(json_string_value(json_object_get(item, "key")));
+	}
+	c->n_tls_certs = json_array_size(v);
+	return 0;
+}
+
 static int set_section(struct rs_config *c, const char *section, json_t *obj, char *err,
 		       size_t errlen)
 {
@@ -298,6 +344,12 @@ static int set_section(struct rs_config *c, const char *section, json_t *obj, ch
 			if (!json_is_boolean(v))
 				return errf(err, errlen, "config: '%s': must be true or false", path);
 			c->token_bind_ip = json_is_true(v);
+			continue;
+		}
+		if (!strcmp(path, "tls.certificates")) {
+			ret = set_tls_certs(c, path, v, err, errlen);
+			if (ret)
+				return ret;
 			continue;
 		}
 		if (!strcmp(path, "port_pool.source_addresses")) {
@@ -334,11 +386,16 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 	json_object_foreach(root, k, v)
 	{
 		if (!strcmp(k, "tokens") || !strcmp(k, "api") || !strcmp(k, "limits") ||
-		    !strcmp(k, "buffers") || !strcmp(k, "port_pool")) {
+		    !strcmp(k, "buffers") || !strcmp(k, "port_pool") || !strcmp(k, "tls")) {
 			ret = set_section(c, k, v, err, errlen);
 		} else if (!strcmp(k, "listen")) {
 			ret = get_string_list(v, k, &c->listen, &c->n_listen, err, errlen);
 			c->_listen_set = true;
+		} else if (!strcmp(k, "tls_listen")) {
+			ret = get_string_list(v, k, &c->tls_listen, &c->n_tls_listen, err, errlen);
+		} else if (!strcmp(k, "trusted_proxies")) {
+			ret = get_string_list(v, k, &c->trusted_proxies, &c->n_trusted_proxies, err,
+					      errlen);
 		} else if (!strcmp(k, "allowed_origins")) {
 			ret = get_string_list(v, k, &c->allowed_origins, &c->n_allowed_origins, err,
 					      errlen);
@@ -470,14 +527,30 @@ int rs_config_validate(struct rs_config *c, char *err, size_t errlen)
 	static const char *const levels[] = {"debug", "info", "warn", "warning", "error"};
 	bool level_ok = false;
 
-	if (!c->n_listen)
-		return errf(err, errlen, "config: 'listen': needs at least one address");
+	if (!c->n_listen && !c->n_tls_listen)
+		return errf(err, errlen,
+			    "config: 'listen': needs at least one address (or one in 'tls_listen')");
 	for (size_t i = 0; i < c->n_listen; i++)
 		if (rs_parse_hostport(c->listen[i], &ss, &len))
 			return errf(err, errlen,
 				    "config: 'listen[%zu]': '%s' is not host:port with a numeric "
 				    "address (e.g. 127.0.0.1:8080 or [::1]:8080)",
 				    i, c->listen[i]);
+	for (size_t i = 0; i < c->n_tls_listen; i++)
+		if (rs_parse_hostport(c->tls_listen[i], &ss, &len))
+			return errf(err, errlen,
+				    "config: 'tls_listen[%zu]': '%s' is not host:port with a numeric "
+				    "address (e.g. 0.0.0.0:8443 or [::]:443)",
+				    i, c->tls_listen[i]);
+	for (size_t i = 0; i < c->n_trusted_proxies; i++) {
+		struct rs_cidr cidr;
+
+		if (rs_parse_cidr(c->trusted_proxies[i], &cidr))
+			return errf(err, errlen,
+				    "config: 'trusted_proxies[%zu]': '%s' is not an address or CIDR "
+				    "range (e.g. 10.0.0.0/8)",
+				    i, c->trusted_proxies[i]);
+	}
 	if (*c->metrics_listen && rs_parse_hostport(c->metrics_listen, &ss, &len))
 		return errf(err, errlen,
 			    "config: 'metrics_listen': '%s' is not host:port with a numeric address "
@@ -520,6 +593,8 @@ int rs_config_validate(struct rs_config *c, char *err, size_t errlen)
 		if (c->_pvnc_public_ip)
 			snprintf(url, sizeof(url), "http://%s:%u", c->_pvnc_public_ip,
 				 c->_pvnc_port ? c->_pvnc_port : 8080);
+		else if (c->n_tls_listen)
+			snprintf(url, sizeof(url), "https://%s", c->tls_listen[0]);
 		else
 			snprintf(url, sizeof(url), "http://%s", c->listen[0]);
 		set_str(&c->public_url, url);

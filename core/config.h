@@ -21,6 +21,15 @@ struct rs_api_key {
 struct rs_config {
 	char **listen; /* "host:port" entries */
 	size_t n_listen;
+	char **tls_listen; /* "host:port" entries served over TLS */
+	size_t n_tls_listen;
+	struct rs_tls_cert_conf {
+		char *cert, *key; /* PEM paths */
+	} *tls_certs;
+	size_t n_tls_certs;     /* 0: self-signed certificate in state_dir */
+	unsigned tls_ticket_rotation_s;
+	char **trusted_proxies; /* CIDRs whose X-Forwarded-For is believed */
+	size_t n_trusted_proxies;
 	char *public_url; /* base of console links, no trailing slash */
 	unsigned workers; /* 0: one per online CPU */
 	char *log_level;

@@ -175,6 +175,39 @@ void rs_conn_close(struct rs_conn *c, enum rs_close_reason why, int err);
 void rs_conn_close_after_send(struct rs_conn *c);
 bool rs_conn_closing(const struct rs_conn *c);
 
+/* --- transport filters (TLS) ---
+ *
+ * A filter sits between the socket and the owner. The engine hands it the
+ * wire bytes received (instead of ops->on_data); the filter decodes them
+ * into user buffers of the pool (rs_bufpool_get) and passes plaintext on with
+ * rs_conn_deliver(). What the owner sends waits in a plain queue until the
+ * end of the event-loop iteration, then goes to filter->write in order (small
+ * segments gathered up to 16 KiB, so a frame header and its payload become
+ * one record); the filter queues the encoded bytes with rs_conn_send_wire().
+ * Callbacks run on the connection's worker. */
+struct rs_conn_filter {
+	/* Wire bytes arrived (same validity rules as on_data). */
+	void (*on_recv)(struct rs_conn *c, void *fctx, struct rs_buf *b, uint8_t *data,
+			size_t len);
+	/* Encode owner bytes; 0 or -errno (the engine closes the connection). */
+	int (*write)(struct rs_conn *c, void *fctx, const uint8_t *data, size_t len);
+	/* The owner asked for a graceful close: queue the closing bytes. Optional. */
+	void (*shutdown)(struct rs_conn *c, void *fctx);
+	/* A user buffer is free again after rs_conn_filter_wait(). Optional. */
+	void (*on_resume)(struct rs_conn *c, void *fctx);
+	/* The connection is gone (after ops->on_close): free <fctx>. */
+	void (*release)(void *fctx);
+};
+
+/* Install a filter (right after accept or connect, before any byte flows). */
+void rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void *fctx);
+/* Queue bytes on the wire, past the filter. */
+int rs_conn_send_wire(struct rs_conn *c, const void *data, size_t len) RS_MUST_CHECK;
+/* Hand decoded bytes in pool buffer <b> to the owner's on_data. */
+void rs_conn_deliver(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t len);
+/* Call filter->on_resume once a user buffer is free (the filter found none). */
+void rs_conn_filter_wait(struct rs_conn *c);
+
 /* Open an outgoing TCP connection from worker <w> to <dst>, optionally bound
  * to <src> (NULL: the kernel chooses). ops->on_connect reports the result
  * within <timeout_ms>. On success *out is the new connection. 0 or -errno. */

@@ -19,6 +19,7 @@
 #define MAX_LISTENERS 8
 #define IOV_MAX_SEND 16
 #define LINGER_MS 2000
+#define SEAL_CHUNK 16384 /* the largest TLS record's plaintext */
 #define ACCEPT_RETRY_MS 100
 #define BGID 1
 
@@ -77,6 +78,8 @@ enum conn_flag {
 	CF_REARM = 1 << 10,
 	CF_EOF = 1 << 11,
 	CF_FINAL = 1 << 12,
+	CF_FILTER_SHUT = 1 << 13, /* the filter's closing bytes are queued */
+	CF_FWAIT = 1 << 14,       /* on w->fwait: the filter waits for a user buffer */
 };
 
 union rs_sockaddr {
@@ -93,13 +96,16 @@ struct rs_conn {
 	int fd; /* fixed-file index, -1 when none */
 	uint16_t inflight;
 	uint16_t flags;
-	struct seg *sq_head, *sq_tail;
+	struct seg *sq_head, *sq_tail; /* wire bytes */
+	struct seg *pq_head, *pq_tail; /* with a filter: the owner's bytes, not yet encoded */
+	const struct rs_conn_filter *filter;
+	void *fctx;
 	uint32_t queued; /* payload bytes not yet sent */
 	uint32_t cost;   /* memory those bytes pin: a referenced pool buffer costs all of it */
 	uint16_t send_segs; /* segments covered by the send in flight */
 	enum rs_close_reason why;
 	int err;
-	struct rs_conn *dirty_next, *rearm_next;
+	struct rs_conn *dirty_next, *rearm_next, *fwait_next;
 	struct msghdr msg;
 	struct iovec iov[IOV_MAX_SEND];
 	union rs_sockaddr peer;
@@ -145,7 +151,8 @@ struct rs_worker {
 	uint64_t efd_buf;
 	pthread_mutex_t inbox_lock;
 	struct post *inbox;
-	struct rs_conn *dirty, *rearm;
+	struct rs_conn *dirty, *rearm, *fwait;
+	uint8_t *seal_buf; /* gathers small plaintext segments into one record */
 	bool stopping, accept_paused, force_closed;
 	uint64_t stop_deadline;
 	struct rs_timer stop_timer;
@@ -353,12 +360,14 @@ static void conn_finalize(struct rs_conn *c)
 	STAT_ADD(w, conns_live, (uint64_t)-1);
 	if (c->ops && c->ops->on_close)
 		c->ops->on_close(c, c->why, c->err);
+	if (c->filter)
+		c->filter->release(c->fctx);
 	w->conns[c->slot] = NULL;
 	w->gens[c->slot]++;
 	w->free_slots[w->nfree++] = c->slot;
 	/* Lists that may still point at <c> are walked with a CF_FINAL check, so
 	 * the memory is released only once it is off them (see flush_pending). */
-	if (!(c->flags & (CF_DIRTY | CF_REARM)))
+	if (!(c->flags & (CF_DIRTY | CF_REARM | CF_FWAIT)))
 		free(c);
 }
 
@@ -379,14 +388,19 @@ static void mark_dirty(struct rs_conn *c)
 	c->w->dirty = c;
 }
 
-static void queue_seg(struct rs_conn *c, struct seg *s)
+/* Wire bytes go to the send queue; the owner's bytes on a filtered
+ * connection wait in the plain queue until the flush encodes them. */
+static void queue_seg(struct rs_conn *c, struct seg *s, bool wire)
 {
+	struct seg **head = wire ? &c->sq_head : &c->pq_head;
+	struct seg **tail = wire ? &c->sq_tail : &c->pq_tail;
+
 	s->next = NULL;
-	if (c->sq_tail)
-		c->sq_tail->next = s;
+	if (*tail)
+		(*tail)->next = s;
 	else
-		c->sq_head = s;
-	c->sq_tail = s;
+		*head = s;
+	*tail = s;
 	c->queued += s->len;
 	c->cost += s->cost;
 	if (c->cost > c->w->e->o.send_high_water)
@@ -400,18 +414,17 @@ static void seg_done(struct rs_conn *c, struct seg *s)
 	seg_free(c->w, s);
 }
 
-int rs_conn_send(struct rs_conn *c, const void *data, size_t len)
+static int send_copy(struct rs_conn *c, const void *data, size_t len, bool wire)
 {
-	struct seg *t = c->sq_tail, *s;
+	struct seg *t = wire ? c->sq_tail : c->pq_tail, *s;
 	size_t cap;
 
-	if (c->flags & (CF_CLOSING | CF_CLOSE_AFTER_SEND))
-		return -EPIPE;
 	if (!len)
 		return 0;
-	/* Cork small writes into the tail copy segment when it is not in flight. */
+	/* Cork small writes into the tail copy segment when it is not in
+	 * flight (only the first send-queue segments ever are). */
 	if (t && t->kind == SEG_COPY && t->cap - t->len >= len &&
-	    !((c->flags & CF_SENDING) && c->send_segs && t == c->sq_head && c->send_segs >= 1)) {
+	    !(wire && (c->flags & CF_SENDING) && c->send_segs && t == c->sq_head)) {
 		memcpy(t->data + t->len, data, len);
 		t->len += (uint32_t)len;
 		c->queued += (uint32_t)len;
@@ -432,8 +445,22 @@ int rs_conn_send(struct rs_conn *c, const void *data, size_t len)
 	memcpy(s->data, data, len);
 	s->ptr = s->data;
 	s->len = (uint32_t)len;
-	queue_seg(c, s);
+	queue_seg(c, s, wire);
 	return 0;
+}
+
+int rs_conn_send(struct rs_conn *c, const void *data, size_t len)
+{
+	if (c->flags & (CF_CLOSING | CF_CLOSE_AFTER_SEND))
+		return -EPIPE;
+	return send_copy(c, data, len, !c->filter);
+}
+
+int rs_conn_send_wire(struct rs_conn *c, const void *data, size_t len)
+{
+	if (c->flags & CF_CLOSING)
+		return -EPIPE;
+	return send_copy(c, data, len, true);
 }
 
 static int send_ref(struct rs_conn *c, enum seg_kind kind, void *ref, const uint8_t *data,
@@ -460,7 +487,7 @@ static int send_ref(struct rs_conn *c, enum seg_kind kind, void *ref, const uint
 	s->owned = ref;
 	if (kind == SEG_BUF)
 		rs_buf_ref(ref);
-	queue_seg(c, s);
+	queue_seg(c, s, !c->filter);
 	return 0;
 }
 
@@ -521,9 +548,79 @@ static void begin_linger(struct rs_conn *c)
 	}
 }
 
+/* Hand the plain queue to the filter in order. Small segments (a frame
+ * header, then its payload) are gathered so that each makes one record
+ * rather than one per write; a segment that fills a record alone goes
+ * straight in. */
+static int seal_plain(struct rs_conn *c)
+{
+	struct rs_worker *w = c->w;
+	size_t fill = 0;
+	int ret = 0;
+
+	while (c->pq_head && !ret) {
+		struct seg *s = c->pq_head;
+		const uint8_t *p = s->ptr;
+		size_t left = s->len;
+
+		c->pq_head = s->next;
+		if (!c->pq_head)
+			c->pq_tail = NULL;
+		c->queued -= s->len;
+		if (!fill && left >= SEAL_CHUNK) {
+			ret = c->filter->write(c, c->fctx, p, left);
+			left = 0;
+		}
+		while (left && !ret) {
+			size_t n = RS_MIN(left, SEAL_CHUNK - fill);
+
+			memcpy(w->seal_buf + fill, p, n);
+			fill += n;
+			p += n;
+			left -= n;
+			if (fill == SEAL_CHUNK) {
+				ret = c->filter->write(c, c->fctx, w->seal_buf, fill);
+				fill = 0;
+			}
+		}
+		seg_done(c, s);
+	}
+	if (fill && !ret)
+		ret = c->filter->write(c, c->fctx, w->seal_buf, fill);
+	return ret;
+}
+
+static void drop_plain(struct rs_conn *c)
+{
+	struct seg *s, *n;
+
+	for (s = c->pq_head; s; s = n) {
+		n = s->next;
+		c->queued -= s->len;
+		seg_done(c, s);
+	}
+	c->pq_head = c->pq_tail = NULL;
+}
+
 static void flush_conn(struct rs_conn *c)
 {
-	if (c->flags & (CF_CLOSING | CF_SENDING | CF_CONNECTING) || c->fd < 0)
+	int ret;
+
+	if (c->flags & (CF_CLOSING | CF_CONNECTING) || c->fd < 0)
+		return;
+	if (c->filter && c->pq_head) {
+		ret = seal_plain(c);
+		if (ret) {
+			rs_conn_close(c, ret == -ENOMEM ? RS_CLOSE_NOMEM : RS_CLOSE_ERROR, -ret);
+			return;
+		}
+	}
+	if (c->filter && (c->flags & CF_CLOSE_AFTER_SEND) && !(c->flags & CF_FILTER_SHUT)) {
+		c->flags |= CF_FILTER_SHUT;
+		if (c->filter->shutdown)
+			c->filter->shutdown(c, c->fctx);
+	}
+	if (c->flags & CF_SENDING)
 		return;
 	if (c->sq_head)
 		submit_send(c);
@@ -626,7 +723,11 @@ static void on_recv(struct rs_conn *c, struct io_uring_cqe *cqe)
 		}
 		b = rs_bufpool_take(&w->pool, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
 		STAT_ADD(w, bytes_in, (uint64_t)res);
-		if (!(c->flags & (CF_CLOSING | CF_LINGER)) && c->ops && c->ops->on_data)
+		if (c->flags & (CF_CLOSING | CF_LINGER))
+			;
+		else if (c->filter)
+			c->filter->on_recv(c, c->fctx, b, rs_buf_data(&w->pool, b), (size_t)res);
+		else if (c->ops && c->ops->on_data)
 			c->ops->on_data(c, b, rs_buf_data(&w->pool, b), (size_t)res);
 		rs_buf_unref(&w->pool, b);
 	} else if (res == 0) {
@@ -659,6 +760,29 @@ static void on_recv(struct rs_conn *c, struct io_uring_cqe *cqe)
 		conn_arm_recv(c);
 }
 
+/* --- transport filter --- */
+
+void rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void *fctx)
+{
+	c->filter = f;
+	c->fctx = fctx;
+}
+
+void rs_conn_deliver(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t len)
+{
+	if (!(c->flags & (CF_CLOSING | CF_LINGER)) && c->ops && c->ops->on_data)
+		c->ops->on_data(c, b, data, len);
+}
+
+void rs_conn_filter_wait(struct rs_conn *c)
+{
+	if (c->flags & (CF_FWAIT | CF_CLOSING))
+		return;
+	c->flags |= CF_FWAIT;
+	c->fwait_next = c->w->fwait;
+	c->w->fwait = c;
+}
+
 /* --- close --- */
 
 void rs_conn_close(struct rs_conn *c, enum rs_close_reason why, int err)
@@ -673,6 +797,7 @@ void rs_conn_close(struct rs_conn *c, enum rs_close_reason why, int err)
 	c->why = why;
 	c->err = err;
 	rs_timer_unlink(&c->w->timers, &c->timer);
+	drop_plain(c);
 	/* Segments covered by an in-flight send still belong to the kernel. */
 	for (s = c->sq_head; s; s = n) {
 		n = s->next;
@@ -962,7 +1087,7 @@ static void flush_pending(struct rs_worker *w)
 		w->dirty = c->dirty_next;
 		c->flags &= (uint16_t)~CF_DIRTY;
 		if (c->flags & CF_FINAL) {
-			if (!(c->flags & CF_REARM))
+			if (!(c->flags & (CF_REARM | CF_FWAIT)))
 				free(c);
 			continue;
 		}
@@ -978,12 +1103,25 @@ static void flush_pending(struct rs_worker *w)
 			list = c->rearm_next;
 			c->flags &= (uint16_t)~CF_REARM;
 			if (c->flags & CF_FINAL) {
-				if (!(c->flags & CF_DIRTY))
+				if (!(c->flags & (CF_DIRTY | CF_FWAIT)))
 					free(c);
 				continue;
 			}
 			conn_arm_recv(c);
 		}
+	}
+	while (w->fwait && rs_bufpool_has_user_free(&w->pool)) {
+		struct rs_conn *c = w->fwait;
+
+		w->fwait = c->fwait_next;
+		c->flags &= (uint16_t)~CF_FWAIT;
+		if (c->flags & CF_FINAL) {
+			if (!(c->flags & (CF_DIRTY | CF_REARM)))
+				free(c);
+			continue;
+		}
+		if (!(c->flags & CF_CLOSING) && c->filter->on_resume)
+			c->filter->on_resume(c, c->fctx);
 	}
 	rs_bufpool_flush(&w->pool);
 }
@@ -1227,6 +1365,7 @@ static int setup_ring(struct rs_worker *w)
 			 "provided buffer ring (kernel >= 5.19 needed): %s", strerror(-ret));
 		return ret;
 	}
+	w->seal_buf = rs_xmalloc(SEAL_CHUNK);
 	return 0;
 }
 
@@ -1534,6 +1673,7 @@ void rs_engine_free(struct rs_engine *e)
 			rs_bufpool_release(&w->pool);
 			io_uring_queue_exit(&w->ring);
 		}
+		free(w->seal_buf);
 		for (unsigned l = 0; l < MAX_LISTENERS; l++)
 			if (w->listen_fd[l] >= 0)
 				close(w->listen_fd[l]);

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <stdatomic.h>
 
+#include "core/addr.h"
 #include "core/log.h"
 #include "core/portpool.h"
 #include "core/spec.h"
@@ -732,7 +733,7 @@ static void copy_printable(char *dst, size_t cap, const struct rs_http_header *h
 	dst[n] = 0;
 }
 
-static void audit_rejected(const struct rs_console_env *env, struct rs_http_conn *hc,
+static void audit_rejected(const struct rs_console_env *env, const struct sockaddr *from,
 			   const struct rs_http_req *req, const char *tokhash,
 			   enum rs_console_cause cc)
 {
@@ -743,7 +744,7 @@ static void audit_rejected(const struct rs_console_env *env, struct rs_http_conn
 
 	if (!env->on_event)
 		return;
-	rs_conn_peer_str(rs_http_conn_conn(hc), client, sizeof(client));
+	rs_addr_str(from, client, sizeof(client));
 	copy_printable(ua, sizeof(ua), rs_http_req_header(req, "User-Agent"));
 	ev.client = client;
 	ev.user_agent = ua;
@@ -766,8 +767,10 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	size_t rest_len = 0;
 	struct rs_rfb_out rout = {0};
 	uint64_t t0 = rs_now_ns();
+	struct sockaddr_storage client;
 	int ret;
 
+	rs_http_client_addr(hc, req, &client);
 	if (atomic_load(env->draining))
 		return refuse(hc, cw, RS_CC_DRAINING, 503, "draining",
 			      "this appliance is draining; open the console again", NULL);
@@ -788,14 +791,14 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	/* The upgrade is where the token is spent: exactly once, on any worker. */
 	ret = rs_token_parse(tok, toklen, raw);
 	if (!ret)
-		ret = rs_token_consume(env->tokens, raw, rs_conn_peer(c), &spec);
+		ret = rs_token_consume(env->tokens, raw, (struct sockaddr *)&client, &spec);
 	if (ret) {
 		char hash[9] = "-";
 
 		if (ret != -EINVAL)
 			rs_log_hash(raw, sizeof(raw), hash);
 		explicit_bzero(raw, sizeof(raw));
-		audit_rejected(env, hc, req, hash,
+		audit_rejected(env, (struct sockaddr *)&client, req, hash,
 			       ret == -EACCES ? RS_CC_TOKEN_IP : RS_CC_TOKEN_INVALID);
 		if (ret == -EACCES)
 			return refuse(hc, cw, RS_CC_TOKEN_IP, 403, "token_bound",
@@ -825,7 +828,7 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	s->opened_ms = rs_worker_now(w);
 	s->t_upgrade_ns = rs_now_ns();
 	observe_setup(cw, RS_STAGE_TOKEN, (s->t_upgrade_ns - t0) / 1000);
-	rs_conn_peer_str(c, s->client, sizeof(s->client));
+	rs_addr_str((struct sockaddr *)&client, s->client, sizeof(s->client));
 	copy_printable(s->user_agent, sizeof(s->user_agent), rs_http_req_header(req, "User-Agent"));
 	rs_timer_init(&s->timer, on_handshake_timeout);
 	rs_ws_parser_init(&s->ws, true, env->cfg->ws_max_frame, env->cfg->ws_max_message);

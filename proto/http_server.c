@@ -2,8 +2,10 @@
 
 #include <stdatomic.h>
 
+#include "core/addr.h"
 #include "core/log.h"
 #include "proto/http_server.h"
+#include "tls/server.h"
 
 struct rs_http_conn {
 	struct rs_conn *c;
@@ -279,23 +281,83 @@ static const struct rs_conn_ops http_ops = {
 	.on_close = on_close,
 };
 
-void rs_http_on_accept(struct rs_conn *c, void *arg)
+static struct rs_http_conn *accept_conn(struct rs_conn *c, struct rs_http_server *srv)
 {
-	struct rs_http_server *srv = arg;
 	struct rs_http_conn *hc = calloc(1, sizeof(*hc));
 
 	if (!hc) {
 		rs_conn_set_ops(c, NULL, NULL);
 		rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
-		return;
+		return NULL;
 	}
 	hc->c = c;
 	hc->srv = srv;
 	rs_http_parser_init(&hc->parser, &srv->limits);
 	rs_timer_init(&hc->timer, on_timeout);
 	rs_conn_set_ops(c, &http_ops, hc);
-	/* The first request must start and finish within the header timeout. */
+	/* The first request (and the TLS handshake before it) must start and
+	 * finish within the header timeout. */
 	hc->timer_is_header = true;
 	rs_timer_link(rs_worker_timers(rs_conn_worker(c)), &hc->timer,
 		      rs_worker_now(rs_conn_worker(c)) + srv->header_timeout_ms);
+	return hc;
+}
+
+void rs_http_on_accept(struct rs_conn *c, void *arg)
+{
+	accept_conn(c, arg);
+}
+
+void rs_https_on_accept(struct rs_conn *c, void *arg)
+{
+	struct rs_http_server *srv = arg;
+
+	if (accept_conn(c, srv) && rs_tls_server_attach(srv->tls, c))
+		rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+}
+
+static bool trusted(const struct rs_http_server *srv, const struct sockaddr *sa)
+{
+	for (size_t i = 0; i < srv->n_trusted_proxies; i++)
+		if (rs_cidr_match(&srv->trusted_proxies[i], sa))
+			return true;
+	return false;
+}
+
+void rs_http_client_addr(struct rs_http_conn *hc, const struct rs_http_req *req,
+			 struct sockaddr_storage *out)
+{
+	const struct sockaddr *peer = rs_conn_peer(hc->c);
+
+	memset(out, 0, sizeof(*out));
+	memcpy(out, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+			  : peer->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+						       : sizeof(struct sockaddr));
+	if (!hc->srv->n_trusted_proxies || !trusted(hc->srv, peer))
+		return;
+	/* Walk every X-Forwarded-For header right to left. */
+	for (size_t h = req->n_headers; h-- > 0;) {
+		const struct rs_http_header *hd = &req->headers[h];
+		size_t end = hd->value_len;
+
+		if (hd->name_len != 15 || strncasecmp(hd->name, "X-Forwarded-For", 15))
+			continue;
+		while (end) {
+			size_t start = end, a, b;
+			struct sockaddr_storage ss;
+
+			while (start && hd->value[start - 1] != ',')
+				start--;
+			for (a = start; a < end && (hd->value[a] == ' ' || hd->value[a] == '\t'); a++)
+				;
+			for (b = end; b > a && (hd->value[b - 1] == ' ' || hd->value[b - 1] == '\t'); b--)
+				;
+			end = start ? start - 1 : 0;
+			if (rs_parse_ip(hd->value + a, b - a, &ss))
+				return; /* garbage: keep the last address we could trust */
+			memcpy(out, &ss, sizeof(ss));
+			if (!trusted(hc->srv, (struct sockaddr *)&ss))
+				return;
+		}
+	}
 }

@@ -14,7 +14,11 @@
 #include "core/engine.h"
 #include "proto/http1.h"
 
+#include <sys/socket.h>
+
 struct rs_http_conn;
+struct rs_tls_server;
+struct rs_cidr;
 
 #define RS_HTTP_MAX_ROUTES 12
 
@@ -26,6 +30,9 @@ struct rs_http_server {
 	unsigned keepalive_timeout_ms;
 	rs_http_handler handler;
 	void *arg;
+	struct rs_tls_server *tls; /* for rs_https_on_accept */
+	const struct rs_cidr *trusted_proxies; /* their X-Forwarded-For is believed */
+	size_t n_trusted_proxies;
 	/* Counters (per process; relaxed atomics: the HTTP/API path only, never
 	 * the console relay). Responses by route (set by the handler with
 	 * rs_http_set_route, 0 = unrouted) and status class 1xx..5xx. */
@@ -35,6 +42,14 @@ struct rs_http_server {
 
 /* rs_accept_fn for rs_engine_listen(); <arg> is a struct rs_http_server. */
 void rs_http_on_accept(struct rs_conn *c, void *arg);
+/* The same over TLS (the server's <tls> must be set). */
+void rs_https_on_accept(struct rs_conn *c, void *arg);
+
+/* The browser's address: the peer's, or when the peer is a trusted proxy,
+ * the right-most X-Forwarded-For entry that is not itself a trusted proxy
+ * (entries to its left could be forged by the client). */
+void rs_http_client_addr(struct rs_http_conn *hc, const struct rs_http_req *req,
+			 struct sockaddr_storage *out);
 
 /* Answer the current request. <body> is copied unless the _static variant
  * is used (then it must outlive the connection, e.g. embedded assets).

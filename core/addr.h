@@ -1,0 +1,27 @@
+/* core/addr.h — IP literals and CIDR ranges (trusted proxies). */
+#ifndef RS_ADDR_H
+#define RS_ADDR_H
+
+#include "core/common.h"
+
+#include <sys/socket.h>
+
+struct rs_cidr {
+	int family; /* AF_INET or AF_INET6 */
+	uint8_t addr[16];
+	unsigned bits;
+};
+
+/* "10.0.0.0/8", "2001:db8::/32", or a single address. 0 or -EINVAL. */
+int rs_parse_cidr(const char *s, struct rs_cidr *out);
+
+/* Is <sa> inside <c>? IPv4-mapped IPv6 addresses match IPv4 ranges. */
+bool rs_cidr_match(const struct rs_cidr *c, const struct sockaddr *sa);
+
+/* Parse an IP literal (no port) into a sockaddr with port 0. 0 or -EINVAL. */
+int rs_parse_ip(const char *s, size_t len, struct sockaddr_storage *out);
+
+/* "1.2.3.4" / "::1" (no port), or "-" for an unknown family. */
+void rs_addr_str(const struct sockaddr *sa, char *out, size_t len);
+
+#endif

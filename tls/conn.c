@@ -1,0 +1,315 @@
+/* tls/conn.c — BoringSSL on the engine (see tls/conn.h). */
+#include "core/common.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "core/log.h"
+#include "tls/conn.h"
+
+const char *const rs_tls_fail_names[RS_TLS_FAIL__COUNT] = {
+	"protocol", "version", "cipher", "verify", "closed", "other",
+};
+
+static BIO_METHOD *bio_method;
+static int ex_index = -1;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+/* The BIO reads from the receive buffer being handled and writes records
+ * onto the wire queue; both are set per call, so the BIO itself holds
+ * nothing between events. */
+static int bio_read(BIO *b, char *out, int len)
+{
+	struct rs_tls_conn *t = BIO_get_data(b);
+	size_t n;
+
+	BIO_clear_retry_flags(b);
+	if (!t->in_len) {
+		BIO_set_retry_read(b);
+		return -1;
+	}
+	n = RS_MIN((size_t)len, t->in_len);
+	memcpy(out, t->in, n);
+	t->in += n;
+	t->in_len -= n;
+	return (int)n;
+}
+
+static int bio_write(BIO *b, const char *data, int len)
+{
+	struct rs_tls_conn *t = BIO_get_data(b);
+
+	BIO_clear_retry_flags(b);
+	if (rs_conn_send_wire(t->c, data, (size_t)len))
+		return -1;
+	return len;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b, (void)num, (void)ptr;
+	/* BoringSSL flushes after each flight; the engine sends at the loop's end. */
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static void init_once(void)
+{
+	bio_method = BIO_meth_new(BIO_TYPE_SOURCE_SINK | 0x80, "ringside engine");
+	if (bio_method) {
+		BIO_meth_set_read(bio_method, bio_read);
+		BIO_meth_set_write(bio_method, bio_write);
+		BIO_meth_set_ctrl(bio_method, bio_ctrl);
+	}
+	ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+struct rs_tls_conn *rs_tls_conn_of(const SSL *ssl)
+{
+	return SSL_get_ex_data(ssl, ex_index);
+}
+
+enum rs_tls_fail rs_tls_classify(const SSL *ssl, int ret)
+{
+	uint32_t e = ERR_peek_error();
+	int reason = ERR_GET_REASON(e);
+	enum rs_tls_fail why = RS_TLS_FAIL_OTHER;
+
+	if (SSL_get_error(ssl, ret) == SSL_ERROR_ZERO_RETURN)
+		why = RS_TLS_FAIL_CLOSED;
+	else if (reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION)
+		why = RS_TLS_FAIL_VERSION;
+	else if (reason == SSL_R_NO_SHARED_CIPHER || reason == SSL_R_NO_SHARED_GROUP ||
+		 reason == SSL_R_NO_CIPHERS_AVAILABLE || reason == SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE)
+		why = RS_TLS_FAIL_CIPHER;
+	else if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED)
+		why = RS_TLS_FAIL_VERIFY;
+	else if (e)
+		why = RS_TLS_FAIL_PROTOCOL;
+	ERR_clear_error();
+	return why;
+}
+
+static void finish_handshake(struct rs_tls_conn *t, int res, const char *msg)
+{
+	rs_tls_done_fn done = t->done;
+
+	t->done = NULL;
+	if (done)
+		done(t->c, t->done_arg, res, msg);
+}
+
+static void fail(struct rs_tls_conn *t, int ret)
+{
+	enum rs_tls_fail why = rs_tls_classify(t->ssl, ret);
+	char msg[160];
+
+	t->failed = true;
+	if (!t->established) {
+		atomic_fetch_add_explicit(&t->stats->failures[why], 1, memory_order_relaxed);
+		snprintf(msg, sizeof(msg), "TLS handshake failed (%s)", rs_tls_fail_names[why]);
+		finish_handshake(t, why == RS_TLS_FAIL_VERIFY ? -EKEYREJECTED : -EPROTO, msg);
+	}
+	if (!rs_conn_closing(t->c))
+		rs_conn_close(t->c, why == RS_TLS_FAIL_CLOSED ? RS_CLOSE_PEER_EOF : RS_CLOSE_ERROR,
+			      EPROTO);
+}
+
+/* After the handshake: stop keeping its configuration (certificates, key
+ * shares) around for the life of the connection. */
+static void established(struct rs_tls_conn *t)
+{
+	t->established = true;
+	atomic_fetch_add_explicit(&t->stats->handshakes, 1, memory_order_relaxed);
+	if (SSL_session_reused(t->ssl))
+		atomic_fetch_add_explicit(&t->stats->resumed, 1, memory_order_relaxed);
+	finish_handshake(t, 0, NULL);
+}
+
+/* Feed t->in to BoringSSL and deliver plaintext until it needs more. */
+static void pump(struct rs_tls_conn *t)
+{
+	struct rs_bufpool *pool = rs_worker_bufpool(rs_conn_worker(t->c));
+	int ret;
+
+	if (!t->established) {
+		ret = SSL_do_handshake(t->ssl);
+		if (ret != 1) {
+			if (SSL_get_error(t->ssl, ret) != SSL_ERROR_WANT_READ)
+				fail(t, ret);
+			return;
+		}
+		established(t);
+		if (rs_conn_closing(t->c))
+			return;
+	}
+	while (t->in_len || SSL_pending(t->ssl)) {
+		struct rs_buf *ob = rs_bufpool_get(pool);
+
+		if (!ob) {
+			/* Every user buffer is pinned by slow readers: stop reading
+			 * this socket and keep the rest of the input until one frees. */
+			rs_conn_pause(t->c);
+			rs_conn_filter_wait(t->c);
+			return;
+		}
+		ret = SSL_read(t->ssl, rs_buf_data(pool, ob), (int)pool->size);
+		if (ret > 0)
+			rs_conn_deliver(t->c, ob, rs_buf_data(pool, ob), (size_t)ret);
+		rs_buf_unref(pool, ob);
+		if (ret <= 0) {
+			if (SSL_get_error(t->ssl, ret) != SSL_ERROR_WANT_READ)
+				fail(t, ret);
+			return;
+		}
+		if (rs_conn_closing(t->c))
+			return;
+	}
+}
+
+#define HELD_MAX (64 * 1024) /* input kept while waiting; beyond it the peer is not reading */
+
+/* Keep unprocessed input, in order, until a user buffer frees up. Bytes
+ * may still arrive meanwhile (a receive already in flight, or the owner
+ * resuming the socket), so they are appended behind what is held. */
+static int hold(struct rs_tls_conn *t, const uint8_t *data, size_t len)
+{
+	uint8_t *p;
+
+	if (t->held_len + len > HELD_MAX)
+		return -ENOBUFS;
+	p = realloc(t->held, t->held_len + len);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p + t->held_len, data, len);
+	t->held = p;
+	t->held_len += len;
+	return 0;
+}
+
+static void f_on_recv(struct rs_conn *c, void *fctx, struct rs_buf *b, uint8_t *data, size_t len)
+{
+	struct rs_tls_conn *t = fctx;
+
+	(void)b;
+	if (t->failed)
+		return;
+	if (t->held) {
+		if (hold(t, data, len))
+			rs_conn_close(c, RS_CLOSE_NOMEM, ENOBUFS);
+		return;
+	}
+	t->in = data;
+	t->in_len = len;
+	pump(t);
+	if (t->in_len && !rs_conn_closing(c) && !t->failed && hold(t, t->in, t->in_len))
+		rs_conn_close(c, RS_CLOSE_NOMEM, ENOBUFS);
+	t->in = NULL;
+	t->in_len = 0;
+}
+
+static void f_on_resume(struct rs_conn *c, void *fctx)
+{
+	struct rs_tls_conn *t = fctx;
+	uint8_t *held = t->held;
+	size_t n = t->held_len;
+
+	t->held = NULL;
+	t->held_len = 0;
+	if (held) {
+		f_on_recv(c, t, NULL, held, n);
+		free(held);
+	} else {
+		pump(t);
+	}
+	if (!t->held && !rs_conn_closing(c))
+		rs_conn_resume(c);
+}
+
+static int f_write(struct rs_conn *c, void *fctx, const uint8_t *data, size_t len)
+{
+	struct rs_tls_conn *t = fctx;
+
+	(void)c;
+	if (!t->established || t->failed)
+		return -ENOTCONN;
+	while (len) {
+		int n = SSL_write(t->ssl, data, (int)RS_MIN(len, (size_t)INT_MAX));
+
+		if (n <= 0) {
+			ERR_clear_error();
+			return -EIO;
+		}
+		data += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void f_shutdown(struct rs_conn *c, void *fctx)
+{
+	struct rs_tls_conn *t = fctx;
+
+	(void)c;
+	if (t->established && !t->failed)
+		SSL_shutdown(t->ssl);
+	ERR_clear_error();
+}
+
+static void f_release(void *fctx)
+{
+	struct rs_tls_conn *t = fctx;
+
+	free(t->held);
+	if (t->on_release)
+		t->on_release(t);
+	SSL_free(t->ssl);
+	free(t);
+}
+
+static const struct rs_conn_filter tls_filter = {
+	.on_recv = f_on_recv,
+	.write = f_write,
+	.shutdown = f_shutdown,
+	.on_resume = f_on_resume,
+	.release = f_release,
+};
+
+int rs_tls_conn_attach(struct rs_conn *c, SSL *ssl, struct rs_tls_counters *stats,
+		       struct rs_tls_conn **out)
+{
+	struct rs_tls_conn *t;
+	BIO *bio;
+
+	pthread_once(&once, init_once);
+	t = calloc(1, sizeof(*t));
+	bio = bio_method ? BIO_new(bio_method) : NULL;
+	if (!t || !bio || ex_index < 0) {
+		BIO_free(bio);
+		free(t);
+		SSL_free(ssl);
+		return -ENOMEM;
+	}
+	t->ssl = ssl;
+	t->c = c;
+	t->stats = stats;
+	BIO_set_data(bio, t);
+	BIO_set_init(bio, 1);
+	SSL_set_bio(ssl, bio, bio);
+	SSL_set_ex_data(ssl, ex_index, t);
+	/* Certificates and key shares are not needed once the handshake is done. */
+	SSL_set_shed_handshake_config(ssl, 1);
+	rs_conn_set_filter(c, &tls_filter, t);
+	*out = t;
+	return 0;
+}
+
+void rs_tls_conn_start(struct rs_tls_conn *t)
+{
+	int ret = SSL_do_handshake(t->ssl);
+
+	if (ret == 1)
+		established(t);
+	else if (SSL_get_error(t->ssl, ret) != SSL_ERROR_WANT_READ)
+		fail(t, ret);
+}

@@ -1,0 +1,70 @@
+/* tls/conn.h — one TLS connection on the engine: BoringSSL driven through a
+ * custom BIO over engine buffers, installed as the connection's filter.
+ *
+ * Received records are read straight out of the receive buffer (no copy
+ * into a memory BIO) and decrypted into the pool's user buffers; sealed
+ * records go out as wire segments. BoringSSL frees its own record buffers
+ * whenever they are empty, so an idle connection keeps only the SSL object.
+ * Handshake, read, write and shutdown are states of the SSL object; nothing
+ * here blocks. Used by tls/server.c and tls/client.c, not by upper layers.
+ */
+#ifndef RS_TLS_CONN_H
+#define RS_TLS_CONN_H
+
+#include "core/common.h"
+
+#include <stdatomic.h>
+
+#include "core/engine.h"
+#include "tls/boringssl.h"
+
+/* Handshake outcome: res 0, or -errno with a message for people (a failed
+ * verification names the host and both fingerprints). */
+typedef void (*rs_tls_done_fn)(struct rs_conn *c, void *arg, int res, const char *msg);
+
+/* Why handshakes failed, for counters. */
+enum rs_tls_fail {
+	RS_TLS_FAIL_PROTOCOL = 0, /* malformed or unexpected records */
+	RS_TLS_FAIL_VERSION,      /* no common version */
+	RS_TLS_FAIL_CIPHER,       /* no common cipher or group */
+	RS_TLS_FAIL_VERIFY,       /* upstream certificate refused */
+	RS_TLS_FAIL_CLOSED,       /* peer went away during the handshake */
+	RS_TLS_FAIL_OTHER,
+	RS_TLS_FAIL__COUNT
+};
+extern const char *const rs_tls_fail_names[RS_TLS_FAIL__COUNT];
+
+struct rs_tls_counters {
+	_Atomic uint64_t handshakes, resumed, failures[RS_TLS_FAIL__COUNT];
+};
+
+struct rs_tls_conn {
+	SSL *ssl;
+	struct rs_conn *c;
+	struct rs_tls_counters *stats;
+	const uint8_t *in; /* wire bytes the BIO has not handed to BoringSSL yet */
+	size_t in_len;
+	uint8_t *held; /* input kept (copied) while no user buffer was free */
+	size_t held_len;
+	rs_tls_done_fn done; /* client: handshake result */
+	void *done_arg;
+	void (*on_release)(struct rs_tls_conn *t); /* owner cleanup (server set refs) */
+	void *owner;
+	bool established, failed;
+};
+
+/* Wrap <ssl> (ownership passes) around <c> as its filter. 0 or -ENOMEM (then
+ * <ssl> is freed). Server side: SSL_set_accept_state before. */
+int rs_tls_conn_attach(struct rs_conn *c, SSL *ssl, struct rs_tls_counters *stats,
+		       struct rs_tls_conn **out);
+
+/* Start the client handshake (ClientHello goes out at the loop's end). */
+void rs_tls_conn_start(struct rs_tls_conn *t);
+
+/* The rs_tls_conn of an SSL in a BoringSSL callback. */
+struct rs_tls_conn *rs_tls_conn_of(const SSL *ssl);
+
+/* Classify the error queue of a failed handshake and clear it. */
+enum rs_tls_fail rs_tls_classify(const SSL *ssl, int ret);
+
+#endif
