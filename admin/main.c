@@ -9,6 +9,7 @@
 #include "admin/app.h"
 #include "admin/audit.h"
 #include "admin/ctl.h"
+#include "admin/tlscheck.h"
 #include "core/config.h"
 #include "core/engine.h"
 #include "core/log.h"
@@ -86,6 +87,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "ctl"))
 		return rs_ctl_client(argc - 2, argv + 2);
+	if (argc > 1 && !strcmp(argv[1], "tls-check"))
+		return rs_tlscheck_main(argc - 2, argv + 2);
 	if (rs_cli_parse(argc, argv, &cli, err, sizeof(err))) {
 		fprintf(stderr, "ringside: %s\n", err);
 		rs_cli_usage(stderr);

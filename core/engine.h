@@ -203,6 +203,8 @@ struct rs_conn_filter {
 void rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void *fctx);
 /* Queue bytes on the wire, past the filter. */
 int rs_conn_send_wire(struct rs_conn *c, const void *data, size_t len) RS_MUST_CHECK;
+/* The filter's context (NULL without a filter). */
+void *rs_conn_filter_ctx(const struct rs_conn *c);
 /* Hand decoded bytes in pool buffer <b> to the owner's on_data. */
 void rs_conn_deliver(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t len);
 /* Call filter->on_resume once a user buffer is free (the filter found none). */

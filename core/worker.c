@@ -768,6 +768,11 @@ void rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void 
 	c->fctx = fctx;
 }
 
+void *rs_conn_filter_ctx(const struct rs_conn *c)
+{
+	return c->fctx;
+}
+
 void rs_conn_deliver(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t len)
 {
 	if (!(c->flags & (CF_CLOSING | CF_LINGER)) && c->ops && c->ops->on_data)

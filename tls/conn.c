@@ -108,7 +108,8 @@ static void fail(struct rs_tls_conn *t, int ret)
 	if (!t->established) {
 		atomic_fetch_add_explicit(&t->stats->failures[why], 1, memory_order_relaxed);
 		snprintf(msg, sizeof(msg), "TLS handshake failed (%s)", rs_tls_fail_names[why]);
-		finish_handshake(t, why == RS_TLS_FAIL_VERIFY ? -EKEYREJECTED : -EPROTO, msg);
+		finish_handshake(t, why == RS_TLS_FAIL_VERIFY ? -EKEYREJECTED : -EPROTO,
+				 t->fail_msg ? t->fail_msg : msg);
 	}
 	if (!rs_conn_closing(t->c))
 		rs_conn_close(t->c, why == RS_TLS_FAIL_CLOSED ? RS_CLOSE_PEER_EOF : RS_CLOSE_ERROR,

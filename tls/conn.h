@@ -50,6 +50,7 @@ struct rs_tls_conn {
 	void *done_arg;
 	void (*on_release)(struct rs_tls_conn *t); /* owner cleanup (server set refs) */
 	void *owner;
+	const char *fail_msg; /* set by a verify callback; owned by <owner> */
 	bool established, failed;
 };
 
