@@ -7,6 +7,7 @@
 #include "admin/metrics.h"
 #include "core/token.h"
 #include "proto/console.h"
+#include "tls/server.h"
 
 #ifndef RS_VERSION
 #define RS_VERSION "0.1.0"
@@ -60,6 +61,30 @@ long rs_metrics_render(struct rs_app *app, char **out)
 	fprintf(f, "ringside_workers %u\n", rs_engine_workers(app->engine));
 	family(f, "ringside_draining", "gauge", "1 while the appliance refuses new consoles.");
 	fprintf(f, "ringside_draining %d\n", atomic_load(&app->draining) ? 1 : 0);
+
+	if (app->tls) {
+		const struct rs_tls_counters *tc = rs_tls_server_counters(app->tls);
+
+		family(f, "ringside_tls_handshakes_total", "counter",
+		       "TLS handshakes completed on the browser listener.");
+		fprintf(f, "ringside_tls_handshakes_total{side=\"server\"} %llu\n",
+			(unsigned long long)atomic_load(&tc->handshakes));
+		family(f, "ringside_tls_resumed_total", "counter",
+		       "TLS handshakes that resumed a session from a ticket.");
+		fprintf(f, "ringside_tls_resumed_total{side=\"server\"} %llu\n",
+			(unsigned long long)atomic_load(&tc->resumed));
+		family(f, "ringside_tls_handshake_failures_total", "counter",
+		       "TLS handshakes that failed, by cause.");
+		for (int i = 0; i < RS_TLS_FAIL__COUNT; i++)
+			fprintf(f,
+				"ringside_tls_handshake_failures_total{side=\"server\",cause=\"%s\"} "
+				"%llu\n",
+				rs_tls_fail_names[i], (unsigned long long)atomic_load(&tc->failures[i]));
+		family(f, "ringside_tls_ticket_key_rotations_total", "counter",
+		       "Session ticket key rotations.");
+		fprintf(f, "ringside_tls_ticket_key_rotations_total %llu\n",
+			(unsigned long long)rs_tls_server_ticket_rotations(app->tls));
+	}
 
 	family(f, "ringside_consoles_opened_total", "counter",
 	       "Console WebSocket upgrades that consumed a token.");

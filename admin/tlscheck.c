@@ -13,6 +13,7 @@
 struct check {
 	struct rs_tls_client *cl;
 	const char *host; /* SNI and verification name */
+	const char *verified_by;
 	uint16_t port;
 	struct sockaddr_storage dst;
 	socklen_t dstlen;
@@ -85,9 +86,9 @@ static void on_tls(struct rs_conn *c, void *arg, int res, const char *msg)
 	if (chain && sk_CRYPTO_BUFFER_num(chain))
 		rs_tls_fingerprint(CRYPTO_BUFFER_data(sk_CRYPTO_BUFFER_value(chain, 0)),
 				   CRYPTO_BUFFER_len(sk_CRYPTO_BUFFER_value(chain, 0)), fp);
-	snprintf(k->line, sizeof(k->line), "ok %s %s resumed=%s peer-sha256=%s",
+	snprintf(k->line, sizeof(k->line), "ok %s %s verified-by=%s resumed=%s peer-sha256=%s",
 		 SSL_get_version(t->ssl), SSL_CIPHER_standard_name(SSL_get_current_cipher(t->ssl)),
-		 rs_tls_client_resumed(c) ? "yes" : "no", fp);
+		 k->verified_by, rs_tls_client_resumed(c) ? "yes" : "no", fp);
 	snprintf(req, sizeof(req), "HEAD / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
 		 k->host);
 	if (rs_conn_send(c, req, strlen(req)))
@@ -192,6 +193,10 @@ int rs_tlscheck_main(int argc, char **argv)
 	if (!k.host)
 		k.host = host;
 	o.pins = pins;
+	k.verified_by = o.insecure ? "nothing(insecure)" : o.n_pins ? "pin" : o.ca_file ? "ca" : "system-ca";
+	if (o.insecure)
+		fprintf(stderr, "ringside tls-check: warning: --insecure: the certificate is not "
+				"verified\n");
 	rs_log_set_level(RS_LOG_ERROR);
 	if (getaddrinfo(host, colon + 1, &hints, &ai) || !ai) {
 		fprintf(stderr, "ringside tls-check: cannot resolve '%s'\n", host);

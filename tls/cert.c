@@ -9,7 +9,7 @@
 #include "tls/boringssl.h"
 #include "tls/cert.h"
 
-#define SELF_DAYS 825 /* renewed on start when less than a day is left */
+#define SELF_DAYS 397 /* browsers and scanners flag longer validity */ /* renewed on start when less than a day is left */
 
 void rs_tls_fingerprint_str(const uint8_t fp[RS_TLS_FP_LEN], char out[RS_TLS_FP_STR])
 {

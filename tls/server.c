@@ -229,7 +229,11 @@ static int build_ctx(struct rs_tls_server *s, struct certset *set, struct cert_c
 		return -EINVAL;
 	}
 	if (!SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM)) {
-		ssl_err(err, errlen, "cannot load the private key", key);
+		ssl_err(err, errlen,
+			ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH
+				? "the private key does not match the certificate"
+				: "cannot load the private key",
+			key);
 		return -EINVAL;
 	}
 	if (!SSL_CTX_check_private_key(ctx)) {

@@ -91,8 +91,10 @@ def streaming_target(c, t):
 # --- a raw WebSocket client, so protocol errors can be sent on purpose ---
 
 class RawWS:
-    def __init__(self, port, path, extra_headers="", protocols="binary"):
+    def __init__(self, port, path, extra_headers="", protocols="binary", tls=None):
         self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if tls is not None:  # an ssl.SSLContext: the same client over wss://
+            self.s = tls.wrap_socket(self.s, server_hostname="localhost")
         key = base64.b64encode(os.urandom(16)).decode()
         proto = "Sec-WebSocket-Protocol: %s\r\n" % protocols if protocols else ""
         self.s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
