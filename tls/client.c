@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 
 #include "core/log.h"
@@ -35,8 +36,10 @@ struct client_conn {
 	struct rs_tls_client *cl;
 	char key[272]; /* host:port */
 	char host[256];
-	char msg[512];
+	char *msg; /* why verification failed (allocated only then) */
 };
+
+#define MSG_LEN 1024
 
 static bool is_ip(const char *host)
 {
@@ -106,6 +109,20 @@ out_free:
 	return ok;
 }
 
+static void set_msg(struct client_conn *cc, const char *fmt, ...) RS_PRINTF(2, 3);
+static void set_msg(struct client_conn *cc, const char *fmt, ...)
+{
+	va_list ap;
+
+	free(cc->msg);
+	cc->msg = malloc(MSG_LEN);
+	if (!cc->msg)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(cc->msg, MSG_LEN, fmt, ap);
+	va_end(ap);
+}
+
 static enum ssl_verify_result_t on_verify(SSL *ssl, uint8_t *alert)
 {
 	struct rs_tls_conn *t = rs_tls_conn_of(ssl);
@@ -122,7 +139,7 @@ static enum ssl_verify_result_t on_verify(SSL *ssl, uint8_t *alert)
 		return ssl_verify_ok;
 	}
 	if (!leaf) {
-		snprintf(cc->msg, sizeof(cc->msg), "upstream %s (%s): no certificate presented",
+		set_msg(cc, "upstream %s (%s): no certificate presented",
 			 cl->name, cc->key);
 		goto refuse;
 	}
@@ -133,14 +150,14 @@ static enum ssl_verify_result_t on_verify(SSL *ssl, uint8_t *alert)
 			if (!CRYPTO_memcmp(cl->pins[i], fp, sizeof(fp)))
 				return ssl_verify_ok;
 		fp_list(cl, want, sizeof(want));
-		snprintf(cc->msg, sizeof(cc->msg),
+		set_msg(cc,
 			 "upstream %s (%s): certificate fingerprint mismatch: expected %s, got %s",
 			 cl->name, cc->key, want, got);
 		goto refuse;
 	}
 	if (verify_chain(cc, chain, &why))
 		return ssl_verify_ok;
-	snprintf(cc->msg, sizeof(cc->msg),
+	set_msg(cc,
 		 "upstream %s (%s): certificate not trusted: %s (its SHA-256 fingerprint is %s)",
 		 cl->name, cc->key, why, got);
 
@@ -290,7 +307,10 @@ void rs_tls_client_free(struct rs_tls_client *cl)
 
 static void on_conn_release(struct rs_tls_conn *t)
 {
-	free(t->owner);
+	struct client_conn *cc = t->owner;
+
+	free(cc->msg);
+	free(cc);
 }
 
 int rs_tls_client_attach(struct rs_tls_client *cl, struct rs_conn *c, const char *host,
