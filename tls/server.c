@@ -399,12 +399,10 @@ static void on_conn_release(struct rs_tls_conn *t)
 	certset_put(t->owner);
 }
 
-int rs_tls_server_attach(struct rs_tls_server *s, struct rs_conn *c)
+SSL *rs_tls_server_new_ssl(struct rs_tls_server *s, void **set_ref)
 {
 	struct certset *set;
-	struct rs_tls_conn *t;
 	SSL *ssl;
-	int ret;
 
 	pthread_mutex_lock(&s->lock);
 	set = s->cur;
@@ -413,9 +411,27 @@ int rs_tls_server_attach(struct rs_tls_server *s, struct rs_conn *c)
 	ssl = SSL_new(set->v[0].ctx);
 	if (!ssl) {
 		certset_put(set);
-		return -ENOMEM;
+		return NULL;
 	}
 	SSL_set_accept_state(ssl);
+	*set_ref = set;
+	return ssl;
+}
+
+void rs_tls_server_put(void *set_ref)
+{
+	certset_put(set_ref);
+}
+
+int rs_tls_server_attach(struct rs_tls_server *s, struct rs_conn *c)
+{
+	struct rs_tls_conn *t;
+	void *set;
+	SSL *ssl = rs_tls_server_new_ssl(s, &set);
+	int ret;
+
+	if (!ssl)
+		return -ENOMEM;
 	ret = rs_tls_conn_attach(c, ssl, &s->stats, &t);
 	if (ret) {
 		certset_put(set);

@@ -50,6 +50,13 @@ void rs_tls_server_tick(struct rs_tls_server *s, uint64_t now_s);
 /* Describe the certificates in use ("<subject> sha256 <fp>" per line). */
 void rs_tls_server_describe(struct rs_tls_server *s, char *out, size_t len);
 
+/* A server-side SSL on the current certificate set, holding a reference to
+ * it; pass *set_ref to rs_tls_server_put() when the SSL is freed. NULL on
+ * allocation failure. (The engine path is rs_tls_server_attach; the fuzzer
+ * drives this directly.) */
+SSL *rs_tls_server_new_ssl(struct rs_tls_server *s, void **set_ref);
+void rs_tls_server_put(void *set_ref);
+
 /* Start TLS on an accepted connection (after its ops are set). 0 or -ENOMEM. */
 int rs_tls_server_attach(struct rs_tls_server *s, struct rs_conn *c);
 

@@ -46,11 +46,15 @@ const received = []; // every byte the browser got: bodies and WebSocket frames
 const pwBytes = Buffer.from(password);
 try {
   const { url } = await createConsole();
+  const scheme = env('EXPECT_SCHEME', 'http');
+  check(`console link is ${scheme}://`, url.startsWith(`${scheme}://`), url);
   const page = await ctx.newPage();
+  const wsUrls = [];
   page.on('response', async (resp) => {
     try { received.push(Buffer.from(await resp.body())); } catch { /* redirects, 101 */ }
   });
   page.on('websocket', (ws) => {
+    wsUrls.push(ws.url());
     ws.on('framereceived', (f) => received.push(Buffer.from(f.payload)));
   });
   const errors = [];
@@ -58,6 +62,8 @@ try {
   await page.goto(url);
   await page.waitForFunction(() => document.body.dataset.state !== 'connecting', null, { timeout: 15000 });
   const state = await page.evaluate(() => document.body.dataset.state);
+  check(`WebSocket is ${scheme === 'https' ? 'wss' : 'ws'}://`,
+    wsUrls.length > 0 && wsUrls[0].startsWith(scheme === 'https' ? 'wss://' : 'ws://'), wsUrls.join(' '));
   check('console connects', state === 'connected', `state=${state} reason=${await page.evaluate(() => document.body.dataset.reason)}`);
   // The framebuffer arrives just after connect: poll the canvas centre.
   let px = null;

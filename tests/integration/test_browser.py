@@ -5,12 +5,15 @@ import subprocess
 
 import pytest
 
-from conftest import API_KEY, ROOT
+from conftest import API_KEY, ROOT, free_port
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed (scripts/setup installs it)")
-def test_browser_console_shows_desktop(daemon, xvnc, tmpdir_rs):
-    env = dict(os.environ, RINGSIDE_URL=daemon.base, RINGSIDE_KEY=API_KEY, VNC_PORT=str(xvnc.port),
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_browser_console_shows_desktop(daemon_factory, xvnc, tmpdir_rs, scheme):
+    tls_port = free_port()
+    daemon = daemon_factory({"tls_listen": ["127.0.0.1:%d" % tls_port]} if scheme == "https" else None)
+    env = dict(os.environ, RINGSIDE_URL=daemon.base, EXPECT_SCHEME=scheme, RINGSIDE_KEY=API_KEY, VNC_PORT=str(xvnc.port),
                VNC_PASSWORD=xvnc.password, COLOUR=xvnc.colour, OUT_DIR=tmpdir_rs,
                NODE_PATH=os.path.join(ROOT, "www/node_modules"))
     out = subprocess.run(["node", os.path.join(ROOT, "tests/e2e/vnc_console.mjs")], env=env,
