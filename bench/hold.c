@@ -4,6 +4,10 @@
  *   hold --port P --conns N [--host 127.0.0.1] [--src-base B --src-count K]
  *        [--request 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n' | --path /healthz]
  *        [--hold-seconds S] [--batch 512] [--timeout-ms 10000] [--ramp-seconds 120]
+ *        [--tls]
+ *
+ * --tls: a full TLS handshake (BoringSSL, no verification, no resumption)
+ * before the request, so the held connections are idle TLS connections.
  *
  * A process with ordinary descriptors cannot pass RLIMIT_NOFILE, so the
  * benchmark runs several of these side by side; --src-base/--src-count spread
@@ -34,11 +38,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "tls/boringssl.h"
+
 #define HOLD_REQ_MAX  4096
 #define HOLD_RESP_MAX 8192
 
 enum hold_state {
 	HOLD_CONNECTING = 0,
+	HOLD_HANDSHAKE,
 	HOLD_READING,
 	HOLD_IDLE,
 	HOLD_DEAD,
@@ -53,6 +60,7 @@ enum hold_err {
 	HOLD_ERR_STATUS,
 	HOLD_ERR_CLOSE,
 	HOLD_ERR_TIMEOUT,
+	HOLD_ERR_TLS,
 	HOLD_ERR_MAX,
 };
 
@@ -60,7 +68,7 @@ static const char *const hold_err_names[HOLD_ERR_MAX] = {
     [HOLD_ERR_WRITE] = "write",	    [HOLD_ERR_READ] = "read",
     [HOLD_ERR_EOF] = "eof",	    [HOLD_ERR_HTTP] = "malformed",
     [HOLD_ERR_STATUS] = "status",   [HOLD_ERR_CLOSE] = "not_keepalive",
-    [HOLD_ERR_TIMEOUT] = "timeout",
+    [HOLD_ERR_TIMEOUT] = "timeout", [HOLD_ERR_TLS] = "tls",
 };
 
 struct hold_conn {
@@ -70,7 +78,10 @@ struct hold_conn {
 	uint16_t got;
 	uint64_t start_ns;
 	char *rx; /* the answer so far; only while HOLD_READING */
+	SSL *ssl; /* --tls */
 };
+
+static SSL_CTX *hold_tls;
 
 struct hold_opts {
 	const char *host;
@@ -284,6 +295,32 @@ static void hold_kill(int ep, struct hold_conn *c)
 	c->state = HOLD_DEAD;
 	free(c->rx);
 	c->rx = NULL;
+	SSL_free(c->ssl);
+	c->ssl = NULL;
+}
+
+/* send()/read() or their TLS twins; -1 with errno EAGAIN when it would block. */
+static ssize_t hold_io(struct hold_conn *c, void *buf, size_t len, bool wr)
+{
+	int n;
+
+	if (!c->ssl)
+		return wr ? send(c->fd, buf, len, MSG_NOSIGNAL) : read(c->fd, buf, len);
+	n = wr ? SSL_write(c->ssl, buf, (int)len) : SSL_read(c->ssl, buf, (int)len);
+	if (n > 0)
+		return n;
+	switch (SSL_get_error(c->ssl, n)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	default:
+		ERR_clear_error();
+		errno = EPROTO;
+		return -1;
+	}
 }
 
 static void hold_fail(int ep, struct hold_conn *c, struct hold_stats *st)
@@ -346,21 +383,74 @@ out_fail:
 	st->failed++;
 }
 
-/* Connected (or failed to): check SO_ERROR, send the request, wait for input. */
+static void hold_send_request(const struct hold_opts *o, int ep, struct hold_conn *c,
+			      struct hold_stats *st);
+
+/* Drive the TLS handshake; then the request. */
+static void hold_on_handshake(const struct hold_opts *o, int ep, struct hold_conn *c,
+			      struct hold_stats *st)
+{
+	struct epoll_event ev = {.data.ptr = c};
+	int r = SSL_do_handshake(c->ssl);
+
+	if (r == 1) {
+		c->state = HOLD_CONNECTING; /* request phase */
+		hold_send_request(o, ep, c, st);
+		return;
+	}
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		ev.events = EPOLLIN | EPOLLRDHUP;
+		break;
+	case SSL_ERROR_WANT_WRITE:
+		ev.events = EPOLLOUT;
+		break;
+	default:
+		ERR_clear_error();
+		hold_error(ep, c, st, HOLD_ERR_TLS);
+		return;
+	}
+	if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+		hold_error(ep, c, st, HOLD_ERR_TLS);
+}
+
+/* Connected (or failed to): check SO_ERROR, TLS if asked, send the request. */
 static void hold_on_writable(const struct hold_opts *o, int ep, struct hold_conn *c,
 			     struct hold_stats *st)
 {
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
 	socklen_t elen = sizeof(int);
 	int err = 0;
 
+	if (c->ssl) {
+		hold_send_request(o, ep, c, st);
+		return;
+	}
 	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0 || err) {
 		hold_note_errno(st, "connect", err ? err : errno);
 		hold_fail(ep, c, st);
 		return;
 	}
+	if (hold_tls) {
+		c->ssl = SSL_new(hold_tls);
+		if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
+			hold_error(ep, c, st, HOLD_ERR_TLS);
+			return;
+		}
+		SSL_set_connect_state(c->ssl);
+		c->state = HOLD_HANDSHAKE;
+		hold_on_handshake(o, ep, c, st);
+		return;
+	}
+	hold_send_request(o, ep, c, st);
+}
+
+static void hold_send_request(const struct hold_opts *o, int ep, struct hold_conn *c,
+			      struct hold_stats *st)
+{
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+
 	while (c->sent < o->req_len) {
-		ssize_t w = send(c->fd, o->req + c->sent, o->req_len - c->sent, MSG_NOSIGNAL);
+		ssize_t w = hold_io(c, (char *)o->req + c->sent, o->req_len - c->sent, true);
 
 		if (w < 0 && errno == EAGAIN)
 			return; /* EPOLLOUT comes again */
@@ -385,7 +475,7 @@ static void hold_on_readable(int ep, struct hold_conn *c, struct hold_stats *st)
 	int status = 0, r;
 	ssize_t n;
 
-	n = read(c->fd, c->rx + c->got, HOLD_RESP_MAX - c->got);
+	n = hold_io(c, c->rx + c->got, HOLD_RESP_MAX - c->got, false);
 	if (n < 0 && errno == EAGAIN)
 		return;
 	if (n <= 0) {
@@ -423,7 +513,7 @@ static void hold_on_readable(int ep, struct hold_conn *c, struct hold_stats *st)
 static void hold_on_idle_event(int ep, struct hold_conn *c, struct hold_stats *st)
 {
 	char buf[512];
-	ssize_t n = read(c->fd, buf, sizeof(buf));
+	ssize_t n = hold_io(c, buf, sizeof(buf), false);
 
 	if (n > 0) {
 		st->unexpected += n;
@@ -443,6 +533,9 @@ static void hold_dispatch(const struct hold_opts *o, int ep, const struct epoll_
 	switch (c->state) {
 	case HOLD_CONNECTING:
 		hold_on_writable(o, ep, c, st);
+		break;
+	case HOLD_HANDSHAKE:
+		hold_on_handshake(o, ep, c, st);
 		break;
 	case HOLD_READING:
 		hold_on_readable(ep, c, st);
@@ -502,7 +595,7 @@ static void hold_usage(void)
 	    "usage: hold --port P --conns N [--host 127.0.0.1] [--src-base B --src-count K]\n"
 	    "            [--request 'GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' | --path P]\n"
 	    "            [--hold-seconds S] [--batch 512] [--timeout-ms 10000] "
-	    "[--ramp-seconds 120]\n");
+	    "[--ramp-seconds 120] [--tls]\n");
 }
 
 static int hold_parse_args(int argc, char **argv, struct hold_opts *o)
@@ -511,7 +604,8 @@ static int hold_parse_args(int argc, char **argv, struct hold_opts *o)
 	    {"host", 1, 0, 'h'},       {"port", 1, 0, 'p'},	    {"conns", 1, 0, 'n'},
 	    {"src-base", 1, 0, 'b'},   {"src-count", 1, 0, 'k'},    {"request", 1, 0, 'r'},
 	    {"path", 1, 0, 'u'},       {"hold-seconds", 1, 0, 's'}, {"batch", 1, 0, 'B'},
-	    {"timeout-ms", 1, 0, 't'}, {"ramp-seconds", 1, 0, 'R'}, {0, 0, 0, 0}};
+	    {"timeout-ms", 1, 0, 't'}, {"ramp-seconds", 1, 0, 'R'}, {"tls", 0, 0, 'T'},
+	    {0, 0, 0, 0}};
 	int c, len;
 
 	*o = (struct hold_opts){.host = "127.0.0.1",
@@ -551,6 +645,14 @@ static int hold_parse_args(int argc, char **argv, struct hold_opts *o)
 			break;
 		case 'R':
 			o->ramp_s = atoi(optarg);
+			break;
+		case 'T':
+			hold_tls = SSL_CTX_new(TLS_method());
+			if (!hold_tls)
+				return -ENOMEM;
+			/* Full handshakes only: every connection costs the server one. */
+			SSL_CTX_set_session_cache_mode(hold_tls, SSL_SESS_CACHE_OFF);
+			SSL_CTX_set_options(hold_tls, SSL_OP_NO_TICKET);
 			break;
 		case 'r':
 			len = hold_unescape(optarg, o->req, sizeof(o->req));
@@ -657,8 +759,10 @@ int main(int argc, char **argv)
 	}
 	/* Whatever is still opening when the ramp ends (deadline or signal). */
 	for (int i = 0; i < opened; i++) {
-		if (cs[i].state == HOLD_CONNECTING)
+		if (cs[i].state == HOLD_CONNECTING && !cs[i].ssl)
 			hold_fail(ep, &cs[i], &st);
+		else if (cs[i].state == HOLD_CONNECTING || cs[i].state == HOLD_HANDSHAKE)
+			hold_error(ep, &cs[i], &st, HOLD_ERR_TIMEOUT);
 		else if (cs[i].state == HOLD_READING)
 			hold_error(ep, &cs[i], &st, HOLD_ERR_TIMEOUT);
 	}

@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-short}" in
-short) args=(10000 5 3) ;;
+short) args=(10000 5 3) tls=(5000 3000) ;;
 full)
-	args=(30000 10 3)
+	args=(30000 10 3) tls=(15000 10000)
 	# Wait up to 5 minutes for the CPUs to be quiet before measuring.
 	export BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-300}
 	;;
@@ -22,4 +22,6 @@ full)
 esac
 echo "== bench/engine-bench.sh ${args[*]}" \
 	"(reproduce with the same command; bench/README.md explains each figure)"
-exec bench/engine-bench.sh "${args[@]}"
+bench/engine-bench.sh "${args[@]}"
+echo "== bench/tls-bench.sh ${tls[*]}"
+bench/tls-bench.sh "${tls[@]}"
