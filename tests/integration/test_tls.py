@@ -249,6 +249,20 @@ def test_wss_console_relays_and_survives_certificate_reload(tls_daemon, tmpdir_r
         assert ws.rfb_client_handshake() == 0
         ws.send_frame(2, b"\x01")  # ClientInit (the echo target returns it)
         assert ws.recv_data(1) == b"\x01"
+        # Handshakes keep succeeding throughout the reload (load from a thread).
+        stop, errors, done = threading.Event(), [], [0]
+
+        def hammer():
+            while not stop.is_set():
+                try:
+                    assert b"200" in https_get(d.tls_port, "/healthz")
+                    done[0] += 1
+                except Exception as e:  # noqa: BLE001 - any failure counts
+                    errors.append(repr(e))
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
         # Sessions keep relaying while new certificates are loaded under them.
         b = make_cert(tmpdir_rs, "b")
         shutil.copy(b[0], live_cert)
@@ -264,6 +278,11 @@ def test_wss_console_relays_and_survives_certificate_reload(tls_daemon, tmpdir_r
                 break
             time.sleep(0.1)
         assert fp == new_fp, "new handshakes must present the new certificate"
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert not errors and done[0] > 10, (errors[:3], done[0])
         for i in range(50):
             msg = os.urandom(1000 + i * 100)
             ws.send_frame(2, msg)
