@@ -98,6 +98,40 @@ static void free_tls_certs(struct rs_config *c)
 	c->n_tls_certs = 0;
 }
 
+static void wipe_free(char *p)
+{
+	if (p) {
+		explicit_bzero(p, strlen(p));
+		free(p);
+	}
+}
+
+static void free_clusters(struct rs_config *c)
+{
+	for (size_t i = 0; i < c->n_clusters; i++) {
+		struct rs_cluster_conf *k = &c->clusters[i];
+
+		free(k->name);
+		free_list(&k->endpoints, &k->n_endpoints);
+		wipe_free(k->token);
+		free(k->user);
+		wipe_free(k->password);
+		free(k->ca_file);
+		free_list(&k->fingerprints, &k->n_fingerprints);
+	}
+	free(c->clusters);
+	c->clusters = NULL;
+	c->n_clusters = 0;
+}
+
+const struct rs_cluster_conf *rs_config_cluster(const struct rs_config *c, const char *name)
+{
+	for (size_t i = 0; i < c->n_clusters; i++)
+		if (!strcmp(c->clusters[i].name, name))
+			return &c->clusters[i];
+	return NULL;
+}
+
 static void set_str(char **dst, const char *v)
 {
 	free(*dst);
@@ -128,6 +162,7 @@ void rs_config_release(struct rs_config *c)
 	free_list(&c->tls_listen, &c->n_tls_listen);
 	free_list(&c->trusted_proxies, &c->n_trusted_proxies);
 	free_tls_certs(c);
+	free_clusters(c);
 	free_keys(c);
 	free(c->public_url);
 	free(c->log_level);
@@ -326,6 +361,131 @@ static int set_tls_certs(struct rs_config *c, const char *path, json_t *v, char 
 	return 0;
 }
 
+static bool valid_token(const char *t)
+{
+	const char *bang = strchr(t, '!'), *eq = strrchr(t, '=');
+
+	/* user@realm!tokenid=secret, split at the last '=' as Proxmox does. */
+	return bang && eq && eq > bang + 1 && strchr(t, '@') && strchr(t, '@') < bang && eq[1] &&
+	       !strpbrk(t, "\r\n ");
+}
+
+static int set_cluster(struct rs_cluster_conf *k, const char *name, json_t *obj, char *err,
+		       size_t errlen)
+{
+	static const char *const known[] = {"endpoints", "token", "user", "password", "ca_file",
+					    "fingerprints", "verify"};
+	char path[200];
+	const char *key;
+	json_t *v;
+	int ret;
+
+	k->name = rs_xstrdup(name);
+	if (!json_is_object(obj))
+		return errf(err, errlen, "config: 'clusters.%s': must be an object", name);
+	json_object_foreach(obj, key, v)
+	{
+		bool ok = false;
+
+		for (size_t i = 0; i < RS_ARRAY_SIZE(known); i++)
+			ok |= !strcmp(key, known[i]);
+		snprintf(path, sizeof(path), "clusters.%s.%s", name, key);
+		if (!ok)
+			return errf(err, errlen, "config: '%s': unknown key", path);
+		if (!strcmp(key, "endpoints") || !strcmp(key, "fingerprints")) {
+			ret = get_string_list(v, path,
+					      !strcmp(key, "endpoints") ? &k->endpoints : &k->fingerprints,
+					      !strcmp(key, "endpoints") ? &k->n_endpoints
+									: &k->n_fingerprints,
+					      err, errlen);
+			if (ret)
+				return ret;
+			continue;
+		}
+		if (!json_is_string(v) || !json_string_length(v))
+			return errf(err, errlen, "config: '%s': must be a non-empty string", path);
+		if (!strcmp(key, "verify")) {
+			const char *m = json_string_value(v);
+
+			if (!strcmp(m, "insecure"))
+				k->insecure = true;
+			else if (!strcmp(m, "system"))
+				k->system_ca = true;
+			else if (strcmp(m, "strict"))
+				return errf(err, errlen,
+					    "config: '%s': 'strict' (ca_file or fingerprints), 'system' "
+					    "or 'insecure'",
+					    path);
+			continue;
+		}
+		set_str(!strcmp(key, "token")	     ? &k->token
+			: !strcmp(key, "user")	     ? &k->user
+			: !strcmp(key, "password") ? &k->password
+						   : &k->ca_file,
+			json_string_value(v));
+	}
+	if (!k->n_endpoints)
+		return errf(err, errlen, "config: 'clusters.%s.endpoints': needs at least one host:port",
+			    name);
+	for (size_t i = 0; i < k->n_endpoints; i++) {
+		const char *e = k->endpoints[i], *colon = strrchr(e, ':');
+
+		if (!colon || colon == e || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+		    atoi(colon + 1) < 1 || atoi(colon + 1) > 65535 || strpbrk(e, " /\r\n"))
+			return errf(err, errlen,
+				    "config: 'clusters.%s.endpoints[%zu]': '%s' is not host:port "
+				    "(e.g. 10.0.0.5:8006)",
+				    name, i, e);
+	}
+	if (!!k->token == !!k->user)
+		return errf(err, errlen,
+			    "config: 'clusters.%s': give either 'token' (an API token, recommended) "
+			    "or 'user' and 'password'",
+			    name);
+	if (k->token && !valid_token(k->token))
+		return errf(err, errlen,
+			    "config: 'clusters.%s.token': must look like user@realm!tokenid=secret",
+			    name);
+	if (k->user && (!k->password || !strchr(k->user, '@')))
+		return errf(err, errlen,
+			    "config: 'clusters.%s': 'user' must be user@realm and needs 'password'",
+			    name);
+	if (!k->ca_file && !k->n_fingerprints && !k->system_ca && !k->insecure)
+		return errf(err, errlen,
+			    "config: 'clusters.%s': say how to verify its TLS certificates: 'ca_file' "
+			    "(the cluster CA, /etc/pve/pve-root-ca.pem), 'fingerprints' (SHA-256 of "
+			    "the node certificates), or \"verify\": \"system\" / \"insecure\"",
+			    name);
+	return 0;
+}
+
+static int set_clusters(struct rs_config *c, json_t *v, char *err, size_t errlen)
+{
+	const char *name;
+	json_t *obj;
+	size_t i = 0;
+
+	if (!json_is_object(v))
+		return errf(err, errlen, "config: 'clusters': must be an object of named clusters");
+	free_clusters(c);
+	c->clusters = rs_xcalloc(json_object_size(v) + 1, sizeof(*c->clusters));
+	json_object_foreach(v, name, obj)
+	{
+		int ret;
+
+		if (!valid_key_name(name))
+			return errf(err, errlen,
+				    "config: 'clusters': name '%s' must be 1-64 characters of A-Z "
+				    "a-z 0-9 . _ -",
+				    name);
+		c->n_clusters = ++i;
+		ret = set_cluster(&c->clusters[i - 1], name, obj, err, errlen);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 static int set_section(struct rs_config *c, const char *section, json_t *obj, char *err,
 		       size_t errlen)
 {
@@ -391,6 +551,8 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 		} else if (!strcmp(k, "listen")) {
 			ret = get_string_list(v, k, &c->listen, &c->n_listen, err, errlen);
 			c->_listen_set = true;
+		} else if (!strcmp(k, "clusters")) {
+			ret = set_clusters(c, v, err, errlen);
 		} else if (!strcmp(k, "tls_listen")) {
 			ret = get_string_list(v, k, &c->tls_listen, &c->n_tls_listen, err, errlen);
 		} else if (!strcmp(k, "trusted_proxies")) {

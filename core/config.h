@@ -18,6 +18,20 @@ struct rs_api_key {
 	char *key;
 };
 
+/* A Proxmox VE cluster ringside opens consoles on. Secrets are wiped on release. */
+struct rs_cluster_conf {
+	char *name;
+	char **endpoints; /* "host:port", tried in order (failover) */
+	size_t n_endpoints;
+	char *token;              /* API token "user@realm!id=secret" (recommended), or */
+	char *user, *password;    /* a login (tickets cached and renewed) */
+	char *ca_file;            /* verification: the cluster CA, or */
+	char **fingerprints;      /* SHA-256 pins of the node certificates, or */
+	size_t n_fingerprints;
+	bool system_ca;           /* the system store, or */
+	bool insecure;            /* nothing (explicit) */
+};
+
 struct rs_config {
 	char **listen; /* "host:port" entries */
 	size_t n_listen;
@@ -30,6 +44,8 @@ struct rs_config {
 	unsigned tls_ticket_rotation_s;
 	char **trusted_proxies; /* CIDRs whose X-Forwarded-For is believed */
 	size_t n_trusted_proxies;
+	struct rs_cluster_conf *clusters;
+	size_t n_clusters;
 	char *public_url; /* base of console links, no trailing slash */
 	unsigned workers; /* 0: one per online CPU */
 	char *log_level;
@@ -92,6 +108,9 @@ void rs_config_release(struct rs_config *c);
 int rs_cli_parse(int argc, char **argv, struct rs_cli *cli, char *err, size_t errlen);
 int rs_config_apply_cli(struct rs_config *c, const struct rs_cli *cli, char *err, size_t errlen);
 void rs_cli_usage(FILE *out);
+
+/* The cluster named <name>, or NULL. */
+const struct rs_cluster_conf *rs_config_cluster(const struct rs_config *c, const char *name);
 
 /* Parse "1.2.3.4:80", "[::1]:80" or "localhost:80". 0 or -EINVAL. */
 int rs_parse_hostport(const char *s, struct sockaddr_storage *out, socklen_t *len);

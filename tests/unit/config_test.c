@@ -70,6 +70,81 @@ static void test_every_bad_value_names_its_key(void **st)
 	expect_error("{\n  \"listen\": [\n", "line");
 }
 
+static void test_tls_and_proxies(void **st)
+{
+	struct rs_config c;
+
+	(void)st;
+	assert_int_equal(load(&c, "{\"tls_listen\": [\"127.0.0.1:8443\"], \"listen\": [],"
+				  "\"tls\": {\"certificates\": [{\"cert\": \"a.pem\", \"key\": \"a.key\"}],"
+				  "\"ticket_key_rotation_s\": 600},"
+				  "\"trusted_proxies\": [\"10.0.0.0/8\", \"::1\"]}"),
+			 0);
+	assert_string_equal(c.public_url, "https://127.0.0.1:8443");
+	assert_int_equal(c.n_tls_certs, 1);
+	assert_string_equal(c.tls_certs[0].key, "a.key");
+	assert_int_equal(c.tls_ticket_rotation_s, 600);
+	assert_int_equal(c.n_trusted_proxies, 2);
+	rs_config_release(&c);
+	expect_error("{\"listen\": []}", "'listen': needs at least one address");
+	expect_error("{\"tls_listen\": [\"x\"]}", "'tls_listen[0]'");
+	expect_error("{\"tls\": {\"certificates\": [{\"cert\": \"a\"}]}}",
+		     "'tls.certificates[0]'");
+	expect_error("{\"tls\": {\"ticket_key_rotation_s\": -1}}", "'tls.ticket_key_rotation_s'");
+	expect_error("{\"trusted_proxies\": [\"10.0.0.0/33\"]}", "'trusted_proxies[0]'");
+	expect_error("{\"trusted_proxies\": [\"lb.example\"]}", "'trusted_proxies[0]'");
+}
+
+static void test_clusters(void **st)
+{
+	struct rs_config c;
+	const struct rs_cluster_conf *k;
+
+	(void)st;
+	assert_int_equal(load(&c, "{\"clusters\": {\"fra1\": {\"endpoints\": [\"10.0.0.5:8006\","
+				  "\"pve2.example:8006\"], \"token\": \"root@pam!ringside=abc-123\","
+				  "\"ca_file\": \"/etc/pve-ca.pem\"}, \"ams\": {\"endpoints\": "
+				  "[\"[fd00::1]:8006\"], \"user\": \"relay@pve\", \"password\": \"pw\","
+				  "\"fingerprints\": [\"AB:CD\"]}}}"),
+			 0);
+	k = rs_config_cluster(&c, "fra1");
+	assert_non_null(k);
+	assert_int_equal(k->n_endpoints, 2);
+	assert_string_equal(k->token, "root@pam!ringside=abc-123");
+	k = rs_config_cluster(&c, "ams");
+	assert_non_null(k);
+	assert_string_equal(k->user, "relay@pve");
+	assert_null(rs_config_cluster(&c, "nope"));
+	rs_config_release(&c);
+	expect_error("{\"clusters\": {\"a\": {\"token\": \"u@pam!t=s\", \"verify\": \"system\"}}}",
+		     "'clusters.a.endpoints'");
+	expect_error("{\"clusters\": {\"a\": {\"endpoints\": [\"h\"], \"token\": \"u@pam!t=s\","
+		     "\"verify\": \"system\"}}}",
+		     "'clusters.a.endpoints[0]'");
+	expect_error("{\"clusters\": {\"a\": {\"endpoints\": [\"h:1\"], \"verify\": \"system\"}}}",
+		     "either 'token'");
+	expect_error("{\"clusters\": {\"a\": {\"endpoints\": [\"h:1\"], \"token\": \"nobang=s\","
+		     "\"verify\": \"system\"}}}",
+		     "'clusters.a.token'");
+	expect_error("{\"clusters\": {\"a\": {\"endpoints\": [\"h:1\"], \"token\": \"u@pam!t=s\"}}}",
+		     "say how to verify");
+	expect_error("{\"clusters\": {\"a\": {\"endpoints\": [\"h:1\"], \"token\": \"u@pam!t=s\","
+		     "\"verify\": \"maybe\"}}}",
+		     "'clusters.a.verify'");
+	expect_error("{\"clusters\": {\"a\": {\"endpoints\": [\"h:1\"], \"user\": \"relay\","
+		     "\"password\": \"x\", \"verify\": \"system\"}}}",
+		     "user@realm");
+	expect_error("{\"clusters\": {\"a b\": {}}}", "name 'a b'");
+	expect_error("{\"clusters\": {\"a\": {\"endpoints\": [\"h:1\"], \"tokn\": 1}}}",
+		     "'clusters.a.tokn': unknown key");
+	/* A secret is never echoed in an error. */
+	assert_int_not_equal(load(&c, "{\"clusters\": {\"a\": {\"endpoints\": [\"h:1\"], "
+				      "\"token\": \"u@pam!t=topsecret\"}}}"),
+			     0);
+	assert_null(strstr(err, "topsecret"));
+	rs_config_release(&c);
+}
+
 static void test_secret_never_in_error(void **st)
 {
 	struct rs_config c;
@@ -172,6 +247,8 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_every_bad_value_names_its_key),
 		cmocka_unit_test(test_secret_never_in_error),
+		cmocka_unit_test(test_tls_and_proxies),
+		cmocka_unit_test(test_clusters),
 		cmocka_unit_test(test_proxmoxvnc_config_maps),
 		cmocka_unit_test(test_cli_overrides),
 		cmocka_unit_test(test_hostport),
