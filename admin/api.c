@@ -153,6 +153,66 @@ static int parse_ip(const char *ip, struct sockaddr_storage *out)
 	return -EINVAL;
 }
 
+static bool valid_node(const char *n)
+{
+	size_t len = strlen(n);
+
+	return len && len <= 63 && strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					     "0123456789.-") == len;
+}
+
+/* {"cluster":"fra1","node":"pve2","vmid":100,"type":"qemu","console":"vnc"} */
+static int parse_pve(const struct rs_config *cfg, json_t *root, struct rs_console_spec *s,
+		     struct rs_api_error *e)
+{
+	json_t *v = json_object_get(root, "cluster");
+	const char *type = "qemu", *console = "vnc";
+
+	if (json_object_get(root, "host") || json_object_get(root, "port") ||
+	    json_object_get(root, "password"))
+		return fail(e, 400, "invalid_field",
+			    "a Proxmox console takes cluster, vmid, node, type and console, not "
+			    "host, port or password");
+	if (!json_is_string(v) || !rs_config_cluster(cfg, json_string_value(v)))
+		return fail(e, 400, "invalid_field", "'cluster' must name a configured cluster");
+	s->cluster = strdup(json_string_value(v));
+	v = json_object_get(root, "vmid");
+	if (!json_is_integer(v) || json_integer_value(v) < 100 ||
+	    json_integer_value(v) > 999999999)
+		return fail(e, 400, "invalid_field", "'vmid' must be an integer from 100 to 999999999");
+	s->vmid = (uint32_t)json_integer_value(v);
+	v = json_object_get(root, "node");
+	if (v && !json_is_null(v)) {
+		if (!json_is_string(v) || !valid_node(json_string_value(v)))
+			return fail(e, 400, "invalid_field",
+				    "'node' must be a node name (letters, digits, '.', '-')");
+		s->node = strdup(json_string_value(v));
+	}
+	v = json_object_get(root, "type");
+	if (v) {
+		if (!json_is_string(v) || (strcmp(json_string_value(v), "qemu") &&
+					   strcmp(json_string_value(v), "lxc")))
+			return fail(e, 400, "invalid_field", "'type' must be \"qemu\" or \"lxc\"");
+		type = json_string_value(v);
+	}
+	v = json_object_get(root, "console");
+	if (v) {
+		if (!json_is_string(v) || (strcmp(json_string_value(v), "vnc") &&
+					   strcmp(json_string_value(v), "term")))
+			return fail(e, 400, "invalid_field", "'console' must be \"vnc\" or \"term\"");
+		console = json_string_value(v);
+	}
+	v = json_object_get(root, "kind");
+	if (v && (!json_is_string(v) || strcmp(json_string_value(v), "pve")))
+		return fail(e, 400, "invalid_field", "'kind' must be \"pve\" (or absent) with 'cluster'");
+	s->kind = strcmp(console, "term") ? RS_CONSOLE_PVE_VNC : RS_CONSOLE_PVE_TERM;
+	s->pve_type = strdup(type);
+	if (!s->cluster || !s->pve_type || (json_object_get(root, "node") && !s->node &&
+					    !json_is_null(json_object_get(root, "node"))))
+		return fail(e, 503, "no_memory", "out of memory");
+	return 0;
+}
+
 int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_t len,
 			 struct rs_console_spec **out, struct rs_api_error *e)
 {
@@ -173,8 +233,9 @@ int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_
 	}
 	json_object_foreach(root, key, v)
 	{
-		static const char *const known[] = {"kind", "host", "port", "password", "ttl",
-						    "label", "client_ip"};
+		static const char *const known[] = {"kind",  "host",  "port",	 "password",
+						    "ttl",   "label", "client_ip", "cluster",
+						    "node",  "vmid",  "type",	 "console"};
 		bool ok = false;
 
 		for (size_t i = 0; i < RS_ARRAY_SIZE(known); i++)
@@ -184,18 +245,24 @@ int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_
 			goto out_free;
 		}
 	}
+	s = rs_spec_new();
+	if (!s) {
+		fail(e, 503, "no_memory", "out of memory");
+		goto out_free;
+	}
+	if (json_object_get(root, "cluster")) {
+		if (parse_pve(cfg, root, s, e))
+			goto out_free;
+		goto common;
+	}
 	v = json_object_get(root, "kind");
 	if (!json_is_string(v)) {
-		fail(e, 400, "invalid_field", "'kind' is required and must be a string (\"vnc\")");
+		fail(e, 400, "invalid_field",
+		     "'kind' (\"vnc\" with host and port) or 'cluster' (a Proxmox console) is required");
 		goto out_free;
 	}
 	if (strcmp(json_string_value(v), "vnc")) {
 		fail(e, 400, "invalid_field", "'kind': unsupported console kind (supported: vnc)");
-		goto out_free;
-	}
-	s = rs_spec_new();
-	if (!s) {
-		fail(e, 503, "no_memory", "out of memory");
 		goto out_free;
 	}
 	s->kind = RS_CONSOLE_VNC;
@@ -219,6 +286,7 @@ int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_
 		}
 		s->password = strdup(json_string_value(v));
 	}
+common:
 	s->ttl_s = cfg->token_ttl_s;
 	v = json_object_get(root, "ttl");
 	if (v) {
@@ -253,7 +321,8 @@ int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_
 		     "'client_ip' is required: this appliance binds links to the browser's address");
 		goto out_free;
 	}
-	if (!s->host || (json_is_string(json_object_get(root, "password")) && !s->password) ||
+	if ((s->kind == RS_CONSOLE_VNC && !s->host) ||
+	    (json_is_string(json_object_get(root, "password")) && !s->password) ||
 	    (json_is_string(json_object_get(root, "label")) && !s->label)) {
 		fail(e, 503, "no_memory", "out of memory");
 		goto out_free;

@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "proto/assets.h"
 #include "proto/console.h"
+#include "proto/pve_up.h"
 #include "tls/server.h"
 
 static const char CACHE_STATIC[] = "Cache-Control: public, max-age=3600\r\n";
@@ -81,6 +82,13 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 		rs_parse_cidr(cfg->trusted_proxies[i], &app->trusted_proxies[i]); /* validated */
 	app->http.trusted_proxies = app->trusted_proxies;
 	app->http.n_trusted_proxies = cfg->n_trusted_proxies;
+	if (cfg->n_clusters) {
+		int ret = rs_pve_new(&app->pve, cfg, err, errlen);
+
+		if (ret)
+			return ret;
+		app->console.pve = app->pve;
+	}
 	if (cfg->n_tls_listen) {
 		struct rs_tls_server_opts o;
 		int ret;
@@ -120,6 +128,8 @@ void rs_app_release(struct rs_app *app)
 	app->audit = NULL;
 	rs_tls_server_free(app->tls);
 	app->tls = NULL;
+	rs_pve_free(app->pve);
+	app->pve = NULL;
 	free(app->trusted_proxies);
 	app->trusted_proxies = NULL;
 }
@@ -206,7 +216,11 @@ static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc, cons
 	/* Looking at the page never consumes the token: link previewers and
 	 * chat apps fetch links before the person does. */
 	if (!rs_token_parse(tok, toklen, raw) && !rs_token_peek(app->tokens, raw, &kind)) {
-		page = find_asset(app, "/pages/console-vnc.html", 23);
+		/* The terminal page exists once the xterm.js page is built in. */
+		if (kind == RS_CONSOLE_PVE_TERM)
+			page = find_asset(app, "/pages/console-term.html", 24);
+		if (!page)
+			page = find_asset(app, "/pages/console-vnc.html", 23);
 		status = 200;
 	}
 	explicit_bzero(raw, sizeof(raw));

@@ -44,6 +44,7 @@ struct rs_app {
 	struct rs_keyset *_Atomic keys; /* see admin/api.h */
 	struct rs_audit *audit;
 	struct rs_tls_server *tls; /* NULL without tls_listen */
+	struct rs_pve *pve;        /* NULL without clusters */
 	struct rs_cidr *trusted_proxies;
 	_Atomic bool draining;
 	_Atomic bool running; /* workers started: the admin socket may call into them */

@@ -8,6 +8,7 @@
 #include "core/portpool.h"
 #include "core/spec.h"
 #include "proto/console.h"
+#include "proto/pve_up.h"
 #include "proto/rfb.h"
 #include "proto/ws.h"
 
@@ -16,7 +17,9 @@ const char *const rs_console_cause_names[RS_CC__COUNT] = {
 	"token_ip",         "ws_handshake",     "draining",        "ports_exhausted",
 	"connect_refused",  "connect_timeout",  "connect_error",   "target_auth",
 	"target_protocol",  "target_reset",     "browser_protocol", "handshake_timeout",
-	"idle_timeout",     "nomem",
+	"idle_timeout",     "upstream_auth",    "upstream_permission", "vm_not_found",
+	"vm_not_running",   "upstream_tls",     "upstream_unavailable", "upstream_protocol",
+	"nomem",
 };
 
 const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"token", "connect", "target_auth",
@@ -75,7 +78,11 @@ struct session {
 	struct console_worker *cw;
 	const struct rs_console_env *env;
 	struct rs_conn *br, *up;
+	struct rs_pve_up *pve; /* Proxmox kinds: the upstream leg instead of <up> */
 	struct rs_console_spec *spec;
+	uint8_t *pending; /* terminal: browser messages sent before the upstream was ready */
+	size_t pending_len;
+	bool term;
 	struct handshake *hs;
 	struct rs_ws_parser ws;
 	struct rs_timer timer;
@@ -192,14 +199,25 @@ static void ws_close(struct session *s, uint16_t code, const char *reason)
 		rs_conn_close_after_send(s->br);
 }
 
+/* "10.0.0.9:5900" or, for Proxmox consoles, "fra1/pve2/100" (node "-" until known). */
+static void target_desc(const struct rs_console_spec *sp, char *out, size_t len)
+{
+	if (sp->kind == RS_CONSOLE_VNC)
+		snprintf(out, len, strchr(sp->host, ':') ? "[%s]:%u" : "%s:%u", sp->host, sp->port);
+	else
+		snprintf(out, len, "%s/%s/%u", sp->cluster ? sp->cluster : "-",
+			 sp->node ? sp->node : "-", sp->vmid);
+}
+
 static void emit(const struct session *s, enum rs_console_event_type type, uint64_t now_ms)
 {
+	char target[200];
 	struct rs_console_event ev = {
 		.type = type,
 		.token_hash = s->tokhash,
 		.api_key = s->spec->api_key_name ? s->spec->api_key_name : "",
 		.label = s->spec->label ? s->spec->label : "",
-		.target_host = s->spec->host,
+		.target_host = s->spec->kind == RS_CONSOLE_VNC ? s->spec->host : target,
 		.target_port = s->spec->port,
 		.client = s->client,
 		.user_agent = s->user_agent,
@@ -209,6 +227,7 @@ static void emit(const struct session *s, enum rs_console_event_type type, uint6
 		.bytes_to_browser = s->to_browser,
 	};
 
+	target_desc(s->spec, target, sizeof(target));
 	if (s->env->on_event)
 		s->env->on_event(s->env->event_arg, &ev);
 }
@@ -243,6 +262,11 @@ static void session_end(struct session *s, enum rs_console_cause cause, uint16_t
 	}
 	if (s->up)
 		rs_conn_close(s->up, RS_CLOSE_NORMAL, 0);
+	if (s->pve) {
+		rs_pve_up_close(s->pve);
+		s->pve = NULL;
+		s->refs--; /* the upstream's reference: it calls nothing any more */
+	}
 	log_closed(s);
 	emit(s, RS_CEV_CLOSED, rs_worker_now(rs_conn_worker(s->br ? s->br : s->up)));
 }
@@ -263,6 +287,7 @@ static void session_unref(struct session *s)
 		free(s->hs);
 	}
 	rs_spec_free(s->spec);
+	free(s->pending);
 	free(s);
 }
 
@@ -288,6 +313,30 @@ static void fail_upstream(struct session *s, enum rs_console_cause cause, const 
 		rs_conn_close(s->up, RS_CLOSE_NORMAL, 0);
 }
 
+/* --- the upstream leg: a TCP target or a Proxmox console --- */
+
+static int up_send(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	if (s->pve)
+		return rs_pve_up_send(s->pve, buf, data, len);
+	if (!s->up)
+		return -EPIPE;
+	return buf ? rs_conn_send_buf(s->up, buf, data, len) : rs_conn_send(s->up, data, len);
+}
+
+static bool up_congested(const struct session *s)
+{
+	return s->pve ? rs_pve_up_congested(s->pve) : s->up && rs_conn_congested(s->up);
+}
+
+static void up_pause(struct session *s)
+{
+	if (s->pve)
+		rs_pve_up_pause(s->pve);
+	else if (s->up)
+		rs_conn_pause(s->up);
+}
+
 /* One timer per session, linked only at the idle deadline: activity just
  * moves a timestamp, and the timer re-arms itself when it finds some. */
 static void on_idle_check(struct rs_timer *t)
@@ -305,6 +354,8 @@ static void on_idle_check(struct rs_timer *t)
 	}
 	rs_timer_link(rs_worker_timers(w), &s->timer, s->last_activity_ms + limit);
 }
+
+static void forward_to_target(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len);
 
 static void enter_relay(struct session *s)
 {
@@ -334,8 +385,22 @@ static void enter_relay(struct session *s)
 			observe_setup(s->cw, RS_STAGE_TARGET_AUTH, (now - s->t_connected_ns) / 1000);
 		observe_setup(s->cw, RS_STAGE_TOTAL, (now - s->t_upgrade_ns) / 1000);
 	}
-	rs_info("console", "console.opened token=%s key=%s target=%s:%u", s->tokhash,
-		s->spec->api_key_name ? s->spec->api_key_name : "-", s->spec->host, s->spec->port);
+	{
+		char target[200];
+
+		target_desc(s->spec, target, sizeof(target));
+		rs_info("console", "console.opened token=%s key=%s target=%s", s->tokhash,
+			s->spec->api_key_name ? s->spec->api_key_name : "-", target);
+	}
+	if (s->term && s->pending_len) {
+		uint8_t *p = s->pending;
+		size_t n = s->pending_len;
+
+		s->pending = NULL;
+		s->pending_len = 0;
+		forward_to_target(s, NULL, p, n);
+		free(p);
+	}
 	emit(s, RS_CEV_OPENED, s->relay_ms);
 }
 
@@ -362,14 +427,13 @@ static void advance(struct session *s)
 		enter_relay(s);
 }
 
-static void forward_to_target(struct session *s, struct rs_buf *buf, const uint8_t *data,
-			      size_t len)
+static void forward_to_target(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
 	int ret;
 
 	if (!len)
 		return;
-	ret = buf ? rs_conn_send_buf(s->up, buf, data, len) : rs_conn_send(s->up, data, len);
+	ret = up_send(s, buf, data, len);
 	if (ret) {
 		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
 		return;
@@ -378,7 +442,7 @@ static void forward_to_target(struct session *s, struct rs_buf *buf, const uint8
 	s->to_target += len;
 	s->last_activity_ms = rs_worker_now(rs_conn_worker(s->br));
 	/* Backpressure: a target that does not read stops the browser's reads. */
-	if (rs_conn_congested(s->up))
+	if (up_congested(s))
 		rs_conn_pause(s->br);
 }
 
@@ -393,6 +457,21 @@ static void browser_payload(struct session *s, struct rs_buf *buf, uint8_t *data
 	}
 	if (s->state != ST_HANDSHAKE)
 		return;
+	if (s->term) {
+		/* The page sends its size at once; keep it until the terminal is up. */
+		uint8_t *p = s->pending_len + len <= 8192 ? realloc(s->pending, s->pending_len + len)
+							  : NULL;
+
+		if (!p) {
+			session_end(s, RS_CC_BROWSER_PROTOCOL, 1008,
+				    "too much input before the terminal was ready");
+			return;
+		}
+		memcpy(p + s->pending_len, data, len);
+		s->pending = p;
+		s->pending_len += len;
+		return;
+	}
 	n = rs_rfb_server_feed(&s->hs->srv, data, len, &out);
 	if (n < 0) {
 		session_end(s, RS_CC_BROWSER_PROTOCOL, 1002, s->hs->srv.error);
@@ -483,7 +562,11 @@ static void br_on_drain(struct rs_conn *c)
 {
 	struct session *s = rs_conn_ctx(c);
 
-	if (s->up && s->state != ST_CLOSING)
+	if (s->state == ST_CLOSING)
+		return;
+	if (s->pve)
+		rs_pve_up_resume(s->pve);
+	else if (s->up)
 		rs_conn_resume(s->up);
 }
 
@@ -513,9 +596,9 @@ static const struct rs_conn_ops browser_ops = {
 
 /* --- target leg --- */
 
-static void up_on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t len)
+/* Bytes from the target (TCP) or the Proxmox console (unwrapped). */
+static void target_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
-	struct session *s = rs_conn_ctx(c);
 	struct rs_rfb_out out = {0};
 	uint8_t hdr[14];
 	size_t hlen;
@@ -523,15 +606,16 @@ static void up_on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, siz
 
 	if (s->state == ST_RELAY) {
 		hlen = rs_ws_frame_header(hdr, RS_WS_OP_BINARY, true, len, NULL);
-		if (rs_conn_send(s->br, hdr, hlen) || rs_conn_send_buf(s->br, buf, data, len)) {
+		if (rs_conn_send(s->br, hdr, hlen) ||
+		    (buf ? rs_conn_send_buf(s->br, buf, data, len) : rs_conn_send(s->br, data, len))) {
 			session_end(s, RS_CC_NOMEM, 1011, "out of memory");
 			return;
 		}
 		CW_ADD(s->cw, bytes_to_browser, len);
 		s->to_browser += len;
-		s->last_activity_ms = rs_worker_now(rs_conn_worker(c));
+		s->last_activity_ms = rs_worker_now(rs_conn_worker(s->br));
 		if (rs_conn_congested(s->br))
-			rs_conn_pause(c);
+			up_pause(s);
 		return;
 	}
 	if (s->state != ST_HANDSHAKE || !s->hs || s->hs->up_ready || s->hs->up_failed)
@@ -542,17 +626,19 @@ static void up_on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, siz
 		bool auth = rs_rfb_client_auth_failed(&s->hs->cli);
 
 		snprintf(reason, sizeof(reason), "%.*s", (int)sizeof(reason) - 1, s->hs->cli.error);
-		rs_warn("console", "token=%s target %s:%u: %s", s->tokhash, s->spec->host,
-			s->spec->port, reason);
+		rs_warn("console", "token=%s target %s:%u: %s", s->tokhash,
+			s->spec->host ? s->spec->host : "pve", s->spec->port, reason);
 		fail_upstream(s, auth ? RS_CC_TARGET_AUTH : RS_CC_TARGET_PROTOCOL, reason);
 		advance(s);
 		return;
 	}
-	if (out.len && rs_conn_send(c, out.buf, out.len)) {
+	if (out.len && up_send(s, NULL, out.buf, out.len)) {
 		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
 		return;
 	}
 	if (rs_rfb_client_done(&s->hs->cli)) {
+		if (s->pve)
+			rs_pve_up_auth_done(s->pve);
 		if ((size_t)n < len) {
 			fail_upstream(s, RS_CC_TARGET_PROTOCOL,
 				      "the console target sent data before the client init");
@@ -561,6 +647,11 @@ static void up_on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, siz
 		}
 		advance(s);
 	}
+}
+
+static void up_on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	target_bytes(rs_conn_ctx(c), buf, data, len);
 }
 
 static void up_on_connect(struct rs_conn *c, int res)
@@ -661,6 +752,62 @@ static int target_addr(const struct rs_console_spec *spec, struct sockaddr_stora
 	return -EINVAL;
 }
 
+/* --- Proxmox upstream callbacks --- */
+
+static void pve_on_ready(void *arg, const char *vnc_password)
+{
+	struct session *s = arg;
+
+	s->t_connected_ns = rs_now_ns();
+	observe_setup(s->cw, RS_STAGE_CONNECT, (s->t_connected_ns - s->t_upgrade_ns) / 1000);
+	if (s->state != ST_HANDSHAKE || !s->hs)
+		return;
+	if (s->term) {
+		s->hs->up_ready = true;
+		enter_relay(s);
+		return;
+	}
+	/* The VNC password exists only now (vncproxy made it). */
+	rs_rfb_client_release(&s->hs->cli);
+	rs_rfb_client_init(&s->hs->cli, vnc_password);
+}
+
+static void pve_on_data(void *arg, struct rs_buf *b, uint8_t *data, size_t len)
+{
+	target_bytes(arg, b, data, len);
+}
+
+static void pve_on_drain(void *arg)
+{
+	struct session *s = arg;
+
+	if (s->br && s->state != ST_CLOSING)
+		rs_conn_resume(s->br);
+}
+
+static void pve_on_end(void *arg, enum rs_console_cause cause, const char *reason)
+{
+	struct session *s = arg;
+
+	s->pve = NULL;
+	if (s->state == ST_HANDSHAKE && !s->term) {
+		fail_upstream(s, cause, reason);
+		advance(s);
+	} else if (s->state != ST_CLOSING) {
+		/* pveproxy never sends a close frame: its end is the normal end. */
+		session_end(s, cause, cause == RS_CC_TARGET_CLOSED ? 1000 : 4000 + (uint16_t)cause,
+			    reason);
+	}
+	session_unref(s);
+}
+
+static const struct rs_pve_up_ops pve_ops = {
+	.on_ready = pve_on_ready,
+	.on_data = pve_on_data,
+	.on_drain = pve_on_drain,
+	.on_end = pve_on_end,
+};
+
 /* Open the target connection now, at upgrade time: console listeners and
  * tickets are short-lived, so nothing upstream happens at token creation. */
 static void start_target(struct session *s, struct rs_worker *w)
@@ -669,6 +816,17 @@ static void start_target(struct session *s, struct rs_worker *w)
 	socklen_t dlen, slen = 0;
 	int ret;
 
+	if (s->spec->kind != RS_CONSOLE_VNC) {
+		s->refs++; /* held by the upstream until its on_end */
+		if (rs_pve_up_open(s->env->pve, w, s->spec, s->env->cfg->handshake_timeout_ms,
+				   &pve_ops, s, &s->pve)) {
+			s->refs--;
+			s->pve = NULL;
+			fail_upstream(s, RS_CC_UPSTREAM_UNAVAILABLE,
+				      "this console's Proxmox cluster is not configured");
+		}
+		return;
+	}
 	if (target_addr(s->spec, &dst, &dlen)) {
 		fail_upstream(s, RS_CC_CONNECT_ERROR, "invalid console target address");
 		return;
@@ -850,8 +1008,11 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	CW_ADD(cw, opened, 1);
 	rs_timer_link(rs_worker_timers(w), &s->timer,
 		      rs_worker_now(w) + env->cfg->handshake_timeout_ms);
-	rs_rfb_server_start(&s->hs->srv, &rout);
-	send_rfb_out(s, &rout);
+	s->term = spec->kind == RS_CONSOLE_PVE_TERM;
+	if (!s->term) {
+		rs_rfb_server_start(&s->hs->srv, &rout);
+		send_rfb_out(s, &rout);
+	}
 	start_target(s, w);
 	advance(s);
 	if (rest_len && s->state != ST_CLOSING)
@@ -891,7 +1052,7 @@ size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t 
 		snprintf(i->api_key, sizeof(i->api_key), "%s",
 			 s->spec->api_key_name ? s->spec->api_key_name : "");
 		snprintf(i->label, sizeof(i->label), "%s", s->spec->label ? s->spec->label : "");
-		snprintf(i->target, sizeof(i->target), "%s:%u", s->spec->host, s->spec->port);
+		target_desc(s->spec, i->target, sizeof(i->target));
 		snprintf(i->client, sizeof(i->client), "%s", s->client);
 		i->age_ms = rs_worker_now(w) - s->opened_ms;
 		i->bytes_to_target = s->to_target;

@@ -36,6 +36,13 @@ enum rs_console_cause {
 	RS_CC_BROWSER_PROTOCOL,   /* WebSocket or RFB protocol error from the browser */
 	RS_CC_HANDSHAKE_TIMEOUT,
 	RS_CC_IDLE_TIMEOUT,       /* no byte either way for limits.session_idle_timeout_s */
+	RS_CC_UPSTREAM_AUTH,      /* Proxmox refused ringside's credentials (or wants TFA) */
+	RS_CC_UPSTREAM_PERMISSION, /* the Proxmox account lacks VM.Console (403) */
+	RS_CC_VM_NOT_FOUND,       /* no such VM on that node (500 "does not exist") */
+	RS_CC_VM_NOT_RUNNING,
+	RS_CC_UPSTREAM_TLS,       /* every endpoint failed certificate verification */
+	RS_CC_UPSTREAM_UNAVAILABLE, /* every endpoint refused, failed or answered 5xx/595 */
+	RS_CC_UPSTREAM_PROTOCOL,  /* Proxmox answered something unexpected */
 	RS_CC_NOMEM,
 	RS_CC__COUNT
 };
@@ -55,8 +62,11 @@ struct rs_console_event {
 	uint64_t duration_ms, bytes_to_target, bytes_to_browser;
 };
 
+struct rs_pve;
+
 struct rs_console_env {
 	struct rs_token_table *tokens;
+	struct rs_pve *pve; /* Proxmox clusters (NULL when none are configured) */
 	const struct rs_config *cfg;
 	_Atomic bool *draining;
 	/* Optional: called on the worker for every console event (audit log). */
