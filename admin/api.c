@@ -343,17 +343,23 @@ out_free:
 
 /* Returns the index of the matching key or -1. Every key is compared so the
  * time does not reveal which one (or whether any) matched. */
-static int authenticate(const struct rs_keyset *ks, const struct rs_http_req *req)
+int rs_api_authenticate(const struct rs_keyset *ks, const struct rs_http_req *req, bool raw)
 {
 	const struct rs_http_header *h = rs_http_req_header(req, "Authorization");
 	const char *tok;
 	size_t toklen;
 	int found = -1;
 
-	if (!h || h->value_len < 7 || strncasecmp(h->value, "Bearer ", 7))
+	if (!h)
 		return -1;
-	tok = h->value + 7;
-	toklen = h->value_len - 7;
+	tok = h->value;
+	toklen = h->value_len;
+	if (toklen >= 7 && !strncasecmp(tok, "Bearer ", 7)) {
+		tok += 7;
+		toklen -= 7;
+	} else if (!raw) {
+		return -1;
+	}
 	for (size_t i = 0; i < ks->n; i++) {
 		const char *k = ks->keys[i].key;
 
@@ -372,14 +378,54 @@ static void format_time(int64_t t, char out[32])
 	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, struct rs_console_spec *spec,
+		 const char *key_name, char token[])
+{
+	char hash[9], target[300], label[260], client[48];
+	const char *kind;
+	uint8_t raw[16];
+	uint32_t ttl;
+
+	spec->api_key_name = strdup(key_name);
+	spec->created_s = rs_wall_s();
+	spec->expires_s = spec->created_s + spec->ttl_s;
+	if (spec->kind == RS_CONSOLE_VNC || !spec->cluster)
+		snprintf(target, sizeof(target), "%s:%u%s%s", spec->host, spec->port,
+			 spec->node ? "/" : "", spec->node ? spec->node : "");
+	else
+		snprintf(target, sizeof(target), "%s/%s/%u", spec->cluster,
+			 spec->node ? spec->node : "-", spec->vmid);
+	kind = spec->kind == RS_CONSOLE_VNC ? "vnc" : spec->kind == RS_CONSOLE_PVE_VNC ? "pve-vnc"
+										      : "pve-term";
+	snprintf(label, sizeof(label), "%s", spec->label ? spec->label : "");
+	ttl = spec->ttl_s;
+	if (rs_token_issue(app->tokens, spec, ttl * 1000u, token)) {
+		rs_spec_free(spec);
+		rs_http_respond_error(hc, 503, "token_table_full",
+				      "too many pending console links; retry later", NULL);
+		return -ENOSPC;
+	}
+	/* <spec> now belongs to the table: only the copies above are used. */
+	rs_token_parse(token, RS_TOKEN_TEXT, raw);
+	rs_log_hash(raw, sizeof(raw), hash);
+	explicit_bzero(raw, sizeof(raw));
+	rs_info("api", "token.issued key=%s token=%s target=%s:%s ttl=%u label=\"%s\"", key_name,
+		hash, kind, target, ttl, label);
+	rs_conn_peer_str(rs_http_conn_conn(hc), client, sizeof(client));
+	rs_audit_emit(app->audit, "token.issued",
+		      json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "token", hash, "api_key",
+				key_name, "label", label, "kind", kind, "target", target, "ttl",
+				(int)ttl, "api_client", client));
+	return 0;
+}
+
 static void create_console(struct rs_app *app, struct rs_http_conn *hc,
 			   const struct rs_http_req *req, const char *key_name)
 {
 	const struct rs_http_header *ct = rs_http_req_header(req, "Content-Type");
 	struct rs_console_spec *spec;
 	struct rs_api_error e = {0};
-	char token[RS_TOKEN_TEXT + 1], hash[9], expires[32], body[512], target[300], label[260];
-	uint8_t raw[16];
+	char token[RS_TOKEN_TEXT + 1], expires[32], body[512];
 	uint32_t ttl;
 	int n;
 
@@ -391,33 +437,9 @@ static void create_console(struct rs_app *app, struct rs_http_conn *hc,
 					     "this appliance is draining; try another", NULL);
 	if (rs_api_parse_console(app->cfg, req->body, req->body_len, &spec, &e))
 		return rs_http_respond_error(hc, e.status, e.code, e.message, NULL);
-	spec->api_key_name = strdup(key_name);
-	spec->created_s = rs_wall_s();
-	spec->expires_s = spec->created_s + spec->ttl_s;
-	snprintf(target, sizeof(target), "%s:%u", spec->host, spec->port);
-	snprintf(label, sizeof(label), "%s", spec->label ? spec->label : "");
 	ttl = spec->ttl_s;
-	if (rs_token_issue(app->tokens, spec, ttl * 1000u, token)) {
-		rs_spec_free(spec);
-		return rs_http_respond_error(hc, 503, "token_table_full",
-					     "too many pending console links; retry later", NULL);
-	}
-	/* <spec> now belongs to the table: only the copies above are used. */
-	rs_token_parse(token, RS_TOKEN_TEXT, raw);
-	rs_log_hash(raw, sizeof(raw), hash);
-	explicit_bzero(raw, sizeof(raw));
-	rs_info("api", "token.issued key=%s token=%s target=vnc:%s ttl=%u label=\"%s\"",
-		key_name, hash, target, ttl, label);
-	{
-		char client[48];
-
-		rs_conn_peer_str(rs_http_conn_conn(hc), client, sizeof(client));
-		rs_audit_emit(app->audit, "token.issued",
-			      json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "token", hash,
-					"api_key", key_name, "label", label,
-					"kind", "vnc", "target", target, "ttl", (int)ttl,
-					"api_client", client));
-	}
+	if (rs_api_issue(app, hc, spec, key_name, token))
+		return;
 	format_time(rs_wall_s() + ttl, expires);
 	n = snprintf(body, sizeof(body),
 		     "{\"token\":\"%s\",\"url\":\"%s/console/%s\",\"expires_at\":\"%s\","
@@ -471,7 +493,7 @@ void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_h
 	if (!(req->method == HTTP_GET || req->method == HTTP_HEAD))
 		return rs_http_respond_error(hc, 405, "method_not_allowed", "use GET",
 					     "Allow: GET, HEAD\r\n");
-	if (authenticate(atomic_load(&app->keys), req) < 0)
+	if (rs_api_authenticate(atomic_load(&app->keys), req, false) < 0)
 		return rs_http_respond_error(hc, 401, "unauthorized", "missing or invalid API key",
 					     "WWW-Authenticate: Bearer\r\n");
 	rs_token_stats_get(app->tokens, &ts);
@@ -519,7 +541,7 @@ void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct r
 		return rs_http_respond_error(hc, 405, "method_not_allowed", "use DELETE",
 					     "Allow: DELETE\r\n");
 	ks = atomic_load(&app->keys);
-	key = authenticate(ks, req);
+	key = rs_api_authenticate(ks, req, false);
 	if (key < 0)
 		return rs_http_respond_error(hc, 401, "unauthorized",
 					     "missing or invalid API key",

@@ -29,6 +29,18 @@ struct rs_api_error {
 int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_t len,
 			 struct rs_console_spec **out, struct rs_api_error *e);
 
+/* Index of the API key in the Authorization header ("Bearer <key>", or with
+ * <raw> the bare key as ProxmoxVNC sends it), compared in constant time
+ * against every key; -1 when none matches. */
+struct rs_keyset;
+int rs_api_authenticate(const struct rs_keyset *ks, const struct rs_http_req *req, bool raw);
+
+/* Issue a token for <spec> (ownership passes; freed on failure), log and
+ * audit it; <token> receives its text. 0, or -errno with the error already
+ * answered on <hc>. */
+int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, struct rs_console_spec *spec,
+		 const char *key_name, char token[]);
+
 /* Route handler for /api/v1/consoles[/<token>]. */
 void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
 

@@ -8,6 +8,7 @@
 #include "admin/app.h"
 #include "admin/audit.h"
 #include "admin/metrics.h"
+#include "admin/pvnc.h"
 #include "core/addr.h"
 #include "core/log.h"
 #include "proto/assets.h"
@@ -262,7 +263,9 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 			return rs_http_respond_error(hc, 404, "not_found", "not found", NULL);
 		return serve_asset(hc, req, a, 200, CACHE_STATIC);
 	}
-	if (path_prefix(req, "/console/", &rest, &rest_len)) {
+	/* ProxmoxVNC's link form /vnc/<token> is the same page. */
+	if (path_prefix(req, "/console/", &rest, &rest_len) ||
+	    path_prefix(req, "/vnc/", &rest, &rest_len)) {
 		rs_http_set_route(hc, RS_ROUTE_CONSOLE_PAGE);
 		if (!is_get(req))
 			return method_not_allowed(hc, "GET, HEAD");
@@ -282,6 +285,14 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 	    path_prefix(req, "/api/v1/consoles/", &rest, &rest_len)) {
 		rs_http_set_route(hc, RS_ROUTE_API_CONSOLES);
 		return rs_api_consoles(app, hc, req);
+	}
+	if (path_is(req, "/create")) {
+		rs_http_set_route(hc, RS_ROUTE_API_CONSOLES);
+		return rs_pvnc_create(app, hc, req);
+	}
+	if (path_is(req, "/status")) {
+		rs_http_set_route(hc, RS_ROUTE_API_STATS);
+		return rs_pvnc_status(app, hc, req);
 	}
 	if (path_is(req, "/")) {
 		rs_http_set_route(hc, RS_ROUTE_ROOT);

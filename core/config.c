@@ -106,19 +106,30 @@ static void wipe_free(char *p)
 	}
 }
 
+static void free_cluster(struct rs_cluster_conf *k)
+{
+	free(k->name);
+	free_list(&k->endpoints, &k->n_endpoints);
+	wipe_free(k->token);
+	free(k->user);
+	wipe_free(k->password);
+	free(k->ca_file);
+	free_list(&k->fingerprints, &k->n_fingerprints);
+}
+
+static void free_inline(struct rs_config *c)
+{
+	if (c->inline_upstreams) {
+		free_cluster(c->inline_upstreams);
+		free(c->inline_upstreams);
+		c->inline_upstreams = NULL;
+	}
+}
+
 static void free_clusters(struct rs_config *c)
 {
-	for (size_t i = 0; i < c->n_clusters; i++) {
-		struct rs_cluster_conf *k = &c->clusters[i];
-
-		free(k->name);
-		free_list(&k->endpoints, &k->n_endpoints);
-		wipe_free(k->token);
-		free(k->user);
-		wipe_free(k->password);
-		free(k->ca_file);
-		free_list(&k->fingerprints, &k->n_fingerprints);
-	}
+	for (size_t i = 0; i < c->n_clusters; i++)
+		free_cluster(&c->clusters[i]);
 	free(c->clusters);
 	c->clusters = NULL;
 	c->n_clusters = 0;
@@ -163,6 +174,7 @@ void rs_config_release(struct rs_config *c)
 	free_list(&c->trusted_proxies, &c->n_trusted_proxies);
 	free_tls_certs(c);
 	free_clusters(c);
+	free_inline(c);
 	free_keys(c);
 	free(c->public_url);
 	free(c->log_level);
@@ -370,8 +382,10 @@ static bool valid_token(const char *t)
 	       !strpbrk(t, "\r\n ");
 }
 
+/* <inline_only>: the 'inline_upstreams' object, which has only the
+ * verification keys (hosts and credentials come with each console). */
 static int set_cluster(struct rs_cluster_conf *k, const char *name, json_t *obj, char *err,
-		       size_t errlen)
+		       size_t errlen, bool inline_only)
 {
 	static const char *const known[] = {"endpoints", "token", "user", "password", "ca_file",
 					    "fingerprints", "verify"};
@@ -387,9 +401,12 @@ static int set_cluster(struct rs_cluster_conf *k, const char *name, json_t *obj,
 	{
 		bool ok = false;
 
-		for (size_t i = 0; i < RS_ARRAY_SIZE(known); i++)
+		for (size_t i = inline_only ? 4 : 0; i < RS_ARRAY_SIZE(known); i++)
 			ok |= !strcmp(key, known[i]);
-		snprintf(path, sizeof(path), "clusters.%s.%s", name, key);
+		if (inline_only)
+			snprintf(path, sizeof(path), "inline_upstreams.%s", key);
+		else
+			snprintf(path, sizeof(path), "clusters.%s.%s", name, key);
 		if (!ok)
 			return errf(err, errlen, "config: '%s': unknown key", path);
 		if (!strcmp(key, "endpoints") || !strcmp(key, "fingerprints")) {
@@ -423,6 +440,13 @@ static int set_cluster(struct rs_cluster_conf *k, const char *name, json_t *obj,
 			: !strcmp(key, "password") ? &k->password
 						   : &k->ca_file,
 			json_string_value(v));
+	}
+	if (inline_only) {
+		if (!k->ca_file && !k->n_fingerprints && !k->system_ca && !k->insecure)
+			return errf(err, errlen,
+				    "config: 'inline_upstreams': say how to verify Proxmox certificates: "
+				    "'ca_file', 'fingerprints', or \"verify\": \"system\" / \"insecure\"");
+		return 0;
 	}
 	if (!k->n_endpoints)
 		return errf(err, errlen, "config: 'clusters.%s.endpoints': needs at least one host:port",
@@ -479,7 +503,7 @@ static int set_clusters(struct rs_config *c, json_t *v, char *err, size_t errlen
 				    "a-z 0-9 . _ -",
 				    name);
 		c->n_clusters = ++i;
-		ret = set_cluster(&c->clusters[i - 1], name, obj, err, errlen);
+		ret = set_cluster(&c->clusters[i - 1], name, obj, err, errlen, false);
 		if (ret)
 			return ret;
 	}
@@ -553,6 +577,10 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 			c->_listen_set = true;
 		} else if (!strcmp(k, "clusters")) {
 			ret = set_clusters(c, v, err, errlen);
+		} else if (!strcmp(k, "inline_upstreams")) {
+			free_inline(c);
+			c->inline_upstreams = rs_xcalloc(1, sizeof(*c->inline_upstreams));
+			ret = set_cluster(c->inline_upstreams, "_inline", v, err, errlen, true);
 		} else if (!strcmp(k, "tls_listen")) {
 			ret = get_string_list(v, k, &c->tls_listen, &c->n_tls_listen, err, errlen);
 		} else if (!strcmp(k, "trusted_proxies")) {

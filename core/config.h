@@ -46,6 +46,9 @@ struct rs_config {
 	size_t n_trusted_proxies;
 	struct rs_cluster_conf *clusters;
 	size_t n_clusters;
+	/* Verification for Proxmox hosts given inline (ProxmoxVNC's /create);
+	 * NULL: inline details are refused. Only its TLS fields are used. */
+	struct rs_cluster_conf *inline_upstreams;
 	char *public_url; /* base of console links, no trailing slash */
 	unsigned workers; /* 0: one per online CPU */
 	char *log_level;

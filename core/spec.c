@@ -28,6 +28,7 @@ void rs_spec_free(struct rs_console_spec *s)
 	wipe_free(s->api_key_name);
 	wipe_free(s->cluster);
 	wipe_free(s->node);
+	wipe_free(s->user);
 	wipe_free(s->pve_type);
 	explicit_bzero(s, sizeof(*s));
 	free(s);

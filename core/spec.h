@@ -34,7 +34,8 @@ struct rs_console_spec {
 	bool bind_ip;
 	struct sockaddr_storage client_ip; /* AF_INET or AF_INET6, when <bind_ip> */
 	/* Proxmox kinds (unused by RS_CONSOLE_VNC). */
-	char *cluster, *node;
+	char *cluster, *node; /* cluster NULL: inline details (host, port, user, password) */
+	char *user;           /* inline Proxmox login (ProxmoxVNC's /create) */
 	uint32_t vmid;
 	char *pve_type; /* "qemu" or "lxc" */
 };

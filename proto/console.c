@@ -1,6 +1,7 @@
 #include "core/common.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "core/addr.h"
@@ -36,7 +37,11 @@ struct session;
 struct console_worker {
 	struct rs_portpool *ports;
 	struct rs_console_stats st;
-	struct session *sessions; /* every live session of this worker (admin listing) */
+	/* Every live session of this worker. <lock> is taken when a session is
+	 * linked, unlinked or changes state, and by listings from other threads
+	 * (ProxmoxVNC's /status): a few times per session, never per byte. */
+	pthread_mutex_t lock;
+	struct session *sessions;
 };
 
 #define CW_ADD(cw, field, n)                                                                       \
@@ -93,6 +98,8 @@ struct session {
 	uint64_t opened_ms, to_target, to_browser;
 	uint64_t t_upgrade_ns, t_connected_ns, relay_ms;
 	uint64_t last_activity_ms; /* relay: for the idle timeout */
+	uint64_t id;               /* the browser connection's id */
+	int64_t created_s, connected_s; /* wall clock, for listings */
 	char tokhash[9];
 	struct session *next, *prev; /* console_worker.sessions */
 	char client[48];
@@ -112,6 +119,7 @@ void rs_console_worker_start(struct rs_worker *w, void *arg)
 	struct console_worker *cw = rs_xcalloc(1, sizeof(*cw));
 	struct rs_engine *e = rs_worker_engine(w);
 
+	pthread_mutex_init(&cw->lock, NULL);
 	if (cfg->n_source_addresses) {
 		struct sockaddr_storage *addrs =
 			rs_xcalloc(cfg->n_source_addresses, sizeof(*addrs));
@@ -142,6 +150,7 @@ void rs_console_worker_stop(struct rs_worker *w)
 		return;
 	if (cw->ports)
 		rs_portpool_free(cw->ports);
+	pthread_mutex_destroy(&cw->lock);
 	free(cw);
 	rs_worker_set_data(w, NULL);
 }
@@ -253,7 +262,9 @@ static void session_end(struct session *s, enum rs_console_cause cause, uint16_t
 		observe_duration(s->cw, rs_worker_now(rs_conn_worker(s->br ? s->br : s->up)) -
 						s->relay_ms);
 	}
+	pthread_mutex_lock(&s->cw->lock);
 	s->state = ST_CLOSING;
+	pthread_mutex_unlock(&s->cw->lock);
 	s->cause = cause;
 	CW_ADD(s->cw, causes[cause], 1);
 	if (s->br) {
@@ -275,12 +286,14 @@ static void session_unref(struct session *s)
 {
 	if (--s->refs)
 		return;
+	pthread_mutex_lock(&s->cw->lock);
 	if (s->prev)
 		s->prev->next = s->next;
 	else
 		s->cw->sessions = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
+	pthread_mutex_unlock(&s->cw->lock);
 	if (s->hs) {
 		rs_rfb_client_release(&s->hs->cli);
 		explicit_bzero(s->hs, sizeof(*s->hs));
@@ -369,7 +382,10 @@ static void enter_relay(struct session *s)
 		s->spec->password = NULL;
 	}
 	rs_timer_unlink(rs_worker_timers(rs_conn_worker(s->br)), &s->timer);
+	pthread_mutex_lock(&s->cw->lock);
 	s->state = ST_RELAY;
+	s->connected_s = rs_wall_s();
+	pthread_mutex_unlock(&s->cw->lock);
 	s->relay_ms = rs_worker_now(rs_conn_worker(s->br));
 	s->last_activity_ms = s->relay_ms;
 	if (s->env->cfg->session_idle_timeout_s) {
@@ -979,10 +995,13 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	s->env = env;
 	s->spec = spec;
 	s->refs = 1;
+	s->created_s = rs_wall_s();
+	pthread_mutex_lock(&cw->lock);
 	s->next = cw->sessions;
 	if (cw->sessions)
 		cw->sessions->prev = s;
 	cw->sessions = s;
+	pthread_mutex_unlock(&cw->lock);
 	s->opened_ms = rs_worker_now(w);
 	s->t_upgrade_ns = rs_now_ns();
 	observe_setup(cw, RS_STAGE_TOKEN, (s->t_upgrade_ns - t0) / 1000);
@@ -1004,6 +1023,7 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 		return;
 	}
 	s->br = c;
+	s->id = rs_conn_id(c);
 	rs_conn_set_ops(c, &browser_ops, s);
 	CW_ADD(cw, opened, 1);
 	rs_timer_link(rs_worker_timers(w), &s->timer,
@@ -1033,31 +1053,39 @@ void rs_console_worker_stats(struct rs_worker *w, struct rs_console_stats *out)
 size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t max)
 {
 	static const char *const states[] = {"handshake", "relay", "closing"};
+	static const char *const kinds[] = {"vnc", "pve-vnc", "pve-term"};
 	struct console_worker *cw = cw_of(w);
+	uint64_t now = rs_worker_now(w);
 	size_t n = 0;
 
+	pthread_mutex_lock(&cw->lock);
 	for (struct session *s = cw->sessions; s; s = s->next) {
 		struct rs_console_info *i = &out[n];
 
-		if (!s->br)
-			continue; /* its browser leg is gone: only teardown is left */
+		if (!s->id || s->state == ST_CLOSING)
+			continue; /* not upgraded yet, or only teardown is left */
 		if (n++ >= max)
 			continue;
 		memset(i, 0, sizeof(*i));
-		i->id = rs_conn_id(s->br);
+		i->id = s->id;
 		i->worker = rs_worker_id(w);
-		snprintf(i->kind, sizeof(i->kind), "vnc");
+		snprintf(i->kind, sizeof(i->kind), "%s", kinds[s->spec->kind]);
 		snprintf(i->state, sizeof(i->state), "%s", states[s->state]);
 		snprintf(i->token_hash, sizeof(i->token_hash), "%s", s->tokhash);
 		snprintf(i->api_key, sizeof(i->api_key), "%s",
 			 s->spec->api_key_name ? s->spec->api_key_name : "");
 		snprintf(i->label, sizeof(i->label), "%s", s->spec->label ? s->spec->label : "");
 		target_desc(s->spec, i->target, sizeof(i->target));
+		snprintf(i->node, sizeof(i->node), "%s", s->spec->node ? s->spec->node : "");
+		i->vmid = s->spec->vmid;
 		snprintf(i->client, sizeof(i->client), "%s", s->client);
-		i->age_ms = rs_worker_now(w) - s->opened_ms;
+		i->age_ms = now - s->opened_ms;
+		i->created_s = s->created_s;
+		i->connected_s = s->connected_s;
 		i->bytes_to_target = s->to_target;
 		i->bytes_to_browser = s->to_browser;
 	}
+	pthread_mutex_unlock(&cw->lock);
 	return n;
 }
 

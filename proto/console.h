@@ -120,12 +120,15 @@ void rs_console_worker_stats(struct rs_worker *w, struct rs_console_stats *out);
 struct rs_console_info {
 	uint64_t id; /* the browser connection's id: worker in the top bits */
 	unsigned worker;
-	char kind[8], state[12], token_hash[9], api_key[65], label[65], target[80], client[48];
+	char kind[12], state[12], token_hash[9], api_key[65], label[65], target[80], client[48];
+	char node[64];
+	uint32_t vmid;
+	int64_t created_s, connected_s; /* wall clock; connected_s 0 until relaying */
 	uint64_t age_ms, bytes_to_target, bytes_to_browser;
 };
 
-/* Snapshot the sessions of worker <w>; must run on <w>'s thread (use
- * rs_worker_call). Fills at most <max> entries; returns how many exist. */
+/* Snapshot the sessions of worker <w>, from any thread (takes the worker's
+ * session-list lock). Fills at most <max> entries; returns how many exist. */
 size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t max);
 /* End session <id> on worker <w> (on its thread): 0 or -ENOENT. */
 int rs_console_kill(struct rs_worker *w, uint64_t id);

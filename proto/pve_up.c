@@ -34,6 +34,7 @@ struct cluster {
 	char *token; /* "user@realm!id=secret" */
 	char *user, *password;
 	struct rs_tls_client *tls;
+	bool own_tls;         /* false for inline upstreams (the shared client) */
 	pthread_mutex_t lock; /* the login ticket below */
 	char *ticket, *csrf;
 	uint64_t ticket_ms;
@@ -49,6 +50,7 @@ struct vmlock {
 struct rs_pve {
 	struct cluster *cl;
 	size_t n;
+	struct rs_tls_client *inline_tls; /* NULL: inline details refused */
 	struct rs_pve_counters ct;
 	pthread_mutex_t locks_mu;
 	struct vmlock locks[MAX_LOCKS];
@@ -70,13 +72,14 @@ enum step {
 struct rs_pve_up {
 	struct rs_pve *pve;
 	struct cluster *cl;
+	struct cluster *own; /* inline details: a cluster of one endpoint, ours */
 	struct rs_worker *w;
 	const struct rs_pve_up_ops *ops;
 	void *arg;
 	struct rs_conn *c;
 	size_t ep;
 	enum step step;
-	bool term, lxc, locked, ended, have_login;
+	bool term, lxc, type_known, locked, ended, have_login;
 	uint32_t vmid;
 	char node[64];
 	/* Secrets of this console; wiped when freed. */
@@ -132,7 +135,8 @@ static void free_cluster(struct cluster *k)
 {
 	free(k->name);
 	free(k->ep);
-	rs_tls_client_free(k->tls);
+	if (k->own_tls)
+		rs_tls_client_free(k->tls);
 	if (k->token)
 		explicit_bzero(k->token, strlen(k->token));
 	if (k->password)
@@ -182,6 +186,19 @@ int rs_pve_new(struct rs_pve **out, const struct rs_config *cfg, char *err, size
 		}
 		if (!ret)
 			ret = rs_tls_client_new(&k->tls, &o, err, errlen);
+		k->own_tls = true;
+	}
+	if (!ret && cfg->inline_upstreams) {
+		const struct rs_cluster_conf *cc = cfg->inline_upstreams;
+		struct rs_tls_client_opts o = {
+			.name = "inline",
+			.ca_file = cc->ca_file,
+			.pins = (const char *const *)cc->fingerprints,
+			.n_pins = cc->n_fingerprints,
+			.insecure = cc->insecure,
+		};
+
+		ret = rs_tls_client_new(&p->inline_tls, &o, err, errlen);
 	}
 	if (ret) {
 		rs_pve_free(p);
@@ -198,6 +215,7 @@ void rs_pve_free(struct rs_pve *p)
 	for (size_t i = 0; i < p->n; i++)
 		free_cluster(&p->cl[i]);
 	free(p->cl);
+	rs_tls_client_free(p->inline_tls);
 	pthread_mutex_destroy(&p->locks_mu);
 	free(p);
 }
@@ -289,6 +307,10 @@ static void free_up(struct rs_pve_up *u)
 	wipe_str(&u->vncpw);
 	wipe_str(&u->vncuser);
 	free(u->body);
+	if (u->own) {
+		free_cluster(u->own);
+		free(u->own);
+	}
 	explicit_bzero(u, sizeof(*u));
 	free(u);
 }
@@ -436,7 +458,7 @@ static void next_step(struct rs_pve_up *u)
 			explicit_bzero(form, strlen(form));
 			free(form);
 		}
-	} else if (!u->node[0]) {
+	} else if (!u->node[0] || !u->type_known) {
 		u->step = S_RESOURCES;
 		ret = send_request(u, "GET", "/api2/json/cluster/resources?type=vm", NULL, NULL);
 	} else if (u->step < S_STATUS) {
@@ -694,7 +716,12 @@ static void handle_resources(struct rs_pve_up *u, json_t *d)
 
 		if (json_integer_value(id) != u->vmid || !json_is_string(node) || !json_is_string(type))
 			continue;
-		if (strcmp(json_string_value(type), type_of(u))) {
+		if (!u->type_known) {
+			u->lxc = !strcmp(json_string_value(type), "lxc");
+			u->type_known = true;
+		}
+		if (strcmp(json_string_value(type), type_of(u)) ||
+		    (u->node[0] && strcmp(u->node, json_string_value(node)))) {
 			end(u, RS_CC_VM_NOT_FOUND, "this console type does not match the guest");
 			return;
 		}
@@ -1031,11 +1058,44 @@ int rs_pve_up_open(struct rs_pve *p, struct rs_worker *w, const struct rs_consol
 	struct cluster *cl = p ? find_cluster(p, spec->cluster) : NULL;
 	struct rs_pve_up *u;
 
-	if (!cl)
+	if (!cl && !(p && p->inline_tls && !spec->cluster && spec->host && spec->user))
 		return -ENOENT;
 	u = calloc(1, sizeof(*u));
 	if (!u)
 		return -ENOMEM;
+	if (!cl) {
+		/* ProxmoxVNC-style inline details: one endpoint, a login, the
+		 * shared inline verification policy; nothing cached across consoles. */
+		struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV,
+					 .ai_socktype = SOCK_STREAM},
+				*ai = NULL;
+		char port[8];
+
+		cl = u->own = calloc(1, sizeof(*cl));
+		if (cl) {
+			pthread_mutex_init(&cl->lock, NULL);
+			cl->name = strdup("inline");
+			cl->ep = calloc(1, sizeof(*cl->ep));
+			cl->user = strdup(spec->user);
+			cl->password = strdup(spec->password ? spec->password : "");
+			cl->tls = p->inline_tls;
+		}
+		snprintf(port, sizeof(port), "%u", spec->port ? spec->port : 8006);
+		if (!cl || !cl->name || !cl->ep || !cl->user || !cl->password ||
+		    getaddrinfo(spec->host, port, &hints, &ai) || !ai) {
+			if (ai)
+				freeaddrinfo(ai);
+			u->w = w;
+			free_up(u);
+			return -EINVAL;
+		}
+		snprintf(cl->ep[0].host, sizeof(cl->ep[0].host), "%s", spec->host);
+		cl->ep[0].port = spec->port ? spec->port : 8006;
+		memcpy(&cl->ep[0].addr, ai->ai_addr, ai->ai_addrlen);
+		cl->ep[0].len = ai->ai_addrlen;
+		cl->n_ep = 1;
+		freeaddrinfo(ai);
+	}
 	u->pve = p;
 	u->cl = cl;
 	u->w = w;
@@ -1044,6 +1104,7 @@ int rs_pve_up_open(struct rs_pve *p, struct rs_worker *w, const struct rs_consol
 	u->vmid = spec->vmid;
 	u->term = spec->kind == RS_CONSOLE_PVE_TERM;
 	u->lxc = spec->pve_type && !strcmp(spec->pve_type, "lxc");
+	u->type_known = spec->pve_type != NULL;
 	if (spec->node)
 		snprintf(u->node, sizeof(u->node), "%s", spec->node);
 	u->deadline_ms = rs_worker_now(w) + timeout_ms;
