@@ -83,7 +83,7 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 		rs_parse_cidr(cfg->trusted_proxies[i], &app->trusted_proxies[i]); /* validated */
 	app->http.trusted_proxies = app->trusted_proxies;
 	app->http.n_trusted_proxies = cfg->n_trusted_proxies;
-	if (cfg->n_clusters) {
+	if (cfg->n_clusters || cfg->inline_upstreams) {
 		int ret = rs_pve_new(&app->pve, cfg, err, errlen);
 
 		if (ret)

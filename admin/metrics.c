@@ -7,6 +7,7 @@
 #include "admin/metrics.h"
 #include "core/token.h"
 #include "proto/console.h"
+#include "proto/pve_up.h"
 #include "tls/server.h"
 
 #ifndef RS_VERSION
@@ -84,6 +85,24 @@ long rs_metrics_render(struct rs_app *app, char **out)
 		       "Session ticket key rotations.");
 		fprintf(f, "ringside_tls_ticket_key_rotations_total %llu\n",
 			(unsigned long long)rs_tls_server_ticket_rotations(app->tls));
+	}
+
+	if (app->pve) {
+		const struct rs_pve_counters *pc = rs_pve_counters(app->pve);
+
+		family(f, "ringside_pve_failovers_total", "counter",
+		       "Console opens moved to the next Proxmox endpoint (connect/TLS failure, 5xx, "
+		       "595, 596).");
+		fprintf(f, "ringside_pve_failovers_total %llu\n",
+			(unsigned long long)atomic_load(&pc->failovers));
+		family(f, "ringside_pve_api_errors_total", "counter",
+		       "Proxmox API calls answered with 5xx, 595 or 596.");
+		fprintf(f, "ringside_pve_api_errors_total %llu\n",
+			(unsigned long long)atomic_load(&pc->api_errors));
+		family(f, "ringside_pve_logins_total", "counter",
+		       "Proxmox login tickets obtained (user/password clusters).");
+		fprintf(f, "ringside_pve_logins_total %llu\n",
+			(unsigned long long)atomic_load(&pc->login_renewals));
 	}
 
 	family(f, "ringside_consoles_opened_total", "counter",
