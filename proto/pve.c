@@ -534,6 +534,8 @@ static enum rs_pve_err open_data(int status, const char *reason, const uint8_t *
 				 struct rs_pve_error *err)
 {
 	*root = NULL;
+	if (err)
+		memset(err, 0, sizeof(*err));
 	if (status != 200)
 		return rs_pve_classify(status, reason, body, body_len, err);
 	*root = load(body, body_len);

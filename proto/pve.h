@@ -4,20 +4,23 @@
  * vncproxy/termproxy, VM lookup, status, the vncwebsocket upgrade) into a
  * caller buffer. Decoders turn a response (status, reason phrase, body, as
  * given by proto/http_resp.h) into structs, using jansson for the JSON.
- * See docs in /work/shared/reference/proxmox-console-protocol.md §1-3, 5.
+ * Wire facts come from reading PVE's source (pve-access-control,
+ * qemu-server, pve-container, pve-http-server), not from a live cluster.
  *
- * Builders return the request length, -ENOSPC when it does not fit in <cap>
- * (the buffer content is then unspecified) or -EINVAL when an input cannot
- * be embedded safely: a node name outside [A-Za-z0-9.-] (1-63 bytes), a
- * vmid outside 100..999999999, a port outside 5900..5999, a CR, LF or other
- * control byte in any string, a space in a header token. Inputs are
- * borrowed for the call only. Requests that carry secrets should be wiped
- * by the caller (explicit_bzero) once sent.
+ * Builders return the request length (the request is also NUL-terminated,
+ * so <cap> must exceed it by one), -ENOSPC when it does not fit (the buffer
+ * content is then unspecified) or -EINVAL when an input cannot be embedded
+ * safely: a node name outside [A-Za-z0-9.-] (1-63 bytes), a vmid outside
+ * 100..999999999, a port outside 5900..5999, a CR, LF or other control byte
+ * in any string, a space in a header token. Inputs are borrowed for the
+ * call only. Requests that carry secrets should be wiped by the caller
+ * (explicit_bzero) once sent.
  *
- * Decoders return RS_PVE_OK (0) or an rs_pve_err cause, and on failure fill
- * a struct rs_pve_error for the user. On success the output struct owns
- * heap strings; on failure it is left zeroed. Secrets are wiped before they
- * are freed, including jansson's copies.
+ * Decoders return RS_PVE_OK (0) or an rs_pve_err cause; <err> (may be NULL)
+ * is always filled: zeroed on success, the cause and the server's text for
+ * the user on failure. On success the output struct owns heap strings; on
+ * failure it is left zeroed. Secrets are wiped before they are freed,
+ * including jansson's copies.
  */
 #ifndef RS_PVE_H
 #define RS_PVE_H

@@ -553,6 +553,8 @@ static void test_console_decode(void **st)
 	assert_int_equal(rs_pve_parse_console(200, "OK", B(CONSOLE("\"5900\"")), &c, &err),
 			 RS_PVE_OK);
 	assert_int_equal(c.port, 5900);
+	assert_int_equal(err.code, RS_PVE_OK);
+	assert_int_equal(err.status, 0);
 	assert_string_equal(c.user, "relay@pve");
 	assert_string_equal(c.ticket, "8T:,O)X\\:PVEVNC:6A4BB5CD::LwJk==");
 	assert_string_equal(c.password, PW);
