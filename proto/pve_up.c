@@ -5,16 +5,16 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include <jansson.h>
-#include <llhttp.h>
 
 #include "core/log.h"
+#include "proto/http_resp.h"
+#include "proto/pve.h"
 #include "proto/pve_up.h"
 #include "proto/ws.h"
 #include "tls/boringssl.h"
 #include "tls/client.h"
 
-#define BODY_MAX (256 * 1024) /* vncproxy answers carry the cluster CA PEM */
+#define REQ_MAX 8192 /* the longest request: vncwebsocket with an encoded ticket */
 #define WS_MAX 131072         /* pveproxy drops frames above 128 KiB */
 #define TICKET_RENEW_MS (3600 * 1000) /* tickets live 2 h; renew at half */
 #define LOCK_RETRY_MS 20
@@ -31,7 +31,8 @@ struct cluster {
 	char *name;
 	struct endpoint *ep;
 	size_t n_ep;
-	char *token; /* "user@realm!id=secret" */
+	char *token; /* "user@realm!id=secret", split at the last '=' below */
+	const char *token_secret;
 	char *user, *password;
 	struct rs_tls_client *tls;
 	bool own_tls;         /* false for inline upstreams (the shared client) */
@@ -80,22 +81,14 @@ struct rs_pve_up {
 	size_t ep;
 	enum step step;
 	bool term, lxc, type_known, locked, ended, have_login;
+	bool upgrade_sent;
 	uint32_t vmid;
 	char node[64];
 	/* Secrets of this console; wiped when freed. */
 	char *ticket, *csrf;        /* login (user/password clusters) */
 	char *vncticket, *vncpw, *vncuser;
 	uint16_t vncport;
-	/* The HTTP response being read. */
-	llhttp_t ll;
-	int status;
-	char reason[160];
-	char hname[32];
-	size_t hname_len;
-	bool in_value, want_accept, complete;
-	char accept[40];
-	uint8_t *body;
-	size_t body_len;
+	struct rs_http_resp_parser rp; /* the answer being read */
 	char ws_key[25];
 	struct rs_ws_parser ws;
 	uint8_t ok_seen;
@@ -137,8 +130,10 @@ static void free_cluster(struct cluster *k)
 	free(k->ep);
 	if (k->own_tls)
 		rs_tls_client_free(k->tls);
-	if (k->token)
+	if (k->token) {
+		explicit_bzero((char *)k->token_secret, strlen(k->token_secret));
 		explicit_bzero(k->token, strlen(k->token));
+	}
 	if (k->password)
 		explicit_bzero(k->password, strlen(k->password));
 	if (k->ticket)
@@ -177,6 +172,12 @@ int rs_pve_new(struct rs_pve **out, const struct rs_config *cfg, char *err, size
 		p->n = i + 1;
 		k->name = rs_xstrdup(cc->name);
 		k->token = cc->token ? rs_xstrdup(cc->token) : NULL;
+		if (k->token) {
+			char *eq = strrchr(k->token, '='); /* validated by the config */
+
+			*eq = 0;
+			k->token_secret = eq + 1;
+		}
 		k->user = cc->user ? rs_xstrdup(cc->user) : NULL;
 		k->password = cc->password ? rs_xstrdup(cc->password) : NULL;
 		k->ep = rs_xcalloc(cc->n_endpoints, sizeof(*k->ep));
@@ -273,29 +274,6 @@ static void wipe_str(char **s)
 	}
 }
 
-/* Percent-encode everything but RFC 3986 unreserved characters: pveproxy
- * decodes '+' as a space, and tickets carry '+', '/', '=' and ':'. */
-static size_t pct(char *out, size_t cap, const char *in)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t n = 0;
-
-	for (; *in && n + 4 < cap; in++) {
-		unsigned char ch = (unsigned char)*in;
-
-		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-		    ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-			out[n++] = (char)ch;
-		} else {
-			out[n++] = '%';
-			out[n++] = hex[ch >> 4];
-			out[n++] = hex[ch & 15];
-		}
-	}
-	out[n] = 0;
-	return n;
-}
-
 static void free_up(struct rs_pve_up *u)
 {
 	if (u->locked)
@@ -306,7 +284,7 @@ static void free_up(struct rs_pve_up *u)
 	wipe_str(&u->vncticket);
 	wipe_str(&u->vncpw);
 	wipe_str(&u->vncuser);
-	free(u->body);
+	rs_http_resp_release(&u->rp);
 	if (u->own) {
 		free_cluster(u->own);
 		free(u->own);
@@ -364,54 +342,33 @@ static void failover(struct rs_pve_up *u, enum rs_console_cause cause, const cha
 
 /* --- requests --- */
 
-static void auth_headers(struct rs_pve_up *u, char *out, size_t cap, bool post)
+static void auth_of(const struct rs_pve_up *u, struct rs_pve_auth *a)
 {
-	char enc[1200];
-
+	memset(a, 0, sizeof(*a));
 	if (u->cl->token) {
-		snprintf(out, cap, "Authorization: PVEAPIToken=%s\r\n", u->cl->token);
-		return;
+		a->kind = RS_PVE_AUTH_TOKEN;
+		a->token_id = u->cl->token;
+		a->secret = u->cl->token_secret;
+	} else {
+		a->kind = RS_PVE_AUTH_TICKET;
+		a->ticket = u->ticket;
+		a->csrf = u->csrf;
 	}
-	pct(enc, sizeof(enc), u->ticket ? u->ticket : "");
-	if (post)
-		snprintf(out, cap, "Cookie: PVEAuthCookie=%s\r\nCSRFPreventionToken: %s\r\n", enc,
-			 u->csrf ? u->csrf : "");
-	else
-		snprintf(out, cap, "Cookie: PVEAuthCookie=%s\r\n", enc);
-	explicit_bzero(enc, sizeof(enc));
 }
 
-static void reset_response(struct rs_pve_up *u);
-
-static int send_request(struct rs_pve_up *u, const char *method, const char *path,
-			const char *body, const char *extra)
+/* Queue a request built by the codec (<n> bytes in <req>, or -errno). */
+static int send_built(struct rs_pve_up *u, char *req, int n)
 {
-	struct endpoint *e = &u->cl->ep[u->ep];
-	char auth[1400] = "", *req;
-	int n, ret;
+	int ret = n < 0 ? n : rs_conn_send(u->c, req, (size_t)n);
 
-	if (u->step != S_LOGIN)
-		auth_headers(u, auth, sizeof(auth), body != NULL);
-	n = asprintf(&req,
-		     "%s %s HTTP/1.1\r\nHost: %s:%u\r\nUser-Agent: ringside\r\n%s%s%s"
-		     "%s%zu\r\n\r\n%s",
-		     method, path, e->host, e->port, auth, extra ? extra : "",
-		     body ? "Content-Type: application/x-www-form-urlencoded\r\n" : "",
-		     body ? "Content-Length: " : "Content-Length: ", body ? strlen(body) : 0,
-		     body ? body : "");
-	explicit_bzero(auth, sizeof(auth));
-	if (n < 0)
-		return -ENOMEM;
-	reset_response(u);
-	ret = rs_conn_send(u->c, req, (size_t)n);
-	explicit_bzero(req, (size_t)n);
-	free(req);
+	explicit_bzero(req, REQ_MAX);
+	rs_http_resp_reset(&u->rp);
 	return ret;
 }
 
-static const char *type_of(const struct rs_pve_up *u)
+static enum rs_pve_vmtype type_of(const struct rs_pve_up *u)
 {
-	return u->lxc ? "lxc" : "qemu";
+	return u->lxc ? RS_PVE_LXC : RS_PVE_QEMU;
 }
 
 static void next_step(struct rs_pve_up *u);
@@ -442,30 +399,22 @@ static void arm_deadline(struct rs_pve_up *u)
 
 static void next_step(struct rs_pve_up *u)
 {
-	char path[400], body[2000], enc[1200];
-	int ret = 0;
+	const struct endpoint *e = &u->cl->ep[u->ep];
+	char host[300], req[REQ_MAX];
+	struct rs_pve_auth auth;
+	int n = 0;
 
+	snprintf(host, sizeof(host), strchr(e->host, ':') ? "[%s]:%u" : "%s:%u", e->host, e->port);
+	auth_of(u, &auth);
 	if (u->cl->user && !u->have_login) {
-		char user[600], *form;
-
 		u->step = S_LOGIN;
-		pct(user, sizeof(user), u->cl->user);
-		pct(enc, sizeof(enc), u->cl->password);
-		ret = asprintf(&form, "username=%s&password=%s", user, enc) < 0 ? -ENOMEM : 0;
-		explicit_bzero(enc, sizeof(enc));
-		if (!ret) {
-			ret = send_request(u, "POST", "/api2/json/access/ticket", form, NULL);
-			explicit_bzero(form, strlen(form));
-			free(form);
-		}
+		n = rs_pve_req_login(req, sizeof(req), host, u->cl->user, u->cl->password);
 	} else if (!u->node[0] || !u->type_known) {
 		u->step = S_RESOURCES;
-		ret = send_request(u, "GET", "/api2/json/cluster/resources?type=vm", NULL, NULL);
+		n = rs_pve_req_resources(req, sizeof(req), host, &auth);
 	} else if (u->step < S_STATUS) {
 		u->step = S_STATUS;
-		snprintf(path, sizeof(path), "/api2/json/nodes/%s/%s/%u/status/current", u->node,
-			 type_of(u), u->vmid);
-		ret = send_request(u, "GET", path, NULL, NULL);
+		n = rs_pve_req_status(req, sizeof(req), host, &auth, u->node, type_of(u), u->vmid);
 	} else if (u->step == S_STATUS || u->step == S_LOCK) {
 		/* Serialise the VNC handshake per VM (vncproxy resets its password). */
 		if (!u->term && !u->locked) {
@@ -482,156 +431,25 @@ static void next_step(struct rs_pve_up *u)
 			arm_deadline(u);
 		}
 		u->step = S_PROXY;
-		snprintf(path, sizeof(path), "/api2/json/nodes/%s/%s/%u/%s", u->node, type_of(u),
-			 u->vmid, u->term ? "termproxy" : "vncproxy");
-		ret = send_request(u, "POST", path, u->term ? "" : "websocket=1", NULL);
+		n = u->term ? rs_pve_req_termproxy(req, sizeof(req), host, &auth, u->node, type_of(u),
+						   u->vmid)
+			    : rs_pve_req_vncproxy(req, sizeof(req), host, &auth, u->node, type_of(u),
+						  u->vmid, 0, 0);
 	} else if (u->step == S_PROXY) {
 		uint8_t key[16];
-		char hdr[200];
-		size_t n;
 
 		u->step = S_UPGRADE;
 		rs_random(key, sizeof(key));
 		EVP_EncodeBlock((uint8_t *)u->ws_key, key, sizeof(key));
-		n = pct(enc, sizeof(enc), u->vncticket);
-		(void)n;
-		snprintf(body, sizeof(body),
-			 "/api2/json/nodes/%s/%s/%u/vncwebsocket?port=%u&vncticket=%s", u->node,
-			 type_of(u), u->vmid, u->vncport, enc);
-		explicit_bzero(enc, sizeof(enc));
-		snprintf(hdr, sizeof(hdr),
-			 "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-			 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Protocol: binary\r\n",
-			 u->ws_key);
-		u->want_accept = true;
-		ret = send_request(u, "GET", body, NULL, hdr);
-		explicit_bzero(body, sizeof(body));
+		n = rs_pve_req_vncwebsocket(req, sizeof(req), host, &auth, u->node, type_of(u),
+					    u->vmid, u->vncport, u->vncticket, u->ws_key);
 	}
-	if (ret)
-		end(u, RS_CC_NOMEM, "out of memory");
+	if (send_built(u, req, n))
+		end(u, n == -ENOMEM || n >= 0 ? RS_CC_NOMEM : RS_CC_UPSTREAM_PROTOCOL,
+		    n >= 0 ? "out of memory" : "the console request could not be built");
 }
 
 /* --- responses --- */
-
-static int on_status(llhttp_t *ll, const char *at, size_t len)
-{
-	struct rs_pve_up *u = ll->data;
-	size_t have = strlen(u->reason);
-
-	snprintf(u->reason + have, sizeof(u->reason) - have, "%.*s", (int)len, at);
-	return 0;
-}
-
-static int on_hfield(llhttp_t *ll, const char *at, size_t len)
-{
-	struct rs_pve_up *u = ll->data;
-
-	if (u->in_value) {
-		u->in_value = false;
-		u->hname_len = 0;
-	}
-	if (u->hname_len + len < sizeof(u->hname)) {
-		memcpy(u->hname + u->hname_len, at, len);
-		u->hname_len += len;
-	} else {
-		u->hname_len = sizeof(u->hname); /* too long to be one we want */
-	}
-	return 0;
-}
-
-static int on_hvalue(llhttp_t *ll, const char *at, size_t len)
-{
-	struct rs_pve_up *u = ll->data;
-	size_t have;
-
-	u->in_value = true;
-	if (u->hname_len != 20 || strncasecmp(u->hname, "Sec-WebSocket-Accept", 20))
-		return 0;
-	have = strlen(u->accept);
-	snprintf(u->accept + have, sizeof(u->accept) - have, "%.*s", (int)len, at);
-	return 0;
-}
-
-static int on_body(llhttp_t *ll, const char *at, size_t len)
-{
-	struct rs_pve_up *u = ll->data;
-	uint8_t *p;
-
-	if (u->body_len + len > BODY_MAX)
-		return -1;
-	p = realloc(u->body, u->body_len + len + 1);
-	if (!p)
-		return -1;
-	u->body = p;
-	memcpy(p + u->body_len, at, len);
-	u->body_len += len;
-	p[u->body_len] = 0;
-	return 0;
-}
-
-static int on_headers_complete(llhttp_t *ll)
-{
-	struct rs_pve_up *u = ll->data;
-
-	u->status = ll->status_code;
-	/* 101: the bytes after the head are WebSocket frames. */
-	return u->status == 101 ? 2 : 0;
-}
-
-static int on_complete(llhttp_t *ll)
-{
-	struct rs_pve_up *u = ll->data;
-
-	u->complete = true;
-	return HPE_PAUSED;
-}
-
-static llhttp_settings_t resp_settings;
-static pthread_once_t resp_once = PTHREAD_ONCE_INIT;
-
-static void init_settings(void)
-{
-	llhttp_settings_init(&resp_settings);
-	resp_settings.on_status = on_status;
-	resp_settings.on_header_field = on_hfield;
-	resp_settings.on_header_value = on_hvalue;
-	resp_settings.on_body = on_body;
-	resp_settings.on_headers_complete = on_headers_complete;
-	resp_settings.on_message_complete = on_complete;
-}
-
-static void reset_response(struct rs_pve_up *u)
-{
-	pthread_once(&resp_once, init_settings);
-	llhttp_init(&u->ll, HTTP_RESPONSE, &resp_settings);
-	u->ll.data = u;
-	u->status = 0;
-	u->reason[0] = 0;
-	u->accept[0] = 0;
-	u->hname_len = 0;
-	u->in_value = false;
-	u->complete = false;
-	free(u->body);
-	u->body = NULL;
-	u->body_len = 0;
-}
-
-static json_t *data_of(struct rs_pve_up *u, json_t **root)
-{
-	json_t *d;
-
-	*root = json_loadb((const char *)(u->body ? u->body : (const uint8_t *)""), u->body_len, 0,
-			   NULL);
-	d = *root ? json_object_get(*root, "data") : NULL;
-	return d;
-}
-
-static char *dup_field(json_t *obj, const char *key)
-{
-	json_t *v = json_object_get(obj, key);
-
-	return json_is_string(v) ? strdup(json_string_value(v)) : NULL;
-}
 
 static void protocol_error(struct rs_pve_up *u, const char *what)
 {
@@ -639,59 +457,73 @@ static void protocol_error(struct rs_pve_up *u, const char *what)
 	end(u, RS_CC_UPSTREAM_PROTOCOL, "Proxmox answered something unexpected");
 }
 
-/* Errors a console meets, each with a cause and a reason for the browser. */
-static bool handle_error(struct rs_pve_up *u)
+/* An answer that is not what the step needed: a cause and a reason for the
+ * browser (no address, node or secret), or the next endpoint. */
+static void api_error(struct rs_pve_up *u, enum rs_pve_err code, const struct rs_pve_error *err)
 {
-	char why[240];
-	int st = u->status;
+	char why[300];
 
-	if (st >= 200 && st < 300)
-		return false;
-	snprintf(why, sizeof(why), "HTTP %d %s", st, u->reason);
-	if (st == 401) {
+	snprintf(why, sizeof(why), "%s (HTTP %d %s)", rs_pve_err_str(code), err->status,
+		 err->detail);
+	if (rs_pve_err_failover(code)) {
+		atomic_fetch_add(&u->pve->ct.api_errors, 1);
+		failover(u, RS_CC_UPSTREAM_UNAVAILABLE, why);
+		return;
+	}
+	rs_warn("pve", "cluster %s: VM %u: %s", u->cl->name, u->vmid, why);
+	switch (code) {
+	case RS_PVE_E_AUTH:
 		if (u->have_login && u->cl->user) {
-			/* A cached ticket may have been revoked: log in once more. */
+			/* A cached ticket may have been revoked: log in afresh next time. */
 			pthread_mutex_lock(&u->cl->lock);
 			wipe_str(&u->cl->ticket);
 			wipe_str(&u->cl->csrf);
 			pthread_mutex_unlock(&u->cl->lock);
 		}
-		rs_warn("pve", "cluster %s: credentials refused (%s)", u->cl->name, why);
 		end(u, RS_CC_UPSTREAM_AUTH, "the console service's Proxmox credentials were refused");
-	} else if (st == 403) {
-		rs_warn("pve", "cluster %s: VM %u: permission denied (%s)", u->cl->name, u->vmid, why);
-		end(u, RS_CC_UPSTREAM_PERMISSION,
-		    "the console service may not open this VM's console (VM.Console)");
-	} else if (st == 500 && (strstr(u->reason, "does not exist") ||
-				 (u->body && strstr((char *)u->body, "does not exist")))) {
-		end(u, RS_CC_VM_NOT_FOUND, "this VM was not found where the console looked for it");
-	} else if (st >= 500) {
-		atomic_fetch_add(&u->pve->ct.api_errors, 1);
-		failover(u, RS_CC_UPSTREAM_UNAVAILABLE, why);
-	} else {
-		rs_warn("pve", "cluster %s: VM %u: %s", u->cl->name, u->vmid, why);
-		end(u, RS_CC_UPSTREAM_PROTOCOL, "Proxmox refused the console request");
-	}
-	return true;
-}
-
-static void handle_login(struct rs_pve_up *u, json_t *d)
-{
-	if (json_is_true(json_object_get(d, "NeedTFA")) ||
-	    json_integer_value(json_object_get(d, "NeedTFA")) == 1) {
+		break;
+	case RS_PVE_E_TFA:
 		rs_warn("pve", "cluster %s: account %s needs two-factor login: configure an API token "
 			       "for ringside instead",
-			u->cl->name, u->cl->user);
+			u->cl->name, u->cl->user ? u->cl->user : "-");
 		end(u, RS_CC_UPSTREAM_AUTH,
 		    "the console service's Proxmox account needs two-factor login");
+		break;
+	case RS_PVE_E_PERM:
+		end(u, RS_CC_UPSTREAM_PERMISSION,
+		    "the console service may not open this VM's console (VM.Console)");
+		break;
+	case RS_PVE_E_NOT_FOUND:
+		end(u, RS_CC_VM_NOT_FOUND, "this VM was not found where the console looked for it");
+		break;
+	case RS_PVE_E_NO_VM:
+		end(u, RS_CC_VM_NOT_FOUND, "this VM was not found in the cluster");
+		break;
+	case RS_PVE_E_NOMEM:
+		end(u, RS_CC_NOMEM, "out of memory");
+		break;
+	default:
+		end(u, RS_CC_UPSTREAM_PROTOCOL, "Proxmox refused the console request");
+		break;
+	}
+}
+
+static void handle_login(struct rs_pve_up *u, const struct rs_http_resp *r)
+{
+	struct rs_pve_login l = {0};
+	struct rs_pve_error err;
+	enum rs_pve_err code = rs_pve_parse_login(r->status, r->reason, r->body, r->body_len, &l,
+						  &err);
+
+	if (code) {
+		rs_pve_login_wipe(&l);
+		api_error(u, code, &err);
 		return;
 	}
-	u->ticket = dup_field(d, "ticket");
-	u->csrf = dup_field(d, "CSRFPreventionToken");
-	if (!u->ticket || !u->csrf) {
-		protocol_error(u, "the login");
-		return;
-	}
+	u->ticket = l.ticket;
+	u->csrf = l.csrf;
+	l.ticket = l.csrf = NULL;
+	rs_pve_login_wipe(&l);
 	pthread_mutex_lock(&u->cl->lock);
 	wipe_str(&u->cl->ticket);
 	wipe_str(&u->cl->csrf);
@@ -704,44 +536,42 @@ static void handle_login(struct rs_pve_up *u, json_t *d)
 	next_step(u);
 }
 
-static void handle_resources(struct rs_pve_up *u, json_t *d)
+static void handle_resources(struct rs_pve_up *u, const struct rs_http_resp *r)
 {
-	size_t i;
-	json_t *r;
+	struct rs_pve_error err;
+	struct rs_pve_vm vm;
+	enum rs_pve_err code = rs_pve_parse_resources(r->status, r->reason, r->body, r->body_len,
+						      u->vmid, &vm, &err);
 
-	json_array_foreach(d, i, r)
-	{
-		json_t *id = json_object_get(r, "vmid"), *node = json_object_get(r, "node"),
-		       *type = json_object_get(r, "type");
-
-		if (json_integer_value(id) != u->vmid || !json_is_string(node) || !json_is_string(type))
-			continue;
-		if (!u->type_known) {
-			u->lxc = !strcmp(json_string_value(type), "lxc");
-			u->type_known = true;
-		}
-		if (strcmp(json_string_value(type), type_of(u)) ||
-		    (u->node[0] && strcmp(u->node, json_string_value(node)))) {
-			end(u, RS_CC_VM_NOT_FOUND, "this console type does not match the guest");
-			return;
-		}
-		snprintf(u->node, sizeof(u->node), "%s", json_string_value(node));
-		next_step(u);
+	if (code) {
+		api_error(u, code, &err);
 		return;
 	}
-	end(u, RS_CC_VM_NOT_FOUND, "this VM was not found in the cluster");
+	if (!u->type_known) {
+		u->lxc = vm.type == RS_PVE_LXC;
+		u->type_known = true;
+	}
+	if (vm.type != type_of(u) || (u->node[0] && strcmp(u->node, vm.node))) {
+		end(u, RS_CC_VM_NOT_FOUND, "this VM was not found where the console looked for it");
+		return;
+	}
+	snprintf(u->node, sizeof(u->node), "%s", vm.node);
+	next_step(u);
 }
 
-static void handle_status(struct rs_pve_up *u, json_t *d)
+static void handle_status(struct rs_pve_up *u, const struct rs_http_resp *r)
 {
-	json_t *st = json_object_get(d, "status");
+	struct rs_pve_error err;
+	bool running = false;
+	enum rs_pve_err code = rs_pve_parse_status(r->status, r->reason, r->body, r->body_len,
+						   &running, &err);
 	char why[80];
 
-	if (!json_is_string(st)) {
-		protocol_error(u, "the status check");
+	if (code) {
+		api_error(u, code, &err);
 		return;
 	}
-	if (strcmp(json_string_value(st), "running")) {
+	if (!running) {
 		snprintf(why, sizeof(why), "VM %u is not running", u->vmid);
 		end(u, RS_CC_VM_NOT_RUNNING, why);
 		return;
@@ -749,21 +579,32 @@ static void handle_status(struct rs_pve_up *u, json_t *d)
 	next_step(u);
 }
 
-static void handle_proxy(struct rs_pve_up *u, json_t *d)
+static void handle_proxy(struct rs_pve_up *u, const struct rs_http_resp *r)
 {
-	json_t *port = json_object_get(d, "port");
-	long p = json_is_integer(port)	 ? (long)json_integer_value(port)
-		 : json_is_string(port) ? strtol(json_string_value(port), NULL, 10)
-					 : 0;
+	struct rs_pve_console con = {0};
+	struct rs_pve_error err;
+	enum rs_pve_err code = rs_pve_parse_console(r->status, r->reason, r->body, r->body_len,
+						    &con, &err);
+	char pw[9];
 
-	u->vncticket = dup_field(d, "ticket");
-	u->vncpw = dup_field(d, "password");
-	u->vncuser = dup_field(d, "user");
-	if (!u->vncticket || !u->vncuser || p < 5900 || p > 5999 || strlen(u->vncticket) > 512) {
-		protocol_error(u, u->term ? "termproxy" : "vncproxy");
+	if (code) {
+		rs_pve_console_wipe(&con);
+		api_error(u, code, &err);
 		return;
 	}
-	u->vncport = (uint16_t)p;
+	/* Section 4.1: the password, else the ticket; DES uses 8 bytes. */
+	rs_pve_vnc_password(&con, pw);
+	u->vncpw = strdup(pw);
+	explicit_bzero(pw, sizeof(pw));
+	u->vncticket = con.ticket;
+	u->vncuser = con.user;
+	u->vncport = con.port;
+	con.ticket = con.user = NULL;
+	rs_pve_console_wipe(&con);
+	if (!u->vncpw || !u->vncticket || !u->vncuser) {
+		end(u, RS_CC_NOMEM, "out of memory");
+		return;
+	}
 	next_step(u);
 }
 
@@ -788,10 +629,8 @@ static void become_ready(struct rs_pve_up *u)
 
 	u->step = S_READY;
 	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
-	if (!u->term) {
-		/* Section 4.1: password, else the ticket; DES uses 8 bytes. */
-		snprintf(pw, sizeof(pw), "%s", u->vncpw ? u->vncpw : u->vncticket);
-	}
+	if (!u->term)
+		snprintf(pw, sizeof(pw), "%s", u->vncpw);
 	wipe_str(&u->vncticket);
 	wipe_str(&u->vncpw);
 	wipe_str(&u->ticket);
@@ -804,16 +643,15 @@ static void ws_bytes(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, size_
 
 static void handle_upgrade(struct rs_pve_up *u, struct rs_buf *b, uint8_t *rest, size_t rest_len)
 {
-	char want[29];
+	struct rs_pve_error err;
+	enum rs_pve_err code = rs_pve_check_upgrade(&u->rp.resp, u->ws_key, &err);
 
-	rs_ws_accept_key(u->ws_key, want);
-	if (u->status != 101) {
-		if (!handle_error(u))
+	rs_http_resp_release(&u->rp);
+	if (code) {
+		if (code == RS_PVE_E_UPGRADE)
 			protocol_error(u, "the console WebSocket");
-		return;
-	}
-	if (strcmp(want, u->accept)) {
-		protocol_error(u, "the console WebSocket (accept key)");
+		else
+			api_error(u, code, &err);
 		return;
 	}
 	rs_ws_parser_init(&u->ws, false, WS_MAX, UINT64_MAX);
@@ -842,37 +680,25 @@ static void handle_upgrade(struct rs_pve_up *u, struct rs_buf *b, uint8_t *rest,
 
 static void handle_response(struct rs_pve_up *u)
 {
-	json_t *root = NULL, *d;
+	const struct rs_http_resp *r = &u->rp.resp;
 
-	if (handle_error(u))
-		return;
-	d = data_of(u, &root);
-	if (!d) {
-		json_decref(root);
-		protocol_error(u, "an API call");
-		return;
-	}
 	switch (u->step) {
 	case S_LOGIN:
-		handle_login(u, d);
+		handle_login(u, r);
 		break;
 	case S_RESOURCES:
-		handle_resources(u, d);
+		handle_resources(u, r);
 		break;
 	case S_STATUS:
-		handle_status(u, d);
+		handle_status(u, r);
 		break;
 	case S_PROXY:
-		handle_proxy(u, d);
+		handle_proxy(u, r);
 		break;
 	default:
 		protocol_error(u, "an API call");
 		break;
 	}
-	/* Tickets in the body: wipe before freeing. */
-	if (u->body)
-		explicit_bzero(u->body, u->body_len);
-	json_decref(root);
 }
 
 /* Terminal output after the handshake: strip termproxy's "OK" first. */
@@ -927,24 +753,21 @@ static void up_on_data(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_
 		ws_bytes(u, b, data, len);
 		return;
 	}
-	while (len && !u->ended) {
-		enum llhttp_errno e = llhttp_execute(&u->ll, (const char *)data, len);
-		size_t used = len;
+	while (len && !u->ended && u->step < S_TERM_OK) {
+		int n = rs_http_resp_feed(&u->rp, data, len);
 
-		if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
-			used = (size_t)(llhttp_get_error_pos(&u->ll) - (const char *)data);
-		else if (e != HPE_OK) {
-			failover(u, RS_CC_UPSTREAM_PROTOCOL, "malformed HTTP answer");
+		if (n < 0) {
+			failover(u, RS_CC_UPSTREAM_PROTOCOL, rs_http_resp_error(&u->rp));
 			return;
 		}
-		data += used;
-		len -= used;
-		if (e == HPE_PAUSED_UPGRADE || (u->step == S_UPGRADE && u->complete)) {
+		data += n;
+		len -= (size_t)n;
+		if (!rs_http_resp_done(&u->rp))
+			return;
+		if (u->step == S_UPGRADE) {
 			handle_upgrade(u, b, data, len);
 			return;
 		}
-		if (!u->complete)
-			return;
 		handle_response(u);
 	}
 }
@@ -1108,6 +931,7 @@ int rs_pve_up_open(struct rs_pve *p, struct rs_worker *w, const struct rs_consol
 	if (spec->node)
 		snprintf(u->node, sizeof(u->node), "%s", spec->node);
 	u->deadline_ms = rs_worker_now(w) + timeout_ms;
+	rs_http_resp_init(&u->rp, 0);
 	rs_timer_init(&u->timer, on_deadline);
 	arm_deadline(u);
 	*out = u;
