@@ -1206,6 +1206,8 @@ class Sim:
                 vm["node"] = body["node"]
             return 200, {"ok": True}
         if method == "POST" and path == "/clock":
+            if "offset" in body:
+                self.clock_offset = float(body["offset"])
             self.clock_offset += float(body.get("advance", 0))
             return 200, {"ok": True, "offset": self.clock_offset}
         if method == "GET" and path == "/state":
