@@ -911,3 +911,20 @@ def test_legacy_mode(legacy):
     d2, ws = term_session(legacy, legacy.token_headers())
     ws.send(("%s:%s\n" % (d2["user"], d2["ticket"])).encode(), op=1)
     assert ws.closed()
+
+
+def test_lxc_vncproxy_vncterm_lookalike(sim, root):
+    h = sim.cookie_headers(root)
+    for params, size in (({"websocket": "1"}, (744, 400)),
+                         ({"websocket": "1", "width": "800", "height": "600"}, (800, 600))):
+        d = vncproxy(sim, h, vmid=201, vtype="lxc", params=params)
+        ws = RawWS(sim, "pve1", ws_path("pve1", "lxc", 201, d["port"], d["ticket"]), h)
+        assert rfb_auth(ws, d["password"]) == b"\0\0\0\0"
+        ws.send(b"\x01")
+        assert struct.unpack(">HH", ws.stream(4)) == size
+        assert ws.stream(16)[:4] == bytes([8, 8, 0, 0])  # 8-bit colour map
+        assert ws.stream(struct.unpack(">I", ws.stream(4))[0]) == b"VNC Command Terminal"
+        ws.send(struct.pack(">BBHHHH", 3, 0, 0, 0, size[0], size[1]))
+        assert ws.stream(16) == struct.pack(">BxHHHHHi", 0, 1, 0, 0, size[0], size[1], 0)
+        assert ws.stream(size[0] * size[1]) == bytes(size[0] * size[1])
+        ws.close()
