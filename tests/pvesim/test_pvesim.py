@@ -191,7 +191,7 @@ def base_conf(xvnc_port, big_port, **kw):
                 {"vmid": 201, "type": "lxc", "node": "pve1", "status": "running"}],
         "auth_delay_s": 0.2,
         "idle_close_s": 1.0,
-        "console_accept_timeout_s": 2.0,
+        "console_accept_timeout_s": 3.0,
     }
     conf.update(kw)
     return conf
@@ -222,14 +222,14 @@ def root(sim):
 class RawWS:
     """A minimal, deliberately strict WebSocket client on a TLS socket."""
 
-    def __init__(self, sim, node, path, headers, protocol="binary", upgrade=True):
+    def __init__(self, sim, node, path, headers, protocol="binary", upgrade=True, version="13"):
         host, port = sim.node(node)
         raw = socket.create_connection((host, port), timeout=10)
         self.s = sim.ctx.wrap_socket(raw, server_hostname=host)
         self.key = base64.b64encode(os.urandom(16)).decode()
         lines = ["GET /api2/json%s HTTP/1.1" % path, "Host: %s:%d" % (host, port)]
         if upgrade:
-            lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+            lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: %s" % version,
                       "Sec-WebSocket-Key: %s" % self.key]
         if protocol:
             lines.append("Sec-WebSocket-Protocol: %s" % protocol)
@@ -662,7 +662,7 @@ def test_single_accept_only(sim, root):
 
 def test_accept_timeout_closes_listener(sim, root):
     d = vncproxy(sim, sim.cookie_headers(root))
-    time.sleep(2.3)  # console_accept_timeout_s = 2 in this fixture (PVE: 10 s)
+    time.sleep(3.3)  # console_accept_timeout_s = 3 in this fixture (PVE: 10 s)
     ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.cookie_headers(root))
     assert ws.status is None  # no 101: backend connect failed first
     log = [e for e in sim.ctl("GET", "/log") if e.get("path", "").endswith("vncwebsocket")]
@@ -697,6 +697,10 @@ def test_ws_upgrade_headers_and_subprotocol(sim, root):
     ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.token_headers(),
                protocol="binary, base64")
     assert ws.status == 101 and ws.headers["sec-websocket-protocol"] == "binary, base64"  # verbatim
+    ws.close()
+    ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.token_headers(),
+               version="8")
+    assert ws.status == 400 and ws.headers["connection"] == "close"
     ws.close()
     # unauthenticated upgrade: delayed 401 with Connection: close
     ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), {})
