@@ -9,7 +9,13 @@ front of a real VNC server, termproxy with a real PTY).  Behaviour follows
 Usage: /usr/bin/python3 tests/pvesim/pvesim.py --config CONF.json --dir DIR
 Runs until SIGTERM (exit 0).  Loopback only.
 """
-import argparse
+import signal
+import sys
+
+# SIGTERM at any moment (even while still starting up) is a clean exit 0
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+import argparse  # noqa: E402
 import asyncio
 import base64
 import datetime
@@ -22,11 +28,9 @@ import json
 import os
 import re
 import secrets
-import signal
 import ssl
 import struct
 import subprocess
-import sys
 import tempfile
 import termios
 import time
@@ -1316,6 +1320,7 @@ def main():
         return 2
     sim = Sim(conf, a.dir)
     asyncio.run(sim.run())
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # already stopping
     return 0
 
 
