@@ -9,7 +9,13 @@ front of a real VNC server, termproxy with a real PTY).  Behaviour follows
 Usage: /usr/bin/python3 tests/pvesim/pvesim.py --config CONF.json --dir DIR
 Runs until SIGTERM (exit 0).  Loopback only.
 """
-import argparse
+import signal
+import sys
+
+# SIGTERM at any moment (even while still starting up) is a clean exit 0
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+import argparse  # noqa: E402
 import asyncio
 import base64
 import datetime
@@ -22,11 +28,9 @@ import json
 import os
 import re
 import secrets
-import signal
 import ssl
 import struct
 import subprocess
-import sys
 import tempfile
 import termios
 import time
@@ -769,6 +773,8 @@ class Sim:
                 ticket = vt
         secret = password if password is not None else ticket
         con = await self.open_console_at(node, port, vtype, vmid, "vnc", auth["authid"], ticket, secret)
+        con.width = int(params["width"]) if "width" in params else None
+        con.height = int(params["height"]) if "height" in params else None
         data = {"user": auth["authid"], "ticket": ticket, "port": str(con.port),
                 "upid": self.upid(node.name, vmid, auth["authid"]), "cert": self.ca_pem}
         if password is not None:
@@ -996,6 +1002,8 @@ class Sim:
         await writer.drain()
         target = vm.get("vnc")
         if not target:
+            if con.vtype == "lxc":
+                await self.vncterm_lite(con, reader, writer)
             return
         host, _, p = target.rpartition(":")
         br, bw = await asyncio.wait_for(asyncio.open_connection(host or "127.0.0.1", int(p)), 5)
@@ -1017,6 +1025,38 @@ class Sim:
             await self.splice(reader, writer, br, bw)
         finally:
             bw.close()
+
+    async def vncterm_lite(self, con, reader, writer):
+        """A blank vncterm look-alike: ServerInit WxH (default 744x400), 8-bit colour-map format,
+        name "VNC Command Terminal"; answers non-incremental update requests with a black frame."""
+        width, height = con.width or 744, con.height or 400
+        await reader.readexactly(1)  # ClientInit
+        name = b"VNC Command Terminal"
+        pf = struct.pack(">BBBBHHHBBBxxx", 8, 8, 0, 0, 0, 0, 0, 0, 0, 0)
+        writer.write(struct.pack(">HH", width, height) + pf + struct.pack(">I", len(name)) + name)
+        bpp = 8
+        while True:
+            t = (await reader.readexactly(1))[0]
+            if t == 0:  # SetPixelFormat
+                bpp = (await reader.readexactly(19))[3] or 8
+            elif t == 2:  # SetEncodings
+                n = struct.unpack(">xH", await reader.readexactly(3))[0]
+                await reader.readexactly(4 * n)
+            elif t == 3:  # FramebufferUpdateRequest
+                inc = (await reader.readexactly(9))[0]
+                if not inc:
+                    writer.write(struct.pack(">BxHHHHHi", 0, 1, 0, 0, width, height, 0))
+                    writer.write(bytes(width * height * max(bpp // 8, 1)))
+                    await writer.drain()
+            elif t == 4:  # KeyEvent
+                await reader.readexactly(7)
+            elif t == 5:  # PointerEvent
+                await reader.readexactly(5)
+            elif t == 6:  # ClientCutText
+                n = struct.unpack(">xxxI", await reader.readexactly(7))[0]
+                await reader.readexactly(n)
+            else:
+                return
 
     async def splice(self, r1, w1, r2, w2):
         async def pump(r, w):
@@ -1206,6 +1246,8 @@ class Sim:
                 vm["node"] = body["node"]
             return 200, {"ok": True}
         if method == "POST" and path == "/clock":
+            if "offset" in body:
+                self.clock_offset = float(body["offset"])
             self.clock_offset += float(body.get("advance", 0))
             return 200, {"ok": True, "offset": self.clock_offset}
         if method == "GET" and path == "/state":
@@ -1278,6 +1320,7 @@ def main():
         return 2
     sim = Sim(conf, a.dir)
     asyncio.run(sim.run())
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # already stopping
     return 0
 
 
