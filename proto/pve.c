@@ -550,8 +550,9 @@ static enum rs_pve_err open_data(int status, const char *reason, const uint8_t *
 
 /* A copy of the string at data.<key>; NULL when absent or not a string.
  * Strings that later go into request lines or headers must hold no control
- * byte (*bad is set then); <multiline> allows the PEM's newlines. */
-static char *take(json_t *data, const char *key, bool multiline, bool *bad)
+ * byte (*bad is set then); <multiline> allows the PEM's newlines. *nomem
+ * is set when the copy fails. */
+static char *take(json_t *data, const char *key, bool multiline, bool *bad, bool *nomem)
 {
 	json_t *v = json_object_get(data, key);
 	const char *s = json_string_value(v);
@@ -565,7 +566,7 @@ static char *take(json_t *data, const char *key, bool multiline, bool *bad)
 	}
 	c = strdup(s);
 	if (!c)
-		*bad = true;
+		*nomem = true;
 	return c;
 }
 
@@ -591,7 +592,7 @@ enum rs_pve_err rs_pve_parse_login(int status, const char *reason, const uint8_t
 {
 	enum rs_pve_err ret;
 	json_t *root, *data, *tfa;
-	bool bad = false;
+	bool bad = false, nomem = false;
 
 	memset(out, 0, sizeof(*out));
 	ret = open_data(status, reason, body, body_len, &root, &data, false, err);
@@ -602,9 +603,13 @@ enum rs_pve_err rs_pve_parse_login(int status, const char *reason, const uint8_t
 		ret = set_err(err, RS_PVE_E_TFA, status, "NeedTFA");
 		goto out_free;
 	}
-	out->username = take(data, "username", false, &bad);
-	out->ticket = take(data, "ticket", false, &bad);
-	out->csrf = take(data, "CSRFPreventionToken", false, &bad);
+	out->username = take(data, "username", false, &bad, &nomem);
+	out->ticket = take(data, "ticket", false, &bad, &nomem);
+	out->csrf = take(data, "CSRFPreventionToken", false, &bad, &nomem);
+	if (nomem) {
+		ret = set_err(err, RS_PVE_E_NOMEM, status, "out of memory");
+		goto out_free;
+	}
 	if (bad || !out->username || !out->ticket || !out->csrf || !header_token(out->csrf)) {
 		ret = set_err(err, RS_PVE_E_MALFORMED, status,
 			      "login answer lacks username, ticket or CSRFPreventionToken");
@@ -649,7 +654,7 @@ enum rs_pve_err rs_pve_parse_console(int status, const char *reason, const uint8
 {
 	enum rs_pve_err ret;
 	json_t *root, *data;
-	bool bad = false;
+	bool bad = false, nomem = false;
 	int port;
 
 	memset(out, 0, sizeof(*out));
@@ -663,11 +668,15 @@ enum rs_pve_err rs_pve_parse_console(int status, const char *reason, const uint8
 		goto out_free;
 	}
 	out->port = (uint16_t)port;
-	out->user = take(data, "user", false, &bad);
-	out->ticket = take(data, "ticket", false, &bad);
-	out->password = take(data, "password", false, &bad);
-	out->cert = take(data, "cert", true, &bad);
-	out->upid = take(data, "upid", false, &bad);
+	out->user = take(data, "user", false, &bad, &nomem);
+	out->ticket = take(data, "ticket", false, &bad, &nomem);
+	out->password = take(data, "password", false, &bad, &nomem);
+	out->cert = take(data, "cert", true, &bad, &nomem);
+	out->upid = take(data, "upid", false, &bad, &nomem);
+	if (nomem) {
+		ret = set_err(err, RS_PVE_E_NOMEM, status, "out of memory");
+		goto out_free;
+	}
 	if (bad || !out->user || !out->ticket) {
 		ret = set_err(err, RS_PVE_E_MALFORMED, status,
 			      "console answer lacks user or ticket, or has a bad field");

@@ -350,6 +350,11 @@ static void test_resp_every_split(void **st)
 				      "handshake: No route to host\r\n"
 				      "Connection: close\r\n"
 				      "\r\n";
+	static const char interim[] = "HTTP/1.1 100 Continue\r\n\r\n"
+				      "HTTP/1.0 200 OK\r\n"
+				      "Content-Type: application/json\r\n"
+				      "\r\n"
+				      "{\"data\":{}}";
 	static const char upgrade[] = "HTTP/1.1 101 Switching Protocols\r\n"
 				      "Upgrade: websocket\r\n"
 				      "Connection: upgrade\r\n"
@@ -366,6 +371,8 @@ static void test_resp_every_split(void **st)
 	    {unreach, sizeof(unreach) - 1, true, 595,
 	     "Errors during connection establishment, proxy handshake: No route to host", NULL,
 	     false},
+	    /* an interim 100 is skipped; HTTP/1.0 body read until the close */
+	    {interim, sizeof(interim) - 1, true, 200, "OK", "{\"data\":{}}", false},
 	    {upgrade, sizeof(upgrade) - 1 - 14, false, 101, "Switching Protocols", NULL, true},
 	};
 
