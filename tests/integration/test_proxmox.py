@@ -380,3 +380,17 @@ def test_proxmoxvnc_create_vnc_status(daemon_factory, lab):
     code, body = curl("-X", "POST", d2.base + "/create", "-H", "Authorization: " + secret,
                       "-F", "params=" + params)
     assert code == 403 and "inline_upstreams" in body
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="chromium not installed")
+def test_browser_qemu_and_lxc_over_https(rs, lab, tmpdir_rs):
+    tls_port = free_port()
+    d = rs(extra={"tls_listen": ["127.0.0.1:%d" % tls_port]})
+    env = dict(os.environ, RINGSIDE_URL=d.base, RINGSIDE_KEY=d.api_key, CLUSTER="lab",
+               COLOUR="#2e8b57", EXPECT_SCHEME="https",
+               NODE_PATH=os.path.join(ROOT, "www/node_modules"))
+    out = subprocess.run(["node", os.path.join(ROOT, "tests/e2e/pve_console.mjs")], env=env,
+                         capture_output=True, text=True, timeout=180)
+    print(out.stdout, out.stderr)
+    assert out.returncode == 0 and "0 failed" in out.stdout, out.stdout + out.stderr
+    assert_no_secrets(d.logs())
