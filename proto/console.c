@@ -11,6 +11,7 @@
 #include "proto/console.h"
 #include "proto/pve_up.h"
 #include "proto/rfb.h"
+#include "proto/termproxy.h"
 #include "proto/ws.h"
 
 const char *const rs_console_cause_names[RS_CC__COUNT] = {
@@ -87,6 +88,8 @@ struct session {
 	struct rs_console_spec *spec;
 	uint8_t *pending; /* terminal: browser messages sent before the upstream was ready */
 	size_t pending_len;
+	uint8_t *tmsg; /* terminal: a browser message split over several reads/frames */
+	size_t tmsg_len;
 	bool term;
 	struct handshake *hs;
 	struct rs_ws_parser ws;
@@ -301,6 +304,7 @@ static void session_unref(struct session *s)
 	}
 	rs_spec_free(s->spec);
 	free(s->pending);
+	free(s->tmsg);
 	free(s);
 }
 
@@ -525,6 +529,40 @@ static void on_handshake_timeout(struct rs_timer *t)
 
 /* --- browser leg --- */
 
+#define TERM_MSG_MAX (256 * 1024) /* a large paste is one message */
+
+/* Terminal sessions relay whole termproxy messages, each checked first. */
+static void term_chunk(struct session *s, uint8_t *data, size_t len, bool fin)
+{
+	struct rs_tp_msg m;
+	uint8_t *msg = data;
+	size_t n = len;
+
+	if (!fin || s->tmsg_len) {
+		uint8_t *p = s->tmsg_len + len <= TERM_MSG_MAX ? realloc(s->tmsg, s->tmsg_len + len)
+							       : NULL;
+
+		if (!p) {
+			session_end(s, RS_CC_BROWSER_PROTOCOL, 1009, "terminal message too large");
+			return;
+		}
+		memcpy(p + s->tmsg_len, data, len);
+		s->tmsg = p;
+		s->tmsg_len += len;
+		if (!fin)
+			return;
+		msg = s->tmsg;
+		n = s->tmsg_len;
+	}
+	if (rs_termproxy_check(msg, n, &m))
+		session_end(s, RS_CC_BROWSER_PROTOCOL, 1008, "malformed terminal message");
+	else
+		browser_payload(s, NULL, msg, n);
+	free(s->tmsg);
+	s->tmsg = NULL;
+	s->tmsg_len = 0;
+}
+
 static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
 	while (len && s->state != ST_CLOSING) {
@@ -539,7 +577,10 @@ static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, 
 		len -= (size_t)n;
 		switch (ev.type) {
 		case RS_WS_EV_DATA:
-			browser_payload(s, buf, (uint8_t *)ev.data, ev.len);
+			if (s->term)
+				term_chunk(s, (uint8_t *)ev.data, ev.len, ev.fin);
+			else
+				browser_payload(s, buf, (uint8_t *)ev.data, ev.len);
 			break;
 		case RS_WS_EV_PING:
 			if (ws_send(s, RS_WS_OP_PONG, ev.data, ev.len))

@@ -394,3 +394,24 @@ def test_browser_qemu_and_lxc_over_https(rs, lab, tmpdir_rs):
     print(out.stdout, out.stderr)
     assert out.returncode == 0 and "0 failed" in out.stdout, out.stdout + out.stderr
     assert_no_secrets(d.logs())
+
+
+def test_terminal_messages_are_checked(rs, lab):
+    d = rs()
+    ws = open_vnc(d, {"cluster": "lab", "vmid": 200, "type": "lxc", "console": "term"})
+    # A message fragmented over two frames is reassembled and passes.
+    cmd = b"echo frag-$((2*21))\n"
+    msg = b"0:%d:" % len(cmd) + cmd
+    ws.send_frame(2, msg[:3], fin=False)
+    ws.send_frame(0, msg[3:])
+    out, deadline = b"", time.time() + 10
+    while b"frag-42" not in out and time.time() < deadline:
+        op, _, p = ws.recv_frame()
+        out += p
+    assert b"frag-42" in out
+    # A malformed header never reaches termproxy as keystrokes.
+    ws.send_frame(2, b"0:99:rm -rf /\n")
+    code, reason = ws.expect_close()
+    assert code == 1008 and "malformed" in reason
+    ws.close()
+    assert closed(d, "browser_protocol") == 1
