@@ -42,6 +42,34 @@ static const char *const route_names[RS_APP_ROUTES] = {
 	"other", "healthz", "static", "console_page", "websocket", "api_consoles", "api_stats", "root",
 };
 
+static const char *const kind_names[RS_KINDS] = {"vnc", "pve-vnc", "pve-term"};
+
+static const char *cluster_label(const struct rs_app *app, size_t c, size_t ncl)
+{
+	return c == ncl ? "other" : app->cfg->clusters[c].name;
+}
+
+/* Causes that say something about the Proxmox side. */
+static bool upstream_cause(int i)
+{
+	switch (i) {
+	case RS_CC_UPSTREAM_AUTH:
+	case RS_CC_UPSTREAM_PERMISSION:
+	case RS_CC_VM_NOT_FOUND:
+	case RS_CC_VM_NOT_RUNNING:
+	case RS_CC_UPSTREAM_TLS:
+	case RS_CC_UPSTREAM_UNAVAILABLE:
+	case RS_CC_UPSTREAM_PROTOCOL:
+	case RS_CC_TARGET_PROTOCOL:
+	case RS_CC_TARGET_AUTH:
+	case RS_CC_TARGET_RESET:
+	case RS_CC_HANDSHAKE_TIMEOUT:
+		return true;
+	default:
+		return false;
+	}
+}
+
 long rs_metrics_render(struct rs_app *app, char **out)
 {
 	struct rs_console_stats cs;
@@ -106,17 +134,51 @@ long rs_metrics_render(struct rs_app *app, char **out)
 	}
 
 	family(f, "ringside_consoles_opened_total", "counter",
-	       "Console WebSocket upgrades that consumed a token.");
-	fprintf(f, "ringside_consoles_opened_total{kind=\"vnc\"} %llu\n",
-		(unsigned long long)cs.opened);
+	       "Console WebSocket upgrades that consumed a token, by kind.");
+	for (int k = 0; k < RS_KINDS; k++)
+		fprintf(f, "ringside_consoles_opened_total{kind=\"%s\"} %llu\n", kind_names[k],
+			(unsigned long long)cs.opened_kind[k]);
 	family(f, "ringside_consoles_closed_total", "counter",
-	       "Consoles that ended or could not be opened, by cause.");
-	for (int i = 0; i < RS_CC__COUNT; i++)
-		fprintf(f, "ringside_consoles_closed_total{kind=\"vnc\",cause=\"%s\"} %llu\n",
-			rs_console_cause_names[i], (unsigned long long)cs.causes[i]);
-	family(f, "ringside_console_sessions_active", "gauge", "Consoles relaying right now.");
-	fprintf(f, "ringside_console_sessions_active{kind=\"vnc\"} %llu\n",
-		(unsigned long long)cs.active);
+	       "Consoles that ended or could not be opened, by kind and cause (kind \"none\": "
+	       "refused before a token was spent).");
+	for (int i = 0; i < RS_CC__COUNT; i++) {
+		uint64_t rest = cs.causes[i];
+
+		for (int k = 0; k < RS_KINDS; k++) {
+			rest -= cs.causes_kind[k][i];
+			fprintf(f, "ringside_consoles_closed_total{kind=\"%s\",cause=\"%s\"} %llu\n",
+				kind_names[k], rs_console_cause_names[i],
+				(unsigned long long)cs.causes_kind[k][i]);
+		}
+		fprintf(f, "ringside_consoles_closed_total{kind=\"none\",cause=\"%s\"} %llu\n",
+			rs_console_cause_names[i], (unsigned long long)rest);
+	}
+	family(f, "ringside_console_sessions_active", "gauge", "Consoles relaying right now, by kind.");
+	for (int k = 0; k < RS_KINDS; k++)
+		fprintf(f, "ringside_console_sessions_active{kind=\"%s\"} %llu\n", kind_names[k],
+			(unsigned long long)cs.active_kind[k]);
+	if (app->cfg->n_clusters || app->cfg->inline_upstreams) {
+		/* Bounded labels: configured clusters (the first RS_MAX_CLUSTERS), then "other". */
+		size_t ncl = RS_MIN(app->cfg->n_clusters, (size_t)RS_MAX_CLUSTERS);
+
+		family(f, "ringside_pve_sessions_active", "gauge",
+		       "Proxmox consoles relaying right now, by cluster.");
+		for (size_t c = 0; c <= ncl; c++)
+			fprintf(f, "ringside_pve_sessions_active{cluster=\"%s\"} %llu\n",
+				cluster_label(app, c, ncl), (unsigned long long)cs.cl_active[c == ncl ? RS_MAX_CLUSTERS : c]);
+		family(f, "ringside_pve_upstream_errors_total", "counter",
+		       "Proxmox consoles that failed upstream, by cluster and cause.");
+		for (size_t c = 0; c <= ncl; c++)
+			for (int i = 0; i < RS_CC__COUNT; i++) {
+				if (!upstream_cause(i))
+					continue;
+				fprintf(f,
+					"ringside_pve_upstream_errors_total{cluster=\"%s\",cause=\"%s\"} "
+					"%llu\n",
+					cluster_label(app, c, ncl), rs_console_cause_names[i],
+					(unsigned long long)cs.cl_causes[c == ncl ? RS_MAX_CLUSTERS : c][i]);
+			}
+	}
 	family(f, "ringside_relayed_bytes_total", "counter", "Console payload bytes relayed.");
 	fprintf(f, "ringside_relayed_bytes_total{direction=\"to_target\"} %llu\n",
 		(unsigned long long)cs.bytes_to_target);

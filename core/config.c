@@ -115,6 +115,7 @@ static void free_cluster(struct rs_cluster_conf *k)
 	wipe_free(k->password);
 	free(k->ca_file);
 	free_list(&k->fingerprints, &k->n_fingerprints);
+	free_list(&k->source_addresses, &k->n_source_addresses);
 }
 
 static void free_inline(struct rs_config *c)
@@ -387,7 +388,8 @@ static bool valid_token(const char *t)
 static int set_cluster(struct rs_cluster_conf *k, const char *name, json_t *obj, char *err,
 		       size_t errlen, bool inline_only)
 {
-	static const char *const known[] = {"endpoints", "token", "user", "password", "ca_file",
+	static const char *const known[] = {"endpoints", "token",	"user",
+					    "password",	 "source_addresses", "ca_file",
 					    "fingerprints", "verify"};
 	char path[200];
 	const char *key;
@@ -401,7 +403,7 @@ static int set_cluster(struct rs_cluster_conf *k, const char *name, json_t *obj,
 	{
 		bool ok = false;
 
-		for (size_t i = inline_only ? 4 : 0; i < RS_ARRAY_SIZE(known); i++)
+		for (size_t i = inline_only ? 5 : 0; i < RS_ARRAY_SIZE(known); i++)
 			ok |= !strcmp(key, known[i]);
 		if (inline_only)
 			snprintf(path, sizeof(path), "inline_upstreams.%s", key);
@@ -409,6 +411,21 @@ static int set_cluster(struct rs_cluster_conf *k, const char *name, json_t *obj,
 			snprintf(path, sizeof(path), "clusters.%s.%s", name, key);
 		if (!ok)
 			return errf(err, errlen, "config: '%s': unknown key", path);
+		if (!strcmp(key, "source_addresses")) {
+			ret = get_string_list(v, path, &k->source_addresses,
+					      &k->n_source_addresses, err, errlen);
+			if (ret)
+				return ret;
+			for (size_t j = 0; j < k->n_source_addresses; j++) {
+				struct in6_addr a;
+
+				if (inet_pton(AF_INET, k->source_addresses[j], &a) != 1 &&
+				    inet_pton(AF_INET6, k->source_addresses[j], &a) != 1)
+					return errf(err, errlen, "config: '%s[%zu]': not an IP address",
+						    path, j);
+			}
+			continue;
+		}
 		if (!strcmp(key, "endpoints") || !strcmp(key, "fingerprints")) {
 			ret = get_string_list(v, path,
 					      !strcmp(key, "endpoints") ? &k->endpoints : &k->fingerprints,

@@ -30,6 +30,8 @@ struct rs_cluster_conf {
 	size_t n_fingerprints;
 	bool system_ca;           /* the system store, or */
 	bool insecure;            /* nothing (explicit) */
+	char **source_addresses;  /* local addresses for this cluster's connections */
+	size_t n_source_addresses;
 };
 
 struct rs_config {

@@ -24,7 +24,8 @@ const char *const rs_console_cause_names[RS_CC__COUNT] = {
 	"nomem",
 };
 
-const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"token", "connect", "target_auth",
+const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"token", "connect", "upstream_api",
+								"target_auth",
 							    "total"};
 const double rs_console_setup_le_s[RS_SETUP_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 							0.05,   0.1,   0.25,   0.5,   1,    2.5,
@@ -37,6 +38,7 @@ struct session;
 
 struct console_worker {
 	struct rs_portpool *ports;
+	struct rs_portpool *cl_ports[RS_MAX_CLUSTERS]; /* clusters with their own source_addresses */
 	struct rs_console_stats st;
 	/* Every live session of this worker. <lock> is taken when a session is
 	 * linked, unlinked or changes state, and by listings from other threads
@@ -102,6 +104,7 @@ struct session {
 	uint64_t t_upgrade_ns, t_connected_ns, relay_ms;
 	uint64_t last_activity_ms; /* relay: for the idle timeout */
 	uint64_t id;               /* the browser connection's id */
+	int cl;                    /* Proxmox: cluster index for metrics, -1 for plain VNC */
 	int64_t created_s, connected_s; /* wall clock, for listings */
 	char tokhash[9];
 	struct session *next, *prev; /* console_worker.sessions */
@@ -115,33 +118,35 @@ static struct console_worker *cw_of(struct rs_worker *w)
 	return rs_worker_data(w);
 }
 
+/* A worker's slice of the (source address, port) pairs of <addrs>. */
+static struct rs_portpool *build_pool(struct rs_worker *w, const struct rs_config *cfg,
+				      char *const *list, size_t n)
+{
+	struct sockaddr_storage *addrs = rs_xcalloc(n, sizeof(*addrs));
+	struct rs_portpool *pool = NULL;
+
+	for (size_t i = 0; i < n; i++)
+		rs_parse_ip(list[i], strlen(list[i]), &addrs[i]); /* validated by the config */
+	if (rs_portpool_init(&pool, addrs, n, (uint16_t)cfg->port_min, (uint16_t)cfg->port_max,
+			     rs_worker_id(w), rs_engine_workers(rs_worker_engine(w))))
+		rs_error("console", "worker %u: cannot build the port pool", rs_worker_id(w));
+	free(addrs);
+	return pool;
+}
+
 void rs_console_worker_start(struct rs_worker *w, void *arg)
 {
 	const struct rs_console_env *env = arg;
 	const struct rs_config *cfg = env->cfg;
 	struct console_worker *cw = rs_xcalloc(1, sizeof(*cw));
-	struct rs_engine *e = rs_worker_engine(w);
 
 	pthread_mutex_init(&cw->lock, NULL);
-	if (cfg->n_source_addresses) {
-		struct sockaddr_storage *addrs =
-			rs_xcalloc(cfg->n_source_addresses, sizeof(*addrs));
-		socklen_t len;
-
-		for (size_t i = 0; i < cfg->n_source_addresses; i++) {
-			char hp[300];
-
-			/* Source addresses are plain IPs; reuse the host:port parser. */
-			snprintf(hp, sizeof(hp), strchr(cfg->source_addresses[i], ':') ? "[%s]:0" : "%s:0",
-				 cfg->source_addresses[i]);
-			rs_parse_hostport(hp, &addrs[i], &len);
-		}
-		if (rs_portpool_init(&cw->ports, addrs, cfg->n_source_addresses,
-				     (uint16_t)cfg->port_min, (uint16_t)cfg->port_max,
-				     rs_worker_id(w), rs_engine_workers(e)))
-			rs_error("console", "worker %u: cannot build the port pool", rs_worker_id(w));
-		free(addrs);
-	}
+	if (cfg->n_source_addresses)
+		cw->ports = build_pool(w, cfg, cfg->source_addresses, cfg->n_source_addresses);
+	for (size_t i = 0; i < cfg->n_clusters && i < RS_MAX_CLUSTERS; i++)
+		if (cfg->clusters[i].n_source_addresses)
+			cw->cl_ports[i] = build_pool(w, cfg, cfg->clusters[i].source_addresses,
+						     cfg->clusters[i].n_source_addresses);
 	rs_worker_set_data(w, cw);
 }
 
@@ -153,6 +158,9 @@ void rs_console_worker_stop(struct rs_worker *w)
 		return;
 	if (cw->ports)
 		rs_portpool_free(cw->ports);
+	for (size_t i = 0; i < RS_MAX_CLUSTERS; i++)
+		if (cw->cl_ports[i])
+			rs_portpool_free(cw->cl_ports[i]);
 	pthread_mutex_destroy(&cw->lock);
 	free(cw);
 	rs_worker_set_data(w, NULL);
@@ -171,10 +179,13 @@ void rs_console_stats(struct rs_engine *e, struct rs_console_stats *out)
 		src = (const uint64_t *)&cw->st;
 		for (size_t k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
 			dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
-		if (cw->ports) {
+		for (size_t p = 0; p <= RS_MAX_CLUSTERS; p++) {
+			struct rs_portpool *pool = p == RS_MAX_CLUSTERS ? cw->ports : cw->cl_ports[p];
 			struct rs_portpool_stats ps;
 
-			rs_portpool_stats(cw->ports, &ps);
+			if (!pool)
+				continue;
+			rs_portpool_stats(pool, &ps);
 			out->ports_total += ps.size;
 			out->ports_in_use += ps.in_use;
 			out->ports_exhausted += ps.exhausted;
@@ -262,6 +273,9 @@ static void session_end(struct session *s, enum rs_console_cause cause, uint16_t
 		return;
 	if (s->state == ST_RELAY) {
 		CW_ADD(s->cw, active, (uint64_t)-1);
+		CW_ADD(s->cw, active_kind[s->spec->kind], (uint64_t)-1);
+		if (s->cl >= 0)
+			CW_ADD(s->cw, cl_active[s->cl], (uint64_t)-1);
 		observe_duration(s->cw, rs_worker_now(rs_conn_worker(s->br ? s->br : s->up)) -
 						s->relay_ms);
 	}
@@ -270,6 +284,9 @@ static void session_end(struct session *s, enum rs_console_cause cause, uint16_t
 	pthread_mutex_unlock(&s->cw->lock);
 	s->cause = cause;
 	CW_ADD(s->cw, causes[cause], 1);
+	CW_ADD(s->cw, causes_kind[s->spec->kind][cause], 1);
+	if (s->cl >= 0)
+		CW_ADD(s->cw, cl_causes[s->cl][cause], 1);
 	if (s->br) {
 		rs_timer_unlink(rs_worker_timers(rs_conn_worker(s->br)), &s->timer);
 		ws_close(s, code, reason);
@@ -398,6 +415,9 @@ static void enter_relay(struct session *s)
 			      s->relay_ms + (uint64_t)s->env->cfg->session_idle_timeout_s * 1000);
 	}
 	CW_ADD(s->cw, active, 1);
+	CW_ADD(s->cw, active_kind[s->spec->kind], 1);
+	if (s->cl >= 0)
+		CW_ADD(s->cw, cl_active[s->cl], 1);
 	{
 		uint64_t now = rs_now_ns();
 
@@ -816,7 +836,7 @@ static void pve_on_ready(void *arg, const char *vnc_password)
 	struct session *s = arg;
 
 	s->t_connected_ns = rs_now_ns();
-	observe_setup(s->cw, RS_STAGE_CONNECT, (s->t_connected_ns - s->t_upgrade_ns) / 1000);
+	observe_setup(s->cw, RS_STAGE_UPSTREAM_API, (s->t_connected_ns - s->t_upgrade_ns) / 1000);
 	if (s->state != ST_HANDSHAKE || !s->hs)
 		return;
 	if (s->term) {
@@ -875,7 +895,11 @@ static void start_target(struct session *s, struct rs_worker *w)
 
 	if (s->spec->kind != RS_CONSOLE_VNC) {
 		s->refs++; /* held by the upstream until its on_end */
-		if (rs_pve_up_open(s->env->pve, w, s->spec, s->env->cfg->handshake_timeout_ms,
+		struct rs_portpool *pool = s->cl >= 0 && s->cl < RS_MAX_CLUSTERS && s->cw->cl_ports[s->cl]
+						   ? s->cw->cl_ports[s->cl]
+						   : s->cw->ports;
+
+		if (rs_pve_up_open(s->env->pve, w, s->spec, s->env->cfg->handshake_timeout_ms, pool,
 				   &pve_ops, s, &s->pve)) {
 			s->refs--;
 			s->pve = NULL;
@@ -1035,6 +1059,13 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	s->cw = cw;
 	s->env = env;
 	s->spec = spec;
+	s->cl = -1;
+	if (spec->kind != RS_CONSOLE_VNC) {
+		s->cl = RS_MAX_CLUSTERS;
+		for (size_t i = 0; spec->cluster && i < env->cfg->n_clusters && i < RS_MAX_CLUSTERS; i++)
+			if (!strcmp(env->cfg->clusters[i].name, spec->cluster))
+				s->cl = (int)i;
+	}
 	s->refs = 1;
 	s->created_s = rs_wall_s();
 	pthread_mutex_lock(&cw->lock);
@@ -1067,6 +1098,9 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	s->id = rs_conn_id(c);
 	rs_conn_set_ops(c, &browser_ops, s);
 	CW_ADD(cw, opened, 1);
+	CW_ADD(cw, opened_kind[spec->kind], 1);
+	if (s->cl >= 0)
+		CW_ADD(cw, cl_opened[s->cl], 1);
 	rs_timer_link(rs_worker_timers(w), &s->timer,
 		      rs_worker_now(w) + env->cfg->handshake_timeout_ms);
 	s->term = spec->kind == RS_CONSOLE_PVE_TERM;

@@ -78,7 +78,8 @@ struct rs_console_env {
  * connected -> target's RFB security phase done, upgrade -> relaying. */
 enum rs_console_stage {
 	RS_STAGE_TOKEN = 0, /* upgrade request validated and token consumed */
-	RS_STAGE_CONNECT,
+	RS_STAGE_CONNECT,      /* plain VNC: TCP connected */
+	RS_STAGE_UPSTREAM_API, /* Proxmox: upgrade -> console stream open (API calls, WebSocket) */
 	RS_STAGE_TARGET_AUTH,
 	RS_STAGE_TOTAL,
 	RS_STAGE__COUNT
@@ -90,9 +91,17 @@ extern const char *const rs_console_stage_names[RS_STAGE__COUNT];
 extern const double rs_console_setup_le_s[RS_SETUP_BUCKETS];
 extern const double rs_console_duration_le_s[RS_DURATION_BUCKETS];
 
+#define RS_KINDS 3          /* enum rs_console_kind */
+#define RS_MAX_CLUSTERS 32  /* clusters with their own metric labels (the rest share "other") */
+
 struct rs_console_stats {
 	uint64_t opened, active, bytes_to_target, bytes_to_browser;
 	uint64_t causes[RS_CC__COUNT];
+	uint64_t opened_kind[RS_KINDS], active_kind[RS_KINDS];
+	uint64_t causes_kind[RS_KINDS][RS_CC__COUNT];
+	/* Proxmox consoles by cluster (index in the config; RS_MAX_CLUSTERS = inline/other). */
+	uint64_t cl_opened[RS_MAX_CLUSTERS + 1], cl_active[RS_MAX_CLUSTERS + 1];
+	uint64_t cl_causes[RS_MAX_CLUSTERS + 1][RS_CC__COUNT];
 	uint64_t ports_total, ports_in_use, ports_exhausted;
 	/* histograms: per-bucket counts (not cumulative; last = +Inf), sums in µs */
 	uint64_t setup[RS_STAGE__COUNT][RS_SETUP_BUCKETS + 1];

@@ -7,6 +7,7 @@
 
 
 #include "core/log.h"
+#include "core/portpool.h"
 #include "proto/http_resp.h"
 #include "proto/pve.h"
 #include "proto/pve_up.h"
@@ -78,6 +79,9 @@ struct rs_pve_up {
 	const struct rs_pve_up_ops *ops;
 	void *arg;
 	struct rs_conn *c;
+	struct rs_portpool *ports;
+	struct sockaddr_storage src; /* the pair held while <c> exists */
+	bool have_src;
 	size_t ep;
 	enum step step;
 	bool term, lxc, type_known, locked, ended, have_login;
@@ -313,6 +317,49 @@ static void end(struct rs_pve_up *u, enum rs_console_cause cause, const char *re
 
 static void start_attempt(struct rs_pve_up *u);
 
+/* A connection given up for the next endpoint: it closes on its own and
+ * returns its (source address, port) pair once its socket is gone. */
+struct orphan {
+	struct rs_portpool *ports;
+	struct sockaddr_storage src;
+	bool have_src;
+};
+
+static void orphan_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
+{
+	struct orphan *o = rs_conn_ctx(c);
+
+	(void)why, (void)err;
+	if (o->have_src)
+		rs_portpool_put(o->ports, &o->src);
+	free(o);
+}
+
+static const struct rs_conn_ops orphan_ops = {.on_close = orphan_on_close};
+
+static void orphan(struct rs_pve_up *u, struct rs_conn *c)
+{
+	struct orphan *o = calloc(1, sizeof(*o));
+
+	if (o) {
+		o->ports = u->ports;
+		o->src = u->src;
+		o->have_src = u->have_src;
+	} else if (u->have_src) {
+		rs_portpool_put(u->ports, &u->src); /* out of memory: give it back early */
+	}
+	u->have_src = false;
+	rs_conn_set_ops(c, o ? &orphan_ops : NULL, o);
+	rs_conn_close(c, RS_CLOSE_NORMAL, 0);
+}
+
+static void put_src(struct rs_pve_up *u)
+{
+	if (u->have_src)
+		rs_portpool_put(u->ports, &u->src);
+	u->have_src = false;
+}
+
 /* This endpoint failed in a way another endpoint may not: try the next. */
 static void failover(struct rs_pve_up *u, enum rs_console_cause cause, const char *why)
 {
@@ -331,8 +378,7 @@ static void failover(struct rs_pve_up *u, enum rs_console_cause cause, const cha
 		struct rs_conn *c = u->c;
 
 		u->c = NULL;
-		rs_conn_set_ops(c, NULL, NULL);
-		rs_conn_close(c, RS_CLOSE_NORMAL, 0);
+		orphan(u, c);
 	}
 	u->ep++;
 	if (u->ep < u->cl->n_ep)
@@ -799,6 +845,7 @@ static void up_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 
 	(void)why;
 	u->c = NULL;
+	put_src(u);
 	if (!u->ended) {
 		if (u->step >= S_TERM_OK)
 			end(u, RS_CC_TARGET_RESET, "the connection to the console broke");
@@ -865,18 +912,31 @@ static void start_attempt(struct rs_pve_up *u)
 		}
 		pthread_mutex_unlock(&u->cl->lock);
 	}
-	ret = rs_conn_connect(u->w, (struct sockaddr *)&e->addr, e->len, NULL, 0,
+	if (u->ports && e->addr.ss_family == AF_INET) {
+		/* The pool's addresses are IPv4 or IPv6 like the endpoint; a pool that
+		 * is exhausted is a clear error, not a silent fallback. */
+		if (rs_portpool_get(u->ports, &u->src)) {
+			end(u, RS_CC_PORTS_EXHAUSTED,
+			    "no free source port for the console; try again later");
+			return;
+		}
+		u->have_src = true;
+	}
+	ret = rs_conn_connect(u->w, (struct sockaddr *)&e->addr, e->len,
+			      u->have_src ? (struct sockaddr *)&u->src : NULL,
+			      u->have_src ? sizeof(struct sockaddr_in) : 0,
 			      (unsigned)RS_MIN(u->deadline_ms - rs_worker_now(u->w), 10000), &up_ops,
 			      u, &u->c);
 	if (ret) {
 		u->c = NULL;
+		put_src(u);
 		failover(u, RS_CC_UPSTREAM_UNAVAILABLE, strerror(-ret));
 	}
 }
 
 int rs_pve_up_open(struct rs_pve *p, struct rs_worker *w, const struct rs_console_spec *spec,
-		   unsigned timeout_ms, const struct rs_pve_up_ops *ops, void *arg,
-		   struct rs_pve_up **out)
+		   unsigned timeout_ms, struct rs_portpool *ports, const struct rs_pve_up_ops *ops,
+		   void *arg, struct rs_pve_up **out)
 {
 	struct cluster *cl = p ? find_cluster(p, spec->cluster) : NULL;
 	struct rs_pve_up *u;
@@ -922,6 +982,7 @@ int rs_pve_up_open(struct rs_pve *p, struct rs_worker *w, const struct rs_consol
 	u->pve = p;
 	u->cl = cl;
 	u->w = w;
+	u->ports = ports;
 	u->ops = ops;
 	u->arg = arg;
 	u->vmid = spec->vmid;

@@ -59,9 +59,12 @@ struct rs_pve_up_ops {
 
 /* Open the upstream for <spec> (a Proxmox kind) on worker <w>. 0 or -errno
  * (then nothing was started and on_end is not called). */
+struct rs_portpool;
+/* <ports> (may be NULL): the worker's (source address, port) pairs for this
+ * cluster's connections; a pair is held while its socket exists. */
 int rs_pve_up_open(struct rs_pve *p, struct rs_worker *w, const struct rs_console_spec *spec,
-		   unsigned timeout_ms, const struct rs_pve_up_ops *ops, void *arg,
-		   struct rs_pve_up **out);
+		   unsigned timeout_ms, struct rs_portpool *ports, const struct rs_pve_up_ops *ops,
+		   void *arg, struct rs_pve_up **out);
 
 /* Send console bytes (after on_ready); 0 or -errno. May mask <data> in place. */
 int rs_pve_up_send(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, size_t len);

@@ -100,7 +100,8 @@ def test_real_prometheus_scrapes_the_active_session_gauge(daemon, echo, tmpdir_r
                           "--web.listen-address=127.0.0.1:%d" % port], stdout=log, stderr=log)
     try:
         assert wait_port(port, 30, p)
-        q = "http://127.0.0.1:%d/api/v1/query?query=ringside_console_sessions_active" % port
+        q = ("http://127.0.0.1:%d/api/v1/query?query=ringside_console_sessions_active"
+             "%%7Bkind%%3D%%22vnc%%22%%7D" % port)
         result = []
         for _ in range(120):
             # The web port opens before the TSDB is ready (503 until then).
@@ -124,9 +125,13 @@ def test_real_prometheus_scrapes_the_active_session_gauge(daemon, echo, tmpdir_r
         ws.close()
 
 
-def test_grafana_dashboard_queries_only_exported_metrics(daemon):
+def test_grafana_dashboard_queries_only_exported_metrics(daemon_factory):
     import re
-    from conftest import ROOT
+    from conftest import ROOT, free_port
+    # TLS and Proxmox families exist once those are configured (nothing is contacted here).
+    daemon = daemon_factory({"tls_listen": ["127.0.0.1:%d" % free_port()],
+                             "clusters": {"c": {"endpoints": ["127.0.0.1:8006"],
+                                                "token": "u@pam!t=s", "verify": "system"}}})
     dash = json.load(open(os.path.join(ROOT, "admin/grafana/ringside-dashboard.json")))
     exported = {l.split()[2] for l in scrape(daemon).splitlines() if l.startswith("# TYPE")}
     names = set()

@@ -147,11 +147,13 @@ def expect_refusal(ws):
 
 
 def metric(d, name, labels):
+    """The sum over every series of <name> carrying <labels>."""
+    total = 0.0
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.metrics_port, timeout=5) as r:
         for line in r.read().decode().splitlines():
             if line.startswith(name + "{") and all('%s="%s"' % kv in line for kv in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
+                total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def closed(d, cause):
@@ -172,6 +174,13 @@ def assert_no_secrets(text, extra=()):
 def test_vnc_console_with_api_token_and_explicit_node(rs, lab):
     d = rs()
     ws = expect_desktop(open_vnc(d, {"cluster": "lab", "node": "pve1", "vmid": 100, "type": "qemu"}))
+    assert metric(d, "ringside_pve_sessions_active", {"cluster": "lab"}) == 1
+    assert metric(d, "ringside_console_sessions_active", {"kind": "pve-vnc"}) == 1
+    assert metric(d, "ringside_console_setup_seconds_count", {"stage": "upstream_api"}) == 1
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.metrics_port) as r:
+        text = r.read()
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
     ws.close()
     log = lab.control("/log")
     calls = [e for e in log if e.get("path", "").endswith("/vncproxy")]
@@ -266,6 +275,7 @@ def test_errors_users_meet(rs, lab, case):
     reason = expect_refusal(open_vnc(d, body))
     assert text in reason, reason
     assert closed(d, cause) == 1, cause
+    assert metric(d, "ringside_pve_upstream_errors_total", {"cluster": "lab", "cause": cause}) == 1
     assert_no_secrets(reason)
     if case == "pin_mismatch":
         assert "fingerprint mismatch" in d.logs()
@@ -415,3 +425,16 @@ def test_terminal_messages_are_checked(rs, lab):
     assert code == 1008 and "malformed" in reason
     ws.close()
     assert closed(d, "browser_protocol") == 1
+
+
+def test_cluster_source_addresses_use_the_port_pool(rs, lab):
+    d = rs({"lab": cluster(lab, source_addresses=["127.0.0.77"])},
+           {"port_pool": {"port_min": 40000, "port_max": 40099}})
+    ws = expect_desktop(open_vnc(d, {"cluster": "lab", "node": "pve1", "vmid": 100}))
+    req = urllib.request.Request(d.base + "/api/v1/stats",
+                                 headers={"Authorization": "Bearer " + d.api_key})
+    stats = json.load(urllib.request.urlopen(req, timeout=5))
+    ws.close()
+    text = json.dumps(stats)
+    assert '"ports_in_use": 1' in text or '"ports_in_use":1' in text, text
+    assert '"ports_total": 100' in text or '"ports_total":100' in text, text
