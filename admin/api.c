@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "admin/api.h"
+#include "core/addr.h"
 #include "admin/app.h"
 #include "admin/audit.h"
 #include "core/log.h"
@@ -134,23 +135,6 @@ static bool valid_host(const char *h)
 
 	return !strcmp(h, "localhost") || inet_pton(AF_INET, h, &a4) == 1 ||
 	       inet_pton(AF_INET6, h, &a6) == 1;
-}
-
-static int parse_ip(const char *ip, struct sockaddr_storage *out)
-{
-	struct sockaddr_in *s4 = (struct sockaddr_in *)out;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)out;
-
-	memset(out, 0, sizeof(*out));
-	if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		return 0;
-	}
-	if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		return 0;
-	}
-	return -EINVAL;
 }
 
 static bool valid_node(const char *n)
@@ -311,7 +295,7 @@ common:
 	 * only sees the panel. Required when the operator turned binding on. */
 	v = json_object_get(root, "client_ip");
 	if (v && !json_is_null(v)) {
-		if (!json_is_string(v) || parse_ip(json_string_value(v), &s->client_ip)) {
+		if (!json_is_string(v) || rs_parse_ip(json_string_value(v), json_string_length(v), &s->client_ip)) {
 			fail(e, 400, "invalid_field", "'client_ip' must be an IP address");
 			goto out_free;
 		}

@@ -144,8 +144,9 @@ int rs_pvnc_parse_params(const struct rs_config *cfg, const uint8_t *json, size_
 		snprintf(msg, msglen, "username (user@realm) and password are required");
 		goto out_free;
 	}
-	if (node && strspn(node, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") !=
-			    strlen(node)) {
+	if (node &&
+	    strspn(node, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") !=
+		strlen(node)) {
 		snprintf(msg, msglen, "node must be a node name");
 		goto out_free;
 	}
@@ -213,7 +214,8 @@ static int auth(struct rs_app *app, struct rs_http_conn *hc, const struct rs_htt
 	int key = rs_api_authenticate(atomic_load(&app->keys), req, true);
 
 	if (key < 0)
-		reply(hc, 401, json_pack("{s:s, s:s}", "status", "error", "message", "Unauthorized"));
+		reply(hc, 401,
+		      json_pack("{s:s, s:s}", "status", "error", "message", "Unauthorized"));
 	return key;
 }
 
@@ -233,17 +235,22 @@ void rs_pvnc_create(struct rs_app *app, struct rs_http_conn *hc, const struct rs
 	if (key < 0)
 		return;
 	if (atomic_load(&app->draining))
-		return reply(hc, 503, json_pack("{s:s, s:s}", "status", "error", "message",
-						"this appliance is draining; try another"));
+		return reply(hc, 503,
+			     json_pack("{s:s, s:s}", "status", "error", "message",
+				       "this appliance is draining; try another"));
 	ret = ct ? rs_multipart_field(ct->value, ct->value_len, req->body, req->body_len, "params",
 				      &params, &plen)
 		 : -EINVAL;
 	if (ret)
-		return reply(hc, 400, json_pack("{s:s, s:s}", "status", "error", "message",
-						"expected multipart/form-data with a params field"));
+		return reply(hc, 400,
+			     json_pack("{s:s, s:s}", "status", "error", "message",
+				       "expected multipart/form-data with a params field"));
 	ret = rs_pvnc_parse_params(app->cfg, params, plen, &spec, msg, sizeof(msg));
 	if (ret)
-		return reply(hc, ret == -EPERM ? 403 : ret == -ENOMEM ? 503 : 400,
+		return reply(hc,
+			     ret == -EPERM    ? 403
+			     : ret == -ENOMEM ? 503
+					      : 400,
 			     json_pack("{s:s, s:s}", "status", "error", "message", msg));
 	if (rs_api_issue(app, hc, spec, atomic_load(&app->keys)->keys[key].name, token))
 		return;
@@ -295,8 +302,8 @@ void rs_pvnc_status(struct rs_app *app, struct rs_http_conn *hc, const struct rs
 		return rs_http_respond_error(hc, 503, "no_memory", "out of memory", NULL);
 	}
 	for (unsigned w = 0; w < rs_engine_workers(app->engine); w++) {
-		size_t n = rs_console_list(rs_engine_worker(app->engine, w), info,
-					   MAX_SESSIONS_LISTED);
+		size_t n =
+		    rs_console_list(rs_engine_worker(app->engine, w), info, MAX_SESSIONS_LISTED);
 
 		total += n;
 		for (size_t i = 0; i < RS_MIN(n, (size_t)MAX_SESSIONS_LISTED); i++) {
@@ -312,12 +319,12 @@ void rs_pvnc_status(struct rs_app *app, struct rs_http_conn *hc, const struct rs
 			duration(info[i].age_ms, age);
 			snprintf(vmid, sizeof(vmid), "%u", info[i].vmid);
 			json_array_append_new(
-				list, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}",
-						"session_id", info[i].token_hash, "node", info[i].node,
-						"vmid", vmid, "created_at", created, "connected_at",
-						connected, "connected_duration", cdur, "status",
-						live ? "active" : "connecting", "age", age, "kind",
-						info[i].kind));
+			    list, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}",
+					    "session_id", info[i].token_hash, "node", info[i].node,
+					    "vmid", vmid, "created_at", created, "connected_at",
+					    connected, "connected_duration", cdur, "status",
+					    live ? "active" : "connecting", "age", age, "kind",
+					    info[i].kind));
 		}
 	}
 	free(info);

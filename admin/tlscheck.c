@@ -43,7 +43,8 @@ static void c_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 	(void)why, (void)err;
 	rs_timer_unlink(rs_worker_timers(rs_conn_worker(c)), &k->timer);
 	if (!k->line[0])
-		snprintf(k->line, sizeof(k->line), "FAILED: connection closed during the handshake");
+		snprintf(k->line, sizeof(k->line),
+			 "FAILED: connection closed during the handshake");
 	finish(k, k->res);
 }
 
@@ -71,7 +72,7 @@ static void on_tls(struct rs_conn *c, void *arg, int res, const char *msg)
 {
 	struct check *k = arg;
 	struct rs_tls_conn *t = rs_conn_filter_ctx(c);
-	const STACK_OF(CRYPTO_BUFFER) *chain;
+	const STACK_OF(CRYPTO_BUFFER) * chain;
 	char fp[RS_TLS_FP_STR] = "-";
 	struct rs_worker *w = rs_conn_worker(c);
 	char req[300];
@@ -112,10 +113,10 @@ static void c_on_connect(struct rs_conn *c, int res)
 }
 
 static const struct rs_conn_ops check_ops = {
-	.on_data = c_on_data,
-	.on_eof = c_on_eof,
-	.on_connect = c_on_connect,
-	.on_close = c_on_close,
+    .on_data = c_on_data,
+    .on_eof = c_on_eof,
+    .on_connect = c_on_connect,
+    .on_close = c_on_close,
 };
 
 static void start_one(struct rs_worker *w, void *arg)
@@ -146,10 +147,10 @@ static void usage(FILE *f)
 int rs_tlscheck_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"name", required_argument, NULL, 'n'}, {"ca", required_argument, NULL, 'c'},
-		{"pin", required_argument, NULL, 'p'},  {"insecure", no_argument, NULL, 'k'},
-		{"count", required_argument, NULL, 'N'}, {"timeout-ms", required_argument, NULL, 't'},
-		{"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
+	    {"name", required_argument, NULL, 'n'},  {"ca", required_argument, NULL, 'c'},
+	    {"pin", required_argument, NULL, 'p'},   {"insecure", no_argument, NULL, 'k'},
+	    {"count", required_argument, NULL, 'N'}, {"timeout-ms", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},	     {NULL, 0, NULL, 0},
 	};
 	struct rs_tls_client_opts o = {.name = "tls-check"};
 	const char *pins[16];
@@ -164,18 +165,31 @@ int rs_tlscheck_main(int argc, char **argv)
 	optind = 0;
 	while ((opt = getopt_long(argc + 1, argv - 1, "", opts, NULL)) != -1) {
 		switch (opt) {
-		case 'n': k.host = optarg; break;
-		case 'c': o.ca_file = optarg; break;
+		case 'n':
+			k.host = optarg;
+			break;
+		case 'c':
+			o.ca_file = optarg;
+			break;
 		case 'p':
 			if (o.n_pins == RS_ARRAY_SIZE(pins))
 				goto out_usage;
 			pins[o.n_pins++] = optarg;
 			break;
-		case 'k': o.insecure = true; break;
-		case 'N': count = (unsigned)atoi(optarg); break;
-		case 't': k.timeout_ms = (unsigned)atoi(optarg); break;
-		case 'h': usage(stdout); return 0;
-		default: goto out_usage;
+		case 'k':
+			o.insecure = true;
+			break;
+		case 'N':
+			count = (unsigned)atoi(optarg);
+			break;
+		case 't':
+			k.timeout_ms = (unsigned)atoi(optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			goto out_usage;
 		}
 	}
 	if (optind != argc || count < 1 || count > 100 || !k.timeout_ms)
@@ -193,7 +207,10 @@ int rs_tlscheck_main(int argc, char **argv)
 	if (!k.host)
 		k.host = host;
 	o.pins = pins;
-	k.verified_by = o.insecure ? "nothing(insecure)" : o.n_pins ? "pin" : o.ca_file ? "ca" : "system-ca";
+	k.verified_by = o.insecure  ? "nothing(insecure)"
+			: o.n_pins  ? "pin"
+			: o.ca_file ? "ca"
+				    : "system-ca";
 	if (o.insecure)
 		fprintf(stderr, "ringside tls-check: warning: --insecure: the certificate is not "
 				"verified\n");

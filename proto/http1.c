@@ -420,3 +420,25 @@ int rs_http_format_head(char *out, size_t cap, int status, const char *content_t
 		return -ENOSPC;
 	return n;
 }
+
+bool rs_http_list_has(const char *list, const char *tok, bool nocase)
+{
+	size_t tl = strlen(tok);
+
+	while (list && *list) {
+		const char *s, *e;
+
+		while (*list == ' ' || *list == '\t' || *list == ',')
+			list++;
+		s = list;
+		while (*list && *list != ',')
+			list++;
+		e = list;
+		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if ((size_t)(e - s) == tl &&
+		    !(nocase ? strncasecmp(s, tok, tl) : strncmp(s, tok, tl)))
+			return true;
+	}
+	return false;
+}

@@ -94,4 +94,9 @@ const char *rs_http_status_text(int status);
 int rs_http_format_head(char *out, size_t cap, int status, const char *content_type,
 			size_t content_length, bool keep_alive, const char *extra_headers);
 
+/* Is <tok> one of the comma-separated items of header value <list> (NULL:
+ * none)? Items are trimmed of spaces and tabs; <nocase> compares
+ * case-insensitively (Connection: Upgrade, Sec-WebSocket-Protocol). */
+bool rs_http_list_has(const char *list, const char *tok, bool nocase);
+
 #endif

@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 
+#include "proto/http1.h"
 #include "proto/pve.h"
 #include "proto/ws.h"
 
@@ -787,27 +788,6 @@ out_free:
 	return ret;
 }
 
-/* Is <tok> one of the comma-separated items of <list> (case-insensitive)? */
-static bool has_token(const char *list, const char *tok)
-{
-	size_t tl = strlen(tok);
-
-	while (*list) {
-		const char *s, *e;
-
-		while (*list == ' ' || *list == '\t' || *list == ',')
-			list++;
-		s = list;
-		while (*list && *list != ',')
-			list++;
-		e = list;
-		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-			e--;
-		if ((size_t)(e - s) == tl && !strncasecmp(s, tok, tl))
-			return true;
-	}
-	return false;
-}
 
 enum rs_pve_err rs_pve_check_upgrade(const struct rs_http_resp *r, const char *ws_key,
 				     struct rs_pve_error *err)
@@ -820,7 +800,8 @@ enum rs_pve_err rs_pve_check_upgrade(const struct rs_http_resp *r, const char *w
 		memset(err, 0, sizeof(*err));
 	if (!valid_ws_key(ws_key))
 		return set_err(err, RS_PVE_E_UPGRADE, 101, "bad Sec-WebSocket-Key given");
-	if (!has_token(r->upgrade, "websocket") || !has_token(r->connection, "upgrade"))
+	if (!rs_http_list_has(r->upgrade, "websocket", true) ||
+	    !rs_http_list_has(r->connection, "upgrade", true))
 		return set_err(err, RS_PVE_E_UPGRADE, 101, "101 without Upgrade: websocket");
 	rs_ws_accept_key(ws_key, accept);
 	if (!r->has_ws_accept || strcmp(r->ws_accept, accept))

@@ -5,7 +5,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-
 #include "core/log.h"
 #include "core/portpool.h"
 #include "proto/http_resp.h"
@@ -15,11 +14,11 @@
 #include "tls/boringssl.h"
 #include "tls/client.h"
 
-#define REQ_MAX 8192 /* the longest request: vncwebsocket with an encoded ticket */
-#define WS_MAX 131072         /* pveproxy drops frames above 128 KiB */
+#define REQ_MAX		8192	      /* the longest request: vncwebsocket with an encoded ticket */
+#define WS_MAX		131072	      /* pveproxy drops frames above 128 KiB */
 #define TICKET_RENEW_MS (3600 * 1000) /* tickets live 2 h; renew at half */
-#define LOCK_RETRY_MS 20
-#define MAX_LOCKS 4096
+#define LOCK_RETRY_MS	20
+#define MAX_LOCKS	4096
 
 struct endpoint {
 	char host[256];
@@ -36,7 +35,7 @@ struct cluster {
 	const char *token_secret;
 	char *user, *password;
 	struct rs_tls_client *tls;
-	bool own_tls;         /* false for inline upstreams (the shared client) */
+	bool own_tls;	      /* false for inline upstreams (the shared client) */
 	pthread_mutex_t lock; /* the login ticket below */
 	char *ticket, *csrf;
 	uint64_t ticket_ms;
@@ -89,7 +88,7 @@ struct rs_pve_up {
 	uint32_t vmid;
 	char node[64];
 	/* Secrets of this console; wiped when freed. */
-	char *ticket, *csrf;        /* login (user/password clusters) */
+	char *ticket, *csrf; /* login (user/password clusters) */
 	char *vncticket, *vncpw, *vncuser;
 	uint16_t vncport;
 	struct rs_http_resp_parser rp; /* the answer being read */
@@ -165,11 +164,11 @@ int rs_pve_new(struct rs_pve **out, const struct rs_config *cfg, char *err, size
 		const struct rs_cluster_conf *cc = &cfg->clusters[i];
 		struct cluster *k = &p->cl[i];
 		struct rs_tls_client_opts o = {
-			.name = cc->name,
-			.ca_file = cc->ca_file,
-			.pins = (const char *const *)cc->fingerprints,
-			.n_pins = cc->n_fingerprints,
-			.insecure = cc->insecure,
+		    .name = cc->name,
+		    .ca_file = cc->ca_file,
+		    .pins = (const char *const *)cc->fingerprints,
+		    .n_pins = cc->n_fingerprints,
+		    .insecure = cc->insecure,
 		};
 
 		pthread_mutex_init(&k->lock, NULL);
@@ -196,11 +195,11 @@ int rs_pve_new(struct rs_pve **out, const struct rs_config *cfg, char *err, size
 	if (!ret && cfg->inline_upstreams) {
 		const struct rs_cluster_conf *cc = cfg->inline_upstreams;
 		struct rs_tls_client_opts o = {
-			.name = "inline",
-			.ca_file = cc->ca_file,
-			.pins = (const char *const *)cc->fingerprints,
-			.n_pins = cc->n_fingerprints,
-			.insecure = cc->insecure,
+		    .name = "inline",
+		    .ca_file = cc->ca_file,
+		    .pins = (const char *const *)cc->fingerprints,
+		    .n_pins = cc->n_fingerprints,
+		    .insecure = cc->insecure,
 		};
 
 		ret = rs_tls_client_new(&p->inline_tls, &o, err, errlen);
@@ -477,10 +476,10 @@ static void next_step(struct rs_pve_up *u)
 			arm_deadline(u);
 		}
 		u->step = S_PROXY;
-		n = u->term ? rs_pve_req_termproxy(req, sizeof(req), host, &auth, u->node, type_of(u),
-						   u->vmid)
-			    : rs_pve_req_vncproxy(req, sizeof(req), host, &auth, u->node, type_of(u),
-						  u->vmid, 0, 0);
+		n = u->term ? rs_pve_req_termproxy(req, sizeof(req), host, &auth, u->node,
+						   type_of(u), u->vmid)
+			    : rs_pve_req_vncproxy(req, sizeof(req), host, &auth, u->node,
+						  type_of(u), u->vmid, 0, 0);
 	} else if (u->step == S_PROXY) {
 		uint8_t key[16];
 
@@ -526,11 +525,13 @@ static void api_error(struct rs_pve_up *u, enum rs_pve_err code, const struct rs
 			wipe_str(&u->cl->csrf);
 			pthread_mutex_unlock(&u->cl->lock);
 		}
-		end(u, RS_CC_UPSTREAM_AUTH, "the console service's Proxmox credentials were refused");
+		end(u, RS_CC_UPSTREAM_AUTH,
+		    "the console service's Proxmox credentials were refused");
 		break;
 	case RS_PVE_E_TFA:
-		rs_warn("pve", "cluster %s: account %s needs two-factor login: configure an API token "
-			       "for ringside instead",
+		rs_warn("pve",
+			"cluster %s: account %s needs two-factor login: configure an API token "
+			"for ringside instead",
 			u->cl->name, u->cl->user ? u->cl->user : "-");
 		end(u, RS_CC_UPSTREAM_AUTH,
 		    "the console service's Proxmox account needs two-factor login");
@@ -558,8 +559,8 @@ static void handle_login(struct rs_pve_up *u, const struct rs_http_resp *r)
 {
 	struct rs_pve_login l = {0};
 	struct rs_pve_error err;
-	enum rs_pve_err code = rs_pve_parse_login(r->status, r->reason, r->body, r->body_len, &l,
-						  &err);
+	enum rs_pve_err code =
+	    rs_pve_parse_login(r->status, r->reason, r->body, r->body_len, &l, &err);
 
 	if (code) {
 		rs_pve_login_wipe(&l);
@@ -586,8 +587,8 @@ static void handle_resources(struct rs_pve_up *u, const struct rs_http_resp *r)
 {
 	struct rs_pve_error err;
 	struct rs_pve_vm vm;
-	enum rs_pve_err code = rs_pve_parse_resources(r->status, r->reason, r->body, r->body_len,
-						      u->vmid, &vm, &err);
+	enum rs_pve_err code =
+	    rs_pve_parse_resources(r->status, r->reason, r->body, r->body_len, u->vmid, &vm, &err);
 
 	if (code) {
 		api_error(u, code, &err);
@@ -609,8 +610,8 @@ static void handle_status(struct rs_pve_up *u, const struct rs_http_resp *r)
 {
 	struct rs_pve_error err;
 	bool running = false;
-	enum rs_pve_err code = rs_pve_parse_status(r->status, r->reason, r->body, r->body_len,
-						   &running, &err);
+	enum rs_pve_err code =
+	    rs_pve_parse_status(r->status, r->reason, r->body, r->body_len, &running, &err);
 	char why[80];
 
 	if (code) {
@@ -629,8 +630,8 @@ static void handle_proxy(struct rs_pve_up *u, const struct rs_http_resp *r)
 {
 	struct rs_pve_console con = {0};
 	struct rs_pve_error err;
-	enum rs_pve_err code = rs_pve_parse_console(r->status, r->reason, r->body, r->body_len,
-						    &con, &err);
+	enum rs_pve_err code =
+	    rs_pve_parse_console(r->status, r->reason, r->body, r->body_len, &con, &err);
 	char pw[9];
 
 	if (code) {
@@ -883,11 +884,11 @@ static void up_on_connect(struct rs_conn *c, int res)
 }
 
 static const struct rs_conn_ops up_ops = {
-	.on_data = up_on_data,
-	.on_eof = up_on_eof,
-	.on_drain = up_on_drain,
-	.on_connect = up_on_connect,
-	.on_close = up_on_close,
+    .on_data = up_on_data,
+    .on_eof = up_on_eof,
+    .on_drain = up_on_drain,
+    .on_connect = up_on_connect,
+    .on_close = up_on_close,
 };
 
 static void start_attempt(struct rs_pve_up *u)
@@ -897,7 +898,8 @@ static void start_attempt(struct rs_pve_up *u)
 
 	if (u->ep >= u->cl->n_ep) {
 		end(u, u->last_cause ? u->last_cause : RS_CC_UPSTREAM_UNAVAILABLE,
-		    u->last_reason[0] ? u->last_reason : "the Proxmox cluster could not be reached");
+		    u->last_reason[0] ? u->last_reason
+				      : "the Proxmox cluster could not be reached");
 		return;
 	}
 	e = &u->cl->ep[u->ep];
@@ -925,8 +927,8 @@ static void start_attempt(struct rs_pve_up *u)
 	ret = rs_conn_connect(u->w, (struct sockaddr *)&e->addr, e->len,
 			      u->have_src ? (struct sockaddr *)&u->src : NULL,
 			      u->have_src ? sizeof(struct sockaddr_in) : 0,
-			      (unsigned)RS_MIN(u->deadline_ms - rs_worker_now(u->w), 10000), &up_ops,
-			      u, &u->c);
+			      (unsigned)RS_MIN(u->deadline_ms - rs_worker_now(u->w), 10000),
+			      &up_ops, u, &u->c);
 	if (ret) {
 		u->c = NULL;
 		put_src(u);

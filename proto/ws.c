@@ -6,6 +6,7 @@
 #include <openssl/base64.h>
 #include <openssl/sha.h>
 
+#include "proto/http1.h"
 #include "proto/ws.h"
 
 /* --- UTF-8 -----------------------------------------------------------------
@@ -487,28 +488,6 @@ int rs_ws_parse(struct rs_ws_parser *p, uint8_t *buf, size_t len, struct rs_ws_e
 
 /* --- handshake --- */
 
-/* Is <tok> one of the comma-separated tokens of <list> (NULL: none)? */
-static bool has_token(const char *list, const char *tok, bool nocase)
-{
-	size_t tl = strlen(tok);
-
-	while (list && *list) {
-		const char *s, *e;
-
-		while (*list == ' ' || *list == '\t' || *list == ',')
-			list++;
-		s = list;
-		while (*list && *list != ',')
-			list++;
-		e = list;
-		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-			e--;
-		if ((size_t)(e - s) == tl &&
-		    !(nocase ? strncasecmp(s, tok, tl) : strncmp(s, tok, tl)))
-			return true;
-	}
-	return false;
-}
 
 void rs_ws_accept_key(const char *key, char out[29])
 {
@@ -558,11 +537,11 @@ int rs_ws_handshake_check(const struct rs_ws_handshake_in *in, struct rs_ws_hand
 		out->error = "a WebSocket upgrade needs HTTP/1.1";
 		goto out_reject;
 	}
-	if (!has_token(in->upgrade, "websocket", true)) {
+	if (!rs_http_list_has(in->upgrade, "websocket", true)) {
 		out->error = "missing 'Upgrade: websocket'";
 		goto out_reject;
 	}
-	if (!has_token(in->connection, "upgrade", true)) {
+	if (!rs_http_list_has(in->connection, "upgrade", true)) {
 		out->error = "missing 'Connection: Upgrade'";
 		goto out_reject;
 	}
@@ -584,7 +563,7 @@ int rs_ws_handshake_check(const struct rs_ws_handshake_in *in, struct rs_ws_hand
 		goto out_reject;
 	}
 	rs_ws_accept_key(in->key, out->accept);
-	out->echo_binary = has_token(in->protocol, "binary", false);
+	out->echo_binary = rs_http_list_has(in->protocol, "binary", false);
 	out->status = 101;
 	return 0;
 

@@ -9,7 +9,9 @@
 #include "tls/boringssl.h"
 #include "tls/cert.h"
 
-#define SELF_DAYS 397 /* browsers and scanners flag longer validity */ /* renewed on start when less than a day is left */
+#define SELF_DAYS                                                                                  \
+	397 /* browsers and scanners flag longer validity */ /* renewed on start when less than a  \
+								day is left */
 
 void rs_tls_fingerprint_str(const uint8_t fp[RS_TLS_FP_LEN], char out[RS_TLS_FP_STR])
 {
@@ -131,8 +133,8 @@ static X509 *make_cert(EVP_PKEY *pkey)
 	    !ASN1_INTEGER_set_uint64(X509_get_serialNumber(x), serial >> 1) ||
 	    !X509_gmtime_adj(X509_getm_notBefore(x), -3600) ||
 	    !X509_gmtime_adj(X509_getm_notAfter(x), (long)SELF_DAYS * 86400) ||
-	    !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const uint8_t *)"ringside",
-					-1, -1, 0) ||
+	    !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const uint8_t *)"ringside", -1,
+					-1, 0) ||
 	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
 					(const uint8_t *)"ringside self-signed", -1, -1, 0) ||
 	    !X509_set_subject_name(x, name) || !X509_set_issuer_name(x, name) ||
@@ -170,8 +172,7 @@ static int write_pem(const char *path, mode_t mode, EVP_PKEY *pkey, X509 *x)
 		unlink(tmp);
 		return -ENOMEM;
 	}
-	ok = pkey ? PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL)
-		  : PEM_write_X509(f, x);
+	ok = pkey ? PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL) : PEM_write_X509(f, x);
 	ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
 	if (fclose(f) || !ok || rename(tmp, path)) {
 		unlink(tmp);
@@ -199,8 +200,8 @@ static bool usable(const char *cert, const char *key, char fp[RS_TLS_FP_STR])
 	return ok;
 }
 
-int rs_tls_selfsigned(const char *dir, char *cert, char *key, char fp[RS_TLS_FP_STR],
-		      bool *created, char *err, size_t errlen)
+int rs_tls_selfsigned(const char *dir, char *cert, char *key, char fp[RS_TLS_FP_STR], bool *created,
+		      char *err, size_t errlen)
 {
 	EVP_PKEY *pkey = NULL;
 	EC_KEY *ec = NULL;
@@ -237,8 +238,8 @@ int rs_tls_selfsigned(const char *dir, char *cert, char *key, char fp[RS_TLS_FP_
 	if (!ret)
 		ret = write_pem(cert, 0644, NULL, x);
 	if (ret) {
-		snprintf(err, errlen, "cannot write the self-signed certificate into '%s': %s",
-			 dir, strerror(-ret));
+		snprintf(err, errlen, "cannot write the self-signed certificate into '%s': %s", dir,
+			 strerror(-ret));
 		goto out_free;
 	}
 	cert_fingerprint(x, fp);

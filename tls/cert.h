@@ -6,8 +6,8 @@
 
 #include "core/common.h"
 
-#define RS_TLS_FP_LEN 32         /* SHA-256 */
-#define RS_TLS_FP_STR (32 * 3)   /* "AB:CD:...:EF" + NUL */
+#define RS_TLS_FP_LEN 32       /* SHA-256 */
+#define RS_TLS_FP_STR (32 * 3) /* "AB:CD:...:EF" + NUL */
 
 /* SHA-256 of <der> as uppercase colon-separated hex (pveproxy's notation). */
 void rs_tls_fingerprint(const uint8_t *der, size_t len, char out[RS_TLS_FP_STR]);
@@ -24,7 +24,7 @@ int rs_tls_file_fingerprint(const char *path, char out[RS_TLS_FP_STR]);
  * .key): created on first use (key mode 0600), reused afterwards. Paths are
  * written to <cert>/<key> (PATH_MAX each), its fingerprint to <fp>; *created
  * tells whether it was made now. 0 or -errno with <err> filled. */
-int rs_tls_selfsigned(const char *dir, char *cert, char *key, char fp[RS_TLS_FP_STR],
-		      bool *created, char *err, size_t errlen);
+int rs_tls_selfsigned(const char *dir, char *cert, char *key, char fp[RS_TLS_FP_STR], bool *created,
+		      char *err, size_t errlen);
 
 #endif

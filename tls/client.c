@@ -10,7 +10,7 @@
 #include "tls/client.h"
 
 #define SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
-#define CACHE_MAX 64 /* cached sessions per upstream (one per host:port) */
+#define CACHE_MAX      64 /* cached sessions per upstream (one per host:port) */
 
 struct cached {
 	char key[272];
@@ -62,7 +62,7 @@ static void fp_list(const struct rs_tls_client *cl, char *out, size_t len)
 }
 
 /* Chain verification against the CA store, including the host name or IP. */
-static bool verify_chain(struct client_conn *cc, const STACK_OF(CRYPTO_BUFFER) *chain,
+static bool verify_chain(struct client_conn *cc, const STACK_OF(CRYPTO_BUFFER) * chain,
 			 const char **why)
 {
 	STACK_OF(X509) *rest = sk_X509_new_null();
@@ -139,8 +139,7 @@ static enum ssl_verify_result_t on_verify(SSL *ssl, uint8_t *alert)
 		return ssl_verify_ok;
 	}
 	if (!leaf) {
-		set_msg(cc, "upstream %s (%s): no certificate presented",
-			 cl->name, cc->key);
+		set_msg(cc, "upstream %s (%s): no certificate presented", cl->name, cc->key);
 		goto refuse;
 	}
 	SHA256(CRYPTO_BUFFER_data(leaf), CRYPTO_BUFFER_len(leaf), fp);
@@ -151,15 +150,14 @@ static enum ssl_verify_result_t on_verify(SSL *ssl, uint8_t *alert)
 				return ssl_verify_ok;
 		fp_list(cl, want, sizeof(want));
 		set_msg(cc,
-			 "upstream %s (%s): certificate fingerprint mismatch: expected %s, got %s",
-			 cl->name, cc->key, want, got);
+			"upstream %s (%s): certificate fingerprint mismatch: expected %s, got %s",
+			cl->name, cc->key, want, got);
 		goto refuse;
 	}
 	if (verify_chain(cc, chain, &why))
 		return ssl_verify_ok;
-	set_msg(cc,
-		 "upstream %s (%s): certificate not trusted: %s (its SHA-256 fingerprint is %s)",
-		 cl->name, cc->key, why, got);
+	set_msg(cc, "upstream %s (%s): certificate not trusted: %s (its SHA-256 fingerprint is %s)",
+		cl->name, cc->key, why, got);
 
 refuse:
 	t->fail_msg = cc->msg;
@@ -281,8 +279,9 @@ int rs_tls_client_new(struct rs_tls_client **out, const struct rs_tls_client_opt
 	SSL_CTX_set_session_cache_mode(cl->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
 	SSL_CTX_sess_set_new_cb(cl->ctx, on_new_session);
 	if (o->insecure)
-		rs_warn("tls", "upstream %s: certificate verification is OFF (insecure): anyone on "
-			       "the path can read and change its consoles",
+		rs_warn("tls",
+			"upstream %s: certificate verification is OFF (insecure): anyone on "
+			"the path can read and change its consoles",
 			cl->name);
 	*out = cl;
 	return 0;

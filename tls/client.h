@@ -22,9 +22,9 @@
 struct rs_tls_client;
 
 struct rs_tls_client_opts {
-	const char *name;     /* upstream label for messages ("fra1") */
-	const char *ca_pem;   /* CA certificates as PEM text, or NULL */
-	const char *ca_file;  /* or a PEM file */
+	const char *name;	 /* upstream label for messages ("fra1") */
+	const char *ca_pem;	 /* CA certificates as PEM text, or NULL */
+	const char *ca_file;	 /* or a PEM file */
 	const char *const *pins; /* SHA-256 fingerprints of acceptable server certificates */
 	size_t n_pins;
 	bool insecure; /* accept any certificate (explicit opt-in only) */

@@ -9,7 +9,7 @@
 #include "tls/conn.h"
 
 const char *const rs_tls_fail_names[RS_TLS_FAIL__COUNT] = {
-	"protocol", "version", "cipher", "verify", "closed", "other",
+    "protocol", "version", "cipher", "verify", "closed", "other",
 };
 
 static BIO_METHOD *bio_method;
@@ -77,10 +77,12 @@ enum rs_tls_fail rs_tls_classify(const SSL *ssl, int ret)
 
 	if (SSL_get_error(ssl, ret) == SSL_ERROR_ZERO_RETURN)
 		why = RS_TLS_FAIL_CLOSED;
-	else if (reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION)
+	else if (reason == SSL_R_UNSUPPORTED_PROTOCOL ||
+		 reason == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION)
 		why = RS_TLS_FAIL_VERSION;
 	else if (reason == SSL_R_NO_SHARED_CIPHER || reason == SSL_R_NO_SHARED_GROUP ||
-		 reason == SSL_R_NO_CIPHERS_AVAILABLE || reason == SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE)
+		 reason == SSL_R_NO_CIPHERS_AVAILABLE ||
+		 reason == SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE)
 		why = RS_TLS_FAIL_CIPHER;
 	else if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED)
 		why = RS_TLS_FAIL_VERIFY;
@@ -269,11 +271,11 @@ static void f_release(void *fctx)
 }
 
 static const struct rs_conn_filter tls_filter = {
-	.on_recv = f_on_recv,
-	.write = f_write,
-	.shutdown = f_shutdown,
-	.on_resume = f_on_resume,
-	.release = f_release,
+    .on_recv = f_on_recv,
+    .write = f_write,
+    .shutdown = f_shutdown,
+    .on_resume = f_on_resume,
+    .release = f_release,
 };
 
 int rs_tls_conn_attach(struct rs_conn *c, SSL *ssl, struct rs_tls_counters *stats,

@@ -25,10 +25,10 @@ typedef void (*rs_tls_done_fn)(struct rs_conn *c, void *arg, int res, const char
 /* Why handshakes failed, for counters. */
 enum rs_tls_fail {
 	RS_TLS_FAIL_PROTOCOL = 0, /* malformed or unexpected records */
-	RS_TLS_FAIL_VERSION,      /* no common version */
-	RS_TLS_FAIL_CIPHER,       /* no common cipher or group */
-	RS_TLS_FAIL_VERIFY,       /* upstream certificate refused */
-	RS_TLS_FAIL_CLOSED,       /* peer went away during the handshake */
+	RS_TLS_FAIL_VERSION,	  /* no common version */
+	RS_TLS_FAIL_CIPHER,	  /* no common cipher or group */
+	RS_TLS_FAIL_VERIFY,	  /* upstream certificate refused */
+	RS_TLS_FAIL_CLOSED,	  /* peer went away during the handshake */
 	RS_TLS_FAIL_OTHER,
 	RS_TLS_FAIL__COUNT
 };

@@ -10,9 +10,9 @@
 
 /* TLS 1.2 suites: ECDHE (forward secrecy) with AEADs only. TLS 1.3's are
  * all AEAD and fixed by BoringSSL. */
-#define CIPHERS_TLS12                                                                   \
-	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                    \
-	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                    \
+#define CIPHERS_TLS12                                                                              \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                               \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                               \
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 /* X25519 first: browsers send its key share, so no HelloRetryRequest, and
  * the Debian BoringSSL has no fast P-256. */
@@ -102,8 +102,8 @@ static void collect_names(struct cert_ctx *cc, X509 *x)
 				 (size_t)ASN1_STRING_length(g->d.dNSName));
 	}
 	GENERAL_NAMES_free(gens);
-	if (!cc->n_names && X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
-						       sizeof(cn)) > 0)
+	if (!cc->n_names &&
+	    X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn)) > 0)
 		add_name(cc, cn, strlen(cn));
 }
 
@@ -159,8 +159,8 @@ static int on_alpn(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uint8_t
 	return SSL_TLSEXT_ERR_NOACK;
 }
 
-static int on_ticket_key(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *ectx,
-			 HMAC_CTX *hctx, int encrypt)
+static int on_ticket_key(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *ectx, HMAC_CTX *hctx,
+			 int encrypt)
 {
 	struct rs_tls_server *s = ticket_server;
 	struct ticket_key k;
@@ -231,8 +231,8 @@ static int build_ctx(struct rs_tls_server *s, struct certset *set, struct cert_c
 	if (!SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM)) {
 		ssl_err(err, errlen,
 			ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH
-				? "the private key does not match the certificate"
-				: "cannot load the private key",
+			    ? "the private key does not match the certificate"
+			    : "cannot load the private key",
 			key);
 		return -EINVAL;
 	}
@@ -273,11 +273,15 @@ static int build_set(struct rs_tls_server *s, const struct rs_tls_server_opts *o
 		if (ret)
 			goto out_put;
 		if (created)
-			rs_warn("tls", "no certificate configured: generated a self-signed ECDSA "
-				       "P-256 certificate %s (SHA-256 %s)", cert, fp);
+			rs_warn("tls",
+				"no certificate configured: generated a self-signed ECDSA "
+				"P-256 certificate %s (SHA-256 %s)",
+				cert, fp);
 		else
-			rs_info("tls", "no certificate configured: using the self-signed "
-				       "certificate %s (SHA-256 %s)", cert, fp);
+			rs_info("tls",
+				"no certificate configured: using the self-signed "
+				"certificate %s (SHA-256 %s)",
+				cert, fp);
 		files = &self;
 		n = 1;
 	}

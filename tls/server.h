@@ -29,7 +29,7 @@ struct rs_tls_cert_files {
 
 struct rs_tls_server_opts {
 	const struct rs_tls_cert_files *certs;
-	size_t n_certs;            /* 0: the self-signed certificate in <state_dir> */
+	size_t n_certs; /* 0: the self-signed certificate in <state_dir> */
 	const char *state_dir;
 	unsigned ticket_rotation_s; /* 0: tickets off */
 };

@@ -50,7 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		BIO_write(rbio, data + off, (int)n);
 		off += n;
-		r = SSL_is_init_finished(ssl) ? SSL_read(ssl, out, sizeof(out)) : SSL_do_handshake(ssl);
+		r = SSL_is_init_finished(ssl) ? SSL_read(ssl, out, sizeof(out))
+					      : SSL_do_handshake(ssl);
 		if (r <= 0 && SSL_get_error(ssl, r) != SSL_ERROR_WANT_READ)
 			break;
 		/* Whatever the server answered is discarded, as a peer would. */

@@ -37,11 +37,11 @@ static void test_valid(void **st)
 static void test_invalid(void **st)
 {
 	static const char *const bad[] = {
-		"",	    "3",	  "22",	      "0",	   "0:",	"0:3:ab",
-		"0:3:abcd", "0:0:",	  "0:03:abc", "0::abc",	   "0:-1:a",	"0:+1:a",
-		"0:1a:a",   "0:1",	  "0:1:",     "1:80:24",   "1:80:24:x", "1:0:24:",
-		"1:80:0:",  "1:1001:5:",  "1:5:1001:", "1:080:24:", "1::24:",	"1:80::",
-		"1:-80:24:", "1:80:24::", "4:1:a",    "x",	   "0;1:a",	"0:1234567890:a",
+	    "",		 "3",	      "22",	   "0",		"0:",	     "0:3:ab",
+	    "0:3:abcd",	 "0:0:",      "0:03:abc",  "0::abc",	"0:-1:a",    "0:+1:a",
+	    "0:1a:a",	 "0:1",	      "0:1:",	   "1:80:24",	"1:80:24:x", "1:0:24:",
+	    "1:80:0:",	 "1:1001:5:", "1:5:1001:", "1:080:24:", "1::24:",    "1:80::",
+	    "1:-80:24:", "1:80:24::", "4:1:a",	   "x",		"0;1:a",     "0:1234567890:a",
 	};
 	struct rs_tp_msg m;
 
@@ -67,9 +67,9 @@ static void test_big_data(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_valid),
-		cmocka_unit_test(test_invalid),
-		cmocka_unit_test(test_big_data),
+	    cmocka_unit_test(test_valid),
+	    cmocka_unit_test(test_invalid),
+	    cmocka_unit_test(test_big_data),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
