@@ -6,6 +6,11 @@
  * relay, ClientInit, the target's ServerInit. Then:
  *
  *   hold    keep every console open and idle for --hold-seconds
+ *   stream  every console sends --msg-size byte messages (4 in flight) for
+ *           --hold-seconds through an echoing upstream: bytes and messages
+ *           per second each way
+ *   latency one message in flight per console: round trips through the
+ *           relay, log-bucket histogram (p50/p99/p99.9 over every sample)
  *   tokens  only create tokens (API rate over keep-alive), no consoles
  *
  *   ringside-bench --scenario hold --api 127.0.0.1:8080 --ws 127.0.0.1:8443 --tls
@@ -47,6 +52,7 @@ static const char *const fail_names[F__COUNT] = {"api",	   "connect", "tls",	 "u
 
 struct opts {
 	const char *scenario, *key, *target_host;
+	size_t msg_size;
 	struct sockaddr_storage api, ws;
 	socklen_t api_len, ws_len;
 	uint16_t ws_port, target_port;
@@ -54,10 +60,15 @@ struct opts {
 	unsigned conns, batch, workers, hold_s, timeout_ms, src_base, src_count;
 };
 
-static struct opts o = {.scenario = "hold", .conns = 1000, .batch = 256, .workers = 1,
+static struct opts o = {.scenario = "hold", .msg_size = 1024, .conns = 1000, .batch = 256, .workers = 1,
 			.hold_s = 30, .timeout_ms = 20000, .src_count = 1};
 static struct rs_tls_client *tls_client;
 static _Atomic uint64_t n_tokens, n_opened, n_dropped, failures[F__COUNT];
+static _Atomic uint64_t echo_bytes, echo_msgs;
+static _Atomic bool traffic; /* stream/latency: every console is open, go */
+/* Round trips in log buckets: 8 per power of two of nanoseconds. */
+#define RTT_BUCKETS (64 * 8)
+static _Atomic uint64_t rtt_hist[RTT_BUCKETS];
 static _Atomic unsigned n_done; /* consoles finished opening (held or failed) */
 static _Atomic bool stop_flag;
 static pthread_mutex_t lat_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -90,7 +101,72 @@ struct console {
 	uint64_t t0_ns;
 	struct rs_ws_parser wp;
 	struct rs_timer timer;
+	size_t owed;       /* echoed bytes still expected (stream/latency) */
+	uint64_t sent_ns;  /* latency: when the message in flight left */
 };
+
+static uint8_t *msg_payload; /* --msg-size bytes, the same for every message */
+
+static unsigned rtt_bucket(uint64_t ns)
+{
+	unsigned lg = ns ? 63u - (unsigned)__builtin_clzll(ns) : 0;
+	unsigned sub = lg >= 3 ? (unsigned)((ns >> (lg - 3)) & 7) : 0;
+
+	return RS_MIN(lg * 8 + sub, RTT_BUCKETS - 1u);
+}
+
+static uint64_t bucket_ns(unsigned b)
+{
+	unsigned lg = b / 8, sub = b % 8;
+
+	return lg >= 3 ? ((8ull + sub) << (lg - 3)) : (1ull << lg);
+}
+
+/* One masked binary frame of --msg-size bytes (the relay unmasks it, so a
+ * copy per frame: the payload buffer stays clean for the next). */
+static int send_message(struct console *k)
+{
+	uint8_t hdr[RS_WS_MAX_HEADER], key[4] = {0, 0, 0, 0};
+	size_t hl = rs_ws_frame_header(hdr, RS_WS_OP_BINARY, true, o.msg_size, key);
+
+	/* A zero mask leaves the payload unchanged: the load generator must not
+	 * be the bottleneck (ringside unmasks as it would any key). */
+	if (rs_conn_send(k->c, hdr, hl) || rs_conn_send_static(k->c, msg_payload, o.msg_size))
+		return -ENOMEM;
+	k->owed += o.msg_size;
+	k->sent_ns = rs_now_ns();
+	return 0;
+}
+
+static void start_traffic(struct console *k)
+{
+	unsigned window = !strcmp(o.scenario, "latency") ? 1 : 4;
+
+	for (unsigned i = 0; i < window; i++)
+		if (send_message(k))
+			return;
+}
+
+/* Echoed bytes came back: count, and keep the window full. */
+static void echoed(struct console *k, size_t len)
+{
+	bool lat = !strcmp(o.scenario, "latency");
+
+	atomic_fetch_add_explicit(&echo_bytes, len, memory_order_relaxed);
+	k->owed -= RS_MIN(len, k->owed);
+	while (k->owed <= (lat ? 0 : 3 * o.msg_size) && !atomic_load(&stop_flag)) {
+		atomic_fetch_add_explicit(&echo_msgs, 1, memory_order_relaxed);
+		if (lat)
+			atomic_fetch_add_explicit(&rtt_hist[rtt_bucket(rs_now_ns() - k->sent_ns)], 1,
+						  memory_order_relaxed);
+		if (send_message(k))
+			return;
+		if (lat)
+			break;
+	}
+}
+
+static void traffic_tick(struct rs_timer *t);
 
 static void fail_console(struct console *k, enum fail why)
 {
@@ -129,6 +205,22 @@ static void held(struct console *k)
 		lat_us[n_lat++] = us;
 	pthread_mutex_unlock(&lat_lock);
 	request_tokens(k->ws);
+	if (strcmp(o.scenario, "hold")) {
+		/* Traffic starts once every console is open (polled per console). */
+		k->timer.cb = traffic_tick;
+		rs_timer_link(rs_worker_timers(k->ws->w), &k->timer, rs_worker_now(k->ws->w) + 20);
+	}
+}
+
+static void traffic_tick(struct rs_timer *t)
+{
+	struct console *k = rs_container_of(t, struct console, timer);
+
+	if (atomic_load(&traffic)) {
+		start_traffic(k);
+		return;
+	}
+	rs_timer_link(rs_worker_timers(k->ws->w), &k->timer, rs_worker_now(k->ws->w) + 20);
 }
 
 /* RFB bytes from the relay, as the browser sees them. */
@@ -217,6 +309,8 @@ static void k_on_data(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t
 		len -= (size_t)n;
 		if (ev.type == RS_WS_EV_DATA && k->st < C_HELD)
 			rfb_bytes(k, ev.data, ev.len);
+		else if (ev.type == RS_WS_EV_DATA && k->st == C_HELD)
+			echoed(k, ev.len);
 		if (!n && ev.type == RS_WS_EV_NONE)
 			break;
 	}
@@ -477,7 +571,7 @@ int main(int argc, char **argv)
 		{"tls", 0, 0, 'T'},	 {"key", 1, 0, 'k'},	    {"target", 1, 0, 't'},
 		{"conns", 1, 0, 'n'},	 {"batch", 1, 0, 'b'},	    {"workers", 1, 0, 'W'},
 		{"hold-seconds", 1, 0, 'h'}, {"timeout-ms", 1, 0, 'o'}, {"src-base", 1, 0, 'B'},
-		{"src-count", 1, 0, 'C'}, {0, 0, 0, 0}};
+		{"src-count", 1, 0, 'C'}, {"msg-size", 1, 0, 'm'}, {0, 0, 0, 0}};
 	struct rs_engine_opts eo = {.max_conns = 131072};
 	struct rs_tls_client_opts to = {.name = "bench", .insecure = true};
 	struct sigaction sa = {.sa_handler = on_signal};
@@ -503,12 +597,15 @@ int main(int argc, char **argv)
 		case 'o': o.timeout_ms = (unsigned)atoi(optarg); break;
 		case 'B': o.src_base = (unsigned)atoi(optarg); break;
 		case 'C': o.src_count = (unsigned)atoi(optarg); break;
+		case 'm': o.msg_size = (size_t)atol(optarg); break;
 		default: goto usage;
 		}
 	}
 	if (!api || !o.key || !target || !o.conns || !o.batch || !o.workers || !o.src_count ||
 	    parse_addr(api, &o.api, &o.api_len) ||
-	    (strcmp(o.scenario, "hold") && strcmp(o.scenario, "tokens")) ||
+	    (strcmp(o.scenario, "hold") && strcmp(o.scenario, "tokens") &&
+	     strcmp(o.scenario, "stream") && strcmp(o.scenario, "latency")) ||
+	    !o.msg_size || o.msg_size > (1 << 20) ||
 	    o.src_base + o.src_count > 255)
 		goto usage;
 	if (parse_addr(wsaddr ? wsaddr : api, &o.ws, &o.ws_len))
@@ -528,6 +625,8 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	lat_us = rs_xcalloc(o.conns, sizeof(*lat_us));
+	msg_payload = rs_xmalloc(o.msg_size);
+	memset(msg_payload, 0x78, o.msg_size);
 	eo.workers = o.workers;
 	e = rs_engine_new(&eo, err, sizeof(err));
 	if (!e || rs_engine_start(e, err, sizeof(err))) {
@@ -548,11 +647,21 @@ int main(int argc, char **argv)
 	fprintf(stderr, "{\"event\":\"held\",\"opened\":%llu,\"tokens\":%llu,\"ramp_ms\":%llu}\n",
 		(unsigned long long)n_opened, (unsigned long long)n_tokens,
 		(unsigned long long)ramp_ms);
+	atomic_store(&traffic, true);
+	usleep(300000); /* every console has started (timer ticks are 20 ms) */
 	t0 = rs_now_ms();
-	while (!strcmp(o.scenario, "hold") && !atomic_load(&stop_flag) &&
-	       rs_now_ms() - t0 < (uint64_t)o.hold_s * 1000)
-		usleep(50000);
-	held_ms = rs_now_ms() - t0;
+	{
+		uint64_t b0 = atomic_load(&echo_bytes), m0 = atomic_load(&echo_msgs);
+
+		for (unsigned i = 0; i < RTT_BUCKETS; i++)
+			atomic_store(&rtt_hist[i], 0);
+		while (strcmp(o.scenario, "tokens") && !atomic_load(&stop_flag) &&
+		       rs_now_ms() - t0 < (uint64_t)o.hold_s * 1000)
+			usleep(50000);
+		held_ms = rs_now_ms() - t0;
+		atomic_store(&echo_bytes, atomic_load(&echo_bytes) - b0);
+		atomic_store(&echo_msgs, atomic_load(&echo_msgs) - m0);
+	}
 	atomic_store(&stop_flag, true);
 	pthread_mutex_lock(&lat_lock);
 	qsort(lat_us, n_lat, sizeof(*lat_us), cmp_u32);
@@ -567,7 +676,27 @@ int main(int argc, char **argv)
 	for (int i = 0; i < F__COUNT; i++)
 		printf("%s\"%s\":%llu", i ? "," : "", fail_names[i],
 		       (unsigned long long)atomic_load(&failures[i]));
-	printf("}}\n");
+	printf("},\"msg_size\":%zu,\"echo_bytes_per_s\":%.0f,\"echo_msgs_per_s\":%.0f",
+	       o.msg_size, held_ms ? (double)atomic_load(&echo_bytes) * 1000.0 / (double)held_ms : 0.0,
+	       held_ms ? (double)atomic_load(&echo_msgs) * 1000.0 / (double)held_ms : 0.0);
+	{
+		uint64_t total = 0, seen = 0;
+		const unsigned ps[] = {500, 990, 999};
+		unsigned pi = 0;
+
+		for (unsigned i = 0; i < RTT_BUCKETS; i++)
+			total += atomic_load(&rtt_hist[i]);
+		printf(",\"rtt_samples\":%llu,\"rtt_us\":{", (unsigned long long)total);
+		for (unsigned i = 0; i < RTT_BUCKETS && total && pi < 3; i++) {
+			seen += atomic_load(&rtt_hist[i]);
+			while (pi < 3 && seen * 1000 >= total * ps[pi]) {
+				printf("%s\"p%g\":%.1f", pi ? "," : "", ps[pi] / 10.0,
+				       (double)bucket_ns(i + 1) / 1000.0);
+				pi++;
+			}
+		}
+		printf("}}\n");
+	}
 	fflush(stdout);
 	pthread_mutex_unlock(&lat_lock);
 	rs_engine_stop(e, 0);
@@ -580,6 +709,7 @@ usage:
 		"usage: ringside-bench --api HOST:PORT --key KEY --target HOST:PORT [--ws HOST:PORT]\n"
 		"                      [--tls] [--scenario hold|tokens] [--conns N] [--batch N]\n"
 		"                      [--workers N] [--hold-seconds S] [--timeout-ms MS]\n"
-		"                      [--src-base B --src-count K]\n");
+		"                      [--src-base B --src-count K] [--msg-size BYTES]\n"
+		"scenarios: hold, stream, latency, tokens\n");
 	return 2;
 }
