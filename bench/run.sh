@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-short}" in
-short) args=(10000 5 3) tls=(5000 3000) ;;
+short) args=(10000 5 3) tls=(5000 3000) cons=(5000 20000) ;;
 full)
-	args=(30000 10 3) tls=(15000 10000)
+	args=(30000 10 3) tls=(15000 10000) cons=(50000 50000)
 	# Wait up to 5 minutes for the CPUs to be quiet before measuring.
 	export BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-300}
 	;;
@@ -25,3 +25,5 @@ echo "== bench/engine-bench.sh ${args[*]}" \
 bench/engine-bench.sh "${args[@]}"
 echo "== bench/tls-bench.sh ${tls[*]}"
 bench/tls-bench.sh "${tls[@]}"
+echo "== bench/console-bench.sh ${cons[*]}"
+bench/console-bench.sh "${cons[@]}"
