@@ -103,7 +103,8 @@ struct session {
 	uint64_t opened_ms, to_target, to_browser;
 	uint64_t t_upgrade_ns, t_connected_ns, relay_ms;
 	uint64_t last_activity_ms; /* relay: for the idle timeout */
-	uint64_t id;               /* the browser connection's id */
+	uint64_t id;               /* the browser connection's id (0 is a valid id) */
+	bool upgraded;             /* <id> is set: the session is listed */
 	int cl;                    /* Proxmox: cluster index for metrics, -1 for plain VNC */
 	int64_t created_s, connected_s; /* wall clock, for listings */
 	char tokhash[9];
@@ -1095,7 +1096,10 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 		return;
 	}
 	s->br = c;
+	pthread_mutex_lock(&cw->lock);
 	s->id = rs_conn_id(c);
+	s->upgraded = true;
+	pthread_mutex_unlock(&cw->lock);
 	rs_conn_set_ops(c, &browser_ops, s);
 	CW_ADD(cw, opened, 1);
 	CW_ADD(cw, opened_kind[spec->kind], 1);
@@ -1137,7 +1141,7 @@ size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t 
 	for (struct session *s = cw->sessions; s; s = s->next) {
 		struct rs_console_info *i = &out[n];
 
-		if (!s->id || s->state == ST_CLOSING)
+		if (!s->upgraded || s->state == ST_CLOSING)
 			continue; /* not upgraded yet, or only teardown is left */
 		if (n++ >= max)
 			continue;
