@@ -9,14 +9,28 @@
 #include "tls/server.h"
 
 static struct rs_tls_server *srv;
+static char dir[] = "/tmp/rs-fuzz-tls-XXXXXX";
+
+/* The self-signed certificate lives only as long as the fuzzer. */
+static void cleanup(void)
+{
+	char p[64];
+
+	snprintf(p, sizeof(p), "%s/tls-selfsigned.crt", dir);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/tls-selfsigned.key", dir);
+	unlink(p);
+	rmdir(dir);
+}
 
 static void setup(void)
 {
 	struct rs_tls_server_opts o = {.state_dir = NULL, .ticket_rotation_s = 3600};
-	char dir[] = "/tmp/rs-fuzz-tls-XXXXXX", err[256];
+	char err[256];
 
 	if (!mkdtemp(dir))
 		abort();
+	atexit(cleanup);
 	o.state_dir = dir;
 	if (rs_tls_server_new(&srv, &o, err, sizeof(err))) {
 		fprintf(stderr, "fuzz_tls_server: %s\n", err);
