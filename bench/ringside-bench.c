@@ -53,6 +53,7 @@ static const char *const fail_names[F__COUNT] = {"api",	   "connect", "tls",	 "u
 
 struct opts {
 	const char *scenario, *key, *target_host;
+	const char *path; /* peer mode: upgrade to this path, no API (websockify) */
 	size_t msg_size;
 	struct sockaddr_storage api, ws;
 	socklen_t api_len, ws_len;
@@ -321,10 +322,10 @@ static void send_upgrade(struct console *k)
 {
 	char req[400];
 	int n = snprintf(req, sizeof(req),
-			 "GET /ws/%s HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+			 "GET %s%s HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
 			 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 			 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n\r\n",
-			 k->token);
+			 o.path ? o.path : "/ws/", o.path ? "" : k->token);
 
 	k->st = C_UPGRADE;
 	if (rs_conn_send(k->c, req, (size_t)n))
@@ -497,6 +498,15 @@ static void request_tokens(struct wstate *ws)
 	char body[256], req[768];
 	int n;
 
+	if (o.path) {
+		/* Peer mode: a relay without tokens; keep --batch consoles opening. */
+		while (!atomic_load(&stop_flag) && ws->requested < ws->quota &&
+		       ws->opening < o.batch) {
+			ws->requested++;
+			open_console(ws, "", 0);
+		}
+		return;
+	}
 	if (!ws->api || atomic_load(&stop_flag))
 		return;
 	snprintf(body, sizeof(body), "{\"kind\":\"vnc\",\"host\":\"%s\",\"port\":%u,\"ttl\":600}",
@@ -535,6 +545,10 @@ static void start_worker(struct rs_worker *w, void *arg)
 	struct wstate *ws = arg;
 
 	ws->w = w;
+	if (o.path) {
+		request_tokens(ws);
+		return;
+	}
 	if (rs_conn_connect(w, (struct sockaddr *)&o.api, o.api_len, NULL, 0, 5000,
 			    &api_connect_ops, ws, &ws->api)) {
 		atomic_fetch_add(&failures[F_API], ws->quota);
@@ -572,7 +586,8 @@ int main(int argc, char **argv)
 		{"tls", 0, 0, 'T'},	 {"key", 1, 0, 'k'},	    {"target", 1, 0, 't'},
 		{"conns", 1, 0, 'n'},	 {"batch", 1, 0, 'b'},	    {"workers", 1, 0, 'W'},
 		{"hold-seconds", 1, 0, 'h'}, {"timeout-ms", 1, 0, 'o'}, {"src-base", 1, 0, 'B'},
-		{"src-count", 1, 0, 'C'}, {"msg-size", 1, 0, 'm'}, {0, 0, 0, 0}};
+		{"src-count", 1, 0, 'C'}, {"msg-size", 1, 0, 'm'}, {"path", 1, 0, 'p'},
+		{0, 0, 0, 0}};
 	struct rs_engine_opts eo = {.max_conns = 131072};
 	struct rs_tls_client_opts to = {.name = "bench", .insecure = true};
 	struct sigaction sa = {.sa_handler = on_signal};
@@ -599,8 +614,14 @@ int main(int argc, char **argv)
 		case 'B': o.src_base = (unsigned)atoi(optarg); break;
 		case 'C': o.src_count = (unsigned)atoi(optarg); break;
 		case 'm': o.msg_size = (size_t)atol(optarg); break;
+		case 'p': o.path = optarg; break;
 		default: goto usage;
 		}
+	}
+	if (o.path) { /* peer mode: the relay knows its target; no API */
+		api = api ? api : wsaddr;
+		o.key = o.key ? o.key : "-";
+		target = target ? target : "0.0.0.0:0";
 	}
 	if (!api || !o.key || !target || !o.conns || !o.batch || !o.workers || !o.src_count ||
 	    parse_addr(api, &o.api, &o.api_len) ||
@@ -710,6 +731,7 @@ usage:
 		"                      [--tls] [--scenario hold|tokens] [--conns N] [--batch N]\n"
 		"                      [--workers N] [--hold-seconds S] [--timeout-ms MS]\n"
 		"                      [--src-base B --src-count K] [--msg-size BYTES]\n"
+		"       ringside-bench --path / --ws HOST:PORT ...  (a peer relay: no API, e.g. websockify)\n"
 		"scenarios: hold, stream, latency, tokens\n");
 	return 2;
 }
