@@ -11,7 +11,15 @@
  *           per second each way
  *   latency one message in flight per console: round trips through the
  *           relay, log-bucket histogram (p50/p99/p99.9 over every sample)
+ *   setup   open the consoles and report (opens per second, setup latency),
+ *           then end; --no-resume makes every TLS handshake a full one
  *   tokens  only create tokens (API rate over keep-alive), no consoles
+ *
+ * --pve CLUSTER:NODE:VMID asks for Proxmox consoles instead of plain VNC
+ * ones. --path speaks to a relay without an API (websockify, nginx,
+ * HAProxy); the RFB handshake then offers what the upstream offers, and
+ * VNC authentication is answered with 16 bytes (the fake upstreams do not
+ * check them).
  *
  *   ringside-bench --scenario hold --api 127.0.0.1:8080 --ws 127.0.0.1:8443 --tls
  *                  --key KEY --target 127.0.0.1:5999 --conns 50000
@@ -39,21 +47,24 @@
 #include "tls/client.h"
 
 enum fail {
-	F_API = 0,   /* token request refused or malformed */
-	F_CONNECT,   /* WebSocket connection refused or timed out */
+	F_API = 0, /* token request refused or malformed */
+	F_CONNECT, /* WebSocket connection refused or timed out */
 	F_TLS,
-	F_UPGRADE,   /* no 101 */
-	F_RFB,       /* the relay's RFB handshake went wrong */
-	F_CLOSED,    /* closed before the console was open */
+	F_UPGRADE, /* no 101 */
+	F_RFB,	   /* the relay's RFB handshake went wrong */
+	F_CLOSED,  /* closed before the console was open */
 	F_TIMEOUT,
 	F__COUNT
 };
-static const char *const fail_names[F__COUNT] = {"api",	   "connect", "tls",	 "upgrade",
-						 "rfb",	   "closed",  "timeout"};
+static const char *const fail_names[F__COUNT] = {"api", "connect", "tls",    "upgrade",
+						 "rfb", "closed",  "timeout"};
 
 struct opts {
 	const char *scenario, *key, *target_host;
 	const char *path; /* peer mode: upgrade to this path, no API (websockify) */
+	const char *pve;  /* CLUSTER:NODE:VMID: Proxmox consoles */
+	unsigned vmids;	  /* spread over VMID .. VMID+vmids-1 */
+	bool no_resume;
 	size_t msg_size;
 	struct sockaddr_storage api, ws;
 	socklen_t api_len, ws_len;
@@ -62,10 +73,17 @@ struct opts {
 	unsigned conns, batch, workers, hold_s, timeout_ms, src_base, src_count;
 };
 
-static struct opts o = {.scenario = "hold", .msg_size = 1024, .conns = 1000, .batch = 256, .workers = 1,
-			.hold_s = 30, .timeout_ms = 20000, .src_count = 1};
+static struct opts o = {.scenario = "hold",
+			.msg_size = 1024,
+			.conns = 1000,
+			.batch = 256,
+			.workers = 1,
+			.hold_s = 30,
+			.timeout_ms = 20000,
+			.src_count = 1,
+			.vmids = 1000};
 static struct rs_tls_client *tls_client;
-static _Atomic uint64_t n_tokens, n_opened, n_dropped, failures[F__COUNT];
+static _Atomic uint64_t n_tokens, n_opened, n_dropped, n_resumed, failures[F__COUNT];
 static _Atomic uint64_t echo_bytes, echo_msgs;
 static _Atomic bool traffic; /* stream/latency: every console is open, go */
 /* Round trips in log buckets: 8 per power of two of nanoseconds. */
@@ -88,9 +106,19 @@ struct wstate {
 	unsigned in_flight; /* API requests sent, not answered */
 	unsigned opening;   /* consoles between token and held */
 	unsigned next_src;
+	unsigned next_vm;
 };
 
-enum cstate { C_CONNECT = 0, C_UPGRADE, C_RFB_VERSION, C_RFB_TYPES, C_RFB_RESULT, C_INIT, C_HELD };
+enum cstate {
+	C_CONNECT = 0,
+	C_UPGRADE,
+	C_RFB_VERSION,
+	C_RFB_TYPES,
+	C_RFB_CHALLENGE, /* peer mode: the upstream's VNC authentication */
+	C_RFB_RESULT,
+	C_INIT,
+	C_HELD
+};
 
 struct console {
 	struct wstate *ws;
@@ -103,8 +131,8 @@ struct console {
 	uint64_t t0_ns;
 	struct rs_ws_parser wp;
 	struct rs_timer timer;
-	size_t owed;       /* echoed bytes still expected (stream/latency) */
-	uint64_t sent_ns;  /* latency: when the message in flight left */
+	size_t owed;	  /* echoed bytes still expected (stream/latency) */
+	uint64_t sent_ns; /* latency: when the message in flight left */
 };
 
 static uint8_t *msg_payload; /* --msg-size bytes, the same for every message */
@@ -159,8 +187,8 @@ static void echoed(struct console *k, size_t len)
 	while (k->owed <= (lat ? 0 : 3 * o.msg_size) && !atomic_load(&stop_flag)) {
 		atomic_fetch_add_explicit(&echo_msgs, 1, memory_order_relaxed);
 		if (lat)
-			atomic_fetch_add_explicit(&rtt_hist[rtt_bucket(rs_now_ns() - k->sent_ns)], 1,
-						  memory_order_relaxed);
+			atomic_fetch_add_explicit(&rtt_hist[rtt_bucket(rs_now_ns() - k->sent_ns)],
+						  1, memory_order_relaxed);
 		if (send_message(k))
 			return;
 		if (lat)
@@ -228,14 +256,18 @@ static void traffic_tick(struct rs_timer *t)
 /* RFB bytes from the relay, as the browser sees them. */
 static void rfb_bytes(struct console *k, const uint8_t *p, size_t len)
 {
-	static const size_t need[] = {[C_RFB_VERSION] = 12, [C_RFB_TYPES] = 2, [C_RFB_RESULT] = 4,
+	static const size_t need[] = {[C_RFB_VERSION] = 12,
+				      [C_RFB_TYPES] = 2,
+				      [C_RFB_CHALLENGE] = 16,
+				      [C_RFB_RESULT] = 4,
 				      [C_INIT] = 24};
+	static const uint8_t zero16[16];
 
 	while (len && k->st >= C_RFB_VERSION && k->st <= C_INIT) {
 		size_t want = k->st == C_INIT && k->got >= 24
-				      ? 24 + (((size_t)k->buf[20] << 24) | ((size_t)k->buf[21] << 16) |
-					      ((size_t)k->buf[22] << 8) | k->buf[23])
-				      : need[k->st];
+				  ? 24 + (((size_t)k->buf[20] << 24) | ((size_t)k->buf[21] << 16) |
+					  ((size_t)k->buf[22] << 8) | k->buf[23])
+				  : need[k->st];
 		size_t n = RS_MIN(len, want - k->got);
 
 		if (k->got < sizeof(k->buf))
@@ -248,12 +280,19 @@ static void rfb_bytes(struct console *k, const uint8_t *p, size_t len)
 		k->got = 0;
 		switch (k->st) {
 		case C_RFB_VERSION:
-			if (memcmp(k->buf, "RFB 003.008\n", 12) || send_masked(k->c, "RFB 003.008\n", 12))
+			if (memcmp(k->buf, "RFB 003.008\n", 12) ||
+			    send_masked(k->c, "RFB 003.008\n", 12))
 				return fail_console(k, F_RFB);
 			k->st = C_RFB_TYPES;
 			break;
-		case C_RFB_TYPES:
-			if (k->buf[0] != 1 || k->buf[1] != 1 || send_masked(k->c, "\x01", 1))
+		case C_RFB_TYPES: /* one type: None (ringside), VNC auth (a peer's upstream) */
+			if (k->buf[0] != 1 || (k->buf[1] != 1 && k->buf[1] != 2) ||
+			    send_masked(k->c, &k->buf[1], 1))
+				return fail_console(k, F_RFB);
+			k->st = k->buf[1] == 2 ? C_RFB_CHALLENGE : C_RFB_RESULT;
+			break;
+		case C_RFB_CHALLENGE:
+			if (send_masked(k->c, zero16, sizeof(zero16)))
 				return fail_console(k, F_RFB);
 			k->st = C_RFB_RESULT;
 			break;
@@ -288,7 +327,8 @@ static void k_on_data(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t
 		}
 		if (strncmp(k->head, "HTTP/1.1 101", 12))
 			return fail_console(k, F_UPGRADE);
-		n = (size_t)(end + 4 - k->head) - (k->head_len - n); /* bytes of <data> in the head */
+		n = (size_t)(end + 4 - k->head) -
+		    (k->head_len - n); /* bytes of <data> in the head */
 		data += n;
 		len -= n;
 		k->st = C_RFB_VERSION;
@@ -339,6 +379,8 @@ static void k_on_tls(struct rs_conn *c, void *arg, int res, const char *msg)
 	(void)c, (void)msg;
 	if (res)
 		return fail_console(k, F_TLS);
+	if (rs_tls_client_resumed(c))
+		atomic_fetch_add_explicit(&n_resumed, 1, memory_order_relaxed);
 	send_upgrade(k);
 }
 
@@ -383,10 +425,10 @@ static void k_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 }
 
 static const struct rs_conn_ops console_ops = {
-	.on_data = k_on_data,
-	.on_eof = k_on_eof,
-	.on_connect = k_on_connect,
-	.on_close = k_on_close,
+    .on_data = k_on_data,
+    .on_eof = k_on_eof,
+    .on_connect = k_on_connect,
+    .on_close = k_on_close,
 };
 
 static void k_on_timeout(struct rs_timer *t)
@@ -416,11 +458,12 @@ static void open_console(struct wstate *ws, const char *token, size_t len)
 	ws->opening++;
 	if (o.src_base) {
 		/* Spread over 127.0.0.B.. so the ephemeral range never runs out. */
-		src.sin_addr.s_addr = htonl(0x7f000000u | (o.src_base + ws->next_src++ % o.src_count));
+		src.sin_addr.s_addr =
+		    htonl(0x7f000000u | (o.src_base + ws->next_src++ % o.src_count));
 	}
 	ret = rs_conn_connect(ws->w, (struct sockaddr *)&o.ws, o.ws_len,
-			      o.src_base ? (struct sockaddr *)&src : NULL, o.src_base ? sizeof(src) : 0,
-			      o.timeout_ms, &console_ops, k, &k->c);
+			      o.src_base ? (struct sockaddr *)&src : NULL,
+			      o.src_base ? sizeof(src) : 0, o.timeout_ms, &console_ops, k, &k->c);
 	if (ret) {
 		ws->opening--;
 		free(k);
@@ -509,13 +552,28 @@ static void request_tokens(struct wstate *ws)
 	}
 	if (!ws->api || atomic_load(&stop_flag))
 		return;
-	snprintf(body, sizeof(body), "{\"kind\":\"vnc\",\"host\":\"%s\",\"port\":%u,\"ttl\":600}",
-		 o.target_host, o.target_port);
-	n = snprintf(req, sizeof(req),
-		     "POST /api/v1/consoles HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n"
-		     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-		     o.key, strlen(body), body);
 	while (ws->requested < ws->quota && ws->in_flight + ws->opening < o.batch) {
+		if (o.pve) {
+			const char *c1 = strchr(o.pve, ':'), *c2 = strrchr(o.pve, ':');
+
+			/* A VM per console, as customers have: ringside serialises VNC
+			 * authentication per VM (PVE's VNC password is VM-wide). */
+			snprintf(body, sizeof(body),
+				 "{\"cluster\":\"%.*s\",\"node\":\"%.*s\",\"vmid\":%lu,"
+				 "\"console\":\"vnc\",\"ttl\":600}",
+				 (int)(c1 - o.pve), o.pve, (int)(c2 - c1 - 1), c1 + 1,
+				 strtoul(c2 + 1, NULL, 10) + ws->id +
+				     o.workers * (ws->next_vm++ % o.vmids));
+		} else {
+			snprintf(body, sizeof(body),
+				 "{\"kind\":\"vnc\",\"host\":\"%s\",\"port\":%u,\"ttl\":600}",
+				 o.target_host, o.target_port);
+		}
+		n = snprintf(
+		    req, sizeof(req),
+		    "POST /api/v1/consoles HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer "
+		    "%s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+		    o.key, strlen(body), body);
 		if (rs_conn_send(ws->api, req, (size_t)n))
 			return;
 		ws->requested++;
@@ -538,7 +596,7 @@ static void a_on_connect(struct rs_conn *c, int res)
 }
 
 static const struct rs_conn_ops api_connect_ops = {
-	.on_data = a_on_data, .on_connect = a_on_connect, .on_close = a_on_close};
+    .on_data = a_on_data, .on_connect = a_on_connect, .on_close = a_on_close};
 
 static void start_worker(struct rs_worker *w, void *arg)
 {
@@ -581,15 +639,28 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len
 
 int main(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{"scenario", 1, 0, 's'}, {"api", 1, 0, 'a'},	    {"ws", 1, 0, 'w'},
-		{"tls", 0, 0, 'T'},	 {"key", 1, 0, 'k'},	    {"target", 1, 0, 't'},
-		{"conns", 1, 0, 'n'},	 {"batch", 1, 0, 'b'},	    {"workers", 1, 0, 'W'},
-		{"hold-seconds", 1, 0, 'h'}, {"timeout-ms", 1, 0, 'o'}, {"src-base", 1, 0, 'B'},
-		{"src-count", 1, 0, 'C'}, {"msg-size", 1, 0, 'm'}, {"path", 1, 0, 'p'},
-		{0, 0, 0, 0}};
+	static const struct option lo[] = {{"scenario", 1, 0, 's'},
+					   {"api", 1, 0, 'a'},
+					   {"ws", 1, 0, 'w'},
+					   {"tls", 0, 0, 'T'},
+					   {"key", 1, 0, 'k'},
+					   {"target", 1, 0, 't'},
+					   {"conns", 1, 0, 'n'},
+					   {"batch", 1, 0, 'b'},
+					   {"workers", 1, 0, 'W'},
+					   {"hold-seconds", 1, 0, 'h'},
+					   {"timeout-ms", 1, 0, 'o'},
+					   {"src-base", 1, 0, 'B'},
+					   {"src-count", 1, 0, 'C'},
+					   {"msg-size", 1, 0, 'm'},
+					   {"path", 1, 0, 'p'},
+					   {"pve", 1, 0, 'P'},
+					   {"no-resume", 0, 0, 'R'},
+					   {"vmids", 1, 0, 'V'},
+					   {0, 0, 0, 0}};
 	struct rs_engine_opts eo = {.max_conns = 131072};
 	struct rs_tls_client_opts to = {.name = "bench", .insecure = true};
+	/* (insecure: the relays under test present throw-away certificates) */
 	struct sigaction sa = {.sa_handler = on_signal};
 	struct wstate *ws;
 	struct rs_engine *e;
@@ -600,22 +671,62 @@ int main(int argc, char **argv)
 
 	while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (opt) {
-		case 's': o.scenario = optarg; break;
-		case 'a': api = optarg; break;
-		case 'w': wsaddr = optarg; break;
-		case 'T': o.tls = true; break;
-		case 'k': o.key = optarg; break;
-		case 't': target = optarg; break;
-		case 'n': o.conns = (unsigned)atoi(optarg); break;
-		case 'b': o.batch = (unsigned)atoi(optarg); break;
-		case 'W': o.workers = (unsigned)atoi(optarg); break;
-		case 'h': o.hold_s = (unsigned)atoi(optarg); break;
-		case 'o': o.timeout_ms = (unsigned)atoi(optarg); break;
-		case 'B': o.src_base = (unsigned)atoi(optarg); break;
-		case 'C': o.src_count = (unsigned)atoi(optarg); break;
-		case 'm': o.msg_size = (size_t)atol(optarg); break;
-		case 'p': o.path = optarg; break;
-		default: goto usage;
+		case 's':
+			o.scenario = optarg;
+			break;
+		case 'a':
+			api = optarg;
+			break;
+		case 'w':
+			wsaddr = optarg;
+			break;
+		case 'T':
+			o.tls = true;
+			break;
+		case 'k':
+			o.key = optarg;
+			break;
+		case 't':
+			target = optarg;
+			break;
+		case 'n':
+			o.conns = (unsigned)atoi(optarg);
+			break;
+		case 'b':
+			o.batch = (unsigned)atoi(optarg);
+			break;
+		case 'W':
+			o.workers = (unsigned)atoi(optarg);
+			break;
+		case 'h':
+			o.hold_s = (unsigned)atoi(optarg);
+			break;
+		case 'o':
+			o.timeout_ms = (unsigned)atoi(optarg);
+			break;
+		case 'B':
+			o.src_base = (unsigned)atoi(optarg);
+			break;
+		case 'C':
+			o.src_count = (unsigned)atoi(optarg);
+			break;
+		case 'm':
+			o.msg_size = (size_t)atol(optarg);
+			break;
+		case 'p':
+			o.path = optarg;
+			break;
+		case 'P':
+			o.pve = optarg;
+			break;
+		case 'R':
+			o.no_resume = true;
+			break;
+		case 'V':
+			o.vmids = (unsigned)atoi(optarg);
+			break;
+		default:
+			goto usage;
 		}
 	}
 	if (o.path) { /* peer mode: the relay knows its target; no API */
@@ -623,12 +734,21 @@ int main(int argc, char **argv)
 		o.key = o.key ? o.key : "-";
 		target = target ? target : "0.0.0.0:0";
 	}
+	if (o.pve) {
+		const char *c1 = strchr(o.pve, ':'), *c2 = strrchr(o.pve, ':');
+
+		if (!c1 || c1 == c2 || c1 == o.pve || c2 == c1 + 1 || !c2[1])
+			goto usage;
+		target = target ? target : "0.0.0.0:0";
+	}
+	if (!strcmp(o.scenario, "setup"))
+		o.hold_s = 0;
 	if (!api || !o.key || !target || !o.conns || !o.batch || !o.workers || !o.src_count ||
-	    parse_addr(api, &o.api, &o.api_len) ||
+	    !o.vmids || parse_addr(api, &o.api, &o.api_len) ||
 	    (strcmp(o.scenario, "hold") && strcmp(o.scenario, "tokens") &&
-	     strcmp(o.scenario, "stream") && strcmp(o.scenario, "latency")) ||
-	    !o.msg_size || o.msg_size > (1 << 20) ||
-	    o.src_base + o.src_count > 255)
+	     strcmp(o.scenario, "stream") && strcmp(o.scenario, "latency") &&
+	     strcmp(o.scenario, "setup")) ||
+	    !o.msg_size || o.msg_size > (1 << 20) || o.src_base + o.src_count > 255)
 		goto usage;
 	if (parse_addr(wsaddr ? wsaddr : api, &o.ws, &o.ws_len))
 		goto usage;
@@ -639,6 +759,7 @@ int main(int argc, char **argv)
 	o.target_host = strndup(target, (size_t)(colon - target));
 	o.target_port = (uint16_t)atoi(colon + 1);
 	rs_log_set_level(RS_LOG_ERROR);
+	to.no_resume = o.no_resume;
 	if (o.tls && rs_tls_client_new(&tls_client, &to, err, sizeof(err))) {
 		fprintf(stderr, "ringside-bench: %s\n", err);
 		return 1;
@@ -662,9 +783,15 @@ int main(int argc, char **argv)
 		ws[i].quota = o.conns / o.workers + (i < o.conns % o.workers);
 		rs_worker_post(rs_engine_worker(e, i), start_worker, &ws[i]);
 	}
-	while (atomic_load(&n_done) < o.conns && !atomic_load(&stop_flag) &&
-	       rs_now_ms() - t0 < 600000)
+	for (unsigned tick = 1; atomic_load(&n_done) < o.conns && !atomic_load(&stop_flag) &&
+				rs_now_ms() - t0 < 600000;
+	     tick++) {
 		usleep(20000);
+		if (tick % 25 == 0) /* for memory-vs-consoles series */
+			fprintf(stderr, "{\"event\":\"progress\",\"opened\":%llu,\"ms\":%llu}\n",
+				(unsigned long long)atomic_load(&n_opened),
+				(unsigned long long)(rs_now_ms() - t0));
+	}
 	ramp_ms = rs_now_ms() - t0;
 	fprintf(stderr, "{\"event\":\"held\",\"opened\":%llu,\"tokens\":%llu,\"ramp_ms\":%llu}\n",
 		(unsigned long long)n_opened, (unsigned long long)n_tokens,
@@ -689,17 +816,20 @@ int main(int argc, char **argv)
 	qsort(lat_us, n_lat, sizeof(*lat_us), cmp_u32);
 	printf("{\"scenario\":\"%s\",\"conns\":%u,\"tls\":%s,\"tokens\":%llu,\"opened\":%llu,"
 	       "\"dropped_while_held\":%llu,\"ramp_ms\":%llu,\"held_ms\":%llu,"
-	       "\"tokens_per_s\":%.0f,\"setup_us\":{\"p50\":%u,\"p99\":%u,\"max\":%u},\"failures\":{",
+	       "\"tls_resumed\":%llu,\"opened_per_s\":%.0f,\"tokens_per_s\":%.0f,\"setup_us\":{"
+	       "\"p50\":%u,\"p99\":%u,\"max\":%u},\"failures\":{",
 	       o.scenario, o.conns, o.tls ? "true" : "false", (unsigned long long)n_tokens,
 	       (unsigned long long)n_opened, (unsigned long long)n_dropped,
 	       (unsigned long long)ramp_ms, (unsigned long long)held_ms,
+	       (unsigned long long)atomic_load(&n_resumed),
+	       ramp_ms ? (double)n_opened * 1000.0 / (double)ramp_ms : 0.0,
 	       ramp_ms ? (double)n_tokens * 1000.0 / (double)ramp_ms : 0.0, pct(50), pct(99),
 	       n_lat ? lat_us[n_lat - 1] : 0);
 	for (int i = 0; i < F__COUNT; i++)
 		printf("%s\"%s\":%llu", i ? "," : "", fail_names[i],
 		       (unsigned long long)atomic_load(&failures[i]));
-	printf("},\"msg_size\":%zu,\"echo_bytes_per_s\":%.0f,\"echo_msgs_per_s\":%.0f",
-	       o.msg_size, held_ms ? (double)atomic_load(&echo_bytes) * 1000.0 / (double)held_ms : 0.0,
+	printf("},\"msg_size\":%zu,\"echo_bytes_per_s\":%.0f,\"echo_msgs_per_s\":%.0f", o.msg_size,
+	       held_ms ? (double)atomic_load(&echo_bytes) * 1000.0 / (double)held_ms : 0.0,
 	       held_ms ? (double)atomic_load(&echo_msgs) * 1000.0 / (double)held_ms : 0.0);
 	{
 		uint64_t total = 0, seen = 0;
@@ -726,12 +856,15 @@ int main(int argc, char **argv)
 	_exit(n_opened == o.conns && !n_dropped ? 0 : 1);
 
 usage:
-	fprintf(stderr,
-		"usage: ringside-bench --api HOST:PORT --key KEY --target HOST:PORT [--ws HOST:PORT]\n"
-		"                      [--tls] [--scenario hold|tokens] [--conns N] [--batch N]\n"
-		"                      [--workers N] [--hold-seconds S] [--timeout-ms MS]\n"
-		"                      [--src-base B --src-count K] [--msg-size BYTES]\n"
-		"       ringside-bench --path / --ws HOST:PORT ...  (a peer relay: no API, e.g. websockify)\n"
-		"scenarios: hold, stream, latency, tokens\n");
+	fprintf(
+	    stderr,
+	    "usage: ringside-bench --api HOST:PORT --key KEY --target HOST:PORT [--ws HOST:PORT]\n"
+	    "                      [--tls [--no-resume]] [--pve CLUSTER:NODE:VMID [--vmids K]]\n"
+	    "                      [--scenario hold|setup|stream|latency|tokens] [--conns N] "
+	    "[--batch N]\n"
+	    "                      [--workers N] [--hold-seconds S] [--timeout-ms MS]\n"
+	    "                      [--src-base B --src-count K] [--msg-size BYTES]\n"
+	    "       ringside-bench --path / --ws HOST:PORT ...  (a peer relay: no API, e.g. "
+	    "websockify)\n");
 	return 2;
 }

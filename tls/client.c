@@ -24,6 +24,7 @@ struct rs_tls_client {
 	uint8_t (*pins)[RS_TLS_FP_LEN];
 	size_t n_pins;
 	bool insecure;
+	bool no_resume;
 	pthread_mutex_t lock; /* the session cache */
 	struct cached cache[CACHE_MAX];
 	size_t n_cache, next_evict;
@@ -246,6 +247,7 @@ int rs_tls_client_new(struct rs_tls_client **out, const struct rs_tls_client_opt
 	pthread_mutex_init(&cl->lock, NULL);
 	snprintf(cl->name, sizeof(cl->name), "%s", o->name ? o->name : "-");
 	cl->insecure = o->insecure;
+	cl->no_resume = o->no_resume;
 	if (o->n_pins) {
 		cl->pins = calloc(o->n_pins, sizeof(*cl->pins));
 		if (!cl->pins)
@@ -332,7 +334,7 @@ int rs_tls_client_attach(struct rs_tls_client *cl, struct rs_conn *c, const char
 	SSL_set_connect_state(ssl);
 	if (!is_ip(host))
 		SSL_set_tlsext_host_name(ssl, host);
-	sess = cached_session(cl, cc->key);
+	sess = cl->no_resume ? NULL : cached_session(cl, cc->key);
 	if (sess) {
 		SSL_set_session(ssl, sess);
 		SSL_SESSION_free(sess);

@@ -27,7 +27,9 @@ struct rs_tls_client_opts {
 	const char *ca_file;	 /* or a PEM file */
 	const char *const *pins; /* SHA-256 fingerprints of acceptable server certificates */
 	size_t n_pins;
-	bool insecure; /* accept any certificate (explicit opt-in only) */
+	bool insecure;	/* accept any certificate (explicit opt-in only) */
+	bool no_resume; /* never offer a cached session: every handshake is full
+			 * (the bench harness's setup scenario without resumption) */
 };
 
 /* 0 or -errno with <err> filled (bad PEM, bad pin). */

@@ -1,0 +1,555 @@
+#!/usr/bin/env python3
+"""bench/relay-bench.py — ringside and its peers in one harness, one run.
+
+    bench/relay-bench.py short|full [--only NAME,NAME] [--out DIR]
+
+Every relay is driven by the same client (bench/ringside-bench: io_uring,
+the browser's whole path) against the same fast fake upstreams in C
+(bench/fake-pve: pveproxy's console calls + WSS vncwebsocket with RFB VNC
+authentication; bench/fake-rfb: plain RFB), on this machine, one after the
+other:
+
+  Proxmox mode, WSS in and WSS out (upstream certificate verified by all)
+    ringside     API token per console, then the whole PVE sequence
+    nginx        pure relay: WSS proxy_pass to vncwebsocket, no token logic
+    haproxy      the same with HAProxy
+    direct       no relay: the client at fake-pve itself (latency baseline)
+  Plain VNC mode, WSS in, TCP out
+    ringside-vnc ringside's plain VNC kind
+    nginx+wsfy   nginx (TLS) in front of websockify (Debian)
+    websockify   websockify alone, plain ws:// (it has no TLS here)
+
+Scenarios per relay: hold (memory per idle console: userspace Private_Dirty
+and PSS growth of the relay's process tree, kernel slab growth, CPU while
+idle, memory sampled while the consoles open), setup with and without TLS
+resumption (opens per relay CPU-second, setup p50/p99), stream at 16 B ..
+64 KiB (echoed bytes per relay CPU-second; client and fake upstream CPU
+beside it), latency idle and under a background stream (p50/p99/p99.9 of
+>= 100k round trips), and for ringside the token rate per CPU-second.
+
+Writes bench/results/relays-<UTC stamp>.{json,md} and SVG plots (gnuplot)
+of memory vs consoles and throughput vs message size. Loopback only; every
+process is stopped by its PID.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+B = os.path.join(ROOT, os.environ.get("RINGSIDE_BUILD", "build/release"))
+KEY = "bench-key-0123456789abcdef"
+PVE_PATH = "/api2/json/nodes/bench/qemu/100/vncwebsocket?port=5900&vncticket=PVEVNC%3Abench"
+HZ = os.sysconf("SC_CLK_TCK")
+PER_RING = 19000  # sockets per io_uring direct-descriptor table (RLIMIT_NOFILE)
+
+SIZES = {
+    "short": dict(hold=2000, wsfy_hold=150, setup=1000, wsfy_setup=60, stream_conns=32,
+                  stream_s=2, sizes=[1024, 65536], lat_conns=8, lat_s=4, tokens=20000),
+    "full": dict(hold=50000, wsfy_hold=600, setup=5000, wsfy_setup=150, stream_conns=64,
+                 stream_s=5, sizes=[16, 256, 1024, 16384, 65536], lat_conns=8, lat_s=8,
+                 tokens=50000),
+}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def tree(pid):
+    """pid and its live descendants."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def cpu_ns(pids):
+    """On-CPU nanoseconds of every thread of <pids> (schedstat)."""
+    total = 0
+    for pid in pids:
+        try:
+            for t in os.listdir("/proc/%d/task" % pid):
+                with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+                    total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
+def mem_kb(pids):
+    """(Private_Dirty, Pss) in kB summed over <pids>."""
+    d = p = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/smaps_rollup" % pid) as f:
+                for line in f:
+                    if line.startswith("Private_Dirty:"):
+                        d += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        p += int(line.split()[1])
+        except OSError:
+            pass
+    return d, p
+
+
+def slab_kb():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Slab:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Procs:
+    """Processes started by this run, stopped by PID."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, cmd, log, **kw):
+        p = subprocess.Popen(cmd, stdout=open(log + ".out", "w"), stderr=open(log + ".err", "w"),
+                             **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def stop_all(self):
+        for p in list(self.procs):
+            self.stop(p)
+
+
+def wait_port(port, host="127.0.0.1", timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection((host, port), 0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class Run:
+    def __init__(self, mode, out, only):
+        self.mode, self.cfg, self.out, self.only = mode, SIZES[mode], out, only
+        self.dir = tempfile.mkdtemp(prefix="rs-relay-bench.")
+        self.procs = Procs()
+        self.results = {}
+        self.relay = self.wsfy = None
+        self.cert = os.path.join(self.dir, "cert.pem")
+        self.key = os.path.join(self.dir, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", self.key, "-out", self.cert,
+                        "-days", "30", "-subj", "/CN=fake-pve", "-addext",
+                        "subjectAltName=DNS:fake-pve,DNS:localhost,IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        self.combined = os.path.join(self.dir, "combined.pem")
+        with open(self.combined, "w") as f:
+            f.write(open(self.cert).read() + open(self.key).read())
+
+    # --- upstreams ---
+
+    def fakes(self, conns):
+        rings = max(1, -(-(conns + 1000) // PER_RING))
+        self.pve_port, self.rfb_port = free_port(), free_port()
+        self.fake_pve = self.procs.start(
+            [B + "/bench/fake-pve", "--listen", "127.0.0.1:%d" % self.pve_port, "--workers",
+             str(rings), "--cert", self.cert, "--key", self.key], self.dir + "/fake-pve")
+        self.fake_rfb = self.procs.start(
+            [B + "/bench/fake-rfb", "--listen", "127.0.0.1:%d" % self.rfb_port, "--workers",
+             str(rings)], self.dir + "/fake-rfb")
+        assert wait_port(self.pve_port) and wait_port(self.rfb_port), "fake upstreams did not start"
+
+    # --- relays: each returns (process, client arguments) ---
+
+    def ringside(self, conns, plain):
+        api, tls = free_port(), free_port()
+        workers = max(2, -(-2 * conns // PER_RING))
+        src = ["127.0.0.%d" % i for i in range(101, 109)]
+        cfg = {"listen": ["127.0.0.1:%d" % api], "tls_listen": ["127.0.0.1:%d" % tls],
+               "workers": workers, "state_dir": self.dir, "metrics_listen": "",
+               "log_level": "warn", "api_keys": [{"name": "bench", "key": KEY}],
+               "api": {"rate_limit_per_s": 0},
+               "tokens": {"capacity": conns + self.cfg["tokens"] + 20000, "ttl_s": 600},
+               "limits": {"header_timeout_ms": 600000, "keepalive_timeout_ms": 3600000,
+                          "handshake_timeout_ms": 120000},
+               "port_pool": {"source_addresses": src, "port_min": 10000, "port_max": 32767},
+               "clusters": {"bench": {"endpoints": ["127.0.0.1:%d" % self.pve_port],
+                                      "token": "bench@pve!bench=00000000-0000-4000-8000-000000000000",
+                                      "ca_file": self.cert, "source_addresses": src}}}
+        path = os.path.join(self.dir, "ringside.json")
+        json.dump(cfg, open(path, "w"))
+        p = self.procs.start([B + "/ringside", "--config", path], self.dir + "/ringside")
+        assert wait_port(api), "ringside did not start: " + open(self.dir + "/ringside.err").read()
+        args = ["--api", "127.0.0.1:%d" % api, "--ws", "127.0.0.1:%d" % tls, "--tls", "--key", KEY]
+        if plain:
+            args += ["--target", "127.0.0.1:%d" % self.rfb_port]
+        else:
+            args += ["--pve", "bench:bench:100"]
+        return p, args
+
+    def nginx(self, conns, upstream_tls):
+        port = free_port()
+        workers = max(2, -(-2 * conns // PER_RING))
+        srcs = "".join("  %s 127.0.0.%d;\n" % ("12.5%" if i < 108 else "*", i)
+                       for i in range(101, 109))
+        if upstream_tls:
+            up = ("proxy_pass https://127.0.0.1:%d;\n proxy_ssl_verify on;\n"
+                  " proxy_ssl_trusted_certificate %s;\n proxy_ssl_name fake-pve;\n"
+                  " proxy_ssl_server_name on;\n proxy_ssl_session_reuse on;\n"
+                  " proxy_ssl_protocols TLSv1.2 TLSv1.3;\n" % (self.pve_port, self.cert))
+        else:
+            up = "proxy_pass http://127.0.0.1:%d;\n" % self.wsfy_port
+        conf = """worker_processes %d;
+worker_rlimit_nofile 19500;
+pid %s/nginx.pid;
+error_log %s/nginx-error.log error;
+daemon off;
+events { worker_connections 19000; multi_accept on; }
+http {
+ access_log off;
+ split_clients "$remote_addr$remote_port" $src {
+%s }
+ server {
+  listen 127.0.0.1:%d ssl reuseport backlog=4096;
+  ssl_certificate %s;
+  ssl_certificate_key %s;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_ecdh_curve X25519:prime256v1;
+  ssl_session_tickets on;
+  location / {
+   %s
+   proxy_bind $src;
+   proxy_http_version 1.1;
+   proxy_set_header Upgrade $http_upgrade;
+   proxy_set_header Connection "upgrade";
+   proxy_read_timeout 3600s;
+   proxy_send_timeout 3600s;
+  }
+ }
+}
+""" % (workers, self.dir, self.dir, srcs, port, self.cert, self.key, up)
+        path = os.path.join(self.dir, "nginx.conf")
+        open(path, "w").write(conf)
+        p = self.procs.start(["nginx", "-c", path, "-p", self.dir], self.dir + "/nginx")
+        assert wait_port(port), "nginx did not start: " + open(self.dir + "/nginx.err").read()
+        path_arg = PVE_PATH if upstream_tls else "/websockify"
+        return p, ["--ws", "127.0.0.1:%d" % port, "--tls", "--path", path_arg]
+
+    def haproxy(self, conns):
+        port = free_port()
+        servers = "".join(
+            "  server s%d 127.0.0.1:%d ssl verify required ca-file %s verifyhost fake-pve"
+            " sni str(fake-pve) source 127.0.0.%d\n" % (i, self.pve_port, self.cert, 100 + i)
+            for i in range(1, 9))
+        conf = """global
+  maxconn 9800
+  nbthread 2
+  pidfile %s/haproxy.pid
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+  ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
+  ssl-server-verify required
+defaults
+  mode http
+  maxconn 9800
+  timeout connect 10s
+  timeout client 1h
+  timeout server 1h
+  timeout tunnel 1h
+  timeout http-request 60s
+frontend fe
+  bind 127.0.0.1:%d ssl crt %s alpn http/1.1 curves X25519:P-256
+  default_backend pve
+backend pve
+  balance roundrobin
+%s""" % (self.dir, port, self.combined, servers)
+        path = os.path.join(self.dir, "haproxy.cfg")
+        open(path, "w").write(conf)
+        p = self.procs.start(["haproxy", "-f", path, "-db"], self.dir + "/haproxy")
+        assert wait_port(port), "haproxy did not start: " + open(self.dir + "/haproxy.err").read()
+        return p, ["--ws", "127.0.0.1:%d" % port, "--tls", "--path", PVE_PATH]
+
+    def websockify(self):
+        self.wsfy_port = free_port()
+        p = self.procs.start(["websockify", "127.0.0.1:%d" % self.wsfy_port,
+                              "127.0.0.1:%d" % self.rfb_port], self.dir + "/websockify")
+        assert wait_port(self.wsfy_port), "websockify did not start"
+        return p
+
+    # --- the client ---
+
+    def client(self, args, scenario, conns, extra=(), on_held=None, sample=None):
+        """Run ringside-bench; returns (its JSON, its CPU ns, relay and fake
+        CPU ns over the traffic window, the window's seconds): the window runs
+        from its "held" line to its end, so it covers the whole traffic."""
+        workers = max(1, -(-(conns + 600) // PER_RING))
+        cmd = [B + "/bench/ringside-bench", "--scenario", scenario, "--conns", str(conns),
+               "--workers", str(workers), "--src-base", "2", "--src-count", "16",
+               "--timeout-ms", "120000"] + list(args) + list(extra)
+        err = open(self.dir + "/client.err", "w+")
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        fake = [self.fake_pve.pid, self.fake_rfb.pid]
+        win = None  # [t, relay ns, fake ns] at "held" and at the last sample
+        pos, ru = 0, None
+        while ru is None:
+            time.sleep(0.1)
+            pid, _, r = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                ru = r
+            err.seek(pos)
+            for line in err.readlines():
+                pos += len(line)
+                if '"event":"progress"' in line and sample:
+                    sample(json.loads(line)["opened"])
+                if '"event":"held"' in line and win is None:
+                    relay = self.relay_pids()
+                    now = [time.time(), cpu_ns(relay), cpu_ns(fake)]
+                    win = [now, now]
+                    if on_held:
+                        on_held(p, relay)
+            if win is not None and ru is None:
+                win[1] = [time.time(), cpu_ns(self.relay_pids()), cpu_ns(fake)]
+        p.returncode = 0
+        out = p.stdout.read()
+        res = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        cl_ns = int((ru.ru_utime + ru.ru_stime) * 1e9)
+        if win is None:
+            return res, cl_ns, 0, 0, 0.0
+        (t0, r0, f0), (t1, r1, f1) = win
+        return res, cl_ns, r1 - r0, f1 - f0, t1 - t0
+
+    def relay_pids(self):
+        """The relay's processes: nginx + websockify count together."""
+        pids = tree(self.relay.pid) if self.relay else []
+        if self.wsfy is not None and self.wsfy is not self.relay:
+            pids += tree(self.wsfy.pid)
+        return pids
+
+    # --- scenarios ---
+
+    def measure(self, name, kind):
+        c = self.cfg
+        small = kind in ("websockify", "nginx+wsfy")
+        n_hold = c["wsfy_hold"] if small else c["hold"]
+        if kind == "haproxy":
+            n_hold = min(n_hold, 9000)  # maxconn 9800: one process, 20,000 descriptors
+        res = {"relay": name}
+        self.fakes(n_hold)
+        if kind in ("websockify", "nginx+wsfy"):
+            self.wsfy = self.websockify()
+        if kind == "ringside":
+            self.relay, args = self.ringside(n_hold, plain=False)
+        elif kind == "ringside-vnc":
+            self.relay, args = self.ringside(n_hold, plain=True)
+        elif kind == "nginx":
+            self.relay, args = self.nginx(n_hold, upstream_tls=True)
+        elif kind == "haproxy":
+            self.relay, args = self.haproxy(n_hold)
+        elif kind == "nginx+wsfy":
+            self.relay, args = self.nginx(n_hold, upstream_tls=False)
+        elif kind == "websockify":
+            self.relay, args = self.wsfy, ["--ws", "127.0.0.1:%d" % self.wsfy_port, "--path", "/"]
+        elif kind == "direct":
+            self.relay, args = None, ["--ws", "127.0.0.1:%d" % self.pve_port, "--tls", "--path",
+                                      PVE_PATH]
+        res["client_args"] = args
+        try:
+            if kind != "direct":
+                self.hold(res, args, n_hold)
+                self.setup(res, args, c["wsfy_setup"] if small else c["setup"])
+            self.stream(res, args, small)
+            self.latency(res, args, small)
+            if kind == "ringside":
+                self.tokens(res, args)
+        finally:
+            for p in (self.relay, getattr(self, "wsfy", None), self.fake_pve, self.fake_rfb):
+                if p is not None:
+                    self.procs.stop(p)
+            self.wsfy = None
+        self.results[name] = res
+        print(json.dumps(res), flush=True)
+
+    def hold(self, res, args, n):
+        warm = min(200, n)
+        self.client(args, "hold", warm, ["--hold-seconds", "0"])
+        time.sleep(2)
+        d0, p0 = mem_kb(self.relay_pids())
+        s0 = slab_kb()
+        series = [(0, 0, 0)]
+
+        def sample(opened):
+            d, p = mem_kb(self.relay_pids())
+            series.append((opened, d - d0, p - p0))
+
+        idle = {}
+
+        def on_held(proc, relay):
+            time.sleep(3)
+            d, p = mem_kb(relay)
+            s = slab_kb()
+            idle.update(d=d - d0, p=p - p0, s=s - s0)
+            t0 = cpu_ns(relay)
+            time.sleep(5)
+            idle["cpu"] = (cpu_ns(relay) - t0) / 5e9 * 100
+            proc.send_signal(signal.SIGTERM)
+
+        out, cl, _, _, _ = self.client(args, "hold", n, ["--hold-seconds", "600", "--batch", "512"],
+                                    on_held=on_held, sample=sample)
+        held = max(1, out.get("opened", 0))
+        series.append((held, idle.get("d", 0), idle.get("p", 0)))
+        res["hold"] = {
+            "asked": n, "held": out.get("opened", 0), "failures": out.get("failures"),
+            "private_dirty_bytes_per_console": round(idle.get("d", 0) * 1024 / held),
+            "pss_bytes_per_console": round(idle.get("p", 0) * 1024 / held),
+            "slab_bytes_per_console_4_sockets": round(idle.get("s", 0) * 1024 / held),
+            "cpu_percent_idle": round(idle.get("cpu", 0), 2),
+            "opened_per_s": out.get("opened_per_s"),
+            "series": [s for s in series if s[0] <= held],
+        }
+        self.settle()
+
+    def settle(self):
+        """Wait until the relay's consoles are gone (its CPU is quiet)."""
+        for _ in range(100):
+            a = cpu_ns(self.relay_pids())
+            time.sleep(0.3)
+            if cpu_ns(self.relay_pids()) - a < 3e7:  # < 10 % of a core
+                break
+
+    def setup(self, res, args, n):
+        res["setup"] = {}
+        for label, extra in (("resumed", []), ("full_handshake", ["--no-resume"])):
+            relay = self.relay_pids()
+            r0 = cpu_ns(relay)
+            out, cl, _, _, _ = self.client(args, "setup", n, ["--batch", "64"] + extra)
+            rcpu = cpu_ns(self.relay_pids()) - r0
+            opened = out.get("opened", 0)
+            res["setup"][label] = {
+                "consoles": n, "opened": opened, "opened_per_s": out.get("opened_per_s"),
+                "tls_resumed": out.get("tls_resumed"), "setup_us": out.get("setup_us"),
+                "relay_cpu_ms_per_open": round(rcpu / 1e6 / max(opened, 1), 3),
+                "opens_per_relay_cpu_s": round(opened / (rcpu / 1e9)) if rcpu else None,
+                "client_cpu_ms_per_open": round(cl / 1e6 / max(opened, 1), 3),
+            }
+            self.settle()
+
+    def stream(self, res, args, small):
+        c = self.cfg
+        res["stream"] = {}
+        for size in c["sizes"]:
+            out, cl, rcpu, fcpu, secs = self.client(
+                args, "stream", 8 if small else c["stream_conns"],
+                ["--msg-size", str(size), "--hold-seconds", str(c["stream_s"])])
+            secs = max(secs, 1e-3)
+            bps = out.get("echo_bytes_per_s", 0)
+            res["stream"][str(size)] = {
+                "echo_bytes_per_s": bps, "echo_msgs_per_s": out.get("echo_msgs_per_s"),
+                "relay_cpu_cores": round(rcpu / 1e9 / secs, 3) if self.relay else None,
+                "fake_cpu_cores": round(fcpu / 1e9 / secs, 3),
+                "client_cpu_s_total": round(cl / 1e9, 2),
+                # both directions pass the relay: bytes relayed = 2 x echoed
+                "relayed_bytes_per_relay_cpu_s": round(2 * bps * secs / (rcpu / 1e9))
+                if rcpu else None,
+            }
+            self.settle()
+
+    def latency(self, res, args, small):
+        c = self.cfg
+        res["latency"] = {}
+        for label in ("idle", "loaded"):
+            bg = None
+            if label == "loaded":
+                cmd = [B + "/bench/ringside-bench", "--scenario", "stream", "--conns", "8",
+                       "--msg-size", "16384", "--hold-seconds", str(c["lat_s"] + 6),
+                       "--src-base", "40", "--src-count", "4"] + list(args)
+                bg = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(2)
+            out, _, _, _, _ = self.client(args, "latency", 2 if small else c["lat_conns"],
+                                       ["--msg-size", "64", "--hold-seconds", str(c["lat_s"])])
+            if bg:
+                bg.send_signal(signal.SIGTERM)
+                bg.wait()
+            res["latency"][label] = {"samples": out.get("rtt_samples"), "rtt_us": out.get("rtt_us")}
+            self.settle()
+
+    def tokens(self, res, args):
+        api = args[args.index("--api") + 1]
+        r0 = cpu_ns(self.relay_pids())
+        out, cl, _, _, _ = self.client(["--api", api, "--key", KEY, "--target", "127.0.0.1:1"],
+                                    "tokens", self.cfg["tokens"], ["--batch", "128", "--workers", "1"])
+        rcpu = cpu_ns(self.relay_pids()) - r0
+        res["tokens"] = {"tokens": out.get("tokens"), "tokens_per_s": out.get("tokens_per_s"),
+                         "tokens_per_relay_cpu_s": round(out.get("tokens", 0) / (rcpu / 1e9))
+                         if rcpu else None,
+                         "client_cpu_s": round(cl / 1e9, 2)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["short", "full"])
+    ap.add_argument("--only", default="")
+    ap.add_argument("--out", default=os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench/results")))
+    a = ap.parse_args()
+    for tool in ("nginx", "haproxy", "websockify", "gnuplot", "openssl"):
+        if not shutil.which(tool):
+            sys.exit("relay-bench: %s is not installed (scripts/setup installs it)" % tool)
+    for b in ("ringside", "bench/ringside-bench", "bench/fake-pve", "bench/fake-rfb"):
+        if not os.access(os.path.join(B, b), os.X_OK):
+            sys.exit("relay-bench: %s/%s missing: run make" % (B, b))
+    run = Run(a.mode, a.out, a.only)
+    relays = [("ringside", "ringside"), ("nginx", "nginx"), ("haproxy", "haproxy"),
+              ("direct", "direct"), ("ringside-vnc", "ringside-vnc"),
+              ("nginx+websockify", "nginx+wsfy"), ("websockify", "websockify")]
+    only = set(filter(None, a.only.split(",")))
+    t0 = time.time()
+    try:
+        for name, kind in relays:
+            if only and name not in only:
+                continue
+            print("== %s" % name, file=sys.stderr, flush=True)
+            run.relay = None
+            run.measure(name, kind)
+    finally:
+        run.procs.stop_all()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import relay_report
+    relay_report.write(run.results, a.mode, os.path.join(a.out, "relays-" + stamp),
+                       " ".join(["bench/relay-bench.py"] + sys.argv[1:]), time.time() - t0)
+    shutil.rmtree(run.dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

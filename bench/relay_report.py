@@ -1,0 +1,234 @@
+"""bench/relay_report.py — the report of bench/relay-bench.py: JSON, a
+Markdown table (ringside, each peer, the ratio), the harness's own CPU
+beside each figure, and two SVG plots drawn by gnuplot.
+
+    python3 bench/relay_report.py bench/results/relays-STAMP.json   (redraw)
+"""
+import json
+import os
+import platform
+import subprocess
+import sys
+
+PVE = ["ringside", "nginx", "haproxy"]
+VNC = ["ringside-vnc", "nginx+websockify", "websockify"]
+
+
+def machine():
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ver = {}
+    for name, cmd in (("nginx", ["nginx", "-v"]), ("haproxy", ["haproxy", "-v"]),
+                      ("websockify", ["dpkg-query", "-W", "-f=${Version}", "websockify"])):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+            ver[name] = (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            ver[name] = "?"
+    return {"cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "loadavg": open("/proc/loadavg").read().split()[:3], "versions": ver}
+
+
+def get(r, *path):
+    for k in path:
+        if not isinstance(r, dict) or k not in r or r[k] is None:
+            return None
+        r = r[k]
+    return r
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "—"
+    if isinstance(v, float) and v < 100:
+        return "%.2f%s" % (v, unit)
+    return "{:,}{}".format(round(v), unit)
+
+
+def added_p99(res, name, label):
+    a = get(res, name, "latency", label, "rtt_us", "p99")
+    d = get(res, "direct", "latency", label, "rtt_us", "p99")
+    return None if a is None or d is None else a - d
+
+
+def mb(v):
+    return None if v is None else v / 1e6
+
+
+ROWS = [
+    # (label, getter, lower is better)
+    ("consoles held (asked)", lambda r, n: get(r, n, "hold", "held"), False),
+    ("userspace memory per idle console, Private_Dirty (B)",
+     lambda r, n: get(r, n, "hold", "private_dirty_bytes_per_console"), True),
+    ("userspace memory per idle console, PSS of the process tree (B)",
+     lambda r, n: get(r, n, "hold", "pss_bytes_per_console"), True),
+    ("kernel slab per console, all 4 sockets of the test (B)",
+     lambda r, n: get(r, n, "hold", "slab_bytes_per_console_4_sockets"), True),
+    ("relay CPU while the consoles idle (% of a core)",
+     lambda r, n: get(r, n, "hold", "cpu_percent_idle"), True),
+    ("throughput per relay core, 1 KiB messages (MB relayed per CPU-s)",
+     lambda r, n: mb(get(r, n, "stream", "1024", "relayed_bytes_per_relay_cpu_s")), False),
+    ("throughput per relay core, 64 KiB messages (MB relayed per CPU-s)",
+     lambda r, n: mb(get(r, n, "stream", "65536", "relayed_bytes_per_relay_cpu_s")), False),
+    ("added latency p99, idle (µs over direct)", lambda r, n: added_p99(r, n, "idle"), True),
+    ("added latency p99, under a 16 KiB stream (µs over direct)",
+     lambda r, n: added_p99(r, n, "loaded"), True),
+    ("latency p50 / p99 / p99.9, idle (µs)", None, True),
+    ("setup rate per relay core, resumed TLS (consoles per CPU-s)",
+     lambda r, n: get(r, n, "setup", "resumed", "opens_per_relay_cpu_s"), False),
+    ("setup rate per relay core, full TLS handshakes (consoles per CPU-s)",
+     lambda r, n: get(r, n, "setup", "full_handshake", "opens_per_relay_cpu_s"), False),
+    ("setup latency p50 / p99, resumed (µs, 64 in flight)", None, True),
+    ("API tokens per relay core (per CPU-s)",
+     lambda r, n: get(r, n, "tokens", "tokens_per_relay_cpu_s"), False),
+]
+
+
+def triple(r, n, *path):
+    v = get(r, n, *path)
+    if not v:
+        return "—"
+    keys = ["p50", "p99", "p99.9"] if "p99.9" in v else ["p50", "p99"]
+    return " / ".join(fmt(v.get(k)) for k in keys)
+
+
+def table(res, names):
+    present = [n for n in names if n in res]
+    if not present:
+        return []
+    base = present[0]
+    head = "| figure | " + " | ".join(
+        n if n == base else "%s | ratio" % n for n in present) + " |"
+    out = [head, "|---" * (1 + 2 * (len(present) - 1) + 1) + "|"]
+    for label, fn, _lower in ROWS:
+        cells = []
+        for n in present:
+            if fn is None:
+                path = ("latency", "idle", "rtt_us") if label.startswith("latency") else \
+                    ("setup", "resumed", "setup_us")
+                cells.append(triple(res, n, *path))
+                if n != base:
+                    cells.append("")
+                continue
+            v = fn(res, n)
+            cells.append(fmt(v))
+            if n != base:
+                b = fn(res, base)
+                cells.append("%.2f" % (b / v) if b is not None and v else "")
+        if all(c in ("—", "") for c in cells):
+            continue
+        out.append("| %s | %s |" % (label, " | ".join(cells)))
+    return out
+
+
+def limits(res):
+    out = ["| relay | scenario | relay cores | fake upstream cores | client CPU-s (whole run) |",
+           "|---|---|---|---|---|"]
+    for n, r in res.items():
+        for size, s in sorted((r.get("stream") or {}).items(), key=lambda x: int(x[0])):
+            out.append("| %s | stream %s B | %s | %s | %s |" % (
+                n, size, fmt(s.get("relay_cpu_cores")), fmt(s.get("fake_cpu_cores")),
+                fmt(s.get("client_cpu_s_total"))))
+        for k, s in (r.get("setup") or {}).items():
+            out.append("| %s | setup (%s), per console | %s ms | | %s ms |" % (
+                n, k, fmt(s.get("relay_cpu_ms_per_open")), fmt(s.get("client_cpu_ms_per_open"))))
+    return out
+
+
+def plots(res, base):
+    made = []
+    mem = [(n, r["hold"]["series"]) for n, r in res.items() if get(r, "hold", "series")]
+    if mem:
+        data = base + "-mem.dat"
+        with open(data, "w") as f:
+            for n, series in mem:
+                f.write('"%s"\n' % n)
+                for opened, d, _p in series:
+                    f.write("%d %.3f\n" % (opened, d / 1024))
+                f.write("\n\n")
+        plot = ", ".join("'%s' index %d using 1:2 with linespoints title '%s'" % (data, i, n)
+                         for i, (n, _) in enumerate(mem))
+        script = ("set terminal svg size 900,560 dynamic background rgb 'white'\n"
+                  "set output '%s-memory.svg'\nset title 'Relay userspace memory (Private_Dirty "
+                  "growth) vs consoles open'\nset xlabel 'consoles open'\nset ylabel 'MiB'\n"
+                  "set key left top\nset grid\nplot %s\n" % (base, plot))
+        made.append((script, base + "-memory.svg", data))
+    thr = [(n, r["stream"]) for n, r in res.items() if r.get("stream")]
+    if thr:
+        data = base + "-thr.dat"
+        with open(data, "w") as f:
+            for n, st in thr:
+                f.write('"%s"\n' % n)
+                for size, s in sorted(st.items(), key=lambda x: int(x[0])):
+                    v = s.get("relayed_bytes_per_relay_cpu_s")
+                    if v:
+                        f.write("%s %.3f\n" % (size, v / 1e6))
+                f.write("\n\n")
+        plot = ", ".join("'%s' index %d using 1:2 with linespoints title '%s'" % (data, i, n)
+                         for i, (n, _) in enumerate(thr))
+        script = ("set terminal svg size 900,560 dynamic background rgb 'white'\n"
+                  "set output '%s-throughput.svg'\nset title 'Bytes relayed per relay CPU-second "
+                  "vs message size'\nset xlabel 'message size (bytes)'\nset ylabel 'MB per "
+                  "CPU-second'\nset logscale x 2\nset logscale y 10\nset key left top\nset grid\n"
+                  "plot %s\n" % (base, plot))
+        made.append((script, base + "-throughput.svg", data))
+    out = []
+    for script, svg, data in made:
+        try:
+            subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True)
+            out.append(os.path.basename(svg))
+        except (OSError, subprocess.CalledProcessError) as e:
+            print("relay-bench: gnuplot failed: %s" % e, file=sys.stderr)
+        os.unlink(data)
+    return out
+
+
+def write(res, mode, base, command, seconds):
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    doc = {"mode": mode, "command": command, "seconds": round(seconds), "machine": machine(),
+           "results": res}
+    json.dump(doc, open(base + ".json", "w"), indent=1)
+    render(doc, base)
+
+
+def render(doc, base):
+    res = doc["results"]
+    m = doc["machine"]
+    svgs = plots(res, base)
+    md = ["# Relays side by side (`%s`, %s s)" % (doc["command"], doc["seconds"]), "",
+          "Machine: %d vCPU %s, %s GiB, Linux %s; load average at the end %s. Peers: %s." % (
+              m["cpus"], m["cpu"], m["mem_gib"], m["kernel"], " ".join(m["loadavg"]),
+              "; ".join("%s %s" % kv for kv in m["versions"].items())), "",
+          "Ratios are ringside ÷ peer: below 1 is better for memory, CPU and latency rows, above "
+          "1 for held, throughput and rate rows. Per-core figures divide by the relay's own "
+          "on-CPU time (every thread and process, from schedstat), so they hold on a shared "
+          "2-vCPU machine where client, upstream and relay share the cores.", "",
+          "## Proxmox mode: WSS in, WSS out (upstream certificate verified)", ""]
+    md += table(res, PVE)
+    md += ["", "`direct` (no relay, the client at the fake pveproxy) latency p50 / p99 / p99.9: "
+           "idle %s µs, loaded %s µs." % (triple(res, "direct", "latency", "idle", "rtt_us"),
+                                          triple(res, "direct", "latency", "loaded", "rtt_us")),
+           "", "## Plain VNC mode: WSS in (websockify: plain ws), TCP out", ""]
+    md += table(res, VNC)
+    md += ["", "## The harness's own CPU beside the relay's", "",
+           "If the relay's cores stay well under what the fake upstream and the client leave it "
+           "on 2 vCPUs, the figure is CPU-normalised anyway: bytes and opens are divided by the "
+           "relay's own CPU time.", ""]
+    md += limits(res)
+    if svgs:
+        md += ["", "## Plots", ""] + ["![%s](%s)" % (s, s) for s in svgs]
+    md += ["", "Reproduce: `make && %s`." % doc["command"]]
+    open(base + ".md", "w").write("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    path = sys.argv[1]
+    render(json.load(open(path)), path[:-5])
