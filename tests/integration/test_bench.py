@@ -1,0 +1,174 @@
+"""The bench harness's own parts work end to end (small counts): the fake
+pveproxy answers ringside's real Proxmox client, ringside-bench drives both
+console kinds through ringside and talks to relays without an API, and the
+report renders. A benchmark whose client silently fails measures nothing."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import API_KEY, BUILD, ROOT, free_port, wait_port
+
+BENCH = os.path.join(ROOT, BUILD, "bench")
+PVE_PATH = "/api2/json/nodes/bench/qemu/100/vncwebsocket?port=5900&vncticket=x"
+
+
+@pytest.fixture
+def certs(tmpdir_rs):
+    cert, key = os.path.join(tmpdir_rs, "c.pem"), os.path.join(tmpdir_rs, "k.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+                    "-subj", "/CN=fake-pve", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def start(cmd, port):
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_port(port, 10, p), p.stderr.read()
+    return p
+
+
+def stop(p):
+    """SIGTERM by PID; the fakes print their counters as one JSON line."""
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=10)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def fake_pve(certs):
+    port = free_port()
+    p = start([os.path.join(BENCH, "fake-pve"), "--listen", "127.0.0.1:%d" % port,
+               "--cert", certs[0], "--key", certs[1]], port)
+    p.port = port
+    yield p
+    if p.poll() is None:
+        stop(p)
+
+
+def bench(*args, timeout=60):
+    r = subprocess.run([os.path.join(BENCH, "ringside-bench"), "--timeout-ms", "10000", *args],
+                       capture_output=True, text=True, timeout=timeout)
+    return r.returncode, json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
+
+
+def ringside_pve(daemon_factory, fake_pve, certs):
+    tls = free_port()
+    d = daemon_factory({"tls_listen": ["127.0.0.1:%d" % tls], "log_level": "info",
+                        "clusters": {"bench": {
+                            "endpoints": ["127.0.0.1:%d" % fake_pve.port],
+                            "token": "bench@pve!b=00000000-0000-4000-8000-000000000000",
+                            "ca_file": certs[0]}}})
+    return d, ["--api", "127.0.0.1:%d" % d.port, "--ws", "127.0.0.1:%d" % tls, "--tls",
+               "--key", API_KEY]
+
+
+def test_proxmox_consoles_through_ringside_to_fake_pve(daemon_factory, fake_pve, certs):
+    d, args = ringside_pve(daemon_factory, fake_pve, certs)
+    rc, out, err = bench(*args, "--pve", "bench:bench:100", "--scenario", "stream",
+                         "--conns", "20", "--msg-size", "4096", "--hold-seconds", "1")
+    assert rc == 0, (out, err, d.logs()[-2000:])
+    assert out["opened"] == 20 and out["tokens"] == 20
+    assert not any(out["failures"].values()), out
+    assert out["echo_bytes_per_s"] > 0 and out["echo_msgs_per_s"] > 0
+    counters = stop(fake_pve)
+    # Every console made ringside run the whole PVE sequence on the fake:
+    # status/current and vncproxy, then the upgrade and VNC authentication.
+    assert counters["upgrades"] == 20 and counters["ready"] == 20, counters
+    assert counters["requests"] >= 40, counters
+    assert counters["bytes_echoed"] > 0
+    # One VM per console (ringside serialises VNC authentication per VM).
+    targets = re.findall(r"console\.opened .* target=(bench/bench/\d+)", d.logs())
+    assert len(targets) == 20 and len(set(targets)) == 20, targets
+
+
+def test_setup_scenario_resumes_unless_told_not_to(daemon_factory, fake_pve, certs):
+    _, args = ringside_pve(daemon_factory, fake_pve, certs)
+    rc, out, _ = bench(*args, "--pve", "bench:bench:100", "--scenario", "setup", "--conns", "30",
+                       "--batch", "4")
+    assert rc == 0 and out["opened"] == 30 and out["held_ms"] < 1000
+    assert out["tls_resumed"] >= 25, out  # all but the first handshakes in flight
+    assert out["setup_us"]["p50"] > 0 and out["opened_per_s"] > 0
+    rc, out, _ = bench(*args, "--pve", "bench:bench:100", "--scenario", "setup", "--conns", "30",
+                       "--batch", "4", "--no-resume")
+    assert rc == 0 and out["opened"] == 30 and out["tls_resumed"] == 0, out
+
+
+def test_peer_mode_speaks_vnc_auth_directly_to_fake_pve(fake_pve):
+    rc, out, err = bench("--ws", "127.0.0.1:%d" % fake_pve.port, "--tls", "--path", PVE_PATH,
+                         "--scenario", "latency", "--conns", "2", "--msg-size", "64",
+                         "--hold-seconds", "1")
+    assert rc == 0, (out, err)
+    assert out["opened"] == 2 and out["rtt_samples"] > 100
+    assert 0 < out["rtt_us"]["p50"] <= out["rtt_us"]["p99"] <= out["rtt_us"]["p99.9"]
+
+
+def test_fake_pve_refuses_what_it_does_not_serve(fake_pve):
+    import http.client
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    c = http.client.HTTPSConnection("127.0.0.1", fake_pve.port, context=ctx, timeout=5)
+    c.request("GET", "/api2/json/version")
+    r = c.getresponse()
+    assert r.status == 501 and json.loads(r.read()) == {"data": None}
+    # keep-alive: the next call on the same connection is answered
+    c.request("GET", "/api2/json/nodes/bench/qemu/100/status/current")
+    r = c.getresponse()
+    assert r.status == 200 and json.loads(r.read())["data"]["status"] == "running"
+    c.close()
+
+
+def test_plain_vnc_consoles_and_tokens(daemon):
+    rfb_port = free_port()
+    rfb = start([os.path.join(BENCH, "fake-rfb"), "--listen", "127.0.0.1:%d" % rfb_port], rfb_port)
+    try:
+        rc, out, err = bench("--api", "127.0.0.1:%d" % daemon.port, "--key", API_KEY, "--target",
+                             "127.0.0.1:%d" % rfb_port, "--scenario", "hold", "--conns", "50",
+                             "--hold-seconds", "1", "--src-base", "2", "--src-count", "4")
+        assert rc == 0 and out["opened"] == 50 and out["dropped_while_held"] == 0, (out, err)
+        rc, out, _ = bench("--api", "127.0.0.1:%d" % daemon.port, "--key", API_KEY, "--target",
+                           "127.0.0.1:%d" % rfb_port, "--scenario", "tokens", "--conns", "500")
+        assert out["tokens"] == 500 and out["tokens_per_s"] > 0
+        # a wrong key: every token request is counted as an API failure
+        rc, out, _ = bench("--api", "127.0.0.1:%d" % daemon.port, "--key", "wrong-key-000000000000",
+                           "--target", "127.0.0.1:%d" % rfb_port, "--conns", "5",
+                           "--hold-seconds", "0")
+        assert rc == 1 and out["failures"]["api"] == 5 and out["opened"] == 0
+    finally:
+        stop(rfb)
+
+
+def test_report_renders_table_and_plots(tmp_path):
+    if subprocess.run(["which", "gnuplot"], capture_output=True).returncode:
+        pytest.skip("gnuplot not installed")
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import relay_report
+    series = [[0, 0, 0], [500, 3000, 3100], [1000, 6000, 6200]]
+    res = {
+        "ringside": {"hold": {"held": 1000, "private_dirty_bytes_per_console": 6144,
+                              "series": series},
+                     "stream": {"1024": {"relayed_bytes_per_relay_cpu_s": 4e8},
+                                "65536": {"relayed_bytes_per_relay_cpu_s": 1.2e9}},
+                     "latency": {"idle": {"rtt_us": {"p50": 90, "p99": 200, "p99.9": 400}}}},
+        "nginx": {"hold": {"held": 1000, "private_dirty_bytes_per_console": 61440,
+                           "series": series},
+                  "stream": {"1024": {"relayed_bytes_per_relay_cpu_s": 2e8}},
+                  "latency": {"idle": {"rtt_us": {"p50": 100, "p99": 260, "p99.9": 500}}}},
+        "direct": {"latency": {"idle": {"rtt_us": {"p50": 40, "p99": 100, "p99.9": 200}}}},
+    }
+    base = str(tmp_path / "relays-test")
+    relay_report.write(res, "short", base, "bench/relay-bench.py short", 1)
+    md = open(base + ".md").read()
+    assert "| userspace memory per idle console, Private_Dirty (B) | 6,144 | 61,440 | 0.10 |" in md
+    assert "| throughput per relay core, 1 KiB messages (MB relayed per CPU-s) | 400 | 200 | 2.00 |" in md
+    assert "| added latency p99, idle (µs over direct) | 100 | 160 | 0.62 |" in md
+    for svg in ("memory", "throughput"):
+        text = open("%s-%s.svg" % (base, svg)).read()
+        assert "<svg" in text and "nginx" in text
+    assert json.load(open(base + ".json"))["results"]["nginx"]["hold"]["held"] == 1000
