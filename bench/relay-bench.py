@@ -50,8 +50,8 @@ HZ = os.sysconf("SC_CLK_TCK")
 PER_RING = 19000  # sockets per io_uring direct-descriptor table (RLIMIT_NOFILE)
 
 SIZES = {
-    "short": dict(hold=2000, wsfy_hold=150, setup=1000, wsfy_setup=60, stream_conns=32,
-                  stream_s=2, sizes=[1024, 65536], lat_conns=8, lat_s=4, tokens=20000),
+    "short": dict(hold=2000, wsfy_hold=100, setup=1000, wsfy_setup=40, stream_conns=32,
+                  stream_s=2, sizes=[1024, 65536], lat_conns=8, lat_s=3, tokens=20000),
     "full": dict(hold=50000, wsfy_hold=600, setup=5000, wsfy_setup=150, stream_conns=64,
                  stream_s=5, sizes=[16, 256, 1024, 16384, 65536], lat_conns=8, lat_s=8,
                  tokens=50000),
