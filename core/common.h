@@ -42,7 +42,8 @@ uint64_t rs_now_ns(void);
 /* Wall clock, seconds since the epoch. */
 int64_t rs_wall_s(void);
 
-/* Fill <buf> with <n> bytes from getrandom(); 0 or -errno. */
+/* Fill <buf> with <n> bytes from getrandom() (small requests come from a
+ * per-thread block of its output); 0 or -errno. */
 int rs_random(void *buf, size_t n);
 
 /* Constant-time comparison of two byte strings of possibly different
