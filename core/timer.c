@@ -115,16 +115,24 @@ uint64_t rs_timer_wheel_next(const struct rs_timer_wheel *w)
 	return tick == UINT64_MAX ? UINT64_MAX : tick * RS_TIMER_TICK_MS;
 }
 
+/* Move the overflow timers that now fall within the span into their slots.
+ * This walks the whole overflow list, so it waits until the earliest of them
+ * is half a span away: the ones left behind are then at least a whole span
+ * out, and the next walk is half a span (16 s) later. Walking as soon as the
+ * earliest entered the span re-walked everything at every wakeup while a wave
+ * of deadlines came in (50,000 one-hour idle timers on a worker woken every
+ * 10 ms for I/O: 18 % of a core). */
 static void migrate_overflow(struct rs_timer_wheel *w)
 {
 	struct rs_timer *t = w->overflow, *next;
 
-	if (w->overflow_min == UINT64_MAX || w->overflow_min - w->cur_tick >= RS_TIMER_SLOTS)
+	if (w->overflow_min == UINT64_MAX || w->overflow_min - w->cur_tick >= RS_TIMER_SLOTS / 2)
 		return;
 	w->overflow = NULL;
 	w->overflow_min = UINT64_MAX;
 	for (; t; t = next) {
 		next = t->_next;
+		w->overflow_visits++;
 		t->_next = t->_prev = NULL;
 		if (t->_tick <= w->cur_tick)
 			t->_tick = w->cur_tick + 1;

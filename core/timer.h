@@ -31,6 +31,7 @@ struct rs_timer_wheel {
 	struct rs_timer *overflow;
 	uint64_t overflow_min; /* lowest tick on the overflow list, UINT64_MAX if empty */
 	size_t count;
+	uint64_t overflow_visits; /* timers walked when moving the overflow in: its cost */
 };
 
 void rs_timer_wheel_init(struct rs_timer_wheel *w, uint64_t now_ms);

@@ -439,6 +439,33 @@ static void test_far_future_deadline(void **st)
 	assert_int_equal(W.count, 0);
 }
 
+/* A wave of far deadlines — 20,000 one-hour idle timers of consoles opened
+ * over an hour — while the worker wakes every 10 ms for I/O: each timer must
+ * fire in its run, and the overflow list must be walked once per half span,
+ * not at every wakeup (that was 18 % of a core with 50,000 timers). */
+static void test_deadline_wave_walks_overflow_rarely(void **st)
+{
+	enum { N = 20000 };
+	struct probe *p = calloc(N, sizeof(*p));
+	size_t fired = 0;
+
+	(void)st;
+	assert_non_null(p);
+	reset(0);
+	for (size_t i = 0; i < N; i++)
+		arm(&p[i], 3600000 + i * 3600000 / N);
+	for (uint64_t t = 10; t <= 3600000 + 3600000 + 10; t += 10)
+		fired += run_at(t);
+	assert_int_equal(fired, N);
+	for (size_t i = 0; i < N; i++)
+		assert_true(p[i].fired_at >= p[i].deadline && p[i].fired_at < p[i].deadline + 20);
+	/* a walk at most every half span while the wave lasts, each visiting at
+	 * most N: ~221 N; walking at every wakeup made it ~180,000 N */
+	assert_true(W.overflow_visits <=
+		    (3600000 / (RS_TIMER_SLOTS / 2 * RS_TIMER_TICK_MS) + 2) * N);
+	free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -456,6 +483,7 @@ int main(void)
 		cmocka_unit_test(test_callback_unlinks_its_slot_neighbour),
 		cmocka_unit_test(test_large_time_jump),
 		cmocka_unit_test(test_far_future_deadline),
+		cmocka_unit_test(test_deadline_wave_walks_overflow_rarely),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
