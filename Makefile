@@ -47,8 +47,10 @@ UNIT_SRCS := $(wildcard tests/unit/*_test.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
-BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_LIB_SRCS := bench/fake.c
+BENCH_SRCS := $(filter-out $(BENCH_LIB_SRCS),$(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
+BENCH_LIB := $(B)/bench/libbench.a
 
 WWW_FILES := $(shell find www -path www/node_modules -prune -o -type f \( -name '*.html' -o -name '*.js' -o -name '*.css' -o -name '*.svg' \) -print 2>/dev/null) \
              www/package-lock.json
@@ -89,9 +91,12 @@ $(B)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS_ALL) $(WARN) -Wno-missing-prototypes $(LDSAN) -o $@ $< $(LIB) $(LIBS) -lcmocka
 
-$(B)/bench/%: bench/%.c $(LIB)
+$(BENCH_LIB): $(BENCH_LIB_SRCS:%.c=$(B)/%.o)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(B)/bench/%: bench/%.c $(BENCH_LIB) $(LIB)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS_ALL) $(WARN) $(LDSAN) -o $@ $< $(LIB) $(LIBS)
+	$(Q)$(CC) $(CFLAGS_ALL) $(WARN) $(LDSAN) -o $@ $< $(BENCH_LIB) $(LIB) $(LIBS)
 
 unit: deps $(UNIT_BINS)
 	$(Q)./scripts/run-unit $(B)/tests

@@ -25,13 +25,11 @@
 #include "core/common.h"
 
 #include <getopt.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <strings.h>
 #include <unistd.h>
 
-#include "core/config.h"
-#include "core/engine.h"
+#include "bench/fake.h"
 #include "core/log.h"
 #include "proto/ws.h"
 #include "tls/server.h"
@@ -274,21 +272,10 @@ static void p_on_data(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t
 		rs_conn_close(c, RS_CLOSE_ERROR, -ret);
 }
 
-static void p_on_drain(struct rs_conn *c)
-{
-	rs_conn_resume(c);
-}
-
-static void p_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
-{
-	(void)why, (void)err;
-	free(rs_conn_ctx(c));
-}
-
 static const struct rs_conn_ops pops = {
     .on_data = p_on_data,
-    .on_drain = p_on_drain,
-    .on_close = p_on_close,
+    .on_drain = rs_fake_on_drain,
+    .on_close = rs_fake_on_close,
 };
 
 static void p_on_accept(struct rs_conn *c, void *arg)
@@ -319,12 +306,8 @@ int main(int argc, char **argv)
 	struct rs_tls_cert_files files = {0};
 	struct rs_tls_server_opts to = {.state_dir = "/tmp", .ticket_rotation_s = 3600};
 	const char *listen = "127.0.0.1:8006";
-	struct sockaddr_storage ss;
-	struct rs_engine *e;
-	socklen_t len;
-	sigset_t sigs;
 	char err[256];
-	int opt, sig;
+	int opt, ret;
 
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (opt == 'l')
@@ -348,27 +331,14 @@ int main(int argc, char **argv)
 		to.certs = &files;
 		to.n_certs = 1;
 	}
-	if (rs_parse_hostport(listen, &ss, &len)) {
-		fprintf(stderr, "fake-pve: bad --listen '%s'\n", listen);
-		return 2;
-	}
-	rs_log_set_level(RS_LOG_WARN);
+	rs_log_set_level(RS_LOG_WARN); /* before the TLS setup logs */
 	if (rs_tls_server_new(&tls, &to, err, sizeof(err))) {
 		fprintf(stderr, "fake-pve: %s\n", err);
 		return 1;
 	}
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	e = rs_engine_new(&eo, err, sizeof(err));
-	if (!e || rs_engine_listen(e, (struct sockaddr *)&ss, len, p_on_accept, NULL) ||
-	    rs_engine_start(e, err, sizeof(err))) {
-		fprintf(stderr, "fake-pve: %s\n", e ? err : "cannot create the engine");
-		return 1;
-	}
-	fprintf(stderr, "{\"event\":\"listening\",\"listen\":\"%s\"}\n", listen);
-	sigwait(&sigs, &sig);
+	ret = rs_fake_serve("fake-pve", &eo, listen, p_on_accept);
+	if (ret)
+		return ret;
 	printf("{\"accepted\":%llu,\"requests\":%llu,\"upgrades\":%llu,\"ready\":%llu,"
 	       "\"bytes_echoed\":%llu}\n",
 	       (unsigned long long)n_accepted, (unsigned long long)n_requests,

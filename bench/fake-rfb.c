@@ -13,13 +13,10 @@
 #include "core/common.h"
 
 #include <getopt.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
-#include "core/config.h"
-#include "core/engine.h"
-#include "core/log.h"
+#include "bench/fake.h"
 
 enum stage { ST_VERSION = 0, ST_SECURITY, ST_INIT, ST_RUN };
 
@@ -80,21 +77,10 @@ static void f_on_data(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t
 		rs_conn_pause(c);
 }
 
-static void f_on_drain(struct rs_conn *c)
-{
-	rs_conn_resume(c);
-}
-
-static void f_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
-{
-	(void)why, (void)err;
-	free(rs_conn_ctx(c));
-}
-
 static const struct rs_conn_ops fops = {
 	.on_data = f_on_data,
-	.on_drain = f_on_drain,
-	.on_close = f_on_close,
+	.on_drain = rs_fake_on_drain,
+	.on_close = rs_fake_on_close,
 };
 
 static void f_on_accept(struct rs_conn *c, void *arg)
@@ -120,12 +106,7 @@ int main(int argc, char **argv)
 	};
 	struct rs_engine_opts eo = {.workers = 1, .pin = false, .max_conns = 65536};
 	const char *listen = "127.0.0.1:5999";
-	struct sockaddr_storage ss;
-	struct rs_engine *e;
-	socklen_t len;
-	sigset_t sigs;
-	char err[256];
-	int opt, sig;
+	int opt, ret;
 
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (opt == 'l')
@@ -140,23 +121,9 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (rs_parse_hostport(listen, &ss, &len)) {
-		fprintf(stderr, "fake-rfb: bad --listen '%s'\n", listen);
-		return 2;
-	}
-	rs_log_set_level(RS_LOG_WARN);
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	e = rs_engine_new(&eo, err, sizeof(err));
-	if (!e || rs_engine_listen(e, (struct sockaddr *)&ss, len, f_on_accept, NULL) ||
-	    rs_engine_start(e, err, sizeof(err))) {
-		fprintf(stderr, "fake-rfb: %s\n", e ? err : "cannot create the engine");
-		return 1;
-	}
-	fprintf(stderr, "{\"event\":\"listening\",\"listen\":\"%s\"}\n", listen);
-	sigwait(&sigs, &sig);
+	ret = rs_fake_serve("fake-rfb", &eo, listen, f_on_accept);
+	if (ret)
+		return ret;
 	printf("{\"accepted\":%llu,\"ready\":%llu,\"bytes_echoed\":%llu}\n",
 	       (unsigned long long)n_accepted, (unsigned long long)n_ready,
 	       (unsigned long long)bytes_echoed);
