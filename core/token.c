@@ -45,6 +45,8 @@ struct rs_token_table {
 	size_t mask;
 	unsigned capacity;
 	uint64_t (*now)(void);
+	void (*wake)(void *arg);
+	void *wake_arg;
 	/* Written by every issue and take: kept off the read-mostly line above. */
 	_Alignas(CACHE_LINE) _Atomic int64_t live;
 	/* No live token expires before this (a lower bound; UINT64_MAX: none). */
@@ -98,6 +100,17 @@ void rs_token_table_free(struct rs_token_table *t)
 void rs_token_table_set_clock(struct rs_token_table *t, uint64_t (*now_ms)(void))
 {
 	t->now = now_ms;
+}
+
+void rs_token_table_set_wake(struct rs_token_table *t, void (*fn)(void *arg), void *arg)
+{
+	t->wake = fn;
+	t->wake_arg = arg;
+}
+
+uint64_t rs_token_next_expiry(struct rs_token_table *t)
+{
+	return atomic_load(&t->next_expiry);
 }
 
 /* ---- text form ---------------------------------------------------------- */
@@ -197,12 +210,13 @@ static int addr_words(const struct sockaddr *sa, uint64_t w[2])
 /* Lower the sweep's next-expiry bound to <ms>. Always a read-modify-write,
  * even when the bound is already lower: every change of <next_expiry> is then
  * ordered against the sweep's exchange (see rs_token_sweep). */
-static void note_expiry(struct rs_token_table *t, uint64_t ms)
+static uint64_t note_expiry(struct rs_token_table *t, uint64_t ms)
 {
 	uint64_t cur = atomic_load_explicit(&t->next_expiry, memory_order_relaxed);
 
 	while (!atomic_compare_exchange_weak(&t->next_expiry, &cur, RS_MIN(cur, ms)))
 		;
+	return cur;
 }
 
 /* Count one more live token unless the table is full. */
@@ -221,7 +235,7 @@ int rs_token_issue(struct rs_token_table *t, struct rs_console_spec *spec, uint3
 		   char out[RS_TOKEN_TEXT + 1])
 {
 	uint8_t raw[RS_TOKEN_BYTES];
-	uint64_t w[2], ip[2] = {0, 0}, expires;
+	uint64_t w[2], ip[2] = {0, 0}, expires, prev;
 	int ret = -EINVAL;
 
 	if (!spec)
@@ -262,7 +276,12 @@ int rs_token_issue(struct rs_token_table *t, struct rs_console_spec *spec, uint3
 		atomic_store_explicit(&s->word, WORD(SLOT_LIVE, WORD_GEN(word)),
 				      memory_order_release);
 		/* After LIVE, so a sweep that resets the bound first sees this slot. */
-		note_expiry(t, expires);
+		prev = note_expiry(t, expires);
+		/* Tokens of one lifetime expire in issue order: this wakes the
+		 * sweeper once per empty table, not once per token. */
+		if (t->wake && expires < prev &&
+		    (prev == UINT64_MAX || prev - expires > RS_TOKEN_SWEEP_LATE_MS))
+			t->wake(t->wake_arg);
 		encode(raw, out);
 		atomic_fetch_add_explicit(&t->issued, 1, memory_order_relaxed);
 		ret = 0;
@@ -458,14 +477,18 @@ size_t rs_token_sweep(struct rs_token_table *t, uint64_t now_ms)
 	uint64_t next = UINT64_MAX;
 	size_t n = 0;
 
-	if (now_ms < atomic_load(&t->next_expiry) || !atomic_load(&t->live))
+	if (now_ms < atomic_load(&t->next_expiry))
 		return 0;
 	/* Reset the bound before the scan. An issue whose note_expiry comes
 	 * after this exchange lowers the bound again itself; one whose
 	 * note_expiry came before synchronises with the exchange, so its slot
 	 * is LIVE in the scan. Either way no expiry is lost; concurrent sweeps
-	 * merely scan twice. */
+	 * merely scan twice. With nothing live (every token consumed) the bound
+	 * was stale: reset, it stops asking for sweeps, and the next issue
+	 * sees none and wakes the sweeper. */
 	atomic_exchange(&t->next_expiry, UINT64_MAX);
+	if (!atomic_load(&t->live))
+		return 0;
 	for (size_t i = 0; i <= t->mask; i++) {
 		struct slot *s = &t->slots[i];
 		struct rs_console_spec *spec;

@@ -48,6 +48,21 @@ void rs_token_table_free(struct rs_token_table *t);
  * Call before the table is shared. */
 void rs_token_table_set_clock(struct rs_token_table *t, uint64_t (*now_ms)(void));
 
+/* A sweeper may run this long after a token expired: issues wake it only
+ * when they need a sweep sooner than that. */
+#define RS_TOKEN_SWEEP_LATE_MS 500u
+
+/* Call <fn>(<arg>), on the issuing thread, when an issue brings the earliest
+ * expiry forward by more than RS_TOKEN_SWEEP_LATE_MS (or the table had no live
+ * token): a sweeper sleeping until rs_token_next_expiry() must look again.
+ * <fn> runs on the data path: it must be quick and take no lock. Call before
+ * the table is shared. */
+void rs_token_table_set_wake(struct rs_token_table *t, void (*fn)(void *arg), void *arg);
+
+/* Earliest time (ms, rs_now_ms's clock) at which a live token may expire:
+ * a lower bound; UINT64_MAX when none is live. */
+uint64_t rs_token_next_expiry(struct rs_token_table *t);
+
 /* Store <spec> under a new token that expires <ttl_ms> from now. On success
  * the table owns <spec> and <out> holds the NUL-terminated text form.
  * Returns 0; -ENOSPC when <capacity> tokens are live; -EINVAL when <spec> is

@@ -364,12 +364,14 @@ int rs_tls_server_reload(struct rs_tls_server *s, const struct rs_tls_server_opt
 	return 0;
 }
 
-void rs_tls_server_tick(struct rs_tls_server *s, uint64_t now_s)
+uint64_t rs_tls_server_tick(struct rs_tls_server *s, uint64_t now_s)
 {
 	struct ticket_key k;
 
-	if (!s->rotation_s || now_s < s->next_rotation_s)
-		return;
+	if (!s->rotation_s)
+		return UINT64_MAX;
+	if (now_s < s->next_rotation_s)
+		return s->next_rotation_s;
 	new_ticket_key(&k);
 	pthread_rwlock_wrlock(&s->tk_lock);
 	s->tk_prev = s->tk_cur;
@@ -379,6 +381,7 @@ void rs_tls_server_tick(struct rs_tls_server *s, uint64_t now_s)
 	s->next_rotation_s = now_s + s->rotation_s;
 	atomic_fetch_add(&s->rotations, 1);
 	rs_debug("tls", "session ticket key rotated");
+	return s->next_rotation_s;
 }
 
 void rs_tls_server_describe(struct rs_tls_server *s, char *out, size_t len)

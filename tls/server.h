@@ -44,8 +44,9 @@ void rs_tls_server_free(struct rs_tls_server *s);
 int rs_tls_server_reload(struct rs_tls_server *s, const struct rs_tls_server_opts *o, char *err,
 			 size_t errlen);
 
-/* Rotate ticket keys when due (call periodically; <now_s> monotonic). */
-void rs_tls_server_tick(struct rs_tls_server *s, uint64_t now_s);
+/* Rotate ticket keys when due (<now_s> monotonic, rs_now_ms / 1000).
+ * Returns when it is next due (same clock), UINT64_MAX when tickets are off. */
+uint64_t rs_tls_server_tick(struct rs_tls_server *s, uint64_t now_s);
 
 /* Describe the certificates in use ("<subject> sha256 <fp>" per line). */
 void rs_tls_server_describe(struct rs_tls_server *s, char *out, size_t len);

@@ -280,6 +280,63 @@ static void test_sweep_100k(void **st)
 	rs_token_table_free(t);
 }
 
+static int wakes;
+
+static void count_wake(void *arg)
+{
+	assert_ptr_equal(arg, &wakes);
+	wakes++;
+}
+
+/* The sweeper sleeps until rs_token_next_expiry() and is woken only when an
+ * issue needs a sweep more than RS_TOKEN_SWEEP_LATE_MS sooner: once when the
+ * table had nothing live, not once per token. */
+static void test_next_expiry_and_wake(void **st)
+{
+	struct rs_token_table *t = rs_token_table_new(64);
+	uint8_t a[16], b[16], c[16];
+	struct rs_console_spec *got;
+	uint64_t t0;
+
+	(void)st;
+	rs_token_table_set_clock(t, fake_clock);
+	rs_token_table_set_wake(t, count_wake, &wakes);
+	wakes = 0;
+	t0 = fake_now;
+	assert_true(rs_token_next_expiry(t) == UINT64_MAX);
+	issue_raw(t, spec(NULL), 60000, a); /* from none: wake */
+	assert_int_equal(wakes, 1);
+	assert_true(rs_token_next_expiry(t) == t0 + 60000);
+	fake_now += 10;
+	issue_raw(t, spec(NULL), 60000, b); /* later than the first: no wake */
+	assert_int_equal(wakes, 1);
+	issue_raw(t, spec(NULL), 59700, c); /* sooner, within the slack: no wake */
+	assert_int_equal(wakes, 1);
+	assert_true(rs_token_next_expiry(t) == t0 + 10 + 59700);
+	/* consumed and revoked, the bound goes stale: the sweep at it resets it
+	 * without a scan, and then asks for no sweep at all */
+	assert_int_equal(rs_token_consume(t, a, NULL, &got), 0);
+	rs_spec_free(got);
+	assert_int_equal(rs_token_revoke(t, b), 0);
+	assert_int_equal(rs_token_revoke(t, c), 0);
+	assert_int_equal(rs_token_sweep(t, fake_now), 0); /* not due: untouched */
+	assert_true(rs_token_next_expiry(t) == t0 + 10 + 59700);
+	assert_int_equal(rs_token_sweep(t, t0 + 60000), 0);
+	assert_true(rs_token_next_expiry(t) == UINT64_MAX);
+	/* and the next issue wakes the sweeper again */
+	issue_raw(t, spec(NULL), 60000, a);
+	assert_int_equal(wakes, 2);
+	/* a much shorter lifetime than the live ones: wake */
+	issue_raw(t, spec(NULL), 1000, b);
+	assert_int_equal(wakes, 3);
+	assert_true(rs_token_next_expiry(t) == fake_now + 1000);
+	fake_now += 1000;
+	assert_int_equal(rs_token_sweep(t, fake_now), 1);
+	assert_true(rs_token_next_expiry(t) == fake_now - 1000 + 60000);
+	assert_int_equal(wakes, 3); /* the sweep's own bound wakes nobody */
+	rs_token_table_free(t);
+}
+
 static void test_full_then_space_again(void **st)
 {
 	struct rs_token_table *t = rs_token_table_new(16);
@@ -660,6 +717,7 @@ int main(void)
 		cmocka_unit_test(test_text_round_trip),
 		cmocka_unit_test(test_expiry_with_fake_clock),
 		cmocka_unit_test(test_sweep_100k),
+		cmocka_unit_test(test_next_expiry_and_wake),
 		cmocka_unit_test(test_full_then_space_again),
 		cmocka_unit_test(test_issue_bad_spec),
 		cmocka_unit_test(test_revoke_and_revoke_by_hash),
