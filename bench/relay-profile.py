@@ -7,8 +7,8 @@ Starts the fake pveproxy and ringside exactly as bench/relay-bench.py does
 (Proxmox mode, TLS on both legs), then for each scenario attaches
 `perf record -e cpu-clock` (a software event: this machine has no hardware
 counters) to ringside for the length of one bench/ringside-bench run:
-stream at 1 KiB and 64 KiB, setup (resumed TLS), tokens, and the SIGTERM
-stop of 15,000 held consoles. Writes DIR/profile-<stamp>.txt with the top
+stream at 1 KiB and 64 KiB, setup (resumed TLS), tokens, 15,000 consoles
+held idle, and the SIGTERM stop of those. Writes DIR/profile-<stamp>.txt with the top
 symbols (self time) of each. For call chains build with frame pointers and
 pass --callers:
 
@@ -88,11 +88,17 @@ def main():
                                      "tokens", 30000, ["--batch", "128", "--workers", "1"])
         perf_stop(p)
         sections.append(("tokens", out, report(data, a.callers)))
-        # stop: SIGTERM to ringside while 15,000 consoles are held
+        # idle, then stop: 15,000 consoles held idle for 5 s, then SIGTERM
         held = {}
+        idle_data = os.path.join(run.dir, "perf-idle.data")
 
         def on_held(proc, relay):
             time.sleep(2)
+            p = perf_start(pid, idle_data, a.callers)
+            t0 = rb.cpu_ns([pid])
+            time.sleep(5)
+            held["idle_pct"] = round((rb.cpu_ns([pid]) - t0) / 5e9 * 100, 2)
+            perf_stop(p)
             held["p"] = perf_start(pid, data, a.callers)
             t0 = time.time()
             run.relay.send_signal(signal.SIGTERM)
@@ -103,6 +109,8 @@ def main():
 
         run.client(args, "hold", 15000, ["--hold-seconds", "600", "--batch", "512"],
                    on_held=on_held)
+        sections.append(("idle, 15,000 consoles held (5 s)",
+                         {"cpu_percent_of_a_core": held["idle_pct"]}, report(idle_data, a.callers)))
         sections.append(("SIGTERM with 15,000 consoles held", {"stop_s": round(held["s"], 2)},
                          report(data, a.callers)))
     finally:
