@@ -428,8 +428,9 @@ backend pve
             idle["cpu"] = (cpu_ns(relay) - t0) / 5e9 * 100
             proc.send_signal(signal.SIGTERM)
 
-        # websockify forks a Python process per console (~50 ms of CPU):
-        # 512 opening at once, it drops some; 64 in flight it takes them all
+        # websockify forks a Python process per console (~50 ms of CPU): 512
+        # opening at once overrun it, 64 do not; it still stops near 508 open
+        # consoles, where its descriptors pass select()'s 1023 (bench/README.md)
         out, cl, _, _, _ = self.client(args, "hold", n, ["--hold-seconds", "600", "--batch",
                                                          "64" if small else "512"],
                                        on_held=on_held, sample=sample)
