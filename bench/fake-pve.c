@@ -14,10 +14,11 @@
  *   POST .../vncproxy, .../termproxy port "5900", a vncticket, a password
  *   GET  .../vncwebsocket (Upgrade)  101 (subprotocol "binary" echoed), then
  *        RFB 3.8 in WebSocket frames: security type 2 (VNC authentication)
- *        with a random challenge — any 16-byte answer is accepted, the DES
- *        check is the cost of the relay, not of this fake — ClientInit, a
- *        1024x768 ServerInit; then `echo` returns every payload byte in
- *        unmasked binary frames, `idle` reads and drops.
+ *        with a random challenge, checked against the vncproxy password
+ *        as real PVE does (a wrong answer: SecurityResult failed with a
+ *        reason, then close), ClientInit, a 1024x768 ServerInit; then
+ *        `echo` returns every payload byte in unmasked binary frames,
+ *        `idle` reads and drops.
  * Anything else gets a 501. Pings are answered; a close frame is answered
  * and the connection closed. Runs until SIGTERM/SIGINT and prints one JSON
  * line with its counters.
@@ -31,6 +32,7 @@
 
 #include "bench/fake.h"
 #include "core/log.h"
+#include "proto/rfb.h"
 #include "proto/ws.h"
 #include "tls/server.h"
 
@@ -38,7 +40,9 @@ enum stage { ST_HTTP = 0, ST_VERSION, ST_TYPE, ST_RESPONSE, ST_INIT, ST_RUN };
 
 struct pconn {
 	enum stage st;
-	uint8_t got;	  /* bytes of the current RFB handshake message */
+	uint8_t got; /* bytes of the current RFB handshake message */
+	uint8_t challenge[16], answer[16];
+	bool refused;	  /* wrong VNC answer: the failure is queued, the rest ignored */
 	size_t head_len;  /* ST_HTTP: bytes in head */
 	size_t body_left; /* request body bytes still to skip */
 	struct rs_ws_parser wp;
@@ -47,7 +51,9 @@ struct pconn {
 
 static bool echo_mode = true;
 static struct rs_tls_server *tls;
-static _Atomic uint64_t n_accepted, n_requests, n_upgrades, n_ready, bytes_echoed;
+static _Atomic uint64_t n_accepted, n_requests, n_upgrades, n_ready, n_auth_failed, bytes_echoed;
+/* vncproxy's password: the VNC authentication key (DES uses 8 bytes). */
+#define VNC_PASSWORD "benchpw1"
 
 static const uint8_t SERVER_INIT[] = {
     0x04, 0x00, 0x03, 0x00,	      /* 1024 x 768 */
@@ -153,7 +159,8 @@ static int request(struct rs_conn *c, struct pconn *p)
 		return answer(
 		    c, 200,
 		    "{\"data\":{\"port\":\"5900\",\"user\":\"bench@pve\",\"password\":"
-		    "\"benchpw1\",\"upid\":\"UPID:bench:00001234:00005678:6789ABCD:vncproxy:"
+		    "\"" VNC_PASSWORD
+		    "\",\"upid\":\"UPID:bench:00001234:00005678:6789ABCD:vncproxy:"
 		    "100:bench@pve:\",\"ticket\":\"PVEVNC:6789ABCD::bench0vnc0ticket0signature\"}"
 		    "}");
 	return answer(c, 501, "{\"data\":null}");
@@ -165,12 +172,17 @@ static int rfb_bytes(struct rs_conn *c, struct pconn *p, struct rs_buf *b, const
 {
 	static const uint8_t need[] = {
 	    [ST_VERSION] = 12, [ST_TYPE] = 1, [ST_RESPONSE] = 16, [ST_INIT] = 1};
-	uint8_t challenge[16];
+	static const uint8_t refused[] = "\0\0\0\1\0\0\0\025authentication failed";
+	uint8_t expect[16];
 	int ret = 0;
 
+	if (p->refused)
+		return 0;
 	while (len && p->st != ST_RUN) {
 		size_t n = RS_MIN(len, (size_t)(need[p->st] - p->got));
 
+		if (p->st == ST_RESPONSE)
+			memcpy(p->answer + p->got, data, n);
 		p->got = (uint8_t)(p->got + n);
 		data += n;
 		len -= n;
@@ -180,9 +192,17 @@ static int rfb_bytes(struct rs_conn *c, struct pconn *p, struct rs_buf *b, const
 		if (p->st == ST_VERSION) {
 			ret = send_frame(c, RS_WS_OP_BINARY, "\x01\x02", 2); /* VNC auth only */
 		} else if (p->st == ST_TYPE) {
-			rs_random(challenge, sizeof(challenge));
-			ret = send_frame(c, RS_WS_OP_BINARY, challenge, sizeof(challenge));
+			rs_random(p->challenge, sizeof(p->challenge));
+			ret = send_frame(c, RS_WS_OP_BINARY, p->challenge, sizeof(p->challenge));
 		} else if (p->st == ST_RESPONSE) {
+			rs_rfb_vnc_auth_response(VNC_PASSWORD, p->challenge, expect);
+			if (memcmp(expect, p->answer, sizeof(expect))) {
+				atomic_fetch_add_explicit(&n_auth_failed, 1, memory_order_relaxed);
+				p->refused = true;
+				ret = send_frame(c, RS_WS_OP_BINARY, refused, sizeof(refused) - 1);
+				rs_conn_close_after_send(c);
+				return ret;
+			}
 			ret = send_frame(c, RS_WS_OP_BINARY, "\0\0\0\0", 4);
 		} else {
 			ret = send_frame(c, RS_WS_OP_BINARY, SERVER_INIT, sizeof(SERVER_INIT));
@@ -340,10 +360,10 @@ int main(int argc, char **argv)
 	if (ret)
 		return ret;
 	printf("{\"accepted\":%llu,\"requests\":%llu,\"upgrades\":%llu,\"ready\":%llu,"
-	       "\"bytes_echoed\":%llu}\n",
+	       "\"auth_failed\":%llu,\"bytes_echoed\":%llu}\n",
 	       (unsigned long long)n_accepted, (unsigned long long)n_requests,
 	       (unsigned long long)n_upgrades, (unsigned long long)n_ready,
-	       (unsigned long long)bytes_echoed);
+	       (unsigned long long)n_auth_failed, (unsigned long long)bytes_echoed);
 	fflush(stdout);
 	_exit(0); /* no graceful stop of every connection: the kernel is faster */
 

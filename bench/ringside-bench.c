@@ -18,8 +18,8 @@
  * --pve CLUSTER:NODE:VMID asks for Proxmox consoles instead of plain VNC
  * ones. --path speaks to a relay without an API (websockify, nginx,
  * HAProxy); the RFB handshake then offers what the upstream offers, and
- * VNC authentication is answered with 16 bytes (the fake upstreams do not
- * check them).
+ * VNC authentication is answered as noVNC would, with --vnc-password
+ * (default: fake-pve's, "benchpw1"; fake-pve checks the answer).
  *
  *   ringside-bench --scenario hold --api 127.0.0.1:8080 --ws 127.0.0.1:8443 --tls
  *                  --key KEY --target 127.0.0.1:5999 --conns 50000
@@ -43,6 +43,7 @@
 #include "core/config.h"
 #include "core/engine.h"
 #include "core/log.h"
+#include "proto/rfb.h"
 #include "proto/ws.h"
 #include "tls/client.h"
 
@@ -61,9 +62,10 @@ static const char *const fail_names[F__COUNT] = {"api", "connect", "tls",    "up
 
 struct opts {
 	const char *scenario, *key, *target_host;
-	const char *path; /* peer mode: upgrade to this path, no API (websockify) */
-	const char *pve;  /* CLUSTER:NODE:VMID: Proxmox consoles */
-	unsigned vmids;	  /* spread over VMID .. VMID+vmids-1 */
+	const char *path;	  /* peer mode: upgrade to this path, no API (websockify) */
+	const char *pve;	  /* CLUSTER:NODE:VMID: Proxmox consoles */
+	const char *vnc_password; /* peer mode: answers the upstream's VNC auth */
+	unsigned vmids;		  /* spread over VMID .. VMID+vmids-1 */
 	bool no_resume;
 	size_t msg_size;
 	struct sockaddr_storage api, ws;
@@ -81,7 +83,8 @@ static struct opts o = {.scenario = "hold",
 			.hold_s = 30,
 			.timeout_ms = 20000,
 			.src_count = 1,
-			.vmids = 1000};
+			.vmids = 1000,
+			.vnc_password = "benchpw1"};
 static struct rs_tls_client *tls_client;
 static _Atomic uint64_t n_tokens, n_opened, n_dropped, n_resumed, failures[F__COUNT];
 static _Atomic uint64_t echo_bytes, echo_msgs;
@@ -261,7 +264,7 @@ static void rfb_bytes(struct console *k, const uint8_t *p, size_t len)
 				      [C_RFB_CHALLENGE] = 16,
 				      [C_RFB_RESULT] = 4,
 				      [C_INIT] = 24};
-	static const uint8_t zero16[16];
+	uint8_t answer[16];
 
 	while (len && k->st >= C_RFB_VERSION && k->st <= C_INIT) {
 		size_t want = k->st == C_INIT && k->got >= 24
@@ -292,7 +295,8 @@ static void rfb_bytes(struct console *k, const uint8_t *p, size_t len)
 			k->st = k->buf[1] == 2 ? C_RFB_CHALLENGE : C_RFB_RESULT;
 			break;
 		case C_RFB_CHALLENGE:
-			if (send_masked(k->c, zero16, sizeof(zero16)))
+			rs_rfb_vnc_auth_response(o.vnc_password, k->buf, answer);
+			if (send_masked(k->c, answer, sizeof(answer)))
 				return fail_console(k, F_RFB);
 			k->st = C_RFB_RESULT;
 			break;
@@ -639,25 +643,16 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len
 
 int main(int argc, char **argv)
 {
-	static const struct option lo[] = {{"scenario", 1, 0, 's'},
-					   {"api", 1, 0, 'a'},
-					   {"ws", 1, 0, 'w'},
-					   {"tls", 0, 0, 'T'},
-					   {"key", 1, 0, 'k'},
-					   {"target", 1, 0, 't'},
-					   {"conns", 1, 0, 'n'},
-					   {"batch", 1, 0, 'b'},
-					   {"workers", 1, 0, 'W'},
-					   {"hold-seconds", 1, 0, 'h'},
-					   {"timeout-ms", 1, 0, 'o'},
-					   {"src-base", 1, 0, 'B'},
-					   {"src-count", 1, 0, 'C'},
-					   {"msg-size", 1, 0, 'm'},
-					   {"path", 1, 0, 'p'},
-					   {"pve", 1, 0, 'P'},
-					   {"no-resume", 0, 0, 'R'},
-					   {"vmids", 1, 0, 'V'},
-					   {0, 0, 0, 0}};
+	static const struct option lo[] = {{"scenario", 1, 0, 's'},	{"api", 1, 0, 'a'},
+					   {"ws", 1, 0, 'w'},		{"tls", 0, 0, 'T'},
+					   {"key", 1, 0, 'k'},		{"target", 1, 0, 't'},
+					   {"conns", 1, 0, 'n'},	{"batch", 1, 0, 'b'},
+					   {"workers", 1, 0, 'W'},	{"hold-seconds", 1, 0, 'h'},
+					   {"timeout-ms", 1, 0, 'o'},	{"src-base", 1, 0, 'B'},
+					   {"src-count", 1, 0, 'C'},	{"msg-size", 1, 0, 'm'},
+					   {"path", 1, 0, 'p'},		{"pve", 1, 0, 'P'},
+					   {"no-resume", 0, 0, 'R'},	{"vmids", 1, 0, 'V'},
+					   {"vnc-password", 1, 0, 'v'}, {0, 0, 0, 0}};
 	struct rs_engine_opts eo = {.max_conns = 131072};
 	struct rs_tls_client_opts to = {.name = "bench", .insecure = true};
 	/* (insecure: the relays under test present throw-away certificates) */
@@ -724,6 +719,9 @@ int main(int argc, char **argv)
 			break;
 		case 'V':
 			o.vmids = (unsigned)atoi(optarg);
+			break;
+		case 'v':
+			o.vnc_password = optarg;
 			break;
 		default:
 			goto usage;
@@ -864,7 +862,7 @@ usage:
 	    "[--batch N]\n"
 	    "                      [--workers N] [--hold-seconds S] [--timeout-ms MS]\n"
 	    "                      [--src-base B --src-count K] [--msg-size BYTES]\n"
-	    "       ringside-bench --path / --ws HOST:PORT ...  (a peer relay: no API, e.g. "
-	    "websockify)\n");
+	    "       ringside-bench --path / --ws HOST:PORT [--vnc-password PW] ...  (a peer "
+	    "relay: no API)\n");
 	return 2;
 }

@@ -80,6 +80,7 @@ def test_proxmox_consoles_through_ringside_to_fake_pve(daemon_factory, fake_pve,
     # Every console made ringside run the whole PVE sequence on the fake:
     # status/current and vncproxy, then the upgrade and VNC authentication.
     assert counters["upgrades"] == 20 and counters["ready"] == 20, counters
+    assert counters["auth_failed"] == 0, counters  # ringside's DES answers were right
     assert counters["requests"] >= 40, counters
     assert counters["bytes_echoed"] > 0
     # One VM per console (ringside serialises VNC authentication per VM).
@@ -106,6 +107,18 @@ def test_peer_mode_speaks_vnc_auth_directly_to_fake_pve(fake_pve):
     assert rc == 0, (out, err)
     assert out["opened"] == 2 and out["rtt_samples"] > 100
     assert 0 < out["rtt_us"]["p50"] <= out["rtt_us"]["p99"] <= out["rtt_us"]["p99.9"]
+
+
+def test_fake_pve_checks_vnc_authentication(fake_pve):
+    # As real PVE: the answer must be the challenge under vncproxy's password.
+    rc, out, _ = bench("--ws", "127.0.0.1:%d" % fake_pve.port, "--tls", "--path", PVE_PATH,
+                       "--scenario", "setup", "--conns", "3", "--vnc-password", "wrongpw1")
+    assert rc == 1 and out["opened"] == 0 and out["failures"]["rfb"] == 3, out
+    rc, out, _ = bench("--ws", "127.0.0.1:%d" % fake_pve.port, "--tls", "--path", PVE_PATH,
+                       "--scenario", "setup", "--conns", "3")
+    assert rc == 0 and out["opened"] == 3, out
+    counters = stop(fake_pve)
+    assert counters["auth_failed"] == 3 and counters["ready"] == 3, counters
 
 
 def test_fake_pve_refuses_what_it_does_not_serve(fake_pve):
