@@ -147,37 +147,37 @@ def limits(res):
     return out
 
 
+def data_blocks(path, groups):
+    """Write one gnuplot data block per (title, [(x, y)]); return the plot clause."""
+    with open(path, "w") as f:
+        for n, points in groups:
+            f.write('"%s"\n' % n)
+            for x, y in points:
+                f.write("%s %.3f\n" % (x, y))
+            f.write("\n\n")
+    return ", ".join("'%s' index %d using 1:2 with linespoints title '%s'" % (path, i, n)
+                     for i, (n, _) in enumerate(groups))
+
+
 def plots(res, base):
     made = []
-    mem = [(n, r["hold"]["series"]) for n, r in res.items() if get(r, "hold", "series")]
+    mem = [(n, [(opened, d / 1024) for opened, d, _p in r["hold"]["series"]])
+           for n, r in res.items() if get(r, "hold", "series")]
     if mem:
         data = base + "-mem.dat"
-        with open(data, "w") as f:
-            for n, series in mem:
-                f.write('"%s"\n' % n)
-                for opened, d, _p in series:
-                    f.write("%d %.3f\n" % (opened, d / 1024))
-                f.write("\n\n")
-        plot = ", ".join("'%s' index %d using 1:2 with linespoints title '%s'" % (data, i, n)
-                         for i, (n, _) in enumerate(mem))
+        plot = data_blocks(data, mem)
         script = ("set terminal svg size 900,560 dynamic background rgb 'white'\n"
                   "set output '%s-memory.svg'\nset title 'Relay userspace memory (Private_Dirty "
                   "growth) vs consoles open'\nset xlabel 'consoles open'\nset ylabel 'MiB'\n"
                   "set key left top\nset grid\nplot %s\n" % (base, plot))
         made.append((script, base + "-memory.svg", data))
-    thr = [(n, r["stream"]) for n, r in res.items() if r.get("stream")]
+    thr = [(n, [(size, s["relayed_bytes_per_relay_cpu_s"] / 1e6)
+                for size, s in sorted(r["stream"].items(), key=lambda x: int(x[0]))
+                if s.get("relayed_bytes_per_relay_cpu_s")])
+           for n, r in res.items() if r.get("stream")]
     if thr:
         data = base + "-thr.dat"
-        with open(data, "w") as f:
-            for n, st in thr:
-                f.write('"%s"\n' % n)
-                for size, s in sorted(st.items(), key=lambda x: int(x[0])):
-                    v = s.get("relayed_bytes_per_relay_cpu_s")
-                    if v:
-                        f.write("%s %.3f\n" % (size, v / 1e6))
-                f.write("\n\n")
-        plot = ", ".join("'%s' index %d using 1:2 with linespoints title '%s'" % (data, i, n)
-                         for i, (n, _) in enumerate(thr))
+        plot = data_blocks(data, thr)
         script = ("set terminal svg size 900,560 dynamic background rgb 'white'\n"
                   "set output '%s-throughput.svg'\nset title 'Bytes relayed per relay CPU-second "
                   "vs message size'\nset xlabel 'message size (bytes)'\nset ylabel 'MB per "
