@@ -18,6 +18,8 @@ other:
     ringside-vnc ringside's plain VNC kind
     nginx+wsfy   nginx (TLS) in front of websockify (Debian)
     websockify   websockify alone, plain ws:// (it has no TLS here)
+    direct-rfb   no relay: the client speaks RFB over TCP to fake-rfb (latency
+                 baseline)
 
 Scenarios per relay: hold (memory per idle console: userspace Private_Dirty
 and PSS growth of the relay's process tree, kernel slab growth, CPU while
@@ -384,9 +386,11 @@ backend pve
         elif kind == "direct":
             self.relay, args = None, ["--ws", "127.0.0.1:%d" % self.pve_port, "--tls", "--path",
                                       PVE_PATH]
+        elif kind == "direct-rfb":
+            self.relay, args = None, ["--ws", "127.0.0.1:%d" % self.rfb_port, "--raw"]
         res["client_args"] = args
         try:
-            if kind != "direct":
+            if not kind.startswith("direct"):
                 # setup first: right after 50,000 consoles closed, ~1 % of the
                 # next opens took 1.6-3 s for ringside and nginx alike (not
                 # after 9,000): the teardown's wake, not the relay
@@ -545,7 +549,8 @@ def main():
     run = Run(a.mode, a.out, a.only)
     relays = [("ringside", "ringside"), ("nginx", "nginx"), ("haproxy", "haproxy"),
               ("direct", "direct"), ("ringside-vnc", "ringside-vnc"),
-              ("nginx+websockify", "nginx+wsfy"), ("websockify", "websockify")]
+              ("nginx+websockify", "nginx+wsfy"), ("websockify", "websockify"),
+              ("direct-rfb", "direct-rfb")]
     only = set(filter(None, a.only.split(",")))
     t0 = time.time()
     try:

@@ -19,7 +19,9 @@
  * ones. --path speaks to a relay without an API (websockify, nginx,
  * HAProxy); the RFB handshake then offers what the upstream offers, and
  * VNC authentication is answered as noVNC would, with --vnc-password
- * (default: fake-pve's, "benchpw1"; fake-pve checks the answer).
+ * (default: fake-pve's, "benchpw1"; fake-pve checks the answer). --raw
+ * speaks RFB over plain TCP straight to an RFB server (no WebSocket, no
+ * TLS): plain mode's baseline with no relay at all.
  *
  *   ringside-bench --scenario hold --api 127.0.0.1:8080 --ws 127.0.0.1:8443 --tls
  *                  --key KEY --target 127.0.0.1:5999 --conns 50000
@@ -67,6 +69,7 @@ struct opts {
 	const char *vnc_password; /* peer mode: answers the upstream's VNC auth */
 	unsigned vmids;		  /* spread over VMID .. VMID+vmids-1 */
 	bool no_resume;
+	bool raw; /* RFB over TCP, no WebSocket: straight at the upstream */
 	size_t msg_size;
 	struct sockaddr_storage api, ws;
 	socklen_t api_len, ws_len;
@@ -164,7 +167,8 @@ static int send_message(struct console *k)
 
 	/* A zero mask leaves the payload unchanged: the load generator must not
 	 * be the bottleneck (ringside unmasks as it would any key). */
-	if (rs_conn_send(k->c, hdr, hl) || rs_conn_send_static(k->c, msg_payload, o.msg_size))
+	if ((!o.raw && rs_conn_send(k->c, hdr, hl)) ||
+	    rs_conn_send_static(k->c, msg_payload, o.msg_size))
 		return -ENOMEM;
 	k->owed += o.msg_size;
 	k->sent_ns = rs_now_ns();
@@ -215,6 +219,8 @@ static int send_masked(struct rs_conn *c, const void *data, size_t len)
 	uint8_t hdr[RS_WS_MAX_HEADER], key[4], payload[64];
 	size_t hl;
 
+	if (o.raw)
+		return rs_conn_send(c, data, len) ? -ENOMEM : 0;
 	rs_random(key, sizeof(key));
 	hl = rs_ws_frame_header(hdr, RS_WS_OP_BINARY, true, len, key);
 	memcpy(payload, data, len);
@@ -316,6 +322,13 @@ static void k_on_data(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t
 	struct console *k = rs_conn_ctx(c);
 
 	(void)b;
+	if (o.raw) {
+		if (k->st < C_HELD)
+			rfb_bytes(k, data, len); /* no echo comes before it is held */
+		else if (k->st == C_HELD)
+			echoed(k, len);
+		return;
+	}
 	if (k->st == C_UPGRADE) {
 		char *end;
 		size_t n = RS_MIN(len, sizeof(k->head) - 1 - k->head_len);
@@ -394,6 +407,10 @@ static void k_on_connect(struct rs_conn *c, int res)
 
 	if (res)
 		return fail_console(k, F_CONNECT);
+	if (o.raw) { /* the RFB server speaks first */
+		k->st = C_RFB_VERSION;
+		return;
+	}
 	if (!o.tls)
 		return send_upgrade(k);
 	if (rs_tls_client_attach(tls_client, c, "localhost", o.ws_port, k_on_tls, k))
@@ -643,16 +660,14 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len
 
 int main(int argc, char **argv)
 {
-	static const struct option lo[] = {{"scenario", 1, 0, 's'},	{"api", 1, 0, 'a'},
-					   {"ws", 1, 0, 'w'},		{"tls", 0, 0, 'T'},
-					   {"key", 1, 0, 'k'},		{"target", 1, 0, 't'},
-					   {"conns", 1, 0, 'n'},	{"batch", 1, 0, 'b'},
-					   {"workers", 1, 0, 'W'},	{"hold-seconds", 1, 0, 'h'},
-					   {"timeout-ms", 1, 0, 'o'},	{"src-base", 1, 0, 'B'},
-					   {"src-count", 1, 0, 'C'},	{"msg-size", 1, 0, 'm'},
-					   {"path", 1, 0, 'p'},		{"pve", 1, 0, 'P'},
-					   {"no-resume", 0, 0, 'R'},	{"vmids", 1, 0, 'V'},
-					   {"vnc-password", 1, 0, 'v'}, {0, 0, 0, 0}};
+	static const struct option lo[] = {
+	    {"scenario", 1, 0, 's'},	 {"api", 1, 0, 'a'},	    {"ws", 1, 0, 'w'},
+	    {"tls", 0, 0, 'T'},		 {"key", 1, 0, 'k'},	    {"target", 1, 0, 't'},
+	    {"conns", 1, 0, 'n'},	 {"batch", 1, 0, 'b'},	    {"workers", 1, 0, 'W'},
+	    {"hold-seconds", 1, 0, 'h'}, {"timeout-ms", 1, 0, 'o'}, {"src-base", 1, 0, 'B'},
+	    {"src-count", 1, 0, 'C'},	 {"msg-size", 1, 0, 'm'},   {"path", 1, 0, 'p'},
+	    {"pve", 1, 0, 'P'},		 {"no-resume", 0, 0, 'R'},  {"vmids", 1, 0, 'V'},
+	    {"vnc-password", 1, 0, 'v'}, {"raw", 0, 0, 'r'},	    {0, 0, 0, 0}};
 	struct rs_engine_opts eo = {.max_conns = 131072};
 	struct rs_tls_client_opts to = {.name = "bench", .insecure = true};
 	/* (insecure: the relays under test present throw-away certificates) */
@@ -723,10 +738,16 @@ int main(int argc, char **argv)
 		case 'v':
 			o.vnc_password = optarg;
 			break;
+		case 'r':
+			o.raw = true;
+			o.path = o.path ? o.path : "";
+			break;
 		default:
 			goto usage;
 		}
 	}
+	if (o.raw && o.tls)
+		goto usage;
 	if (o.path) { /* peer mode: the relay knows its target; no API */
 		api = api ? api : wsaddr;
 		o.key = o.key ? o.key : "-";
@@ -863,6 +884,7 @@ usage:
 	    "                      [--workers N] [--hold-seconds S] [--timeout-ms MS]\n"
 	    "                      [--src-base B --src-count K] [--msg-size BYTES]\n"
 	    "       ringside-bench --path / --ws HOST:PORT [--vnc-password PW] ...  (a peer "
-	    "relay: no API)\n");
+	    "relay: no API)\n"
+	    "       ringside-bench --raw --ws HOST:PORT ...  (RFB over TCP: no relay)\n");
 	return 2;
 }

@@ -153,6 +153,13 @@ def test_plain_vnc_consoles_and_tokens(daemon):
                            "--target", "127.0.0.1:%d" % rfb_port, "--conns", "5",
                            "--hold-seconds", "0")
         assert rc == 1 and out["failures"]["api"] == 5 and out["opened"] == 0
+        # --raw: RFB over TCP straight at the server, plain mode's no-relay baseline
+        rc, out, err = bench("--raw", "--ws", "127.0.0.1:%d" % rfb_port, "--scenario", "latency",
+                             "--conns", "2", "--msg-size", "64", "--hold-seconds", "1")
+        assert rc == 0 and out["opened"] == 2 and out["rtt_samples"] > 100, (out, err)
+        r = subprocess.run([os.path.join(BENCH, "ringside-bench"), "--raw", "--tls", "--ws",
+                            "127.0.0.1:%d" % rfb_port], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2 and "usage" in r.stderr  # raw is plain TCP: --tls refused
     finally:
         stop(rfb)
 
@@ -174,6 +181,9 @@ def test_report_renders_table_and_plots(tmp_path):
                   "stream": {"1024": {"relayed_bytes_per_relay_cpu_s": 2e8}},
                   "latency": {"idle": {"rtt_us": {"p50": 100, "p99": 260, "p99.9": 500}}}},
         "direct": {"latency": {"idle": {"rtt_us": {"p50": 40, "p99": 100, "p99.9": 200}}}},
+        "ringside-vnc": {"latency": {"idle": {"rtt_us": {"p50": 60, "p99": 150, "p99.9": 300}}}},
+        "websockify": {"latency": {"idle": {"rtt_us": {"p50": 300, "p99": 900, "p99.9": 2000}}}},
+        "direct-rfb": {"latency": {"idle": {"rtt_us": {"p50": 20, "p99": 50, "p99.9": 90}}}},
     }
     base = str(tmp_path / "relays-test")
     relay_report.write(res, "short", base, "bench/relay-bench.py short", 1)
@@ -181,6 +191,8 @@ def test_report_renders_table_and_plots(tmp_path):
     assert "| userspace memory per idle console, Private_Dirty (B) | 6,144 | 61,440 | 0.10 |" in md
     assert "| throughput per relay core, 1 KiB messages (MB relayed per CPU-s) | 400 | 200 | 2.00 |" in md
     assert "| added latency p99, idle (µs over direct) | 100 | 160 | 0.62 |" in md
+    # plain mode over its own baseline, RFB over TCP with no relay
+    assert "| added latency p99, idle (µs over direct) | 100 | 850 | 0.12 |" in md
     for svg in ("memory", "throughput"):
         text = open("%s-%s.svg" % (base, svg)).read()
         assert "<svg" in text and "nginx" in text
