@@ -60,12 +60,20 @@ SIZES = {
 }
 
 
+_given_ports = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """Free now and not handed out before in this run (two binds in a row can
+    get the same ephemeral port)."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if p not in _given_ports:
+            _given_ports.add(p)
+            return p
 
 
 def tree(pid):

@@ -1592,34 +1592,50 @@ static int probe_io_uring(char *err, size_t errlen)
 /* Workers bind with SO_REUSEPORT, which would let them join another
  * process's group on the same port without a word: a leftover instance
  * would silently take a share of the connections (and its own tokens).
- * Binding once without SO_REUSEPORT first makes a taken port an error. */
+ * Binding once without SO_REUSEPORT first makes a taken port an error. The
+ * probes listen (SO_REUSEADDR lets non-listening sockets share an address)
+ * and stay open until all are done, so two of this process's own listeners
+ * on one address (the API's and the metrics' say) are an error too, not a
+ * port whose connections go to either at random. */
 static int probe_listeners(struct rs_engine *e, char *err, size_t errlen)
 {
-	for (unsigned i = 0; i < e->nlisteners; i++) {
-		const struct listener *l = &e->listeners[i];
-		int fd = socket(l->addr.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+	int *fds = calloc(e->nlisteners ? e->nlisteners : 1, sizeof(*fds));
+	unsigned n = 0;
+	int ret = 0;
+
+	if (!fds)
+		return -ENOMEM;
+	for (; n < e->nlisteners; n++) {
+		const struct listener *l = &e->listeners[n];
+		int one = 1;
 		char host[INET6_ADDRSTRLEN] = "?";
 
-		if (fd < 0)
-			return -errno;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		fds[n] = socket(l->addr.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fds[n] < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "socket: %s", strerror(-ret));
+			break;
+		}
+		setsockopt(fds[n], SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (l->addr.sa.sa_family == AF_INET6)
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-		if (bind(fd, &l->addr.sa, l->len)) {
-			int ret = -errno;
-
+			setsockopt(fds[n], IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fds[n], &l->addr.sa, l->len) || listen(fds[n], 1)) {
+			ret = -errno;
 			inet_ntop(l->addr.sa.sa_family,
 				  l->addr.sa.sa_family == AF_INET6 ? (const void *)&l->addr.sin6.sin6_addr
 								   : (const void *)&l->addr.sin.sin_addr,
 				  host, sizeof(host));
 			snprintf(err, errlen, "cannot listen on %s port %u: %s", host,
 				 ntohs(l->addr.sin.sin_port), strerror(-ret));
-			close(fd);
-			return ret;
+			n++; /* close this one too */
+			break;
 		}
-		close(fd);
 	}
-	return 0;
+	while (n--)
+		if (fds[n] >= 0)
+			close(fds[n]);
+	free(fds);
+	return ret;
 }
 
 int rs_engine_start(struct rs_engine *e, char *err, size_t errlen)

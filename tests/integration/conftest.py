@@ -18,12 +18,21 @@ ASAN = "asan" in BUILD
 API_KEY = "test-key-0123456789abcdef"
 
 
+_given_ports = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port free now and never handed out before in this run: the kernel
+    may return the same ephemeral port to two binds in a row, and a daemon
+    given one port for two listeners refuses to start."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
 
 
 def wait_port(port, timeout=10.0, proc=None):

@@ -141,3 +141,13 @@ def test_port_held_by_another_ringside_is_refused(daemon, tmp_path):
     r = run("--config", write(tmp_path, {"listen": ["127.0.0.1:%d" % daemon.port],
                                          "metrics_listen": ""}), timeout=15)
     assert r.returncode != 0 and "cannot listen" in r.stderr and "in use" in r.stderr
+
+
+def test_two_listeners_on_one_address_are_refused(tmp_path):
+    # The API's and the metrics' listeners on one port would each get a
+    # random share of the connections (SO_REUSEPORT): refuse to start.
+    port = free_port()
+    r = run("--config", write(tmp_path, {"listen": ["127.0.0.1:%d" % port],
+                                         "metrics_listen": "127.0.0.1:%d" % port}), timeout=15)
+    assert r.returncode != 0 and "cannot listen" in r.stderr and "in use" in r.stderr, r.stderr
+
