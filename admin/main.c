@@ -79,12 +79,9 @@ static int add_listeners(struct rs_app *app, char *err, size_t errlen)
  * wakeup with 15,000 open, 0.1 ms with none). */
 #define RS_SIG_WAKE SIGRTMIN
 
-static pthread_t main_thread;
-
-static void wake_main(void *arg)
+static void wake_main(void *main_thread)
 {
-	(void)arg;
-	pthread_kill(main_thread, RS_SIG_WAKE);
+	pthread_kill(*(pthread_t *)main_thread, RS_SIG_WAKE);
 }
 
 int main(int argc, char **argv)
@@ -97,6 +94,7 @@ int main(int argc, char **argv)
 	sigset_t sigs;
 	int sig, ret = 1;
 	enum rs_log_level lvl;
+	pthread_t main_thread;
 
 	struct rs_ctl *ctl = NULL;
 
@@ -152,7 +150,7 @@ int main(int argc, char **argv)
 		goto out_config;
 	}
 	main_thread = pthread_self();
-	rs_token_table_set_wake(app.tokens, wake_main, NULL);
+	rs_token_table_set_wake(app.tokens, wake_main, &main_thread);
 	eo.workers = cfg.workers;
 	eo.pin = true;
 	eo.buf_size = cfg.buf_size;

@@ -38,11 +38,15 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+# The integration tests' helpers (as bench/scrape-impact.py uses them): one
+# free_port for both (never the same port twice in a run), one wait_port.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../tests/integration"))
+from conftest import free_port, wait_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 B = os.path.join(ROOT, os.environ.get("RINGSIDE_BUILD", "build/release"))
@@ -58,22 +62,6 @@ SIZES = {
                  stream_s=5, sizes=[16, 256, 1024, 16384, 65536], lat_conns=8, lat_s=8,
                  tokens=50000),
 }
-
-
-_given_ports = set()
-
-
-def free_port():
-    """Free now and not handed out before in this run (two binds in a row can
-    get the same ephemeral port)."""
-    while True:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-        s.close()
-        if p not in _given_ports:
-            _given_ports.add(p)
-            return p
 
 
 def tree(pid):
@@ -160,17 +148,6 @@ class Procs:
             self.stop(p)
 
 
-def wait_port(port, host="127.0.0.1", timeout=15):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection((host, port), 0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
 class Run:
     def __init__(self, mode, out, only):
         self.mode, self.cfg, self.out, self.only = mode, SIZES[mode], out, only
@@ -200,7 +177,8 @@ class Run:
         self.fake_rfb = self.procs.start(
             [B + "/bench/fake-rfb", "--listen", "127.0.0.1:%d" % self.rfb_port, "--workers",
              str(rings)], self.dir + "/fake-rfb")
-        assert wait_port(self.pve_port) and wait_port(self.rfb_port), "fake upstreams did not start"
+        assert wait_port(self.pve_port, 15) and wait_port(self.rfb_port, 15), \
+            "fake upstreams did not start"
 
     # --- relays: each returns (process, client arguments) ---
 
@@ -222,7 +200,7 @@ class Run:
         path = os.path.join(self.dir, "ringside.json")
         json.dump(cfg, open(path, "w"))
         p = self.procs.start([B + "/ringside", "--config", path], self.dir + "/ringside")
-        assert wait_port(api), "ringside did not start: " + open(self.dir + "/ringside.err").read()
+        assert wait_port(api, 15), "ringside did not start: " + open(self.dir + "/ringside.err").read()
         args = ["--api", "127.0.0.1:%d" % api, "--ws", "127.0.0.1:%d" % tls, "--tls", "--key", KEY]
         if plain:
             args += ["--target", "127.0.0.1:%d" % self.rfb_port]
@@ -274,7 +252,7 @@ http {
         path = os.path.join(self.dir, "nginx.conf")
         open(path, "w").write(conf)
         p = self.procs.start(["nginx", "-c", path, "-p", self.dir], self.dir + "/nginx")
-        assert wait_port(port), "nginx did not start: " + open(self.dir + "/nginx.err").read()
+        assert wait_port(port, 15), "nginx did not start: " + open(self.dir + "/nginx.err").read()
         path_arg = PVE_PATH if upstream_tls else "/websockify"
         return p, ["--ws", "127.0.0.1:%d" % port, "--tls", "--path", path_arg]
 
@@ -308,14 +286,14 @@ backend pve
         path = os.path.join(self.dir, "haproxy.cfg")
         open(path, "w").write(conf)
         p = self.procs.start(["haproxy", "-f", path, "-db"], self.dir + "/haproxy")
-        assert wait_port(port), "haproxy did not start: " + open(self.dir + "/haproxy.err").read()
+        assert wait_port(port, 15), "haproxy did not start: " + open(self.dir + "/haproxy.err").read()
         return p, ["--ws", "127.0.0.1:%d" % port, "--tls", "--path", PVE_PATH]
 
     def websockify(self):
         self.wsfy_port = free_port()
         p = self.procs.start(["websockify", "127.0.0.1:%d" % self.wsfy_port,
                               "127.0.0.1:%d" % self.rfb_port], self.dir + "/websockify")
-        assert wait_port(self.wsfy_port), "websockify did not start"
+        assert wait_port(self.wsfy_port, 15), "websockify did not start"
         return p
 
     # --- the client ---

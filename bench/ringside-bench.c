@@ -214,7 +214,8 @@ static void fail_console(struct console *k, enum fail why)
 	rs_conn_close(k->c, RS_CLOSE_NORMAL, 0);
 }
 
-static int send_masked(struct rs_conn *c, const void *data, size_t len)
+/* One RFB message from the browser: a masked binary frame (--raw: as is). */
+static int send_rfb(struct rs_conn *c, const void *data, size_t len)
 {
 	uint8_t hdr[RS_WS_MAX_HEADER], key[4], payload[64];
 	size_t hl;
@@ -290,24 +291,24 @@ static void rfb_bytes(struct console *k, const uint8_t *p, size_t len)
 		switch (k->st) {
 		case C_RFB_VERSION:
 			if (memcmp(k->buf, "RFB 003.008\n", 12) ||
-			    send_masked(k->c, "RFB 003.008\n", 12))
+			    send_rfb(k->c, "RFB 003.008\n", 12))
 				return fail_console(k, F_RFB);
 			k->st = C_RFB_TYPES;
 			break;
 		case C_RFB_TYPES: /* one type: None (ringside), VNC auth (a peer's upstream) */
 			if (k->buf[0] != 1 || (k->buf[1] != 1 && k->buf[1] != 2) ||
-			    send_masked(k->c, &k->buf[1], 1))
+			    send_rfb(k->c, &k->buf[1], 1))
 				return fail_console(k, F_RFB);
 			k->st = k->buf[1] == 2 ? C_RFB_CHALLENGE : C_RFB_RESULT;
 			break;
 		case C_RFB_CHALLENGE:
 			rs_rfb_vnc_auth_response(o.vnc_password, k->buf, answer);
-			if (send_masked(k->c, answer, sizeof(answer)))
+			if (send_rfb(k->c, answer, sizeof(answer)))
 				return fail_console(k, F_RFB);
 			k->st = C_RFB_RESULT;
 			break;
 		case C_RFB_RESULT:
-			if (memcmp(k->buf, "\0\0\0\0", 4) || send_masked(k->c, "\x01", 1))
+			if (memcmp(k->buf, "\0\0\0\0", 4) || send_rfb(k->c, "\x01", 1))
 				return fail_console(k, F_RFB);
 			k->st = C_INIT;
 			break;
@@ -317,18 +318,23 @@ static void rfb_bytes(struct console *k, const uint8_t *p, size_t len)
 	}
 }
 
+/* Payload from the relay (or, --raw, the RFB server): the handshake until
+ * the console is held, then echoes (none arrive before: nothing was sent). */
+static void console_bytes(struct console *k, const uint8_t *data, size_t len)
+{
+	if (k->st < C_HELD)
+		rfb_bytes(k, data, len);
+	else if (k->st == C_HELD)
+		echoed(k, len);
+}
+
 static void k_on_data(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t len)
 {
 	struct console *k = rs_conn_ctx(c);
 
 	(void)b;
-	if (o.raw) {
-		if (k->st < C_HELD)
-			rfb_bytes(k, data, len); /* no echo comes before it is held */
-		else if (k->st == C_HELD)
-			echoed(k, len);
-		return;
-	}
+	if (o.raw)
+		return console_bytes(k, data, len);
 	if (k->st == C_UPGRADE) {
 		char *end;
 		size_t n = RS_MIN(len, sizeof(k->head) - 1 - k->head_len);
@@ -366,10 +372,8 @@ static void k_on_data(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t
 		}
 		data += n;
 		len -= (size_t)n;
-		if (ev.type == RS_WS_EV_DATA && k->st < C_HELD)
-			rfb_bytes(k, ev.data, ev.len);
-		else if (ev.type == RS_WS_EV_DATA && k->st == C_HELD)
-			echoed(k, ev.len);
+		if (ev.type == RS_WS_EV_DATA)
+			console_bytes(k, ev.data, ev.len);
 		if (!n && ev.type == RS_WS_EV_NONE)
 			break;
 	}

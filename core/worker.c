@@ -1599,12 +1599,10 @@ static int probe_io_uring(char *err, size_t errlen)
  * port whose connections go to either at random. */
 static int probe_listeners(struct rs_engine *e, char *err, size_t errlen)
 {
-	int *fds = calloc(e->nlisteners ? e->nlisteners : 1, sizeof(*fds));
+	int fds[MAX_LISTENERS];
 	unsigned n = 0;
 	int ret = 0;
 
-	if (!fds)
-		return -ENOMEM;
 	for (; n < e->nlisteners; n++) {
 		const struct listener *l = &e->listeners[n];
 		int one = 1;
@@ -1627,14 +1625,12 @@ static int probe_listeners(struct rs_engine *e, char *err, size_t errlen)
 				  host, sizeof(host));
 			snprintf(err, errlen, "cannot listen on %s port %u: %s", host,
 				 ntohs(l->addr.sin.sin_port), strerror(-ret));
-			n++; /* close this one too */
+			close(fds[n]);
 			break;
 		}
 	}
-	while (n--)
-		if (fds[n] >= 0)
-			close(fds[n]);
-	free(fds);
+	while (n--) /* fds[0 .. n-1] are open */
+		close(fds[n]);
 	return ret;
 }
 
