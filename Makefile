@@ -80,6 +80,10 @@ $(B)/www_assets.c: scripts/embed-www $(WWW_FILES)
 $(B)/www_assets.o: $(B)/www_assets.c
 	$(Q)$(CC) $(CFLAGS_ALL) -w -c $< -o $@
 
+# Nothing compiles before scripts/setup has installed the headers (make -j
+# would otherwise start both at once on a fresh machine).
+$(LIB_OBJS) $(B)/admin/main.o $(B)/www_assets.c $(BENCH_LIB_SRCS:%.c=$(B)/%.o): | deps
+
 $(LIB): $(LIB_OBJS)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
