@@ -222,9 +222,9 @@ def root(sim):
 class RawWS:
     """A minimal, deliberately strict WebSocket client on a TLS socket."""
 
-    def __init__(self, sim, node, path, headers, protocol="binary", upgrade=True, version="13"):
+    def __init__(self, sim, node, path, headers, protocol="binary", upgrade=True, version="13", timeout=10):
         host, port = sim.node(node)
-        raw = socket.create_connection((host, port), timeout=10)
+        raw = socket.create_connection((host, port), timeout=timeout)
         self.s = sim.ctx.wrap_socket(raw, server_hostname=host)
         self.key = base64.b64encode(os.urandom(16)).decode()
         lines = ["GET /api2/json%s HTTP/1.1" % path, "Host: %s:%d" % (host, port)]
@@ -237,8 +237,15 @@ class RawWS:
         self.s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self.buf = b""
         self.sbuf = b""
+        self.timed_out = False
         while b"\r\n\r\n" not in self.buf:
-            d = self._recv()
+            try:
+                d = self.s.recv(262144)
+            except socket.timeout:
+                self.timed_out = True
+                d = b""
+            except (ConnectionError, ssl.SSLError, OSError):
+                d = b""
             if not d:
                 self.status = None
                 self.head = self.buf
@@ -248,7 +255,8 @@ class RawWS:
         self.head = head.decode()
         self.status = int(self.head.split(" ")[1])
         self.headers = {}
-        for line in self.head.split("\r\n")[1:]:
+        self.lines = self.head.split("\r\n")[1:]
+        for line in self.lines:
             k, v = line.split(":", 1)
             self.headers[k.strip().lower()] = v.strip()
 
@@ -440,8 +448,11 @@ def test_ticket_renew_and_lifetime(sim, root):
 
 
 def test_bad_credentials_401_delayed(sim):
+    # create_ticket runs in pvedaemon: its 401 is JSON (delayed there), one Connection: close
     st, reason, r, obj, el = sim.api("POST", "/access/ticket", {"username": "root@pam", "password": "nope"})
-    assert st == 401 and obj is None and el >= 0.2
+    assert st == 401 and reason == "authentication failure" and el >= 0.2
+    assert obj == {"data": None, "message": "authentication failure\n"}
+    assert r.msg.get_all("Connection") == ["close"]
     assert sim.api("POST", "/access/ticket", {"username": "ghost@pve", "password": "pw"})[0] == 401
 
 
@@ -498,7 +509,8 @@ def test_token_auth_forms(sim):
 def test_token_refused_on_access_ticket(sim):
     st, reason, *_ = sim.api("POST", "/access/ticket", {"username": "root@pam", "password": "pw"},
                              headers=sim.token_headers())
-    assert (st, reason) == (403, "URI '/access/ticket' not available with API token")
+    assert (st, reason) == (403, "Permission check failed (URI '/access/ticket' not available with API token, "
+                                 "need proper ticket.")
 
 
 def test_tfa_half_ticket(sim):
@@ -576,11 +588,13 @@ def test_vncwebsocket_plain_get_returns_port(sim, root):
     assert st == 200 and obj == {"data": {"port": d["port"]}}
     # new mode: the ticket is bound to its port
     other = int(d["port"]) + 1
-    st, *_ = sim.api("GET", ws_path("pve1", "qemu", 100, other, d["ticket"]), headers=sim.cookie_headers(root))
-    assert st == 500
+    st, reason, _, obj, _ = sim.api("GET", ws_path("pve1", "qemu", 100, other, d["ticket"]),
+                                    headers=sim.cookie_headers(root))
+    assert (st, reason) == (401, "permission denied - invalid PVEVNC ticket")
+    assert obj == {"data": None, "message": "permission denied - invalid PVEVNC ticket\n"}
     # and to the authid
     st, *_ = sim.api("GET", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), headers=sim.token_headers())
-    assert st == 500
+    assert st == 401
 
 
 def test_vnc_through_to_real_xvnc(sim, root):
@@ -671,8 +685,9 @@ def test_accept_timeout_closes_listener(sim, root):
 
 def test_other_node_vncwebsocket_fails(sim, root):
     d = vncproxy(sim, sim.cookie_headers(root), via="pve1")
-    ws = RawWS(sim, "pve2", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.cookie_headers(root))
-    assert ws.status is None  # pve2 has no listener on that port: no 101
+    ws = RawWS(sim, "pve2", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.cookie_headers(root),
+               timeout=1.5)
+    assert ws.status is None and ws.timed_out  # pve2 has no listener on that port: no answer, a hang
     ws.close()
     # the same ticket still works on the issuing node
     ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.cookie_headers(root))
@@ -700,7 +715,7 @@ def test_ws_upgrade_headers_and_subprotocol(sim, root):
     ws.close()
     ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.token_headers(),
                version="8")
-    assert ws.status == 400 and ws.headers["connection"] == "close"
+    assert ws.status == 500 and ws.headers["connection"] == "close"
     ws.close()
     # unauthenticated upgrade: delayed 401 with Connection: close
     ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), {})
@@ -852,8 +867,7 @@ def test_offline_node_595(sim, root):
     sim.ctl("POST", "/mode", {"node": "pve2", "mode": "offline"})
     try:
         st, reason, _, obj, _ = sim.api("GET", "/nodes/pve2/lxc/200/status/current", headers=h)
-        assert (st, reason, obj) == (595, "Errors during connection establishment, proxy handshake: "
-                                          "No route to host", None)
+        assert (st, reason, obj) == (595, "No route to host", None)
         st, _, _, obj, _ = sim.api("GET", "/cluster/status", headers=h)
         assert {n["name"]: n["online"] for n in obj["data"] if n["type"] == "node"} == {"pve1": 1, "pve2": 0}
         with pytest.raises(ConnectionRefusedError):
@@ -878,7 +892,7 @@ def test_refuse_status595_status500_modes(sim, root):
             st, reason, r, obj, _ = sim.api("GET", "/version", headers=h, node="pve2")
             assert st == code
             if code == 595:
-                assert reason.startswith("Errors during connection establishment") and obj is None
+                assert reason == "No route to host" and obj is None
         finally:
             sim.ctl("POST", "/mode", {"node": "pve2", "mode": "normal"})
 
@@ -905,10 +919,6 @@ def test_legacy_mode(legacy):
     other = int(v["port"]) + 50
     st, _, _, obj, _ = legacy.api("GET", ws_path("pve1", "qemu", 100, other, v["ticket"]), headers=h)
     assert st == 200 and obj["data"]["port"] == str(other)
-    # Sec-WebSocket-Protocol is required
-    ws = RawWS(legacy, "pve1", ws_path("pve1", "qemu", 100, v["port"], v["ticket"]), h, protocol=None)
-    assert ws.status == 400
-    ws.close()
     # VNC password = first 8 bytes of the ticket ("PVEVNC:<first hex digit>")
     ws = RawWS(legacy, "pve1", ws_path("pve1", "qemu", 100, v["port"], v["ticket"]), h, protocol="binary")
     assert ws.status == 101 and ws.headers["sec-websocket-protocol"] == "binary"
