@@ -718,7 +718,8 @@ class Sim:
                 # rest_handler: raise_perm_exc for a token on an allowtoken => 0 call (create_ticket,
                 # pve-access-control 9.1.1 src/PVE/API2/AccessControl.pm) -- in pveproxy, before
                 # the protected call goes to pvedaemon
-                if token_val is not None:
+                # (get_ticket keeps RESTHandler's default allowtoken = 1)
+                if token_val is not None and method == "POST":
                     raise api_error(403, "Permission check failed (URI '/access/ticket' not available with API "
                                     "token, need proper ticket.\n)\n")
                 if method == "GET":  # get_ticket: not protected, answered by pveproxy
