@@ -4,7 +4,9 @@
 Simulates, per node, pveproxy's HTTPS API (authentication, console endpoints,
 the vncwebsocket proxy) and the console workers (QEMU VNC authentication in
 front of a real VNC server, termproxy with a real PTY).  Behaviour follows
-/work/shared/reference/proxmox-console-protocol.md; see README.md here.
+Proxmox's own code (pve-http-server, pve-manager, qemu-server, pve-container,
+pve-access-control, pve-common, pve-xtermjs, AnyEvent::HTTP); each behaviour names
+the function it follows, and README.md here lists the versions read.
 
 Usage: /usr/bin/python3 tests/pvesim/pvesim.py --config CONF.json --dir DIR
 Runs until SIGTERM (exit 0).  Loopback only.
