@@ -360,6 +360,8 @@ class Sim:
         return time.time() + self.clock_offset
 
     def make_rsa_ticket(self, key, prefix, data, secret=""):
+        # pve-common 9.2.1 src/PVE/Ticket.pm assemble_rsa_ticket: "<prefix>:[<data>:]<8HEX>::<sig>"
+        # (the signature is an HMAC here, RSA there; see README "Still approximate")
         plain = "%s:%s%08X" % (prefix, (data + ":") if data else "", int(self.now()))
         return plain + "::" + b64sig(key, (plain + "\0" + secret).encode())
 
@@ -393,6 +395,7 @@ class Sim:
         return (urllib.parse.unquote(d), False)
 
     def make_csrf(self, user):
+        # Ticket.pm assemble_csrf_prevention_token: "<8HEX>:" + hmac_sha256_base64 (no padding)
         ts = "%08X" % int(self.now())
         mac = base64.b64encode(hmac.new(self.key_csrf, ("%s:%s" % (ts, user)).encode(), hashlib.sha256).digest())
         return ts + ":" + mac.decode().rstrip("=")
@@ -408,6 +411,8 @@ class Sim:
         return -300 < age < 7200  # Ticket.pm verify_csrf_prevention_token, strict bounds
 
     def vnc_secret(self, authid, vmid, port):
+        # pve-access-control 9.1.1 src/PVE/AccessControl.pm $assemble_short_lived_ticket:
+        # secret "<authid>:<path>[:<port>]" -- the port since the April 2026 hardening (c9ee34b5)
         if self.legacy:
             return "%s:/vms/%d" % (authid, vmid)
         return "%s:/vms/%d:%d" % (authid, vmid, port)
@@ -416,6 +421,8 @@ class Sim:
         return self.make_rsa_ticket(self.key_vnc, "PVEVNC", None, self.vnc_secret(authid, vmid, port))
 
     def verify_vnc_ticket(self, ticket, authid, vmid, port):
+        # AccessControl.pm verify_vnc_ticket: strips an 8-char "<password>:" prefix, then
+        # $verify_short_lived_ticket with the age window -20..40 s
         if not self.legacy:
             m = re.fullmatch(r".{8}:(PVEVNC:.*)", ticket or "", re.S)
             if m:
@@ -424,6 +431,7 @@ class Sim:
                                       -20, 40) is not None
 
     def gen_password(self):
+        # Ticket.pm generate_vnc_password: 8 printable characters (here 0x21..0x60)
         pw = [secrets.choice(PW_CHARS) for _ in range(8)]
         self.pw_count += 1
         # every second password is guaranteed to contain a character that
@@ -774,6 +782,8 @@ class Sim:
             return self.respond(writer, st, e.code, e.reason, b"")
 
     async def login(self, params):
+        # pve-access-control 9.1.1 src/PVE/API2/AccessControl.pm create_ticket (runs in pvedaemon):
+        # every failure is "authentication failure\n", code 401 (no user enumeration)
         username = params.get("username", "")
         realm = params.get("realm")
         if realm and "@" not in username:
@@ -1002,6 +1012,7 @@ class Sim:
             raise self.param_error(errors)
 
     async def alloc_port(self, node):
+        # pve-common Tools.pm next_vnc_port: next_unused_port(5900, 6000) on the receiving node
         for p in range(self.lo, self.hi + 1):
             if p in node.ports:
                 continue
@@ -1167,6 +1178,10 @@ class Sim:
         return WsDone()
 
     async def ws_relay(self, reader, writer, br, bw):
+        # pve-http-server 6.0.5 AnyEvent.pm websocket_proxy: $proxyhdlreader sends each backend
+        # read (<= 128 KiB) as one binary frame; $hdlreader dies on unmasked/fragmented/RSV/
+        # oversized frames and unknown opcodes, answers pings, and on a close frame shuts both
+        # sides down without sending a close frame of its own
         done = asyncio.Event()
 
         def finish(abort=False):
@@ -1262,6 +1277,9 @@ class Sim:
                 pass
 
     async def vnc_worker(self, con, vm, reader, writer):
+        # QEMU's VNC server (ui/vnc.c start_auth_vnc / protocol_client_auth_vnc, not part of the
+        # sources read here): VNC auth only, reject = u32 1 (+ u32 22 "Authentication failed\0"
+        # for RFB 3.8) on a wrong response, an expired or unset password
         node = con.node
         # qemu-server 9.2.6 src/PVE/CLI/qm.pm vncproxy: once the worker accepted the client,
         # "qm vncproxy" runs mon_cmd set_password (protocol vnc, VM-wide) and
@@ -1376,6 +1394,8 @@ class Sim:
         await asyncio.gather(t1, t2, return_exceptions=True)
 
     async def term_worker(self, con, vm, reader, writer):
+        # pve-xtermjs termproxy 2.1.0 termproxy/src/main.rs do_main: 10 s for the ticket line,
+        # "OK" after authenticate(), then the PTY (run_pty: 80x20, TERM=xterm-256color)
         node = con.node
         try:
             line = await asyncio.wait_for(reader.readuntil(b"\n"), float(self.conf["term_auth_timeout_s"]))
