@@ -37,6 +37,7 @@ static const struct uint_field uint_fields[] = {
 	F("limits.session_buffer_bytes", session_buffer_bytes, 16384, 67108864, 262144),
 	F("limits.connect_timeout_ms", connect_timeout_ms, 100, 120000, 10000),
 	F("limits.handshake_timeout_ms", handshake_timeout_ms, 100, 120000, 15000),
+	F("limits.upstream_upgrade_timeout_ms", upstream_upgrade_timeout_ms, 100, 120000, 5000),
 	F("limits.session_idle_timeout_s", session_idle_timeout_s, 0, 604800, 0),
 	F("limits.max_conns", max_conns, 0, 1048576, 0),
 	{"buffers.size", offsetof(struct rs_config, buf_size), 4096, 65536, 16384, true},

@@ -244,7 +244,7 @@ def test_all_endpoints_down_is_a_clear_error(rs, lab):
         lab.mode("pve3", "normal")
 
 
-@pytest.mark.parametrize("case", ["bad_token", "no_console_priv", "wrong_node", "stopped",
+@pytest.mark.parametrize("case", ["bad_token", "no_console_priv", "unknown_node", "stopped",
                                   "pin_mismatch", "tfa"])
 def test_errors_users_meet(rs, lab, case):
     body = {"cluster": "lab", "node": "pve1", "vmid": 100}
@@ -252,7 +252,7 @@ def test_errors_users_meet(rs, lab, case):
     cause, text = {
         "bad_token": ("upstream_auth", "credentials were refused"),
         "no_console_priv": ("upstream_permission", "VM.Console"),
-        "wrong_node": ("vm_not_found", "not found"),
+        "unknown_node": ("vm_not_found", "not a member of the Proxmox cluster"),
         "stopped": ("vm_not_running", "VM 101 is not running"),
         "pin_mismatch": ("upstream_tls", "certificate was not accepted"),
         "tfa": ("upstream_auth", "two-factor"),
@@ -261,8 +261,8 @@ def test_errors_users_meet(rs, lab, case):
         cl["token"] = "root@pam!ringside=00000000-0000-0000-0000-000000000000"
     elif case == "no_console_priv":
         cl["token"] = "root@pam!audit=" + SECRET
-    elif case == "wrong_node":
-        body["node"] = "pve2"
+    elif case == "unknown_node":
+        body["node"] = "pve9"  # 500 "hostname lookup 'pve9' failed": no failover
     elif case == "stopped":
         body["vmid"] = 101
     elif case == "pin_mismatch":
