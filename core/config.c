@@ -479,10 +479,12 @@ static int set_cluster(struct rs_cluster_conf *k, const char *name, json_t *obj,
 				    "(e.g. 10.0.0.5:8006)",
 				    name, i, e);
 	}
-	if (!!k->token == !!k->user)
+	/* Both may be given: VNC consoles then use the token, terminals the
+	 * login (termproxy before the April 2026 update refuses tokens). */
+	if (!k->token && !k->user)
 		return errf(err, errlen,
-			    "config: 'clusters.%s': give either 'token' (an API token, recommended) "
-			    "or 'user' and 'password'",
+			    "config: 'clusters.%s': give 'token' (an API token, recommended) "
+			    "and/or 'user' and 'password'",
 			    name);
 	if (k->token && !valid_token(k->token))
 		return errf(err, errlen,

@@ -908,8 +908,8 @@ static void term_refused(struct rs_pve_up *u)
 			"for terminals)"
 		      : "");
 	end(u, RS_CC_TERMINAL_REFUSED,
-	    token ? "the Proxmox node refused the terminal: nodes without the April 2026 update "
-		    "accept only a user login for terminals, not an API token"
+	    token ? "the Proxmox node refused the terminal: API tokens need nodes with the "
+		    "April 2026 update (else a user login)"
 		  : "the Proxmox node refused the terminal ticket");
 }
 
