@@ -483,8 +483,8 @@ static int set_cluster(struct rs_cluster_conf *k, const char *name, json_t *obj,
 	 * login (termproxy before the April 2026 update refuses tokens). */
 	if (!k->token && !k->user)
 		return errf(err, errlen,
-			    "config: 'clusters.%s': give 'token' (an API token, recommended) "
-			    "and/or 'user' and 'password'",
+			    "config: 'clusters.%s': give either 'token' (an API token, recommended) "
+			    "or 'user' and 'password' (or both: terminals then use the login)",
 			    name);
 	if (k->token && !valid_token(k->token))
 		return errf(err, errlen,
