@@ -189,6 +189,17 @@ class Node:
             return False
         return True
 
+    def ws_read(self, c, n):
+        """At least <n> payload bytes of client frames (frames are whole
+        here: ringside sends each handshake message as one)."""
+        got = b""
+        while len(got) < n:
+            d = c.recv(65536)
+            if not d:
+                raise OSError("closed")
+            got += _unmask(d)
+        return got
+
     def console(self, c):
         mode = self.script["after_upgrade"]
         if mode in ("term_ok", "term_refuse"):
@@ -197,6 +208,26 @@ class Node:
             if mode == "term_refuse":
                 return
             c.sendall(ws_frame(2, b"OK"))
+        if mode == "vnc_reset_once":
+            # another client's vncproxy reset the VM's VNC password: the first
+            # VNC authentication fails, the next one (fresh vncproxy) passes
+            self.vnc_auths = getattr(self, "vnc_auths", 0) + 1
+            c.settimeout(5)
+            c.sendall(ws_frame(2, b"RFB 003.008\n"))
+            self.ws_read(c, 12)
+            c.sendall(ws_frame(2, b"\x01\x02"))
+            self.ws_read(c, 1)
+            c.sendall(ws_frame(2, b"\x00" * 16))
+            self.ws_read(c, 16)
+            if self.vnc_auths == 1 or self.script.get("vnc_fail") == "always":
+                why = b"Authentication failed"
+                c.sendall(ws_frame(2, b"\x00\x00\x00\x01" + len(why).to_bytes(4, "big") + why))
+                return
+            c.sendall(ws_frame(2, b"\x00\x00\x00\x00"))
+            self.ws_read(c, 1)
+            pf = bytes([32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0])
+            c.sendall(ws_frame(2, (1024).to_bytes(2, "big") + (768).to_bytes(2, "big") + pf +
+                               (3).to_bytes(4, "big") + b"web"))
         if mode == "ping_flood":
             c.settimeout(5)
             c.recv(65536)  # the user:ticket line (one small frame)
@@ -216,6 +247,21 @@ class Node:
         while not self.stopping:
             if not c.recv(65536):
                 return
+
+
+def _unmask(data):
+    """Payloads of the masked client frames in <data> (whole frames only)."""
+    out, i = b"", 0
+    while i + 2 <= len(data):
+        n, i = data[i + 1] & 0x7F, i + 2
+        if n == 126:
+            n, i = int.from_bytes(data[i:i + 2], "big"), i + 2
+        elif n == 127:
+            n, i = int.from_bytes(data[i:i + 8], "big"), i + 8
+        key, i = data[i:i + 4], i + 4
+        out += bytes(b ^ key[j % 4] for j, b in enumerate(data[i:i + n]))
+        i += n
+    return out
 
 
 class Recorder:

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import rss_kb
 from pvefake import Node, Recorder, make_cert
-from test_proxmox import SECRET, closed, expect_refusal, metric, open_vnc
+from test_proxmox import SECRET, closed, expect_desktop, expect_refusal, metric, open_vnc
 
 TOKEN = "root@pam!ringside=" + SECRET
 
@@ -196,3 +196,22 @@ def test_pings_from_a_node_that_never_reads_do_not_pile_up(daemon_factory, fake,
         grown, (n.flood_sent - at) >> 20)
     ws.close()
     n.stop()
+
+
+def test_vnc_password_reset_by_another_client_gets_one_fresh_vncproxy(daemon_factory, fake):
+    """vncproxy sets a VM-wide VNC password: another client's call in between
+    makes ours fail; one fresh vncproxy recovers, keeping the login."""
+    n = fake(after_upgrade="vnc_reset_once")
+    d = daemon_factory({"clusters": cluster(fake, n.ep)})
+    ws = expect_desktop(open_vnc(d, VNC))
+    assert n.vnc_auths == 2
+    assert len([r for r in n.requests if r[1].endswith("/vncproxy")]) == 2
+    assert closed(d, "target_auth") == 0
+    ws.close()
+    # twice refused: the console fails with the target's reason, once retried
+    n2 = fake(after_upgrade="vnc_reset_once", vnc_fail="always")
+    d2 = daemon_factory({"clusters": cluster(fake, n2.ep)})
+    reason = expect_refusal(open_vnc(d2, VNC))
+    assert "Authentication failed" in reason, reason
+    assert closed(d2, "target_auth") == 1
+    assert len([r for r in n2.requests if r[1].endswith("/vncproxy")]) == 2

@@ -6,6 +6,7 @@
 
 #include "proto/http_resp.h"
 #include "proto/pve.h"
+#include "proto/pve_up.h"
 
 #define HOST	   "pve1:8006"
 #define PW	   "8T:,O)X\\"
@@ -849,6 +850,36 @@ static void test_parser_into_decoder(void **st)
 	rs_http_resp_release(&p);
 }
 
+/* The per-VM VNC lock table is bounded: once full, a lock is refused (the
+ * console waits), never reported taken without an entry to release. */
+static void test_vm_lock_table_full(void **st)
+{
+	struct rs_config cfg;
+	struct rs_pve *p = NULL;
+	char err[200];
+	static int cl; /* any address stands for a cluster */
+	uint32_t n = 0;
+
+	(void)st;
+	memset(&cfg, 0, sizeof(cfg));
+	assert_int_equal(rs_pve_new(&p, &cfg, err, sizeof(err)), 0);
+	assert_true(rs_pve_vm_lock(p, &cl, 100));
+	assert_false(rs_pve_vm_lock(p, &cl, 100)); /* held */
+	rs_pve_vm_unlock(p, &cl, 100);
+	while (n < 100000 && rs_pve_vm_lock(p, &cl, 1000 + n))
+		n++;
+	assert_int_equal(n, 4096);
+	/* full: a new VM's lock is refused, not pretended */
+	assert_false(rs_pve_vm_lock(p, &cl, 100));
+	rs_pve_vm_unlock(p, &cl, 100); /* not held: changes nothing */
+	assert_false(rs_pve_vm_lock(p, &cl, 100));
+	assert_false(rs_pve_vm_lock(p, &cl, 1000)); /* still held */
+	rs_pve_vm_unlock(p, &cl, 1000);
+	assert_true(rs_pve_vm_lock(p, &cl, 100));
+	assert_false(rs_pve_vm_lock(p, &cl, 100));
+	rs_pve_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -868,6 +899,7 @@ int main(void)
 	    cmocka_unit_test(test_error_causes),
 	    cmocka_unit_test(test_resources_and_status),
 	    cmocka_unit_test(test_parser_into_decoder),
+	    cmocka_unit_test(test_vm_lock_table_full),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
