@@ -4,7 +4,9 @@
 Simulates, per node, pveproxy's HTTPS API (authentication, console endpoints,
 the vncwebsocket proxy) and the console workers (QEMU VNC authentication in
 front of a real VNC server, termproxy with a real PTY).  Behaviour follows
-/work/shared/reference/proxmox-console-protocol.md; see README.md here.
+Proxmox's own code (pve-http-server, pve-manager, qemu-server, pve-container,
+pve-access-control, pve-common, pve-xtermjs, AnyEvent::HTTP); each behaviour names
+the function it follows, and README.md here lists the versions read.
 
 Usage: /usr/bin/python3 tests/pvesim/pvesim.py --config CONF.json --dir DIR
 Runs until SIGTERM (exit 0).  Loopback only.
@@ -47,8 +49,10 @@ WS_MAX = 131072
 PW_CHARS = [chr(c) for c in range(0x21, 0x61)]
 PW_SPECIAL = ":\\+&%#"
 CAP_KEYS = ("vms", "storage", "access", "nodes", "sdn", "dc", "mapping")
-MSG_595 = "Errors during connection establishment, proxy handshake: No route to host"
-MSG_595_REFUSED = "Errors during connection establishment, proxy handshake: Connection refused"
+# AnyEvent::HTTP (2.25, http_request $connect_cb) fails a connect with Status 595 and
+# Reason "$!" -- the system error text; proxy_request passes it on without a body.
+MSG_595 = "No route to host"
+MSG_595_REFUSED = "Connection refused"
 DEFAULT_PRIVS = ["VM.Console", "VM.Audit", "Sys.Audit"]
 
 DEFAULTS = {
@@ -66,13 +70,78 @@ DEFAULTS = {
     "term_auth_timeout_s": 10.0,
     "vnc_password_expire_s": 30.0,
     "clustername": "pvesim",
+    # every byte the API/WebSocket listener writes goes out in random small TLS
+    # records (mostly 1 byte, some up to 16): a torture run for the client's parser
+    "tls_record_split": False,
 }
+
+FAULT_KINDS = ("ws_backend_unreachable", "vnc_ticket_invalid", "vnc_password_reset", "term_refuse")
 
 
 class HttpError(Exception):
-    def __init__(self, code, reason, body=None, close=False):
+    """An answer other than 200.  kind:
+    "json"  -- rest_handler's error, formatted by the JSON formatter ({"data":null,"message":...});
+    "auth"  -- auth_handler's die: HTTP::Response->new(401, $msg) without content (delayed 3 s);
+    "raw"   -- pveproxy's error(): the message is the body (no Content-Type);
+    "empty" -- an AnyEvent::HTTP error passed through by proxy_request (595: no body);
+    "hang"  -- no answer at all, the connection stays open until the client closes it.
+    via: "local" (pveproxy itself), "daemon" (proxied to pvedaemon), "remote" (proxyto)."""
+
+    def __init__(self, code, reason, body=None, close=False, kind=None, via="local", errors=None):
         super().__init__(reason)
         self.code, self.reason, self.body, self.close = code, reason, body, close
+        self.kind = kind or ("json" if body is not None else "raw")
+        self.via, self.errors = via, errors
+
+
+def api_error(code, msg, errors=None):
+    """rest_handler's error for a PVE::Exception/die with message `msg` (newline included)."""
+    return HttpError(code, msg, {"data": None, "message": msg}, kind="json", errors=errors)
+
+
+JSON_CT = "application/json;charset=UTF-8"
+HTTP_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 500: "Internal Server Error",
+                501: "Not Implemented", 506: "Variant Also Negotiates"}
+
+# libwww-perl HTTP/Headers.pm (6.x): @general_headers, @request_headers, @response_headers,
+# @entity_headers -- the order headers_as_string writes known fields in; unknown fields
+# follow, sorted by lower-cased name (_sorted_field_names).
+HEADER_ORDER = """Cache-Control Connection Date Pragma Trailer Transfer-Encoding Upgrade Via Warning
+Accept Accept-Charset Accept-Encoding Accept-Language Authorization Expect From Host
+If-Match If-Modified-Since If-None-Match If-Range If-Unmodified-Since Max-Forwards
+Proxy-Authorization Range Referer TE User-Agent
+Accept-Ranges Age ETag Location Proxy-Authenticate Retry-After Server Vary WWW-Authenticate
+Allow Content-Encoding Content-Language Content-Length Content-Location Content-MD5
+Content-Range Content-Type Expires Last-Modified""".split()
+HEADER_RANK = {h.lower(): i for i, h in enumerate(HEADER_ORDER)}
+HEADER_CASE = {h.lower(): h for h in HEADER_ORDER}
+
+
+class Headers:
+    """HTTP::Headers as response() uses it: header() replaces, push_header() appends a
+    value (written as its own line), headers_as_string sorts the fields."""
+
+    def __init__(self, items=()):
+        self.h = {}
+        for k, v in items:
+            self.push(k, v)
+
+    def set(self, k, v):
+        self.h[k.lower()] = (HEADER_CASE.get(k.lower(), k), [v])
+
+    def push(self, k, v):
+        name, vals = self.h.get(k.lower(), (HEADER_CASE.get(k.lower(), k), []))
+        self.h[k.lower()] = (name, vals + [v])
+
+    def remove(self, k):
+        self.h.pop(k.lower(), None)
+
+    def as_string(self):
+        out = []
+        for k in sorted(self.h, key=lambda k: (HEADER_RANK.get(k, 999), k)):
+            name, vals = self.h[k]
+            out += ["%s: %s\r\n" % (name, v) for v in vals]
+        return "".join(out)
 
 
 def http_date(t=None):
@@ -99,6 +168,24 @@ def des_response(password, challenge):
     key = bytes(int(f"{b:08b}"[::-1], 2) for b in key)
     enc = Cipher(algorithms.TripleDES(key * 3), modes.ECB()).encryptor()
     return enc.update(challenge) + enc.finalize()
+
+
+def split_writes(writer):
+    """tls_record_split: every write goes out as many small TLS records.  Python 3.11's
+    asyncio SSL transport turns each transport.write() into its own record(s), so
+    writing in chunks of mostly 1 byte (some up to 16) yields records of that size."""
+    import random
+    rnd = random.Random()
+    tw = writer.transport.write
+
+    def write(data):
+        data = bytes(data)
+        i = 0
+        while i < len(data):
+            n = 1 if rnd.random() < 0.7 else rnd.randint(2, 16)
+            tw(data[i:i + n])
+            i += n
+    writer.write = write
 
 
 def ws_frame(payload, opcode=2):
@@ -128,7 +215,7 @@ async def read_http_request(reader):
             raise HttpError(400, "bad request", close=True)
         return None
     except asyncio.LimitOverrunError:
-        raise HttpError(413, "Request Entity Too Large", close=True)
+        raise HttpError(400, "bad request", close=True)  # approximate: pveproxy dies and stays silent
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
@@ -152,8 +239,8 @@ async def read_http_request(reader):
         clen = int(headers.get("content-length", "0"))
     except ValueError:
         raise HttpError(400, "bad content-length", close=True)
-    if clen < 0 or clen > 64 * 1024:
-        raise HttpError(413, "Request Entity Too Large", close=True)
+    if clen < 0 or clen > 512 * 1024:  # AnyEvent.pm $limit_max_post
+        raise HttpError(501, "for data too large", close=True)
     body = await reader.readexactly(clen) if clen else b""
     return {"method": method, "target": target, "version": version, "headers": headers, "body": body}
 
@@ -196,6 +283,29 @@ class Node:
         return self.mode != "offline"
 
 
+class Via:
+    """A route's data and the way its answer came: "local", "daemon" or "remote"."""
+
+    def __init__(self, data, via):
+        self.data, self.via = data, via
+
+
+class via_daemon:
+    """Marks errors raised inside as pvedaemon's (proxied through proxy_request)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, e, tb):
+        if isinstance(e, HttpError) and e.via == "local":
+            e.via = "daemon"
+        return False
+
+
+class WsDone:
+    """The connection was upgraded and relayed; nothing more to answer."""
+
+
 class Console:
     """One console worker: a listener that accepts exactly one connection."""
 
@@ -204,6 +314,7 @@ class Console:
         self.accepted = False
         self.server = None
         self.timer = None
+        self.reset_password = False
 
 
 class Sim:
@@ -234,6 +345,7 @@ class Sim:
             v["vnc_expire"] = 0.0
             self.vms[v["vmid"]] = v
         self.log = []
+        self.faults = []  # pending faults: {"kind", "vmid" (None = any), "count"}
         self.pw_count = 0
         self.upid_pid = 0x1000 + secrets.randbelow(0x100000)
         self.procs = set()
@@ -248,6 +360,8 @@ class Sim:
         return time.time() + self.clock_offset
 
     def make_rsa_ticket(self, key, prefix, data, secret=""):
+        # pve-common 9.2.1 src/PVE/Ticket.pm assemble_rsa_ticket: "<prefix>:[<data>:]<8HEX>::<sig>"
+        # (the signature is an HMAC here, RSA there; see README "Still approximate")
         plain = "%s:%s%08X" % (prefix, (data + ":") if data else "", int(self.now()))
         return plain + "::" + b64sig(key, (plain + "\0" + secret).encode())
 
@@ -259,8 +373,9 @@ class Sim:
         plain = ticket[: ticket.rindex("::")]
         if not hmac.compare_digest(b64sig(key, (plain + "\0" + secret).encode()), m.group(3)):
             return None
-        age = self.now() - int(m.group(2), 16)
-        if age < min_age or age > max_age:
+        # pve-common 9.2.1 src/PVE/Ticket.pm verify_rsa_ticket: ($age > $min_age) && ($age < $max_age)
+        age = int(self.now()) - int(m.group(2), 16)
+        if not (min_age < age < max_age):
             return None
         return m.group(1) or ""
 
@@ -280,6 +395,7 @@ class Sim:
         return (urllib.parse.unquote(d), False)
 
     def make_csrf(self, user):
+        # Ticket.pm assemble_csrf_prevention_token: "<8HEX>:" + hmac_sha256_base64 (no padding)
         ts = "%08X" % int(self.now())
         mac = base64.b64encode(hmac.new(self.key_csrf, ("%s:%s" % (ts, user)).encode(), hashlib.sha256).digest())
         return ts + ":" + mac.decode().rstrip("=")
@@ -291,10 +407,12 @@ class Sim:
         mac = base64.b64encode(hmac.new(self.key_csrf, ("%s:%s" % (m.group(1), user)).encode(), hashlib.sha256).digest())
         if not hmac.compare_digest(mac.decode().rstrip("="), m.group(2)):
             return False
-        age = self.now() - int(m.group(1), 16)
-        return -300 <= age <= 7200
+        age = int(self.now()) - int(m.group(1), 16)
+        return -300 < age < 7200  # Ticket.pm verify_csrf_prevention_token, strict bounds
 
     def vnc_secret(self, authid, vmid, port):
+        # pve-access-control 9.1.1 src/PVE/AccessControl.pm $assemble_short_lived_ticket:
+        # secret "<authid>:<path>[:<port>]" -- the port since the April 2026 hardening (c9ee34b5)
         if self.legacy:
             return "%s:/vms/%d" % (authid, vmid)
         return "%s:/vms/%d:%d" % (authid, vmid, port)
@@ -303,6 +421,8 @@ class Sim:
         return self.make_rsa_ticket(self.key_vnc, "PVEVNC", None, self.vnc_secret(authid, vmid, port))
 
     def verify_vnc_ticket(self, ticket, authid, vmid, port):
+        # AccessControl.pm verify_vnc_ticket: strips an 8-char "<password>:" prefix, then
+        # $verify_short_lived_ticket with the age window -20..40 s
         if not self.legacy:
             m = re.fullmatch(r".{8}:(PVEVNC:.*)", ticket or "", re.S)
             if m:
@@ -311,6 +431,7 @@ class Sim:
                                       -20, 40) is not None
 
     def gen_password(self):
+        # Ticket.pm generate_vnc_password: 8 printable characters (here 0x21..0x60)
         pw = [secrets.choice(PW_CHARS) for _ in range(8)]
         self.pw_count += 1
         # every second password is guaranteed to contain a character that
@@ -391,6 +512,16 @@ class Sim:
         t.add_done_callback(self.tasks.discard)
         return t
 
+    def take_fault(self, kind, vmid):
+        """Consume one pending fault of this kind for this VM (or for any VM); True if one fired."""
+        for f in self.faults:
+            if f["kind"] == kind and (f["vmid"] is None or f["vmid"] == vmid):
+                f["count"] -= 1
+                if f["count"] <= 0:
+                    self.faults.remove(f)
+                return True
+        return False
+
     def event(self, name, node, vmid, port, **kw):
         e = {"event": name, "node": node.name, "vmid": vmid, "port": port}
         e.update(kw)
@@ -401,30 +532,97 @@ class Sim:
 
     def check_priv(self, auth, path, priv):
         if priv not in auth["privs"]:
-            raise HttpError(403, "Permission check failed (%s, %s)" % (path, priv),
-                            {"data": None, "message": "Permission check failed (%s, %s)\n" % (path, priv)})
+            # pve-access-control 9.1.1 src/PVE/RPCEnvironment.pm check -> raise_perm_exc("$path, $priv")
+            raise api_error(403, "Permission check failed (%s, %s)\n" % (path, priv))
 
-    def respond(self, writer, code, reason, obj=None, close=False, extra=None):
-        body = b"" if obj is None else json.dumps(obj, separators=(",", ":")).encode()
-        now = time.time()
-        hdr = ["HTTP/1.1 %d %s" % (code, reason),
-               "Cache-Control: max-age=0",
-               "Connection: %s" % ("close" if close else "Keep-Alive"),
-               "Date: %s" % http_date(now),
-               "Pragma: no-cache",
-               "Server: pve-api-daemon/3.0",
-               "Content-Length: %d" % len(body)]
-        if obj is not None:
-            hdr.append("Content-Type: application/json;charset=UTF-8")
-        hdr.append("Expires: %s" % http_date(now))
-        for k, v in (extra or {}).items():
-            hdr.append("%s: %s" % (k, v))
-        writer.write(("\r\n".join(hdr) + "\r\n\r\n").encode("latin-1") + body)
+    def respond(self, writer, st, code, msg, content=b"", ctype=None, base=None):
+        """Write one answer exactly as pveproxy's response() does; return True if the
+        connection stays open for the next request.
+
+        Follows pve-http-server 6.0.5 src/PVE/APIServer/AnyEvent.pm sub response:
+        the reason is the first line of the message; 1xx/204/304 lose their content;
+        any status >= 400 ends keep-alive; Date, Expires (=Date), Cache-Control: max-age=0,
+        Pragma: no-cache and Server: pve-api-daemon/3.0 are set with header() (replacing
+        what a proxied answer carried); Content-Length only when there is content, else
+        removed (the body then ends at EOF); then Connection: Keep-Alive is *pushed*
+        (push_header: a proxied answer's own Connection line stays) or Connection: close
+        is *set* (replacing).  headers_as_string sorts the fields in HTTP::Headers'
+        "good practice" order.  The status line echoes the request's protocol string
+        ($reqstate->{proto}->{str}, HTTP/1.0 if unknown).
+        `base` holds the headers of a proxied answer (proxy_request: HTTP::Headers->new(%$hdr))."""
+        msg = (msg or HTTP_REASONS.get(code, "Unknown code")).split("\n")[0]
+        if 100 <= code < 200 or code in (204, 304):
+            content = b""
+        if code >= 400:
+            st["keep_alive"] = 0
+        h = Headers(base or ())
+        if ctype is not None:
+            h.set("Content-Type", ctype)
+        now = http_date()
+        h.set("Date", now)
+        h.set("Expires", now)
+        h.set("Cache-Control", "max-age=0")
+        h.set("Pragma", "no-cache")
+        h.set("Server", "pve-api-daemon/3.0")
+        if content:
+            h.set("Content-Length", str(len(content)))
+        else:
+            h.remove("Content-Length")
+        if st["keep_alive"] > 0:
+            h.push("Connection", "Keep-Alive")
+        else:
+            h.set("Connection", "close")
+        head = "%s %d %s\r\n%s\r\n" % (st["proto"], code, msg, h.as_string())
+        writer.write(head.encode("latin-1") + content)
+        return st["keep_alive"] > 0
+
+    def daemon_headers(self, content):
+        """The headers pvedaemon's own response() puts on a JSON answer to pveproxy's
+        AnyEvent::HTTP request, as proxy_request copies them (HTTP::Headers->new(%$hdr)).
+        proxy_request asks localhost:85 with persistent => 0, so AnyEvent::HTTP (2.25,
+        http_request) sends "Connection: close, Te"; pvedaemon's process_header sees
+        "close" and its response() answers "Connection: close".  Everything else that
+        pvedaemon sets is replaced by pveproxy's response() except Content-Type."""
+        return [("Cache-Control", "max-age=0"), ("Connection", "close"), ("Date", http_date()),
+                ("Pragma", "no-cache"), ("Server", "pve-api-daemon/3.0"),
+                ("Content-Length", str(len(content))), ("Content-Type", JSON_CT), ("Expires", http_date())]
+
+    def remote_headers(self, code, content):
+        """The headers of another node's pveproxy answer to our proxy_request (proxyto):
+        that node proxied the protected call to its own pvedaemon, so a keep-alive answer
+        carries "Connection: close" and "Connection: Keep-Alive" -- and AnyEvent::HTTP
+        (2.25, _parse_hdr: $hdr{lc $1} .= ",$2") joins repeated fields with a bare comma:
+        connection => "close,Keep-Alive".  proxy_request to another node is persistent
+        for GET (keep-alive request), so that node keeps the connection open."""
+        conn = "close" if code >= 400 else "close,Keep-Alive"
+        return [("Cache-Control", "max-age=0"), ("Connection", conn), ("Date", http_date()),
+                ("Pragma", "no-cache"), ("Server", "pve-api-daemon/3.0"),
+                ("Content-Length", str(len(content))), ("Content-Type", JSON_CT), ("Expires", http_date())]
+
+    def json_answer(self, writer, st, code, data=None, message=None, errors=None, via="local"):
+        """The JSON formatter (pve-http-server 6.0.5 src/PVE/APIServer/Formatter/Standard.pm,
+        prepare_response_data + register_formatter('json')): {"data": ...}, "errors" when
+        there are any, "message" for an error status.  Perl's to_json (not canonical) emits
+        keys in hash order, which is random per process; the simulator's order is fixed."""
+        obj = {"data": data}
+        if errors:
+            obj["errors"] = errors
+        if code >= 400:
+            obj["message"] = message or HTTP_REASONS.get(code, "")
+        content = json.dumps(obj, separators=(",", ":")).encode()
+        base = None
+        if via == "daemon":
+            base = self.daemon_headers(content)
+        elif via == "remote":
+            base = self.remote_headers(code, content)
+        return self.respond(writer, st, code, message if code >= 400 else None, content, JSON_CT, base)
 
     # ---- API connection ------------------------------------------------------
 
     def handle_api_conn_factory(self, node):
         async def handler(reader, writer):
+            if self.conf.get("tls_record_split"):
+                split_writes(writer)
             node.conns.add(writer)
             try:
                 await self.api_conn(node, reader, writer)
@@ -441,19 +639,35 @@ class Sim:
         return handler
 
     async def api_conn(self, node, reader, writer):
+        # accept_connections: every connection starts with keep_alive = $self->{keep_alive}
+        # (pveproxy: 100, pve-manager 9.2.11 PVE/Service/pveproxy.pm) and the handle's
+        # timeout (5 s, AnyEvent.pm new: $self->{timeout} = 5): an idle connection is shut
+        # down without any answer.
         idle = float(self.conf["idle_close_s"])
+        st = {"keep_alive": 100, "proto": "HTTP/1.0"}
         while True:
             try:
                 req = await asyncio.wait_for(read_http_request(reader), idle)
             except asyncio.TimeoutError:
                 return
-            except HttpError as e:
-                self.respond(writer, e.code, e.reason, close=True)
+            except HttpError as e:  # push_request_header / process_header: error()
+                st["keep_alive"] -= 1
+                self.respond(writer, st, e.code, e.reason, (e.reason + "\n").encode("latin-1"))
                 await writer.drain()
                 return
             if req is None:
                 return
-            keep = await self.api_request(node, req, reader, writer)
+            # push_request_header: keep_alive-- per request line, proto = the request's
+            st["keep_alive"] -= 1
+            st["proto"] = req["version"]
+            # process_header: "Connection: ...close..." or HTTP/1.0 without Connection ends keep-alive
+            conn = req["headers"].get("connection")
+            if conn is not None:
+                if "close" in conn.lower():
+                    st["keep_alive"] = 0
+            elif req["version"] == "HTTP/1.0":
+                st["keep_alive"] = 0
+            keep = await self.api_request(node, req, reader, writer, st)
             await writer.drain()
             if not keep:
                 return
@@ -468,9 +682,9 @@ class Sim:
                 try:
                     obj = json.loads(req["body"].decode())
                 except ValueError:
-                    raise HttpError(400, "Parameter verification failed.")
+                    raise api_error(400, "Parameter verification failed.\n")
                 if not isinstance(obj, dict):
-                    raise HttpError(400, "Parameter verification failed.")
+                    raise api_error(400, "Parameter verification failed.\n")
                 for k, v in obj.items():
                     params[k] = ("1" if v else "0") if isinstance(v, bool) else str(v)
             else:
@@ -478,73 +692,105 @@ class Sim:
                     params[k] = v
         return params
 
-    async def api_request(self, node, req, reader, writer):
+    async def api_request(self, node, req, reader, writer, st):
+        t0 = time.monotonic()
         method, headers = req["method"], req["headers"]
         url = urllib.parse.urlsplit(req["target"])
-        path = url.path
-        upgrade = headers.get("upgrade", "").lower() == "websocket"
-        is_ws = method == "GET" and path.endswith("websocket") and upgrade
-        keep = req["version"] == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-        if req["version"] == "HTTP/1.0" and "keep-alive" in headers.get("connection", "").lower():
-            keep = True
+        path = urllib.parse.unquote(url.path)
         authz = headers.get("authorization", "")
-        m = re.search(r"(?:^|\s)PVEAPIToken(?:=| )([^;]*)", authz)
-        token_val = urllib.parse.unquote(m.group(1)) if m else None
+        # authenticate_and_handle_request: the cookie first, then PVEAuthCookie in the
+        # Authorization header, only then PVEAPIToken (Formatter.pm extract_auth_value)
         ticket = None
-        if token_val is None:
-            for h in (headers.get("cookie", ""), authz):
-                m = re.search(r"(?:^|\s)PVEAuthCookie(?:=| )([^;]*)", h)
-                if m:
-                    ticket = urllib.parse.unquote(m.group(1))
-                    break
-        entry = {"node": node.name, "method": method, "path": path, "query": url.query,
+        for h in (headers.get("cookie", ""), authz):
+            m = re.search(r"(?:^|\s)PVEAuthCookie(?:=| )([^;]*)", h)
+            if m and m.group(1):
+                ticket = urllib.parse.unquote(m.group(1))
+                break
+        token_val = None
+        if not ticket:
+            m = re.search(r"(?:^|\s)PVEAPIToken(?:=| )([^;]*)", authz)
+            token_val = urllib.parse.unquote(m.group(1)) if m and m.group(1) else None
+        entry = {"node": node.name, "method": method, "path": url.path, "query": url.query,
                  "auth": "token" if token_val is not None else ("cookie" if ticket is not None else "none"),
                  "csrf": "csrfpreventiontoken" in headers, "status": None}
         self.log.append(entry)
-        close = not keep or is_ws
         try:
             if node.mode == "status595":
-                raise HttpError(595, MSG_595, close=close)
+                raise HttpError(595, MSG_595, kind="empty")
             if node.mode == "status500":
-                raise HttpError(500, "Internal Server Error", {"data": None}, close=close)
+                raise HttpError(500, "Internal Server Error", kind="empty")
             if not path.startswith("/api2/json/"):
-                raise HttpError(501, "Unsupported format", close=close)
+                raise HttpError(501, "no such uri", kind="raw")
             rel = path[len("/api2/json"):].rstrip("/") or "/"
+            auth = await self.authenticate(token_val, ticket, method, rel, headers)
             params = self.parse_params(req, url.query)
             if rel == "/access/ticket" and method in ("POST", "GET"):
-                if token_val is not None:
-                    raise HttpError(403, "URI '/access/ticket' not available with API token",
-                                    {"data": None, "message": "URI '/access/ticket' not available with API token\n"})
-                if method == "GET":
-                    data = None
-                else:
-                    data = await self.login(params)
+                # rest_handler: raise_perm_exc for a token on an allowtoken => 0 call (create_ticket,
+                # pve-access-control 9.1.1 src/PVE/API2/AccessControl.pm) -- in pveproxy, before
+                # the protected call goes to pvedaemon
+                # (get_ticket keeps RESTHandler's default allowtoken = 1)
+                if token_val is not None and method == "POST":
+                    raise api_error(403, "Permission check failed (URI '/access/ticket' not available with API "
+                                    "token, need proper ticket.\n)\n")
+                if method == "GET":  # get_ticket: not protected, answered by pveproxy
+                    data, via = None, "local"
+                else:  # create_ticket: protected => 1 -> pvedaemon
+                    try:
+                        data = await self.login(params)
+                    except HttpError as e:
+                        e.via = "daemon"
+                        raise
+                    via = "daemon"
                 entry["status"] = 200
-                self.respond(writer, 200, "OK", {"data": data}, close=close)
-                return keep
-            auth = await self.authenticate(token_val, ticket, method, headers)
-            res = await self.route(node, method, rel, params, auth, req, reader, writer, entry)
-            if res == "ws":
+                return self.json_answer(writer, st, 200, data, via=via)
+            res = await self.route(node, method, rel, params, auth, req, reader, writer, entry, st)
+            if isinstance(res, WsDone):
                 return False
+            data, via = (res.data, res.via) if isinstance(res, Via) else (res, "local")
             entry["status"] = 200
-            self.respond(writer, 200, "OK", {"data": res}, close=close)
-            return keep
+            return self.json_answer(writer, st, 200, data, via=via)
         except HttpError as e:
-            if e.code == 401:
-                await asyncio.sleep(float(self.conf["auth_delay_s"]))
             entry["status"] = e.code
-            if e.code == 0:  # no HTTP answer at all (failed backend connect)
+            if e.kind == "hang":
+                # websocket_proxy: the die in the tcp_connect callback runs outside the eval and
+                # the handle's timeout is already 0 (handle_request): no answer, no close --
+                # the connection stays until the client gives up
+                entry["status"] = 0
+                entry["hung"] = True
+                try:
+                    while await reader.read(65536):
+                        pass
+                except (ConnectionError, OSError, ssl.SSLError):
+                    pass
                 return False
-            self.respond(writer, e.code, e.reason, e.body, close=close or e.close)
-            return keep and not e.close
+            if e.code == 401:
+                if e.kind == "auth":
+                    # authenticate_and_handle_request: "always delay unauthorized calls by 3 seconds"
+                    delay = float(self.conf["auth_delay_s"])
+                else:
+                    # handle_api2_request (pveproxy or pvedaemon): $delay = 3 - tv_interval(starttime)
+                    delay = float(self.conf["auth_delay_s"]) - (time.monotonic() - t0)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if e.kind == "json":
+                return self.json_answer(writer, st, e.code, None, e.body.get("message") if e.body else e.reason,
+                                        e.errors, via=e.via)
+            if e.kind == "raw":
+                # error(): $content //= $msg -- the whole message is the body, no Content-Type
+                return self.respond(writer, st, e.code, e.reason, e.reason.encode("latin-1"))
+            # "auth" and "empty": HTTP::Response->new($code, $msg) without content
+            return self.respond(writer, st, e.code, e.reason, b"")
 
     async def login(self, params):
+        # pve-access-control 9.1.1 src/PVE/API2/AccessControl.pm create_ticket (runs in pvedaemon):
+        # every failure is "authentication failure\n", code 401 (no user enumeration)
         username = params.get("username", "")
         realm = params.get("realm")
         if realm and "@" not in username:
             username = username + "@" + realm
         password = params.get("password", "")
-        fail = HttpError(401, "authentication failure")
+        # create_ticket: any failure -> PVE::Exception "authentication failure\n", code 401
+        fail = api_error(401, "authentication failure\n")
         user = self.users.get(username)
         if not user or user.get("enabled", True) is False or len(username) > 64:
             raise fail
@@ -591,7 +837,16 @@ class Sim:
                 cap[d][p] = 1
         return cap
 
-    async def authenticate(self, token_val, ticket, method, headers):
+    async def authenticate(self, token_val, ticket, method, rel, headers):
+        """pve-manager 9.2.11 PVE/HTTPServer.pm auth_handler.  Its dies ("No ticket",
+        "Authentication failed!", and verify_csrf_prevention_token's 401 "Permission denied -
+        invalid csrf token" from pve-common 9.2.1 src/PVE/Ticket.pm) become a 401 without
+        content (kind "auth"): the json format has no login formatter."""
+        if ((rel == "/access/domains" and method == "GET")
+                or (rel == "/access/ticket" and method in ("GET", "POST"))
+                or (rel == "/access/vncticket" and method == "POST")):
+            return None  # $require_auth = 0
+        fail = HttpError(401, "Authentication failed!\n", kind="auth")
         if token_val is not None:
             m = re.fullmatch(r"(.*)=(.*)", token_val, re.S)
             tok = self.tokens.get(m.group(1)) if m else None
@@ -599,30 +854,30 @@ class Sim:
             user = self.users.get(userid)
             if (not tok or not user or user.get("enabled", True) is False
                     or not hmac.compare_digest(str(tok.get("secret", "")), m.group(2))):
-                raise HttpError(401, "Authentication failed!")
+                raise fail
             uprivs = set(user.get("privs", DEFAULT_PRIVS))
             tprivs = set(tok.get("privs", uprivs))
             privs = tprivs & uprivs if tok.get("privsep", True) else uprivs
             return {"authid": m.group(1), "userid": userid, "token": True, "privs": privs}
-        if ticket is None:
-            raise HttpError(401, "No ticket")
+        if not ticket:
+            raise HttpError(401, "No ticket\n", kind="auth")
         v = self.verify_ticket(ticket)
         if v is None:
-            raise HttpError(401, "Authentication failed!")
+            raise fail
         if v[1]:
-            raise HttpError(401, "No ticket")
+            raise HttpError(401, "No ticket\n", kind="auth")
         user = self.users.get(v[0])
         if not user or user.get("enabled", True) is False:
-            raise HttpError(401, "Authentication failed!")
+            raise fail
         if method != "GET" and not self.verify_csrf(headers.get("csrfpreventiontoken"), v[0]):
-            raise HttpError(401, "Permission denied - invalid csrf token")
+            raise HttpError(401, "Permission denied - invalid csrf token\n", kind="auth")
         return {"authid": v[0], "userid": v[0], "token": False, "privs": set(user.get("privs", DEFAULT_PRIVS))}
 
     # ---- routing -------------------------------------------------------------
 
     def param_error(self, errors):
-        return HttpError(400, "Parameter verification failed.",
-                         {"errors": errors, "data": None, "message": "Parameter verification failed.\n"})
+        # pve-common 9.2.1 src/PVE/Exception.pm raise_param_exc: 400 "Parameter verification failed.\n"
+        return api_error(400, "Parameter verification failed.\n", errors)
 
     def conf_path(self, node_name, vtype, vmid):
         return "nodes/%s/%s/%d.conf" % (node_name, "qemu-server" if vtype == "qemu" else "lxc", vmid)
@@ -630,11 +885,22 @@ class Sim:
     def load_config(self, node_name, vtype, vmid):
         vm = self.vms.get(vmid)
         if not vm or vm["node"] != node_name or vm["type"] != vtype:
-            msg = "Configuration file '%s' does not exist" % self.conf_path(node_name, vtype, vmid)
-            raise HttpError(500, msg, {"data": None, "message": msg + "\n"})
+            # pve-guest-common AbstractConfig load_config -> cfs_read_file dies with this text
+            raise api_error(500, "Configuration file '%s' does not exist\n" % self.conf_path(node_name, vtype, vmid))
         return vm
 
-    async def route(self, node, method, rel, params, auth, req, reader, writer, entry):
+    def remote_node_ip(self, nname):
+        """pve-cluster src/PVE/Cluster.pm remote_node_ip: a name outside the nodelist falls
+        back to pve-common src/PVE/Network.pm get_ip_from_hostname, which dies with
+        "hostname lookup '<node>' failed - " + Tools.pm getaddrinfo_all's
+        "failed to get address info for: <node>: <gai error>\n"."""
+        target = self.nodes.get(nname)
+        if target is None:
+            raise api_error(500, "hostname lookup '%s' failed - failed to get address info for: %s: "
+                            "Name or service not known\n" % (nname, nname))
+        return target
+
+    async def route(self, node, method, rel, params, auth, req, reader, writer, entry, st):
         if rel == "/version" and method == "GET":
             if self.legacy:
                 return {"version": "8.4.1", "release": "8.4", "repoid": "2a5fa54a8503f96d"}
@@ -679,28 +945,41 @@ class Sim:
             if op == "status/current" and method == "GET":
                 return self.status_current(node, nname, vtype, vmid, auth)
             if op == "vncproxy" and method == "POST":
-                return await self.vncproxy(node, nname, vtype, vmid, params, auth)
+                # vncproxy: protected => 1, no proxyto (qemu-server 9.2.6 src/PVE/API2/Qemu.pm,
+                # pve-container 6.1.10 src/PVE/API2/LXC.pm): the permission check runs in
+                # pveproxy (rest_handler), the rest in the receiving node's pvedaemon
+                self.check_priv(auth, "/vms/%d" % vmid, "VM.Console")
+                with via_daemon():
+                    return Via(await self.vncproxy(node, nname, vtype, vmid, params, auth), "daemon")
             if op == "termproxy" and method == "POST":
-                return await self.termproxy(node, nname, vtype, vmid, params, auth)
+                self.check_priv(auth, "/vms/%d" % vmid, "VM.Console")
+                with via_daemon():
+                    return Via(await self.termproxy(node, nname, vtype, vmid, params, auth), "daemon")
             if op == "vncwebsocket" and method == "GET":
-                return await self.vncwebsocket(node, nname, vtype, vmid, params, auth, req, reader, writer, entry)
-        raise HttpError(501, "Method '%s %s' not implemented" % (method, rel))
+                return await self.vncwebsocket(node, nname, vtype, vmid, params, auth, req, reader, writer, entry, st)
+        # pve-manager PVE/HTTPServer.pm rest_handler: the default answer (no "\n")
+        raise api_error(501, "Method '%s %s' not implemented" % (method, rel))
 
     def status_current(self, node, nname, vtype, vmid, auth):
-        target = self.nodes.get(nname)
-        if target is None:
-            msg = "hostname lookup '%s' failed - failed to get address info for: %s: Name or service not known" % (
-                nname, nname)
-            raise HttpError(500, msg, {"data": None, "message": msg + "\n"})
-        if target is not node:  # proxyto: pveproxy forwards to the target node
-            if target.mode in ("offline", "status595"):
-                raise HttpError(595, MSG_595)
-            if target.mode == "refuse":
-                raise HttpError(595, MSG_595_REFUSED)
-            if target.mode == "status500":
-                raise HttpError(500, "Internal Server Error", {"data": None})
+        # vm_status: proxyto => 'node', protected => 1.  pve-manager PVE/HTTPServer.pm
+        # rest_handler: check_api2_permissions first, then resolve the node (remote_node_ip),
+        # then proxy to that node's pveproxy, whose rest_handler hands the call to its pvedaemon
         self.check_priv(auth, "/vms/%d" % vmid, "VM.Audit")
-        vm = self.load_config(nname, vtype, vmid)
+        target = self.remote_node_ip(nname)
+        via = "daemon"
+        if target is not node:
+            via = "remote"
+            if target.mode in ("offline", "status595"):
+                raise HttpError(595, MSG_595, kind="empty")
+            if target.mode == "refuse":
+                raise HttpError(595, MSG_595_REFUSED, kind="empty")
+            if target.mode == "status500":
+                raise HttpError(500, "Internal Server Error", kind="empty")
+        try:
+            vm = self.load_config(nname, vtype, vmid)
+        except HttpError as e:
+            e.via = via
+            raise
         running = vm["status"] == "running"
         d = {"vmid": vmid, "status": vm["status"], "name": vm["name"], "uptime": 3600 if running else 0,
              "maxmem": 2147483648, "cpus": 2, "ha": {"managed": 0}}
@@ -708,7 +987,7 @@ class Sim:
             d["qmpstatus"] = vm["status"]
         else:
             d["type"] = "lxc"
-        return d
+        return Via(d, via)
 
     def validate(self, params, schema):
         errors = {}
@@ -733,6 +1012,7 @@ class Sim:
             raise self.param_error(errors)
 
     async def alloc_port(self, node):
+        # pve-common Tools.pm next_vnc_port: next_unused_port(5900, 6000) on the receiving node
         for p in range(self.lo, self.hi + 1):
             if p in node.ports:
                 continue
@@ -746,12 +1026,17 @@ class Sim:
         raise HttpError(500, msg, {"data": None, "message": msg + "\n"})
 
     async def vncproxy(self, node, nname, vtype, vmid, params, auth):
-        self.check_priv(auth, "/vms/%d" % vmid, "VM.Console")
+        # runs in pvedaemon: RESTHandler validates the parameters, then the code runs
         if vtype == "qemu":
             self.validate(params, {"websocket": "bool", "generate-password": "bool"})
+            # Qemu.pm vncproxy: load_config($vmid, $node) first, remote_node_ip after
+            self.load_config(nname, vtype, vmid)
+            self.remote_node_ip(nname)
         else:
             self.validate(params, {"websocket": "bool", "width": ("int", 16, 4096), "height": ("int", 16, 2160)})
-        self.load_config(nname, vtype, vmid)
+            # LXC.pm vncproxy: remote_node_ip($node) for another node *before* load_config
+            self.remote_node_ip(nname)
+            self.load_config(nname, vtype, vmid)
         websocket = parse_bool(params.get("websocket", "0"))
         genpw = parse_bool(params.get("generate-password", "0"))
         # the port is allocated before the ticket because new tickets are bound to it
@@ -775,6 +1060,9 @@ class Sim:
         con = await self.open_console_at(node, port, vtype, vmid, "vnc", auth["authid"], ticket, secret)
         con.width = int(params["width"]) if "width" in params else None
         con.height = int(params["height"]) if "height" in params else None
+        # fault vnc_password_reset: "another client" calls vncproxy for this VM right after
+        # this answer; its qm vncproxy sets the VM-wide password after ours (see vnc_worker)
+        con.reset_password = vtype == "qemu" and self.take_fault("vnc_password_reset", vmid)
         data = {"user": auth["authid"], "ticket": ticket, "port": str(con.port),
                 "upid": self.upid(node.name, vmid, auth["authid"]), "cert": self.ca_pem}
         if password is not None:
@@ -802,10 +1090,14 @@ class Sim:
         return con
 
     async def termproxy(self, node, nname, vtype, vmid, params, auth):
-        self.check_priv(auth, "/vms/%d" % vmid, "VM.Console")
         self.validate(params, {"serial": ("enum", ["serial0", "serial1", "serial2", "serial3"])} if vtype == "qemu"
                       else {})
-        self.load_config(nname, vtype, vmid)
+        if vtype == "qemu":  # Qemu.pm termproxy: load_config first
+            self.load_config(nname, vtype, vmid)
+            self.remote_node_ip(nname)
+        else:  # LXC.pm termproxy: remote_node_ip first
+            self.remote_node_ip(nname)
+            self.load_config(nname, vtype, vmid)
         port, srv = await self.alloc_port(node)
         srv.close()
         await srv.wait_closed()
@@ -815,64 +1107,81 @@ class Sim:
         return {"user": auth["authid"], "ticket": ticket, "port": str(con.port),
                 "upid": self.upid(node.name, vmid, auth["authid"])}
 
-    async def vncwebsocket(self, node, nname, vtype, vmid, params, auth, req, reader, writer, entry):
-        self.check_priv(auth, "/vms/%d" % vmid, "VM.Console")
-        errors = {}
-        port = params.get("port")
-        if port is None:
-            errors["port"] = "property is missing and it is not optional"
-        elif not re.fullmatch(r"\d+", port):
-            errors["port"] = "type check ('integer') failed - got '%s'" % port
-        elif not self.lo <= int(port) <= self.hi:
-            errors["port"] = "value must have a %s value of %d" % (
-                ("minimum", self.lo) if int(port) < self.lo else ("maximum", self.hi))
-        if "vncticket" not in params:
-            errors["vncticket"] = "property is missing and it is not optional"
-        elif len(params["vncticket"]) > 512:
-            errors["vncticket"] = "value may only be 512 characters long"
-        for k in params:
-            if k not in ("port", "vncticket"):
-                errors[k] = "property is not defined in schema and the schema does not allow additional properties"
-        if errors:
-            raise self.param_error(errors)
-        port = int(port)
-        self.load_config(nname, vtype, vmid)
-        if not self.verify_vnc_ticket(params["vncticket"], auth["authid"], vmid, port):
-            msg = "permission denied - invalid PVEVNC ticket"
-            raise HttpError(500, msg, {"data": None, "message": msg + "\n"})
+    async def vncwebsocket(self, node, nname, vtype, vmid, params, auth, req, reader, writer, entry, st):
+        # vncwebsocket is neither protected nor proxyto: pveproxy itself runs it
+        # (rest_handler), then handle_api2_request looks at the Upgrade header.
+        outcome = None
+        try:
+            self.check_priv(auth, "/vms/%d" % vmid, "VM.Console")
+            errors = {}
+            port = params.get("port")
+            if port is None:
+                errors["port"] = "property is missing and it is not optional"
+            elif not re.fullmatch(r"\d+", port):
+                errors["port"] = "type check ('integer') failed - got '%s'" % port
+            elif not 5900 <= int(port) <= 5999:
+                errors["port"] = "value must have a %s value of %d" % (
+                    ("minimum", 5900) if int(port) < 5900 else ("maximum", 5999))
+            if "vncticket" not in params:
+                errors["vncticket"] = "property is missing and it is not optional"
+            elif len(params["vncticket"]) > 512:
+                errors["vncticket"] = "value may only be 512 characters long"
+            for k in params:
+                if k not in ("port", "vncticket"):
+                    errors[k] = "property is not defined in schema and the schema does not allow additional properties"
+            if errors:
+                raise self.param_error(errors)
+            # Qemu.pm / LXC.pm vncwebsocket: verify_vnc_ticket first (pve-access-control 9.1.1
+            # src/PVE/AccessControl.pm -> pve-common Ticket.pm verify_rsa_ticket: 401
+            # "permission denied - invalid PVEVNC ticket\n"); QEMU then load_config, LXC nothing
+            bad = self.take_fault("vnc_ticket_invalid", vmid)
+            if bad or not self.verify_vnc_ticket(params["vncticket"], auth["authid"], vmid, int(port)):
+                raise api_error(401, "permission denied - invalid PVEVNC ticket\n")
+            if vtype == "qemu":
+                self.load_config(nname, vtype, vmid)
+        except HttpError as e:
+            outcome = e
         h = req["headers"]
-        if not (req["method"] == "GET" and h.get("upgrade", "").lower() == "websocket"):
-            return {"port": str(port)}
-        ver = h.get("sec-websocket-version")
+        upgrade = h.get("upgrade", "").lower()
+        if not upgrade:
+            if outcome is not None:
+                raise outcome
+            return {"port": port}
+        # handle_api2_request (pve-http-server 6.0.5): these dies come after rest_handler,
+        # whatever its status was, and go to error(500, $err): text body, no Content-Type
+        if upgrade != "websocket":
+            raise HttpError(500, "unable to upgrade to protocol '%s'\n" % upgrade, kind="raw")
+        ver = h.get("sec-websocket-version", "")
         if ver != "13":
-            raise HttpError(400, "unsupported websocket-version '%s'" % (ver or ""), close=True)
+            raise HttpError(500, "unsupported websocket-version '%s'\n" % ver, kind="raw")
+        proto = h.get("sec-websocket-protocol", "")
         key = h.get("sec-websocket-key")
         if not key:
-            raise HttpError(400, "missing websocket-key", close=True)
-        proto = h.get("sec-websocket-protocol")
-        if self.legacy:
-            if not proto:
-                raise HttpError(400, "missing websocket-protocol header", close=True)
-            if "binary" not in [p.strip() for p in proto.split(",")]:
-                raise HttpError(400, "unsupported websocket-protocol protocol '%s'" % proto, close=True)
-            proto = "binary"
-        # connect to the node-local console port first; only then answer 101
+            raise HttpError(500, "missing websocket-key\n", kind="raw")
+        if outcome is not None:
+            raise outcome  # formatted like any other rest_handler error (401: delayed)
+        # websocket_proxy: tcp_connect 'localhost', port; the 101 only once connected
+        if self.take_fault("ws_backend_unreachable", vmid):
+            raise HttpError(0, "connect failed", kind="hang")
         try:
-            br, bw = await asyncio.wait_for(asyncio.open_connection(node.host, port), 5)
+            br, bw = await asyncio.wait_for(asyncio.open_connection(node.host, int(port)), 5)
         except (OSError, asyncio.TimeoutError):
-            # pveproxy dies inside the connect callback: no 101, the socket just closes
-            raise HttpError(0, "connect failed")
+            raise HttpError(0, "connect failed", kind="hang")
         accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-        lines = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: upgrade",
+        lines = ["%s 101 Switching Protocols" % st["proto"], "Upgrade: websocket", "Connection: upgrade",
                  "Sec-WebSocket-Accept: %s" % accept]
-        if proto is not None:
-            lines.append("Sec-WebSocket-Protocol: %s" % proto)
+        if proto != "":
+            lines.append("Sec-WebSocket-Protocol: %s" % proto)  # echoed verbatim
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         entry["status"] = 101
         await self.ws_relay(reader, writer, br, bw)
-        return "ws"
+        return WsDone()
 
     async def ws_relay(self, reader, writer, br, bw):
+        # pve-http-server 6.0.5 AnyEvent.pm websocket_proxy: $proxyhdlreader sends each backend
+        # read (<= 128 KiB) as one binary frame; $hdlreader dies on unmasked/fragmented/RSV/
+        # oversized frames and unknown opcodes, answers pings, and on a close frame shuts both
+        # sides down without sending a close frame of its own
         done = asyncio.Event()
 
         def finish(abort=False):
@@ -968,10 +1277,18 @@ class Sim:
                 pass
 
     async def vnc_worker(self, con, vm, reader, writer):
+        # QEMU's VNC server (ui/vnc.c start_auth_vnc / protocol_client_auth_vnc, not part of the
+        # sources read here): VNC auth only, reject = u32 1 (+ u32 22 "Authentication failed\0"
+        # for RFB 3.8) on a wrong response, an expired or unset password
         node = con.node
-        # qm vncproxy: set_password + expire_password +30 after the accept (VM-wide)
+        # qemu-server 9.2.6 src/PVE/CLI/qm.pm vncproxy: once the worker accepted the client,
+        # "qm vncproxy" runs mon_cmd set_password (protocol vnc, VM-wide) and
+        # expire_password time => "+30" -- every vncproxy call overwrites the previous one
         vm["vnc_password"] = con.secret
         vm["vnc_expire"] = self.now() + float(self.conf["vnc_password_expire_s"])
+        if con.reset_password:  # fault: another client's qm vncproxy set its password after ours
+            vm["vnc_password"] = self.gen_password()
+            vm["vnc_expire"] = self.now() + float(self.conf["vnc_password_expire_s"])
         writer.write(b"RFB 003.008\n")
         ver = await asyncio.wait_for(reader.readexactly(12), 60)
         m = re.fullmatch(rb"RFB (\d{3})\.(\d{3})\n", ver)
@@ -1077,16 +1394,25 @@ class Sim:
         await asyncio.gather(t1, t2, return_exceptions=True)
 
     async def term_worker(self, con, vm, reader, writer):
+        # pve-xtermjs termproxy 2.1.0 termproxy/src/main.rs do_main: 10 s for the ticket line,
+        # "OK" after authenticate(), then the PTY (run_pty: 80x20, TERM=xterm-256color)
         node = con.node
         try:
             line = await asyncio.wait_for(reader.readuntil(b"\n"), float(self.conf["term_auth_timeout_s"]))
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             self.event("term-auth-fail", node, con.vmid, con.port)
             return
+        # pve-xtermjs termproxy 2.1.0 src/main.rs: read_ticket_line splits at the first ':';
+        # a ticket other than the pinned one (--ticket-fd, hardened only) or a failed
+        # authenticate() ends the process: the client sees the connection close, no "OK".
+        # Hardened: POST /access/vncticket (authid, vncticket, path, privs, port).  Before:
+        # POST /access/ticket (username=authid, password=ticket): create_ticket's
+        # lookup_username/check_user_enabled refuse a token ID ("user@realm!name").
         user, _, ticket = line[:-1].decode("utf-8", "replace").partition(":")
-        ok = (user == con.authid and ticket == con.ticket
+        ok = ((self.legacy or ticket == con.ticket)
               and self.verify_vnc_ticket(ticket, user, con.vmid, con.port)
-              and not (self.legacy and "!" in user))  # old termproxy: tokens fail
+              and not (self.legacy and "!" in user)
+              and not self.take_fault("term_refuse", con.vmid))
         if not ok:
             self.event("term-auth-fail", node, con.vmid, con.port)
             return
@@ -1245,6 +1571,16 @@ class Sim:
                     raise ValueError("unknown node")
                 vm["node"] = body["node"]
             return 200, {"ok": True}
+        if method == "POST" and path == "/fault":
+            kind = body["kind"]
+            if kind not in FAULT_KINDS:
+                raise ValueError("unknown fault kind %r" % kind)
+            vmid = body.get("vmid")
+            count = int(body.get("count", 1))
+            if count < 1:
+                raise ValueError("count must be >= 1")
+            self.faults.append({"kind": kind, "vmid": None if vmid is None else int(vmid), "count": count})
+            return 200, {"ok": True}
         if method == "POST" and path == "/clock":
             if "offset" in body:
                 self.clock_offset = float(body["offset"])
@@ -1254,7 +1590,8 @@ class Sim:
             return 200, {"clock_offset": self.clock_offset,
                          "nodes": {n.name: {"mode": n.mode, "port": n.port, "console_ports": sorted(n.ports)}
                                    for n in self.nodes.values()},
-                         "vms": {v["vmid"]: {"node": v["node"], "status": v["status"]} for v in self.vms.values()}}
+                         "vms": {v["vmid"]: {"node": v["node"], "status": v["status"]} for v in self.vms.values()},
+                         "faults": [dict(f) for f in self.faults]}
         return 404, {"error": "not found"}
 
     # ---- main ------------------------------------------------------------------

@@ -222,9 +222,9 @@ def root(sim):
 class RawWS:
     """A minimal, deliberately strict WebSocket client on a TLS socket."""
 
-    def __init__(self, sim, node, path, headers, protocol="binary", upgrade=True, version="13"):
+    def __init__(self, sim, node, path, headers, protocol="binary", upgrade=True, version="13", timeout=10):
         host, port = sim.node(node)
-        raw = socket.create_connection((host, port), timeout=10)
+        raw = socket.create_connection((host, port), timeout=timeout)
         self.s = sim.ctx.wrap_socket(raw, server_hostname=host)
         self.key = base64.b64encode(os.urandom(16)).decode()
         lines = ["GET /api2/json%s HTTP/1.1" % path, "Host: %s:%d" % (host, port)]
@@ -237,8 +237,15 @@ class RawWS:
         self.s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self.buf = b""
         self.sbuf = b""
+        self.timed_out = False
         while b"\r\n\r\n" not in self.buf:
-            d = self._recv()
+            try:
+                d = self.s.recv(262144)
+            except socket.timeout:
+                self.timed_out = True
+                d = b""
+            except (ConnectionError, ssl.SSLError, OSError):
+                d = b""
             if not d:
                 self.status = None
                 self.head = self.buf
@@ -248,7 +255,8 @@ class RawWS:
         self.head = head.decode()
         self.status = int(self.head.split(" ")[1])
         self.headers = {}
-        for line in self.head.split("\r\n")[1:]:
+        self.lines = self.head.split("\r\n")[1:]
+        for line in self.lines:
             k, v = line.split(":", 1)
             self.headers[k.strip().lower()] = v.strip()
 
@@ -440,8 +448,11 @@ def test_ticket_renew_and_lifetime(sim, root):
 
 
 def test_bad_credentials_401_delayed(sim):
+    # create_ticket runs in pvedaemon: its 401 is JSON (delayed there), one Connection: close
     st, reason, r, obj, el = sim.api("POST", "/access/ticket", {"username": "root@pam", "password": "nope"})
-    assert st == 401 and obj is None and el >= 0.2
+    assert st == 401 and reason == "authentication failure" and el >= 0.2
+    assert obj == {"data": None, "message": "authentication failure\n"}
+    assert r.msg.get_all("Connection") == ["close"]
     assert sim.api("POST", "/access/ticket", {"username": "ghost@pve", "password": "pw"})[0] == 401
 
 
@@ -498,7 +509,8 @@ def test_token_auth_forms(sim):
 def test_token_refused_on_access_ticket(sim):
     st, reason, *_ = sim.api("POST", "/access/ticket", {"username": "root@pam", "password": "pw"},
                              headers=sim.token_headers())
-    assert (st, reason) == (403, "URI '/access/ticket' not available with API token")
+    assert (st, reason) == (403, "Permission check failed (URI '/access/ticket' not available with API token, "
+                                 "need proper ticket.")
 
 
 def test_tfa_half_ticket(sim):
@@ -576,11 +588,13 @@ def test_vncwebsocket_plain_get_returns_port(sim, root):
     assert st == 200 and obj == {"data": {"port": d["port"]}}
     # new mode: the ticket is bound to its port
     other = int(d["port"]) + 1
-    st, *_ = sim.api("GET", ws_path("pve1", "qemu", 100, other, d["ticket"]), headers=sim.cookie_headers(root))
-    assert st == 500
+    st, reason, _, obj, _ = sim.api("GET", ws_path("pve1", "qemu", 100, other, d["ticket"]),
+                                    headers=sim.cookie_headers(root))
+    assert (st, reason) == (401, "permission denied - invalid PVEVNC ticket")
+    assert obj == {"data": None, "message": "permission denied - invalid PVEVNC ticket\n"}
     # and to the authid
     st, *_ = sim.api("GET", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), headers=sim.token_headers())
-    assert st == 500
+    assert st == 401
 
 
 def test_vnc_through_to_real_xvnc(sim, root):
@@ -671,8 +685,9 @@ def test_accept_timeout_closes_listener(sim, root):
 
 def test_other_node_vncwebsocket_fails(sim, root):
     d = vncproxy(sim, sim.cookie_headers(root), via="pve1")
-    ws = RawWS(sim, "pve2", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.cookie_headers(root))
-    assert ws.status is None  # pve2 has no listener on that port: no 101
+    ws = RawWS(sim, "pve2", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.cookie_headers(root),
+               timeout=1.5)
+    assert ws.status is None and ws.timed_out  # pve2 has no listener on that port: no answer, a hang
     ws.close()
     # the same ticket still works on the issuing node
     ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.cookie_headers(root))
@@ -700,7 +715,7 @@ def test_ws_upgrade_headers_and_subprotocol(sim, root):
     ws.close()
     ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.token_headers(),
                version="8")
-    assert ws.status == 400 and ws.headers["connection"] == "close"
+    assert ws.status == 500 and ws.headers["connection"] == "close"
     ws.close()
     # unauthenticated upgrade: delayed 401 with Connection: close
     ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), {})
@@ -852,8 +867,7 @@ def test_offline_node_595(sim, root):
     sim.ctl("POST", "/mode", {"node": "pve2", "mode": "offline"})
     try:
         st, reason, _, obj, _ = sim.api("GET", "/nodes/pve2/lxc/200/status/current", headers=h)
-        assert (st, reason, obj) == (595, "Errors during connection establishment, proxy handshake: "
-                                          "No route to host", None)
+        assert (st, reason, obj) == (595, "No route to host", None)
         st, _, _, obj, _ = sim.api("GET", "/cluster/status", headers=h)
         assert {n["name"]: n["online"] for n in obj["data"] if n["type"] == "node"} == {"pve1": 1, "pve2": 0}
         with pytest.raises(ConnectionRefusedError):
@@ -878,7 +892,7 @@ def test_refuse_status595_status500_modes(sim, root):
             st, reason, r, obj, _ = sim.api("GET", "/version", headers=h, node="pve2")
             assert st == code
             if code == 595:
-                assert reason.startswith("Errors during connection establishment") and obj is None
+                assert reason == "No route to host" and obj is None
         finally:
             sim.ctl("POST", "/mode", {"node": "pve2", "mode": "normal"})
 
@@ -905,10 +919,6 @@ def test_legacy_mode(legacy):
     other = int(v["port"]) + 50
     st, _, _, obj, _ = legacy.api("GET", ws_path("pve1", "qemu", 100, other, v["ticket"]), headers=h)
     assert st == 200 and obj["data"]["port"] == str(other)
-    # Sec-WebSocket-Protocol is required
-    ws = RawWS(legacy, "pve1", ws_path("pve1", "qemu", 100, v["port"], v["ticket"]), h, protocol=None)
-    assert ws.status == 400
-    ws.close()
     # VNC password = first 8 bytes of the ticket ("PVEVNC:<first hex digit>")
     ws = RawWS(legacy, "pve1", ws_path("pve1", "qemu", 100, v["port"], v["ticket"]), h, protocol="binary")
     assert ws.status == 101 and ws.headers["sec-websocket-protocol"] == "binary"
@@ -935,3 +945,416 @@ def test_lxc_vncproxy_vncterm_lookalike(sim, root):
         assert ws.stream(16) == struct.pack(">BxHHHHHi", 0, 1, 0, 0, size[0], size[1], 0)
         assert ws.stream(size[0] * size[1]) == bytes(size[0] * size[1])
         ws.close()
+
+
+# ---- pveproxy's answers byte for byte (pve-http-server 6.0.5 AnyEvent.pm) ----------
+
+class RawHTTP:
+    """One TLS connection; requests and answers as raw bytes (header lines in order)."""
+
+    def __init__(self, sim, node="pve1", timeout=10):
+        host, port = sim.node(node)
+        self.host, self.port = host, port
+        raw = socket.create_connection((host, port), timeout=timeout)
+        self.s = sim.ctx.wrap_socket(raw, server_hostname=host)
+        self.buf = b""
+
+    def send(self, method, path, headers=None, body=b"", version="HTTP/1.1", form=None):
+        hdrs = dict(headers or {})
+        if form is not None:
+            body = urllib.parse.urlencode(form, quote_via=urllib.parse.quote).encode()
+            hdrs["Content-Type"] = "application/x-www-form-urlencoded"
+        if body:
+            hdrs["Content-Length"] = str(len(body))
+        lines = ["%s /api2/json%s %s" % (method, path, version), "Host: %s:%d" % (self.host, self.port)]
+        lines += ["%s: %s" % kv for kv in hdrs.items()]
+        self.s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+    def _more(self):
+        try:
+            d = self.s.recv(65536)
+        except (ConnectionError, ssl.SSLError, OSError):
+            d = b""
+        self.buf += d
+        return d
+
+    def answer(self):
+        """(status line, [header lines], body, ended_at_eof, elapsed)."""
+        t0 = time.monotonic()
+        while b"\r\n\r\n" not in self.buf:
+            if not self._more():
+                raise EOFError(self.buf)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        clen = [int(x.split(":", 1)[1]) for x in lines[1:] if x.lower().startswith("content-length:")]
+        eof = False
+        if clen:
+            while len(self.buf) < clen[0]:
+                if not self._more():
+                    raise EOFError
+            body, self.buf = self.buf[:clen[0]], self.buf[clen[0]:]
+        else:
+            while self._more():
+                pass
+            body, self.buf, eof = self.buf, b"", True
+        return lines[0], lines[1:], body, eof, time.monotonic() - t0
+
+    def closed(self, timeout=2):
+        self.s.settimeout(timeout)
+        if self.buf:
+            return False
+        return self._more() == b""
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+def names(lines):
+    return [ln.split(":", 1)[0] for ln in lines]
+
+
+def hval(lines, name):
+    return [ln.split(":", 1)[1].strip() for ln in lines if ln.split(":", 1)[0].lower() == name.lower()]
+
+
+STD = ["Cache-Control", "Connection", "Date", "Pragma", "Server", "Content-Length", "Content-Type", "Expires"]
+
+
+def test_local_answer_header_set_and_order(sim, root):
+    """response(): HTTP::Headers order, Date = Expires, one pushed Connection: Keep-Alive."""
+    c = RawHTTP(sim)
+    c.send("GET", "/version", sim.cookie_headers(root))
+    status, lines, body, eof, _ = c.answer()
+    assert status == "HTTP/1.1 200 OK" and not eof
+    assert names(lines) == STD
+    assert hval(lines, "Connection") == ["Keep-Alive"] and hval(lines, "Cache-Control") == ["max-age=0"]
+    assert hval(lines, "Date") == hval(lines, "Expires") and hval(lines, "Server") == ["pve-api-daemon/3.0"]
+    assert hval(lines, "Content-Length") == [str(len(body))] and json.loads(body)["data"]["version"]
+    # HTTP/1.0 without Connection: status line echoes the protocol, Connection: close
+    c.send("GET", "/version", sim.cookie_headers(root), version="HTTP/1.0")
+    status, lines, body, eof, _ = c.answer()
+    assert status == "HTTP/1.0 200 OK" and hval(lines, "Connection") == ["close"] and c.closed()
+    c.close()
+
+
+def test_proxied_calls_carry_two_connection_lines(sim, root):
+    """protected calls go to pvedaemon through proxy_request: its Connection: close is kept
+    and response() pushes Connection: Keep-Alive; the connection stays open."""
+    c = RawHTTP(sim)
+    c.send("POST", "/access/ticket", form={"username": "root@pam", "password": "pw"})
+    status, lines, body, _, _ = c.answer()
+    assert status == "HTTP/1.1 200 OK"
+    assert lines[:3] == ["Cache-Control: max-age=0", "Connection: close", "Connection: Keep-Alive"]
+    assert names(lines) == STD[:2] + STD[1:]
+    tk = json.loads(body)["data"]
+    h = {"Cookie": "PVEAuthCookie=" + urllib.parse.quote(tk["ticket"], safe=""),
+         "CSRFPreventionToken": tk["CSRFPreventionToken"]}
+    for method, path, form in (("GET", "/nodes/pve1/qemu/100/status/current", None),
+                               ("POST", "/nodes/pve1/qemu/100/vncproxy", {"websocket": "1"}),
+                               ("POST", "/nodes/pve1/lxc/201/termproxy", {})):
+        c.send(method, path, h, form=form)  # same connection: it stayed open
+        status, lines, body, eof, _ = c.answer()
+        assert status == "HTTP/1.1 200 OK" and not eof, (path, status)
+        assert hval(lines, "Connection") == ["close", "Keep-Alive"], path
+        assert names(lines) == STD[:2] + STD[1:]
+    # local calls (not protected) keep one line
+    c.send("GET", "/cluster/resources", h)
+    assert hval(c.answer()[1], "Connection") == ["Keep-Alive"]
+    c.close()
+
+
+def test_proxyto_other_node_joins_its_connection_lines(sim, root):
+    """status/current for a VM on pve2 asked at pve1: pve2's answer (close + Keep-Alive) is
+    read by AnyEvent::HTTP, which joins repeated fields with ','; response() pushes again."""
+    c = RawHTTP(sim)
+    c.send("GET", "/nodes/pve2/lxc/200/status/current", sim.cookie_headers(root))
+    status, lines, body, eof, _ = c.answer()
+    assert status == "HTTP/1.1 200 OK" and not eof
+    assert hval(lines, "Connection") == ["close,Keep-Alive", "Keep-Alive"]
+    assert json.loads(body)["data"]["vmid"] == 200
+    c.close()
+
+
+def test_auth_handler_401_no_body_at_eof(sim, root):
+    c = RawHTTP(sim)
+    c.send("GET", "/cluster/resources")
+    status, lines, body, eof, el = c.answer()
+    assert status == "HTTP/1.1 401 No ticket" and body == b"" and eof and el >= 0.2
+    assert names(lines) == ["Cache-Control", "Connection", "Date", "Pragma", "Server", "Expires"]
+    assert hval(lines, "Connection") == ["close"]
+    for hdrs, reason in (({"Cookie": "PVEAuthCookie=PVE:root@pam:00000000::AAAA"}, "Authentication failed!"),
+                         (sim.token_headers(secret="wrong"), "Authentication failed!"),
+                         ({"Cookie": sim.cookie_headers(root)["Cookie"]}, "Permission denied - invalid csrf token")):
+        c = RawHTTP(sim)
+        c.send("POST", "/nodes/pve1/qemu/100/vncproxy", hdrs, form={})
+        status, lines, body, eof, _ = c.answer()
+        assert (status, body, eof) == ("HTTP/1.1 401 " + reason, b"", True)
+        assert "Content-Length" not in names(lines) and "Content-Type" not in names(lines)
+        c.close()
+
+
+def test_every_error_closes_the_connection(sim, root):
+    h = sim.cookie_headers(root)
+    cases = [("GET", "/nodes/pve1/qemu/100/nope", None, 501, "Method 'GET /nodes/pve1/qemu/100/nope' not implemented"),
+             ("POST", "/nodes/pve1/qemu/100/vncproxy", {"bogus": "1"}, 400, "Parameter verification failed."),
+             ("POST", "/nodes/pve1/qemu/999/vncproxy", {}, 500,
+              "Configuration file 'nodes/pve1/qemu-server/999.conf' does not exist")]
+    for method, path, form, code, reason in cases:
+        c = RawHTTP(sim)
+        c.send(method, path, h, form=form)
+        status, lines, body, eof, _ = c.answer()
+        assert status == "HTTP/1.1 %d %s" % (code, reason)
+        assert hval(lines, "Connection") == ["close"] and names(lines) == STD
+        assert json.loads(body)["data"] is None and c.closed()
+        c.close()
+    c = RawHTTP(sim, timeout=5)  # audit@pve lacks VM.Console: 403 from pveproxy
+    a = sim.login("audit@pve")
+    c.send("POST", "/nodes/pve1/qemu/100/vncproxy", sim.cookie_headers(a), form={})
+    status, lines, body, _, _ = c.answer()
+    assert status == "HTTP/1.1 403 Permission check failed (/vms/100, VM.Console)" and c.closed()
+    assert json.loads(body) == {"data": None, "message": "Permission check failed (/vms/100, VM.Console)\n"}
+
+
+def test_keepalive_ends_after_100_requests(sim, root):
+    c = RawHTTP(sim)
+    h = sim.cookie_headers(root)
+    for i in range(1, 101):
+        c.send("GET", "/version", h)
+        lines = c.answer()[1]
+        assert hval(lines, "Connection") == (["Keep-Alive"] if i < 100 else ["close"]), i
+    assert c.closed()
+    c.close()
+
+
+def test_permission_before_proxyto_and_node_errors(sim, root):
+    h = sim.cookie_headers(root)
+    # blind@pve has no VM.Audit: 403 even for a node that does not exist
+    b = sim.login("blind@pve")
+    st, reason, *_ = sim.api("GET", "/nodes/ghost/qemu/100/status/current", headers=sim.cookie_headers(b))
+    assert (st, reason) == (403, "Permission check failed (/vms/100, VM.Audit)")
+    lookup = "hostname lookup 'ghost' failed - failed to get address info for: ghost: Name or service not known"
+    st, reason, r, obj, _ = sim.api("GET", "/nodes/ghost/qemu/100/status/current", headers=h)
+    assert (st, reason, obj) == (500, lookup, {"data": None, "message": lookup + "\n"})
+    # a member node that does not hold the VM: its pvedaemon's load_config
+    st, reason, r, obj, _ = sim.api("GET", "/nodes/pve2/qemu/100/status/current", headers=h)
+    assert (st, reason) == (500, "Configuration file 'nodes/pve2/qemu-server/100.conf' does not exist")
+    assert r.msg.get_all("Connection") == ["close"]
+    # vncproxy: QEMU loads the config first, LXC resolves the node first
+    st, reason, *_ = sim.api("POST", "/nodes/ghost/qemu/100/vncproxy", {"websocket": "1"}, headers=h)
+    assert (st, reason) == (500, "Configuration file 'nodes/ghost/qemu-server/100.conf' does not exist")
+    st, reason, *_ = sim.api("POST", "/nodes/ghost/lxc/200/termproxy", {}, headers=h)
+    assert (st, reason) == (500, lookup)
+
+
+def test_stale_node_after_migration(sim, root):
+    h = sim.cookie_headers(root)
+    sim.ctl("POST", "/vm", {"vmid": 100, "node": "pve2"})
+    try:
+        st, reason, *_ = sim.api("POST", "/nodes/pve1/qemu/100/vncproxy", {"websocket": "1"}, headers=h)
+        assert (st, reason) == (500, "Configuration file 'nodes/pve1/qemu-server/100.conf' does not exist")
+        st, reason, *_ = sim.api("GET", "/nodes/pve1/qemu/100/status/current", headers=h)
+        assert (st, reason) == (500, "Configuration file 'nodes/pve1/qemu-server/100.conf' does not exist")
+        st, _, _, obj, _ = sim.api("GET", "/cluster/resources", {"type": "vm"}, headers=h)
+        assert [v["node"] for v in obj["data"] if v["vmid"] == 100] == ["pve2"]
+    finally:
+        sim.ctl("POST", "/vm", {"vmid": 100, "node": "pve1"})
+
+
+def test_bad_vnc_ticket_on_upgrade_is_delayed_401(sim, root):
+    h = sim.cookie_headers(root)
+    d = vncproxy(sim, h)
+    t0 = time.monotonic()
+    ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], "PVEVNC:00000000::AAAA"), h)
+    assert ws.status == 401 and time.monotonic() - t0 >= 0.2
+    assert ws.head.split("\r\n")[0] == "HTTP/1.1 401 permission denied - invalid PVEVNC ticket"
+    assert hval(ws.lines, "Connection") == ["close"]
+    assert json.loads(ws.buf) == {"data": None, "message": "permission denied - invalid PVEVNC ticket\n"}
+    ws.buf = b""
+    assert ws.closed()
+    ws.close()
+    # fault vnc_ticket_invalid: the next call finds the (good) ticket invalid, then it works
+    sim.ctl("POST", "/fault", {"kind": "vnc_ticket_invalid", "vmid": 100})
+    assert sim.ctl("GET", "/state")["faults"] == [{"kind": "vnc_ticket_invalid", "vmid": 100, "count": 1}]
+    ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), h)
+    assert ws.status == 401
+    ws.close()
+    assert sim.ctl("GET", "/state")["faults"] == []
+    ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), h)
+    assert ws.status == 101
+    ws.close()
+
+
+def test_bad_websocket_version_or_key_500_text(sim, root):
+    h = sim.cookie_headers(root)
+    d = vncproxy(sim, h)
+    for version, text in (("8", "unsupported websocket-version '8'\n"), ("13", "missing websocket-key\n")):
+        c = RawHTTP(sim)
+        hdrs = dict(h, Upgrade="websocket", Connection="Upgrade")
+        hdrs["Sec-WebSocket-Version"] = version
+        if version == "8":
+            hdrs["Sec-WebSocket-Key"] = "dGhlIHNhbXBsZSBub25jZQ=="
+        c.send("GET", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), hdrs)
+        status, lines, body, eof, _ = c.answer()
+        assert status == "HTTP/1.1 500 " + text[:-1] and body == text.encode()
+        assert names(lines) == ["Cache-Control", "Connection", "Date", "Pragma", "Server", "Content-Length",
+                                "Expires"]
+        assert hval(lines, "Connection") == ["close"] and c.closed()
+        c.close()
+
+
+def test_backend_unreachable_hangs(sim, root):
+    h = sim.cookie_headers(root)
+    d = vncproxy(sim, h)
+    sim.ctl("POST", "/reset-log")
+    sim.ctl("POST", "/fault", {"kind": "ws_backend_unreachable", "vmid": 100})
+    ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), h, timeout=1.5)
+    assert ws.status is None and ws.timed_out and ws.head == b""  # nothing, and not closed
+    ws.s.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        ws.s.recv(1)
+    ws.close()
+    time.sleep(0.2)
+    log = [e for e in sim.ctl("GET", "/log") if "path" in e]
+    assert log[-1]["status"] == 0 and log[-1]["hung"] is True
+    ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), h)  # fault used up
+    assert ws.status == 101
+    ws.close()
+
+
+def test_term_refuse_fault_closes_without_ok(sim, root):
+    sim.ctl("POST", "/fault", {"kind": "term_refuse", "vmid": 201})
+    d, ws = term_session(sim, sim.cookie_headers(root))
+    ws.send(("%s:%s\n" % (d["user"], d["ticket"])).encode(), op=1)
+    assert ws.closed()
+    ws.close()
+    d, ws = term_session(sim, sim.cookie_headers(root))
+    ws.send(("%s:%s\n" % (d["user"], d["ticket"])).encode(), op=1)
+    assert ws.stream(2) == b"OK"
+    ws.close()
+
+
+def vnc_fail_reason(ws):
+    assert ws.stream(4) == b"\0\0\0\1"
+    n = struct.unpack(">I", ws.stream(4))[0]
+    return ws.stream(n)
+
+
+def test_vncproxy_password_is_vm_wide(sim, root):
+    h = sim.cookie_headers(root)
+    d1 = vncproxy(sim, h)
+    d2 = vncproxy(sim, h)
+    ws1 = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d1["port"], d1["ticket"]), h)
+    assert ws1.stream(12) == b"RFB 003.008\n"  # accepted: qm vncproxy set d1's password
+    ws2 = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d2["port"], d2["ticket"]), h)
+    assert ws2.stream(12) == b"RFB 003.008\n"  # ... and now d2's, VM-wide
+    ws1.send(b"RFB 003.008\n")
+    assert ws1.stream(2) == b"\x01\x02"
+    ws1.send(b"\x02")
+    ws1.send(des(d1["password"], ws1.stream(16)))
+    assert vnc_fail_reason(ws1) == b"Authentication failed\0"
+    ws1.close()
+    ws2.close()
+    # fault vnc_password_reset: another client's vncproxy right after our answer
+    sim.ctl("POST", "/fault", {"kind": "vnc_password_reset", "vmid": 100})
+    d = vncproxy(sim, h)
+    ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), h)
+    assert rfb_auth(ws, d["password"]) == b"\0\0\0\1"
+    ws.close()
+    d = vncproxy(sim, h)
+    ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), h)
+    assert rfb_auth(ws, d["password"]) == b"\0\0\0\0"
+    ws.close()
+
+
+def test_fault_control_validation(sim):
+    host, port = sim.ready["control"].split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=5)
+    c.request("POST", "/fault", body=json.dumps({"kind": "nope"}))
+    assert c.getresponse().status == 400
+    c.close()
+    sim.ctl("POST", "/fault", {"kind": "term_refuse", "count": 2})
+    assert sim.ctl("GET", "/state")["faults"] == [{"kind": "term_refuse", "vmid": None, "count": 2}]
+    for _ in range(2):
+        d, ws = term_session(sim, sim.cookie_headers(sim.login()))
+        ws.send(("%s:%s\n" % (d["user"], d["ticket"])).encode(), op=1)
+        assert ws.closed()
+        ws.close()
+    assert sim.ctl("GET", "/state")["faults"] == []
+
+
+def tls_records(sim, split):
+    """Log in over a hand-driven TLS 1.3 session and return the plaintext and the
+    application-data record sizes (ciphertext minus the 17 bytes of tag + type)."""
+    tmp = sim
+    host, port = tmp.node("pve1")
+    ctx = ssl.create_default_context(cafile=tmp.ready["ca"])
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=host)
+    s = socket.create_connection((host, port), timeout=5)
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            s.sendall(out.read())
+            inc.write(s.recv(65536))
+    s.sendall(out.read())
+    body = b"username=root%40pam&password=pw"
+    obj.write(b"POST /api2/json/access/ticket HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+              b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    s.sendall(out.read())
+    raw, plain, done = b"", b"", False
+    while not done:  # until close_notify (the server then waits for ours; no TCP EOF)
+        d = s.recv(65536)
+        if not d:
+            break
+        raw += d
+        inc.write(d)
+        while True:
+            try:
+                p = obj.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except (ssl.SSLZeroReturnError, ssl.SSLError):
+                done = True
+                break
+            if not p:
+                done = True
+                break
+            plain += p
+    sizes, i = [], 0
+    while i + 5 <= len(raw):
+        typ, n = raw[i], struct.unpack(">H", raw[i + 3:i + 5])[0]
+        if typ == 23:
+            sizes.append(n - 17)
+        i += 5 + n
+    s.close()
+    return plain, sizes
+
+
+def test_tls_record_split(tmp_path, xvnc, bigvnc):
+    s = Simulator(tmp_path, base_conf(xvnc, bigvnc.port, tls_record_split=True))
+    try:
+        plain, sizes = tls_records(s, True)
+        assert plain.startswith(b"HTTP/1.1 200 OK\r\n") and b'"ticket":"PVE:root@pam:' in plain
+        # after the handshake: the server's session tickets (two records > 16 bytes), the
+        # answer in records of 1..16 bytes, and close_notify (a 2-byte alert record)
+        small, big = [n for n in sizes if n <= 16], [n for n in sizes if n > 16]
+        assert len(big) <= 2 and sum(small) == len(plain) + 2 and small.count(1) > len(small) // 2
+        # the console path works through split records too
+        d = s.login()
+        v = vncproxy(s, s.cookie_headers(d))
+        ws = RawWS(s, "pve1", ws_path("pve1", "qemu", 100, v["port"], v["ticket"]), s.cookie_headers(d))
+        assert ws.status == 101 and rfb_auth(ws, v["password"]) == b"\0\0\0\0"
+        ws.close()
+    finally:
+        assert s.stop() == 0
+
+
+def test_tls_records_normal(sim):
+    plain, sizes = tls_records(sim, False)
+    assert plain.startswith(b"HTTP/1.1 200 OK\r\n") and max(sizes) > 100
