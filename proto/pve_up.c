@@ -1036,11 +1036,10 @@ out_release:
 	release(u);
 }
 
-static void up_on_eof(struct rs_conn *c)
+/* The node closed the connection (a TCP FIN, or a TLS close_notify, which
+ * the filter reports as a close): an answer without a length ends here. */
+static void at_eof(struct rs_pve_up *u)
 {
-	struct rs_pve_up *u = rs_conn_ctx(c);
-
-	hold(u);
 	if (u->ended) {
 		/* already reported */
 	} else if (u->step == S_READY) {
@@ -1057,6 +1056,14 @@ static void up_on_eof(struct rs_conn *c)
 	} else {
 		failover(u, RS_CC_UPSTREAM_UNAVAILABLE, "connection closed during the API calls");
 	}
+}
+
+static void up_on_eof(struct rs_conn *c)
+{
+	struct rs_pve_up *u = rs_conn_ctx(c);
+
+	hold(u);
+	at_eof(u);
 	release(u);
 }
 
@@ -1075,12 +1082,14 @@ static void up_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 {
 	struct rs_pve_up *u = rs_conn_ctx(c);
 
-	(void)why;
 	hold(u);
 	u->c = NULL;
-	u->tls_ready = false;
 	put_src(u);
-	if (!u->ended) {
+	if (!u->ended && why == RS_CLOSE_PEER_EOF) {
+		at_eof(u);
+		u->tls_ready = false;
+	} else if (!u->ended) {
+		u->tls_ready = false;
 		if (u->step == S_TERM_OK)
 			term_refused(u);
 		else if (u->step == S_READY)
