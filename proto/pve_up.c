@@ -180,8 +180,8 @@ int rs_pve_new(struct rs_pve **out, const struct rs_config *cfg, char *err, size
 	if (!p)
 		return -ENOMEM;
 	pthread_mutex_init(&p->locks_mu, NULL);
-	p->upgrade_timeout_ms = cfg->upstream_upgrade_timeout_ms ? cfg->upstream_upgrade_timeout_ms
-								 : 5000;
+	p->upgrade_timeout_ms =
+	    cfg->upstream_upgrade_timeout_ms ? cfg->upstream_upgrade_timeout_ms : 5000;
 	p->cl = rs_xcalloc(cfg->n_clusters + 1, sizeof(*p->cl));
 	for (size_t i = 0; i < cfg->n_clusters && !ret; i++) {
 		const struct rs_cluster_conf *cc = &cfg->clusters[i];
@@ -623,7 +623,8 @@ static void next_step(struct rs_pve_up *u)
 
 			rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
 			u->timer.cb = at < u->deadline_ms ? on_upgrade_timeout : on_deadline;
-			rs_timer_link(rs_worker_timers(u->w), &u->timer, RS_MIN(at, u->deadline_ms));
+			rs_timer_link(rs_worker_timers(u->w), &u->timer,
+				      RS_MIN(at, u->deadline_ms));
 		}
 	}
 	n = send_built(u, req, n);
@@ -690,8 +691,8 @@ static void api_error(struct rs_pve_up *u, enum rs_pve_err code, const struct rs
 		    "the console service may not open this VM's console (VM.Console)");
 		break;
 	case RS_PVE_E_NOT_FOUND:
-		if (!u->node_retried && (u->step == S_STATUS || u->step == S_PROXY ||
-					 u->step == S_UPGRADE)) {
+		if (!u->node_retried &&
+		    (u->step == S_STATUS || u->step == S_PROXY || u->step == S_UPGRADE)) {
 			/* The VM moved (migration) since the node was given or
 			 * found: look it up once more, as Proxmox's own xterm.js
 			 * client does. */
@@ -1301,7 +1302,8 @@ bool rs_pve_up_retry_auth(struct rs_pve_up *u)
 	if (!retry)
 		return false;
 	hold(u);
-	rs_warn("pve", "cluster %s: VM %u: VNC password refused (another vncproxy call reset it?): "
+	rs_warn("pve",
+		"cluster %s: VM %u: VNC password refused (another vncproxy call reset it?): "
 		"one fresh vncproxy",
 		u->cl->name, u->vmid);
 	u->auth_retried = true;
