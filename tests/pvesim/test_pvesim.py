@@ -668,8 +668,8 @@ def test_single_accept_only(sim, root):
     p = ws_path("pve1", "qemu", 100, d["port"], d["ticket"])
     ws1 = RawWS(sim, "pve1", p, sim.cookie_headers(root))
     assert ws1.status == 101 and ws1.stream(12) == b"RFB 003.008\n"
-    ws2 = RawWS(sim, "pve1", p, sim.cookie_headers(root))  # ticket still valid, listener gone
-    assert ws2.status is None and ws2.head == b""
+    ws2 = RawWS(sim, "pve1", p, sim.cookie_headers(root), timeout=1.5)  # ticket valid, listener gone
+    assert ws2.status is None and ws2.head == b"" and ws2.timed_out  # no answer: a hang
     ws1.close()
     ws2.close()
 
@@ -677,10 +677,13 @@ def test_single_accept_only(sim, root):
 def test_accept_timeout_closes_listener(sim, root):
     d = vncproxy(sim, sim.cookie_headers(root))
     time.sleep(3.3)  # console_accept_timeout_s = 3 in this fixture (PVE: 10 s)
-    ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.cookie_headers(root))
-    assert ws.status is None  # no 101: backend connect failed first
+    ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), sim.cookie_headers(root),
+               timeout=1.5)
+    assert ws.status is None and ws.timed_out  # no 101: backend connect failed first, no answer
+    ws.close()
+    time.sleep(0.2)
     log = [e for e in sim.ctl("GET", "/log") if e.get("path", "").endswith("vncwebsocket")]
-    assert log[-1]["status"] == 0
+    assert log[-1]["status"] == 0 and log[-1]["hung"] is True
 
 
 def test_other_node_vncwebsocket_fails(sim, root):
@@ -1185,6 +1188,14 @@ def test_bad_vnc_ticket_on_upgrade_is_delayed_401(sim, root):
     ws = RawWS(sim, "pve1", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), h)
     assert ws.status == 101
     ws.close()
+    # an expired ticket (age >= 40 s) is the same 401
+    d = vncproxy(sim, h)
+    sim.ctl("POST", "/clock", {"advance": 40})
+    try:
+        st, reason, *_ = sim.api("GET", ws_path("pve1", "qemu", 100, d["port"], d["ticket"]), headers=h)
+        assert (st, reason) == (401, "permission denied - invalid PVEVNC ticket")
+    finally:
+        sim.ctl("POST", "/clock", {"offset": 0})
 
 
 def test_bad_websocket_version_or_key_500_text(sim, root):
