@@ -37,6 +37,7 @@ static const struct uint_field uint_fields[] = {
 	F("limits.session_buffer_bytes", session_buffer_bytes, 16384, 67108864, 262144),
 	F("limits.connect_timeout_ms", connect_timeout_ms, 100, 120000, 10000),
 	F("limits.handshake_timeout_ms", handshake_timeout_ms, 100, 120000, 15000),
+	F("limits.upstream_upgrade_timeout_ms", upstream_upgrade_timeout_ms, 100, 120000, 5000),
 	F("limits.session_idle_timeout_s", session_idle_timeout_s, 0, 604800, 0),
 	F("limits.max_conns", max_conns, 0, 1048576, 0),
 	{"buffers.size", offsetof(struct rs_config, buf_size), 4096, 65536, 16384, true},
@@ -478,10 +479,12 @@ static int set_cluster(struct rs_cluster_conf *k, const char *name, json_t *obj,
 				    "(e.g. 10.0.0.5:8006)",
 				    name, i, e);
 	}
-	if (!!k->token == !!k->user)
+	/* Both may be given: VNC consoles then use the token, terminals the
+	 * login (termproxy before the April 2026 update refuses tokens). */
+	if (!k->token && !k->user)
 		return errf(err, errlen,
 			    "config: 'clusters.%s': give either 'token' (an API token, recommended) "
-			    "or 'user' and 'password'",
+			    "or 'user' and 'password' (or both: terminals then use the login)",
 			    name);
 	if (k->token && !valid_token(k->token))
 		return errf(err, errlen,

@@ -75,6 +75,9 @@ struct rs_config {
 	unsigned ws_max_frame, ws_max_message;
 	unsigned session_buffer_bytes;
 	unsigned connect_timeout_ms, handshake_timeout_ms, session_idle_timeout_s;
+	/* Proxmox: from the vncwebsocket request to its 101 (pveproxy never
+	 * answers when its connect to the console port fails). */
+	unsigned upstream_upgrade_timeout_ms;
 	unsigned max_conns;
 	unsigned buf_size, buf_count;
 	char **source_addresses;

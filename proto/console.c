@@ -21,7 +21,7 @@ const char *const rs_console_cause_names[RS_CC__COUNT] = {
 	"target_protocol",  "target_reset",     "browser_protocol", "handshake_timeout",
 	"idle_timeout",     "upstream_auth",    "upstream_permission", "vm_not_found",
 	"vm_not_running",   "upstream_tls",     "upstream_unavailable", "upstream_protocol",
-	"nomem",
+	"console_unreachable", "terminal_refused", "nomem",
 };
 
 const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"token", "connect", "upstream_api",
@@ -704,6 +704,10 @@ static void target_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, s
 		bool auth = rs_rfb_client_auth_failed(&s->hs->cli);
 
 		snprintf(reason, sizeof(reason), "%.*s", (int)sizeof(reason) - 1, s->hs->cli.error);
+		/* Proxmox: another client's vncproxy may have reset the VM's VNC
+		 * password; the upstream tries once more and on_ready follows. */
+		if (auth && s->pve && rs_pve_up_retry_auth(s->pve))
+			return;
 		rs_warn("console", "token=%s target %s:%u: %s", s->tokhash,
 			s->spec->host ? s->spec->host : "pve", s->spec->port, reason);
 		fail_upstream(s, auth ? RS_CC_TARGET_AUTH : RS_CC_TARGET_PROTOCOL, reason);

@@ -43,6 +43,8 @@ enum rs_console_cause {
 	RS_CC_UPSTREAM_TLS,       /* every endpoint failed certificate verification */
 	RS_CC_UPSTREAM_UNAVAILABLE, /* every endpoint refused, failed or answered 5xx/595 */
 	RS_CC_UPSTREAM_PROTOCOL,  /* Proxmox answered something unexpected */
+	RS_CC_CONSOLE_UNREACHABLE, /* no 101 from vncwebsocket in time (backend connect hung) */
+	RS_CC_TERMINAL_REFUSED,   /* termproxy closed before its OK (ticket refused) */
 	RS_CC_NOMEM,
 	RS_CC__COUNT
 };

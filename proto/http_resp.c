@@ -56,9 +56,11 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len)
 	return count_head(p, len);
 }
 
-/* Pick where the value of the header just named goes. A repeated header we
- * keep is refused: two Sec-WebSocket-Accept values, say, leave no honest
- * way to choose. */
+/* Pick where the value of the header just named goes. A repeated header is
+ * combined into one comma-separated list (RFC 9110 section 5.3): pveproxy
+ * sends both "Connection: close" and "Connection: Keep-Alive" on every call
+ * it proxies to pvedaemon. Only a second Sec-WebSocket-Accept is refused:
+ * two values leave no honest way to choose (RFC 6455 section 4.1). */
 static int on_header_field_complete(llhttp_t *ll)
 {
 	struct rs_http_resp_parser *p = P(ll);
@@ -85,12 +87,17 @@ static int on_header_field_complete(llhttp_t *ll)
 		if (strlen(keep[i].name) != p->hname_len ||
 		    strncasecmp(p->hname, keep[i].name, p->hname_len))
 			continue;
-		if (dst[0] || (dst == r->ws_accept && r->has_ws_accept) ||
-		    (dst == r->ws_protocol && r->has_ws_protocol))
-			return fail(p, "repeated response header");
+		if (dst == r->ws_accept && r->has_ws_accept)
+			return fail(p, "repeated Sec-WebSocket-Accept");
 		p->hval = dst;
 		p->hval_cap = keep[i].cap;
-		p->hval_len = 0;
+		p->hval_len = strlen(dst);
+		if (dst[0] || (dst == r->ws_protocol && r->has_ws_protocol)) {
+			if (p->hval_len + 2 >= p->hval_cap)
+				return fail(p, "response header value too long");
+			memcpy(dst + p->hval_len, ", ", 3);
+			p->hval_len += 2;
+		}
 		if (dst == r->ws_accept)
 			r->has_ws_accept = true;
 		else if (dst == r->ws_protocol)

@@ -396,6 +396,7 @@ static const char *const err_text[RS_PVE_E__COUNT] = {
 			   "migrated, or no such VM)",
     [RS_PVE_E_NO_VM] = "the VM is not in the cluster's resource list (no such VM, or no "
 		       "VM.Audit on it)",
+    [RS_PVE_E_NO_NODE] = "the node named is not a member of the Proxmox cluster",
     [RS_PVE_E_PARAM] = "Proxmox rejected a request parameter",
     [RS_PVE_E_SERVER] = "the Proxmox API failed (server error)",
     [RS_PVE_E_UNREACHABLE] = "the Proxmox node could not reach the node that hosts the VM",
@@ -519,6 +520,12 @@ enum rs_pve_err rs_pve_classify(int status, const char *reason, const uint8_t *b
 		code = RS_PVE_E_SERVER;
 		if (strstr(reason, "does not exist") || (msg && strstr(msg, "does not exist")))
 			code = RS_PVE_E_NOT_FOUND;
+		/* pveproxy resolves the node before proxying: a name that is no
+		 * cluster member fails there, on every endpoint alike
+		 * (pve-http-server AnyEvent.pm proxy_request). */
+		if ((!strncmp(reason, "hostname lookup '", 17) && strstr(reason, "' failed")) ||
+		    (msg && !strncmp(msg, "hostname lookup '", 17) && strstr(msg, "' failed")))
+			code = RS_PVE_E_NO_NODE;
 		if (!*reason && msg)
 			set_detail(err, msg, NULL);
 	} else {

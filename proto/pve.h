@@ -108,6 +108,7 @@ enum rs_pve_err {
 	RS_PVE_E_PERM,	      /* 403: e.g. VM.Console missing */
 	RS_PVE_E_NOT_FOUND,   /* 500 "does not exist": wrong node or no such VM */
 	RS_PVE_E_NO_VM,	      /* cluster/resources does not list the vmid */
+	RS_PVE_E_NO_NODE,     /* 500 "hostname lookup '<node>' failed": not a cluster member */
 	RS_PVE_E_PARAM,	      /* 400 parameter verification */
 	RS_PVE_E_SERVER,      /* other 5xx */
 	RS_PVE_E_UNREACHABLE, /* 595/596: pveproxy could not reach the other node */
@@ -131,7 +132,9 @@ struct rs_pve_error {
 const char *rs_pve_err_str(enum rs_pve_err e);
 
 /* Should the client retry the whole sequence on another API endpoint?
- * True for 5xx other than "does not exist" and for 595/596 (connect and TLS
+ * True for 5xx other than "does not exist" and "hostname lookup ... failed"
+ * (pveproxy's answers about the node asked for, the same on every endpoint),
+ * and for 595/596 (connect and TLS
  * failures, outside this codec, also qualify). */
 bool rs_pve_err_failover(enum rs_pve_err e);
 

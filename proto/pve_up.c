@@ -44,7 +44,7 @@ struct cluster {
 /* VMs whose VNC authentication is in progress: every vncproxy call resets
  * the VM's VNC password, so a second console waits for the first. */
 struct vmlock {
-	const struct cluster *cl;
+	const void *cl;
 	uint32_t vmid;
 };
 
@@ -52,6 +52,7 @@ struct rs_pve {
 	struct cluster *cl;
 	size_t n;
 	struct rs_tls_client *inline_tls; /* NULL: inline details refused */
+	unsigned upgrade_timeout_ms;	  /* vncwebsocket request to its 101 */
 	struct rs_pve_counters ct;
 	pthread_mutex_t locks_mu;
 	struct vmlock locks[MAX_LOCKS];
@@ -84,7 +85,27 @@ struct rs_pve_up {
 	size_t ep;
 	enum step step;
 	bool term, lxc, type_known, locked, ended, have_login;
-	bool upgrade_sent;
+	/* The TLS handshake of <c> is complete: the only state in which a
+	 * request may be queued (a secret never leaves in clear). */
+	bool tls_ready;
+	/* <c> reached EOF after the answer being handled: the next request
+	 * needs a new connection. */
+	bool peer_eof;
+	/* Each second chance is taken once per console. */
+	bool node_retried, ticket_retried, auth_retried;
+	/* Callbacks of <u> on the stack; <dead>: free when the last returns
+	 * (DESIGN.md "Nothing is freed inside its own callback"). */
+	unsigned depth;
+	bool dead;
+	/* Bumped whenever an attempt's connection is let go: a loop over
+	 * received bytes stops as soon as they belong to an older attempt. */
+	unsigned attempt;
+	/* The latest unanswered ping (RFC 6455 5.5.3 allows answering only
+	 * it): sent when the connection is not congested, so a node that pings
+	 * and never reads cannot make pongs pile up. */
+	uint8_t pong[125];
+	uint8_t pong_len;
+	bool pong_pending;
 	uint32_t vmid;
 	char node[64];
 	/* Secrets of this console; wiped when freed. */
@@ -159,6 +180,8 @@ int rs_pve_new(struct rs_pve **out, const struct rs_config *cfg, char *err, size
 	if (!p)
 		return -ENOMEM;
 	pthread_mutex_init(&p->locks_mu, NULL);
+	p->upgrade_timeout_ms =
+	    cfg->upstream_upgrade_timeout_ms ? cfg->upstream_upgrade_timeout_ms : 5000;
 	p->cl = rs_xcalloc(cfg->n_clusters + 1, sizeof(*p->cl));
 	for (size_t i = 0; i < cfg->n_clusters && !ret; i++) {
 		const struct rs_cluster_conf *cc = &cfg->clusters[i];
@@ -182,6 +205,12 @@ int rs_pve_new(struct rs_pve **out, const struct rs_config *cfg, char *err, size
 			k->token_secret = eq + 1;
 		}
 		k->user = cc->user ? rs_xstrdup(cc->user) : NULL;
+		if (cc->token && !cc->user)
+			rs_warn("pve",
+				"cluster %s has only an API token: terminal consoles fail on nodes "
+				"without the April 2026 update (their termproxy refuses tokens); "
+				"configure user and password too for terminals",
+				cc->name);
 		k->password = cc->password ? rs_xstrdup(cc->password) : NULL;
 		k->ep = rs_xcalloc(cc->n_endpoints, sizeof(*k->ep));
 		for (size_t j = 0; j < cc->n_endpoints && !ret; j++) {
@@ -242,20 +271,24 @@ const struct rs_pve_counters *rs_pve_counters(const struct rs_pve *p)
 	return &p->ct;
 }
 
-static bool vm_lock(struct rs_pve *p, const struct cluster *cl, uint32_t vmid)
+bool rs_pve_vm_lock(struct rs_pve *p, const void *cl, uint32_t vmid)
 {
 	bool ok = true;
 
 	pthread_mutex_lock(&p->locks_mu);
 	for (size_t i = 0; i < p->n_locks && ok; i++)
 		ok = !(p->locks[i].cl == cl && p->locks[i].vmid == vmid);
-	if (ok && p->n_locks < MAX_LOCKS)
+	/* A full table is a busy lock, never a success without one: the
+	 * console waits for a free slot as it waits for the VM. */
+	if (ok && p->n_locks == MAX_LOCKS)
+		ok = false;
+	if (ok)
 		p->locks[p->n_locks++] = (struct vmlock){cl, vmid};
 	pthread_mutex_unlock(&p->locks_mu);
 	return ok;
 }
 
-static void vm_unlock(struct rs_pve *p, const struct cluster *cl, uint32_t vmid)
+void rs_pve_vm_unlock(struct rs_pve *p, const void *cl, uint32_t vmid)
 {
 	pthread_mutex_lock(&p->locks_mu);
 	for (size_t i = 0; i < p->n_locks; i++)
@@ -280,7 +313,7 @@ static void wipe_str(char **s)
 static void free_up(struct rs_pve_up *u)
 {
 	if (u->locked)
-		vm_unlock(u->pve, u->cl, u->vmid);
+		rs_pve_vm_unlock(u->pve, u->cl, u->vmid);
 	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
 	wipe_str(&u->ticket);
 	wipe_str(&u->csrf);
@@ -296,6 +329,27 @@ static void free_up(struct rs_pve_up *u)
 	free(u);
 }
 
+/* Every entry point (connection callbacks, timers, calls from the console)
+ * brackets its work with hold()/release(): whatever ends or fails over
+ * inside only marks <u> dead, and the outermost release() frees it. */
+static void hold(struct rs_pve_up *u)
+{
+	u->depth++;
+}
+
+static void release(struct rs_pve_up *u)
+{
+	if (--u->depth == 0 && u->dead)
+		free_up(u);
+}
+
+static void dispose(struct rs_pve_up *u)
+{
+	u->dead = true;
+	if (!u->depth)
+		free_up(u);
+}
+
 /* Report once and let go: the connection's close frees <u> (or we do when
  * there is no connection). */
 static void end(struct rs_pve_up *u, enum rs_console_cause cause, const char *reason)
@@ -303,18 +357,20 @@ static void end(struct rs_pve_up *u, enum rs_console_cause cause, const char *re
 	if (u->ended)
 		return;
 	u->ended = true;
+	u->attempt++;
+	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
 	if (u->locked) {
-		vm_unlock(u->pve, u->cl, u->vmid);
+		rs_pve_vm_unlock(u->pve, u->cl, u->vmid);
 		u->locked = false;
 	}
 	u->ops->on_end(u->arg, cause, reason);
 	if (u->c)
 		rs_conn_close(u->c, RS_CLOSE_NORMAL, 0);
 	else
-		free_up(u);
+		dispose(u);
 }
 
-static void start_attempt(struct rs_pve_up *u);
+static void start_attempt(struct rs_pve_up *u, bool fresh);
 
 /* A connection given up for the next endpoint: it closes on its own and
  * returns its (source address, port) pair once its socket is gone. */
@@ -359,6 +415,33 @@ static void put_src(struct rs_pve_up *u)
 	u->have_src = false;
 }
 
+static void on_deadline(struct rs_timer *t);
+
+static void arm_deadline(struct rs_pve_up *u)
+{
+	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
+	u->timer.cb = on_deadline;
+	rs_timer_link(rs_worker_timers(u->w), &u->timer, u->deadline_ms);
+}
+
+/* The current attempt is over: its connection is let go (bytes still in
+ * flight on it are never read as the next attempt's answer), its timers
+ * are disarmed (only the console's deadline runs), its parser is reset. */
+static void attempt_over(struct rs_pve_up *u)
+{
+	u->attempt++;
+	arm_deadline(u);
+	if (u->c) {
+		struct rs_conn *c = u->c;
+
+		u->c = NULL;
+		orphan(u, c);
+	}
+	u->tls_ready = false;
+	u->peer_eof = false;
+	rs_http_resp_reset(&u->rp);
+}
+
 /* This endpoint failed in a way another endpoint may not: try the next. */
 static void failover(struct rs_pve_up *u, enum rs_console_cause cause, const char *why)
 {
@@ -370,27 +453,39 @@ static void failover(struct rs_pve_up *u, enum rs_console_cause cause, const cha
 		 cause == RS_CC_UPSTREAM_TLS ? "the Proxmox server's certificate was not accepted"
 					     : "the Proxmox cluster could not be reached");
 	if (u->locked) {
-		vm_unlock(u->pve, u->cl, u->vmid);
+		rs_pve_vm_unlock(u->pve, u->cl, u->vmid);
 		u->locked = false;
 	}
-	if (u->c) {
-		struct rs_conn *c = u->c;
-
-		u->c = NULL;
-		orphan(u, c);
-	}
+	attempt_over(u);
 	u->ep++;
 	if (u->ep < u->cl->n_ep)
 		atomic_fetch_add(&u->pve->ct.failovers, 1);
-	start_attempt(u);
+	start_attempt(u, true);
+}
+
+/* Start over on the same endpoint with a new connection, keeping the
+ * login, the lock and (unless the caller changed it) the step reached. */
+static void reconnect(struct rs_pve_up *u)
+{
+	attempt_over(u);
+	start_attempt(u, false);
 }
 
 /* --- requests --- */
 
+/* Log in with user and password? Only clusters with a login do; where a
+ * token is configured too, terminals still use the login: termproxy before
+ * the April 2026 hardening verifies through /access/ticket, which refuses
+ * API tokens. */
+static bool use_login(const struct rs_pve_up *u)
+{
+	return u->cl->user && (!u->cl->token || u->term);
+}
+
 static void auth_of(const struct rs_pve_up *u, struct rs_pve_auth *a)
 {
 	memset(a, 0, sizeof(*a));
-	if (u->cl->token) {
+	if (!use_login(u)) {
 		a->kind = RS_PVE_AUTH_TOKEN;
 		a->token_id = u->cl->token;
 		a->secret = u->cl->token_secret;
@@ -404,7 +499,12 @@ static void auth_of(const struct rs_pve_up *u, struct rs_pve_auth *a)
 /* Queue a request built by the codec (<n> bytes in <req>, or -errno). */
 static int send_built(struct rs_pve_up *u, char *req, int n)
 {
-	int ret = n < 0 ? n : rs_conn_send(u->c, req, (size_t)n);
+	int ret = n;
+
+	/* Requests carry the token or the ticket: never queue one on a
+	 * connection whose TLS handshake has not completed. */
+	if (n >= 0)
+		ret = u->c && u->tls_ready ? rs_conn_send(u->c, req, (size_t)n) : -ENOTCONN;
 
 	explicit_bzero(req, REQ_MAX);
 	rs_http_resp_reset(&u->rp);
@@ -417,29 +517,58 @@ static enum rs_pve_vmtype type_of(const struct rs_pve_up *u)
 }
 
 static void next_step(struct rs_pve_up *u);
+static void on_lock_retry(struct rs_timer *t);
+static void protocol_error(struct rs_pve_up *u, const char *what);
 
+static void wait_lock(struct rs_pve_up *u)
+{
+	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
+	u->timer.cb = on_lock_retry;
+	rs_timer_link(rs_worker_timers(u->w), &u->timer, rs_worker_now(u->w) + LOCK_RETRY_MS);
+}
+
+/* Waiting for the VM's lock holds no connection (pveproxy closes idle ones
+ * after 5 s); once the lock is ours, a new connection takes up the step. */
 static void on_lock_retry(struct rs_timer *t)
 {
 	struct rs_pve_up *u = rs_container_of(t, struct rs_pve_up, timer);
 
+	hold(u);
 	if (rs_worker_now(u->w) >= u->deadline_ms) {
 		end(u, RS_CC_HANDSHAKE_TIMEOUT, "the console did not open in time");
-		return;
+	} else if (rs_pve_vm_lock(u->pve, u->cl, u->vmid)) {
+		u->locked = true;
+		arm_deadline(u);
+		start_attempt(u, false);
+	} else {
+		wait_lock(u);
 	}
-	next_step(u);
+	release(u);
 }
 
 static void on_deadline(struct rs_timer *t)
 {
 	struct rs_pve_up *u = rs_container_of(t, struct rs_pve_up, timer);
 
+	hold(u);
 	end(u, RS_CC_HANDSHAKE_TIMEOUT, "the console did not open in time");
+	release(u);
 }
 
-static void arm_deadline(struct rs_pve_up *u)
+/* pveproxy connects to the console port only when the upgrade arrives and
+ * never answers when that connect fails (AnyEvent.pm, the die in the
+ * tcp_connect callback is outside the eval): no 101 in time is its own
+ * cause, not the whole handshake deadline. */
+static void on_upgrade_timeout(struct rs_timer *t)
 {
-	u->timer.cb = on_deadline;
-	rs_timer_link(rs_worker_timers(u->w), &u->timer, u->deadline_ms);
+	struct rs_pve_up *u = rs_container_of(t, struct rs_pve_up, timer);
+
+	hold(u);
+	rs_warn("pve", "cluster %s: VM %u: no answer to the console WebSocket in %u ms",
+		u->cl->name, u->vmid, u->pve->upgrade_timeout_ms);
+	end(u, RS_CC_CONSOLE_UNREACHABLE,
+	    "the Proxmox node did not connect to the VM's console in time");
+	release(u);
 }
 
 static void next_step(struct rs_pve_up *u)
@@ -449,9 +578,14 @@ static void next_step(struct rs_pve_up *u)
 	struct rs_pve_auth auth;
 	int n = 0;
 
+	if (u->peer_eof) {
+		/* The answer ended with the connection (no length): go on on a new one. */
+		reconnect(u);
+		return;
+	}
 	snprintf(host, sizeof(host), strchr(e->host, ':') ? "[%s]:%u" : "%s:%u", e->host, e->port);
 	auth_of(u, &auth);
-	if (u->cl->user && !u->have_login) {
+	if (use_login(u) && !u->have_login) {
 		u->step = S_LOGIN;
 		n = rs_pve_req_login(req, sizeof(req), host, u->cl->user, u->cl->password);
 	} else if (!u->node[0] || !u->type_known) {
@@ -463,17 +597,13 @@ static void next_step(struct rs_pve_up *u)
 	} else if (u->step == S_STATUS || u->step == S_LOCK) {
 		/* Serialise the VNC handshake per VM (vncproxy resets its password). */
 		if (!u->term && !u->locked) {
-			if (!vm_lock(u->pve, u->cl, u->vmid)) {
+			if (!rs_pve_vm_lock(u->pve, u->cl, u->vmid)) {
 				u->step = S_LOCK;
-				rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
-				u->timer.cb = on_lock_retry;
-				rs_timer_link(rs_worker_timers(u->w), &u->timer,
-					      rs_worker_now(u->w) + LOCK_RETRY_MS);
+				attempt_over(u);
+				wait_lock(u);
 				return;
 			}
 			u->locked = true;
-			rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
-			arm_deadline(u);
 		}
 		u->step = S_PROXY;
 		n = u->term ? rs_pve_req_termproxy(req, sizeof(req), host, &auth, u->node,
@@ -488,10 +618,21 @@ static void next_step(struct rs_pve_up *u)
 		EVP_EncodeBlock((uint8_t *)u->ws_key, key, sizeof(key));
 		n = rs_pve_req_vncwebsocket(req, sizeof(req), host, &auth, u->node, type_of(u),
 					    u->vmid, u->vncport, u->vncticket, u->ws_key);
+		if (n >= 0) {
+			uint64_t at = rs_worker_now(u->w) + u->pve->upgrade_timeout_ms;
+
+			rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
+			u->timer.cb = at < u->deadline_ms ? on_upgrade_timeout : on_deadline;
+			rs_timer_link(rs_worker_timers(u->w), &u->timer,
+				      RS_MIN(at, u->deadline_ms));
+		}
 	}
-	if (send_built(u, req, n))
-		end(u, n == -ENOMEM || n >= 0 ? RS_CC_NOMEM : RS_CC_UPSTREAM_PROTOCOL,
-		    n >= 0 ? "out of memory" : "the console request could not be built");
+	n = send_built(u, req, n);
+	if (n == -ENOTCONN)
+		protocol_error(u, "a request before the TLS handshake");
+	else if (n)
+		end(u, n == -ENOMEM ? RS_CC_NOMEM : RS_CC_UPSTREAM_PROTOCOL,
+		    n == -ENOMEM ? "out of memory" : "the console request could not be built");
 }
 
 /* --- responses --- */
@@ -518,6 +659,15 @@ static void api_error(struct rs_pve_up *u, enum rs_pve_err code, const struct rs
 	rs_warn("pve", "cluster %s: VM %u: %s", u->cl->name, u->vmid, why);
 	switch (code) {
 	case RS_PVE_E_AUTH:
+		if (u->step == S_UPGRADE && !u->ticket_retried) {
+			/* vncwebsocket's 401 is about the console ticket (expired,
+			 * or checked by a node that did not issue it), not the
+			 * login: one fresh vncproxy/termproxy. */
+			u->ticket_retried = true;
+			u->step = S_STATUS;
+			reconnect(u);
+			break;
+		}
 		if (u->have_login && u->cl->user) {
 			/* A cached ticket may have been revoked: log in afresh next time. */
 			pthread_mutex_lock(&u->cl->lock);
@@ -541,7 +691,21 @@ static void api_error(struct rs_pve_up *u, enum rs_pve_err code, const struct rs
 		    "the console service may not open this VM's console (VM.Console)");
 		break;
 	case RS_PVE_E_NOT_FOUND:
+		if (!u->node_retried &&
+		    (u->step == S_STATUS || u->step == S_PROXY || u->step == S_UPGRADE)) {
+			/* The VM moved (migration) since the node was given or
+			 * found: look it up once more, as Proxmox's own xterm.js
+			 * client does. */
+			u->node_retried = true;
+			u->node[0] = '\0';
+			u->step = S_CONNECT;
+			reconnect(u);
+			break;
+		}
 		end(u, RS_CC_VM_NOT_FOUND, "this VM was not found where the console looked for it");
+		break;
+	case RS_PVE_E_NO_NODE:
+		end(u, RS_CC_VM_NOT_FOUND, "this VM's node is not a member of the Proxmox cluster");
 		break;
 	case RS_PVE_E_NO_VM:
 		end(u, RS_CC_VM_NOT_FOUND, "this VM was not found in the cluster");
@@ -639,6 +803,10 @@ static void handle_proxy(struct rs_pve_up *u, const struct rs_http_resp *r)
 		api_error(u, code, &err);
 		return;
 	}
+	/* A retry replaces the previous console's secrets. */
+	wipe_str(&u->vncpw);
+	wipe_str(&u->vncticket);
+	wipe_str(&u->vncuser);
 	/* Section 4.1: the password, else the ticket; DES uses 8 bytes. */
 	rs_pve_vnc_password(&con, pw);
 	u->vncpw = strdup(pw);
@@ -660,6 +828,8 @@ static int ws_send_frame(struct rs_pve_up *u, int op, struct rs_buf *b, uint8_t 
 	uint8_t hdr[RS_WS_MAX_HEADER], key[4];
 	size_t hl;
 
+	if (!u->c || u->step < S_TERM_OK)
+		return -ENOTCONN;
 	rs_random(key, sizeof(key));
 	hl = rs_ws_frame_header(hdr, op, true, len, key);
 	rs_ws_mask(data, len, key, 0);
@@ -694,6 +864,7 @@ static void handle_upgrade(struct rs_pve_up *u, struct rs_buf *b, uint8_t *rest,
 	enum rs_pve_err code = rs_pve_check_upgrade(&u->rp.resp, u->ws_key, &err);
 
 	rs_http_resp_release(&u->rp);
+	arm_deadline(u);
 	if (code) {
 		if (code == RS_PVE_E_UPGRADE)
 			protocol_error(u, "the console WebSocket");
@@ -706,6 +877,7 @@ static void handle_upgrade(struct rs_pve_up *u, struct rs_buf *b, uint8_t *rest,
 		char *line;
 		int n = asprintf(&line, "%s:%s\n", u->vncuser, u->vncticket);
 
+		u->step = S_TERM_OK;
 		if (n < 0 || ws_send_frame(u, RS_WS_OP_BINARY, NULL, (uint8_t *)line, (size_t)n)) {
 			if (n >= 0) {
 				explicit_bzero(line, (size_t)n);
@@ -716,13 +888,30 @@ static void handle_upgrade(struct rs_pve_up *u, struct rs_buf *b, uint8_t *rest,
 		}
 		explicit_bzero(line, (size_t)n);
 		free(line);
-		u->step = S_TERM_OK;
 		wipe_str(&u->vncticket);
 	} else {
 		become_ready(u);
 	}
 	if (!u->ended && rest_len)
 		ws_bytes(u, b, rest, rest_len);
+}
+
+/* termproxy closed or refused before its OK (pve-xtermjs termproxy: a bad
+ * ticket closes without a word). Before the April 2026 hardening it checks
+ * tickets through /access/ticket, which refuses API tokens. */
+static void term_refused(struct rs_pve_up *u)
+{
+	bool token = !use_login(u);
+
+	rs_warn("pve", "cluster %s: VM %u: termproxy refused the terminal ticket%s", u->cl->name,
+		u->vmid,
+		token ? " (API token: nodes before the April 2026 update need user and password "
+			"for terminals)"
+		      : "");
+	end(u, RS_CC_TERMINAL_REFUSED,
+	    token ? "the Proxmox node refused the terminal: API tokens need nodes with the "
+		    "April 2026 update (else a user login)"
+		  : "the Proxmox node refused the terminal ticket");
 }
 
 static void handle_response(struct rs_pve_up *u)
@@ -753,7 +942,7 @@ static void term_or_data(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, s
 {
 	while (u->step == S_TERM_OK && len) {
 		if (data[0] != "OK"[u->ok_seen]) {
-			end(u, RS_CC_UPSTREAM_AUTH, "the terminal refused the console ticket");
+			term_refused(u);
 			return;
 		}
 		data++, len--;
@@ -764,9 +953,20 @@ static void term_or_data(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, s
 		u->ops->on_data(u->arg, b, data, len);
 }
 
+static void flush_pong(struct rs_pve_up *u)
+{
+	if (!u->pong_pending || !u->c || rs_conn_congested(u->c))
+		return;
+	u->pong_pending = false;
+	if (ws_send_frame(u, RS_WS_OP_PONG, NULL, u->pong, u->pong_len))
+		end(u, RS_CC_NOMEM, "out of memory");
+}
+
 static void ws_bytes(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, size_t len)
 {
-	while (len && !u->ended) {
+	unsigned gen = u->attempt;
+
+	while (len && !u->ended && u->attempt == gen) {
 		struct rs_ws_event ev;
 		int n = rs_ws_parse(&u->ws, data, len, &ev);
 
@@ -776,13 +976,16 @@ static void ws_bytes(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, size_
 		}
 		data += n;
 		len -= (size_t)n;
-		if (ev.type == RS_WS_EV_DATA)
+		if (ev.type == RS_WS_EV_DATA) {
 			term_or_data(u, b, (uint8_t *)ev.data, ev.len);
-		else if (ev.type == RS_WS_EV_PING &&
-			 ws_send_frame(u, RS_WS_OP_PONG, NULL, (uint8_t *)ev.data, ev.len))
-			end(u, RS_CC_NOMEM, "out of memory");
-		else if (ev.type == RS_WS_EV_CLOSE)
+		} else if (ev.type == RS_WS_EV_PING) {
+			u->pong_len = (uint8_t)RS_MIN(ev.len, sizeof(u->pong));
+			memcpy(u->pong, ev.data, u->pong_len);
+			u->pong_pending = true;
+			flush_pong(u);
+		} else if (ev.type == RS_WS_EV_CLOSE) {
 			end(u, RS_CC_TARGET_CLOSED, "the console closed");
+		}
 		if (!n && ev.type == RS_WS_EV_NONE)
 			break;
 	}
@@ -790,32 +993,69 @@ static void ws_bytes(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, size_
 
 /* --- connection --- */
 
+/* A whole answer is in <u->rp>: act on it. <rest> follows a 101. */
+static void dispatch(struct rs_pve_up *u, struct rs_buf *b, uint8_t *rest, size_t rest_len)
+{
+	if (u->step == S_UPGRADE)
+		handle_upgrade(u, b, rest, rest_len);
+	else
+		handle_response(u);
+}
+
 static void up_on_data(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t len)
 {
 	struct rs_pve_up *u = rs_conn_ctx(c);
+	unsigned gen = u->attempt;
 
-	if (u->ended)
-		return;
-	if (u->step >= S_TERM_OK) {
+	hold(u);
+	if (u->ended) {
+		goto out_release;
+	} else if (u->step >= S_TERM_OK) {
 		ws_bytes(u, b, data, len);
-		return;
+		goto out_release;
 	}
-	while (len && !u->ended && u->step < S_TERM_OK) {
+	/* Stop as soon as the answer handled ended the console or let this
+	 * connection go: the rest is not the next attempt's to read. */
+	while (len && !u->ended && u->attempt == gen && u->step < S_TERM_OK) {
 		int n = rs_http_resp_feed(&u->rp, data, len);
 
 		if (n < 0) {
 			failover(u, RS_CC_UPSTREAM_PROTOCOL, rs_http_resp_error(&u->rp));
-			return;
+			break;
 		}
 		data += n;
 		len -= (size_t)n;
 		if (!rs_http_resp_done(&u->rp))
-			return;
+			break;
 		if (u->step == S_UPGRADE) {
-			handle_upgrade(u, b, data, len);
-			return;
+			dispatch(u, b, data, len);
+			break;
 		}
-		handle_response(u);
+		dispatch(u, NULL, NULL, 0);
+	}
+out_release:
+	release(u);
+}
+
+/* The node closed the connection (a TCP FIN, or a TLS close_notify, which
+ * the filter reports as a close): an answer without a length ends here. */
+static void at_eof(struct rs_pve_up *u)
+{
+	if (u->ended) {
+		/* already reported */
+	} else if (u->step == S_READY) {
+		/* pveproxy never sends a close frame: this is how consoles end. A
+		 * console that ends before any byte is a guest that is not running. */
+		end(u, RS_CC_TARGET_CLOSED, "the console closed");
+	} else if (u->step == S_TERM_OK) {
+		term_refused(u);
+	} else if (u->tls_ready && !rs_http_resp_eof(&u->rp) && rs_http_resp_done(&u->rp)) {
+		/* An answer without a length ends with the connection: pveproxy's
+		 * 401s and 595s are such. It is an answer, not a broken node. */
+		u->peer_eof = true;
+		dispatch(u, NULL, NULL, 0);
+	} else {
+		failover(u, RS_CC_UPSTREAM_UNAVAILABLE, "connection closed during the API calls");
 	}
 }
 
@@ -823,38 +1063,44 @@ static void up_on_eof(struct rs_conn *c)
 {
 	struct rs_pve_up *u = rs_conn_ctx(c);
 
-	if (u->step == S_READY || u->step == S_TERM_OK) {
-		/* pveproxy never sends a close frame: this is how consoles end. A
-		 * console that ends before any byte is a guest that is not running. */
-		end(u, RS_CC_TARGET_CLOSED, "the console closed");
-		return;
-	}
-	failover(u, RS_CC_UPSTREAM_UNAVAILABLE, "connection closed during the API calls");
+	hold(u);
+	at_eof(u);
+	release(u);
 }
 
 static void up_on_drain(struct rs_conn *c)
 {
 	struct rs_pve_up *u = rs_conn_ctx(c);
 
-	if (u->step == S_READY && u->ops->on_drain)
+	hold(u);
+	flush_pong(u);
+	if (!u->ended && u->step == S_READY && u->ops->on_drain)
 		u->ops->on_drain(u->arg);
+	release(u);
 }
 
 static void up_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 {
 	struct rs_pve_up *u = rs_conn_ctx(c);
 
-	(void)why;
+	hold(u);
 	u->c = NULL;
 	put_src(u);
-	if (!u->ended) {
-		if (u->step >= S_TERM_OK)
+	if (!u->ended && why == RS_CLOSE_PEER_EOF) {
+		at_eof(u);
+		u->tls_ready = false;
+	} else if (!u->ended) {
+		u->tls_ready = false;
+		if (u->step == S_TERM_OK)
+			term_refused(u);
+		else if (u->step == S_READY)
 			end(u, RS_CC_TARGET_RESET, "the connection to the console broke");
 		else
 			failover(u, RS_CC_UPSTREAM_UNAVAILABLE, err ? strerror(err) : "closed");
-		return;
+	} else {
+		u->dead = true;
 	}
-	free_up(u);
+	release(u);
 }
 
 static void on_tls(struct rs_conn *c, void *arg, int res, const char *msg)
@@ -862,12 +1108,15 @@ static void on_tls(struct rs_conn *c, void *arg, int res, const char *msg)
 	struct rs_pve_up *u = arg;
 
 	(void)c;
+	hold(u);
 	if (res) {
 		failover(u, res == -EKEYREJECTED ? RS_CC_UPSTREAM_TLS : RS_CC_UPSTREAM_UNAVAILABLE,
 			 msg ? msg : "TLS handshake failed");
-		return;
+	} else {
+		u->tls_ready = true;
+		next_step(u);
 	}
-	next_step(u);
+	release(u);
 }
 
 static void up_on_connect(struct rs_conn *c, int res)
@@ -875,12 +1124,12 @@ static void up_on_connect(struct rs_conn *c, int res)
 	struct rs_pve_up *u = rs_conn_ctx(c);
 	struct endpoint *e = &u->cl->ep[u->ep];
 
-	if (res) {
+	hold(u);
+	if (res)
 		failover(u, RS_CC_UPSTREAM_UNAVAILABLE, strerror(-res));
-		return;
-	}
-	if (rs_tls_client_attach(u->cl->tls, c, e->host, e->port, on_tls, u))
+	else if (rs_tls_client_attach(u->cl->tls, c, e->host, e->port, on_tls, u))
 		end(u, RS_CC_NOMEM, "out of memory");
+	release(u);
 }
 
 static const struct rs_conn_ops up_ops = {
@@ -891,7 +1140,9 @@ static const struct rs_conn_ops up_ops = {
     .on_close = up_on_close,
 };
 
-static void start_attempt(struct rs_pve_up *u)
+/* Connect to the current endpoint. <fresh>: a new endpoint, the whole
+ * sequence from the start; else the step reached is taken up again. */
+static void start_attempt(struct rs_pve_up *u, bool fresh)
 {
 	struct endpoint *e;
 	int ret;
@@ -903,8 +1154,9 @@ static void start_attempt(struct rs_pve_up *u)
 		return;
 	}
 	e = &u->cl->ep[u->ep];
-	u->step = S_CONNECT;
-	if (u->cl->user && !u->have_login) {
+	if (fresh)
+		u->step = S_CONNECT;
+	if (use_login(u) && !u->have_login) {
 		/* A ticket younger than half its life is reused; CSRF goes with it. */
 		pthread_mutex_lock(&u->cl->lock);
 		if (u->cl->ticket && rs_now_ms() - u->cl->ticket_ms < TICKET_RENEW_MS) {
@@ -998,7 +1250,9 @@ int rs_pve_up_open(struct rs_pve *p, struct rs_worker *w, const struct rs_consol
 	rs_timer_init(&u->timer, on_deadline);
 	arm_deadline(u);
 	*out = u;
-	start_attempt(u);
+	hold(u);
+	start_attempt(u, true);
+	release(u);
 	return 0;
 }
 
@@ -1036,9 +1290,27 @@ void rs_pve_up_resume(struct rs_pve_up *u)
 void rs_pve_up_auth_done(struct rs_pve_up *u)
 {
 	if (u->locked) {
-		vm_unlock(u->pve, u->cl, u->vmid);
+		rs_pve_vm_unlock(u->pve, u->cl, u->vmid);
 		u->locked = false;
 	}
+}
+
+bool rs_pve_up_retry_auth(struct rs_pve_up *u)
+{
+	bool retry = !u->term && !u->ended && !u->auth_retried && u->step == S_READY;
+
+	if (!retry)
+		return false;
+	hold(u);
+	rs_warn("pve",
+		"cluster %s: VM %u: VNC password refused (another vncproxy call reset it?): "
+		"one fresh vncproxy",
+		u->cl->name, u->vmid);
+	u->auth_retried = true;
+	u->step = S_STATUS; /* next: vncproxy, keeping the login and the VM's lock */
+	reconnect(u);
+	release(u);
+	return true;
 }
 
 void rs_pve_up_close(struct rs_pve_up *u)
@@ -1046,8 +1318,10 @@ void rs_pve_up_close(struct rs_pve_up *u)
 	if (u->ended)
 		return;
 	u->ended = true;
+	u->attempt++;
+	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
 	if (u->c)
 		rs_conn_close(u->c, RS_CLOSE_NORMAL, 0);
 	else
-		free_up(u);
+		dispose(u);
 }

@@ -74,7 +74,20 @@ void rs_pve_up_resume(struct rs_pve_up *u);
 /* The VNC authentication of this console is over: the VM's next console may
  * reset its VNC password now. */
 void rs_pve_up_auth_done(struct rs_pve_up *u);
+/* The target refused the VNC password this console's vncproxy made:
+ * another client's vncproxy may have reset the VM's password since (it is
+ * VM-wide). True when one fresh vncproxy is under way (on_ready comes
+ * again with the new password, or on_end); false when it was tried already
+ * or does not apply, and the caller fails the console. Safe to call from
+ * on_data. */
+bool rs_pve_up_retry_auth(struct rs_pve_up *u);
 /* Close without calling on_end. */
 void rs_pve_up_close(struct rs_pve_up *u);
+
+/* The per-VM VNC-authentication lock (exposed for tests): true when taken,
+ * false when <cl, vmid> is held or the table is full, never a success
+ * without a lock. */
+bool rs_pve_vm_lock(struct rs_pve *p, const void *cl, uint32_t vmid);
+void rs_pve_vm_unlock(struct rs_pve *p, const void *cl, uint32_t vmid);
 
 #endif

@@ -6,6 +6,7 @@
 
 #include "proto/http_resp.h"
 #include "proto/pve.h"
+#include "proto/pve_up.h"
 
 #define HOST	   "pve1:8006"
 #define PW	   "8T:,O)X\\"
@@ -362,8 +363,44 @@ static void test_resp_every_split(void **st)
 				      "Sec-WebSocket-Protocol: binary\r\n"
 				      "\r\n"
 				      "\x82\x0cRFB 003.008\n";
+	/* What pveproxy really sends for a call it proxies to pvedaemon: the
+	 * daemon's "Connection: close" copied, then "Keep-Alive" pushed
+	 * (pve-http-server AnyEvent.pm proxy_request + response()). */
+	static const char proxied[] = "HTTP/1.1 200 OK\r\n"
+				      "Cache-Control: max-age=0\r\n"
+				      "Connection: close\r\n"
+				      "Connection: Keep-Alive\r\n"
+				      "Date: Mon, 07 Dec 2026 02:55:33 GMT\r\n"
+				      "Pragma: no-cache\r\n"
+				      "Server: pve-api-daemon/3.0\r\n"
+				      "Content-Length: 141\r\n"
+				      "Content-Type: application/json;charset=UTF-8\r\n"
+				      "Expires: Mon, 07 Dec 2026 02:55:33 GMT\r\n"
+				      "\r\n" LOGIN_BODY;
+	/* The auth handler's 401: no body, no length, closed (AnyEvent.pm
+	 * error() with empty content). */
+	static const char noticket[] = "HTTP/1.1 401 No ticket\r\n"
+				       "Cache-Control: max-age=0\r\n"
+				       "Connection: close\r\n"
+				       "Date: Mon, 07 Dec 2026 02:55:33 GMT\r\n"
+				       "Pragma: no-cache\r\n"
+				       "Server: pve-api-daemon/3.0\r\n"
+				       "Expires: Mon, 07 Dec 2026 02:55:33 GMT\r\n"
+				       "\r\n";
+	static const char hostname[] = "HTTP/1.1 500 hostname lookup 'pve9' failed - failed to get "
+				       "address info for: pve9: Name or service not known\r\n"
+				       "Cache-Control: max-age=0\r\n"
+				       "Connection: close\r\n"
+				       "Server: pve-api-daemon/3.0\r\n"
+				       "\r\n";
 	const struct resp_case cases[] = {
 	    {login, sizeof(login) - 1, false, 200, "OK", LOGIN_BODY, true},
+	    {proxied, sizeof(proxied) - 1, false, 200, "OK", LOGIN_BODY, false},
+	    {noticket, sizeof(noticket) - 1, true, 401, "No ticket", NULL, false},
+	    {hostname, sizeof(hostname) - 1, true, 500,
+	     "hostname lookup 'pve9' failed - failed to get address info for: pve9: Name or "
+	     "service not known",
+	     NULL, false},
 	    {chunked, sizeof(chunked) - 1, false, 200, "OK",
 	     "{\"data\":{\"port\":5900,\"user\":\"u\"}}\n", true},
 	    {unauth, sizeof(unauth) - 1, false, 401, "authentication failure", NULL, false},
@@ -380,6 +417,50 @@ static void test_resp_every_split(void **st)
 	assert_int_equal(strlen(LOGIN_BODY), 141);
 	for (size_t i = 0; i < RS_ARRAY_SIZE(cases); i++)
 		check_case(&cases[i]);
+}
+
+/* RFC 9110 section 5.3: repeated list headers are one list. */
+static void test_resp_repeated_headers_combined(void **st)
+{
+	static const char two[] = "HTTP/1.1 200 OK\r\n"
+				  "Connection: close\r\n"
+				  "Connection: Keep-Alive\r\n"
+				  "Content-Length: 2\r\n"
+				  "\r\n{}";
+	static const char up[] = "HTTP/1.1 101 Switching Protocols\r\n"
+				 "Upgrade: websocket\r\n"
+				 "Connection: Keep-Alive\r\n"
+				 "Connection: upgrade\r\n"
+				 "Sec-WebSocket-Accept: " WS_ACCEPT "\r\n"
+				 "\r\n";
+	static const char protos[] = "HTTP/1.1 101 Switching Protocols\r\n"
+				     "Upgrade: websocket\r\n"
+				     "Connection: upgrade\r\n"
+				     "Sec-WebSocket-Accept: " WS_ACCEPT "\r\n"
+				     "Sec-WebSocket-Protocol: binary\r\n"
+				     "Sec-WebSocket-Protocol: base64\r\n"
+				     "\r\n";
+	struct rs_http_resp_parser p;
+	struct rs_pve_error err;
+
+	(void)st;
+	rs_http_resp_init(&p, 0);
+	assert_int_equal(rs_http_resp_feed(&p, (const uint8_t *)two, sizeof(two) - 1),
+			 (int)sizeof(two) - 1);
+	assert_true(rs_http_resp_done(&p));
+	assert_string_equal(p.resp.connection, "close, Keep-Alive");
+	rs_http_resp_reset(&p);
+	assert_int_equal(rs_http_resp_feed(&p, (const uint8_t *)up, sizeof(up) - 1),
+			 (int)sizeof(up) - 1);
+	assert_string_equal(p.resp.connection, "Keep-Alive, upgrade");
+	assert_int_equal(rs_pve_check_upgrade(&p.resp, WS_KEY, &err), RS_PVE_OK);
+	rs_http_resp_reset(&p);
+	/* two subprotocols combine into a list that is not our "binary" */
+	assert_int_equal(rs_http_resp_feed(&p, (const uint8_t *)protos, sizeof(protos) - 1),
+			 (int)sizeof(protos) - 1);
+	assert_string_equal(p.resp.ws_protocol, "binary, base64");
+	assert_int_equal(rs_pve_check_upgrade(&p.resp, WS_KEY, &err), RS_PVE_E_UPGRADE);
+	rs_http_resp_release(&p);
 }
 
 static void test_resp_101_headers_and_check(void **st)
@@ -644,6 +725,20 @@ static void test_error_causes(void **st)
 			 RS_PVE_E_NOT_FOUND);
 	assert_string_equal(err.detail, "Configuration file 'x' does not exist");
 
+	/* a node outside the cluster: pveproxy's own lookup, not a server fault */
+	assert_int_equal(rs_pve_classify(500,
+					 "hostname lookup 'pve9' failed - failed to get address "
+					 "info for: pve9: Name or service not known",
+					 NULL, 0, &err),
+			 RS_PVE_E_NO_NODE);
+	assert_false(rs_pve_err_failover(err.code));
+	assert_int_equal(rs_pve_classify(500, "",
+					 B("{\"data\":null,\"message\":\"hostname lookup 'x' "
+					   "failed - no address\\n\"}"),
+					 &err),
+			 RS_PVE_E_NO_NODE);
+	assert_int_equal(rs_pve_classify(500, "hostname lookup failed", NULL, 0, &err),
+			 RS_PVE_E_SERVER);
 	assert_int_equal(
 	    rs_pve_parse_console(500, "unable to find free port (5900-6000)", NULL, 0, &c, &err),
 	    RS_PVE_E_SERVER);
@@ -755,6 +850,36 @@ static void test_parser_into_decoder(void **st)
 	rs_http_resp_release(&p);
 }
 
+/* The per-VM VNC lock table is bounded: once full, a lock is refused (the
+ * console waits), never reported taken without an entry to release. */
+static void test_vm_lock_table_full(void **st)
+{
+	struct rs_config cfg;
+	struct rs_pve *p = NULL;
+	char err[200];
+	static int cl; /* any address stands for a cluster */
+	uint32_t n = 0;
+
+	(void)st;
+	memset(&cfg, 0, sizeof(cfg));
+	assert_int_equal(rs_pve_new(&p, &cfg, err, sizeof(err)), 0);
+	assert_true(rs_pve_vm_lock(p, &cl, 100));
+	assert_false(rs_pve_vm_lock(p, &cl, 100)); /* held */
+	rs_pve_vm_unlock(p, &cl, 100);
+	while (n < 100000 && rs_pve_vm_lock(p, &cl, 1000 + n))
+		n++;
+	assert_int_equal(n, 4096);
+	/* full: a new VM's lock is refused, not pretended */
+	assert_false(rs_pve_vm_lock(p, &cl, 100));
+	rs_pve_vm_unlock(p, &cl, 100); /* not held: changes nothing */
+	assert_false(rs_pve_vm_lock(p, &cl, 100));
+	assert_false(rs_pve_vm_lock(p, &cl, 1000)); /* still held */
+	rs_pve_vm_unlock(p, &cl, 1000);
+	assert_true(rs_pve_vm_lock(p, &cl, 100));
+	assert_false(rs_pve_vm_lock(p, &cl, 100));
+	rs_pve_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -765,6 +890,7 @@ int main(void)
 	    cmocka_unit_test(test_vncwebsocket_request),
 	    cmocka_unit_test(test_builders_refuse_bad_input),
 	    cmocka_unit_test(test_resp_every_split),
+	    cmocka_unit_test(test_resp_repeated_headers_combined),
 	    cmocka_unit_test(test_resp_101_headers_and_check),
 	    cmocka_unit_test(test_resp_errors_and_limits),
 	    cmocka_unit_test(test_resp_default_limit_and_reset),
@@ -773,6 +899,7 @@ int main(void)
 	    cmocka_unit_test(test_error_causes),
 	    cmocka_unit_test(test_resources_and_status),
 	    cmocka_unit_test(test_parser_into_decoder),
+	    cmocka_unit_test(test_vm_lock_table_full),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
