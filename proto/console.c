@@ -233,6 +233,8 @@ static void target_desc(const struct rs_console_spec *sp, char *out, size_t len)
 			 sp->node ? sp->node : "-", sp->vmid);
 }
 
+const char *const rs_console_kind_names[RS_KINDS] = {"vnc", "pve-vnc", "pve-term"};
+
 static void emit(const struct session *s, enum rs_console_event_type type, uint64_t now_ms)
 {
 	char target[200];
@@ -242,6 +244,7 @@ static void emit(const struct session *s, enum rs_console_event_type type, uint6
 		.api_key = s->spec->api_key_name ? s->spec->api_key_name : "",
 		.label = s->spec->label ? s->spec->label : "",
 		.target_host = s->spec->kind == RS_CONSOLE_VNC ? s->spec->host : target,
+		.kind = rs_console_kind_names[s->spec->kind],
 		.target_port = s->spec->port,
 		.client = s->client,
 		.user_agent = s->user_agent,
@@ -1132,7 +1135,6 @@ void rs_console_worker_stats(struct rs_worker *w, struct rs_console_stats *out)
 size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t max)
 {
 	static const char *const states[] = {"handshake", "relay", "closing"};
-	static const char *const kinds[] = {"vnc", "pve-vnc", "pve-term"};
 	struct console_worker *cw = cw_of(w);
 	uint64_t now = rs_worker_now(w);
 	size_t n = 0;
@@ -1148,7 +1150,7 @@ size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t 
 		memset(i, 0, sizeof(*i));
 		i->id = s->id;
 		i->worker = rs_worker_id(w);
-		snprintf(i->kind, sizeof(i->kind), "%s", kinds[s->spec->kind]);
+		snprintf(i->kind, sizeof(i->kind), "%s", rs_console_kind_names[s->spec->kind]);
 		snprintf(i->state, sizeof(i->state), "%s", states[s->state]);
 		snprintf(i->token_hash, sizeof(i->token_hash), "%s", s->tokhash);
 		snprintf(i->api_key, sizeof(i->api_key), "%s",

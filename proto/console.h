@@ -56,6 +56,7 @@ struct rs_console_event {
 	enum rs_console_event_type type;
 	const char *token_hash; /* 8 hex digits, or "-" when the token did not parse */
 	const char *api_key, *label, *target_host;
+	const char *kind; /* rs_console_kind_names: the metrics' kind label */
 	uint16_t target_port;
 	const char *client, *user_agent;
 	const char *cause; /* CLOSED, REJECTED */
@@ -92,6 +93,8 @@ extern const double rs_console_setup_le_s[RS_SETUP_BUCKETS];
 extern const double rs_console_duration_le_s[RS_DURATION_BUCKETS];
 
 #define RS_KINDS 3          /* enum rs_console_kind */
+/* "vnc", "pve-vnc", "pve-term": the kind label of metrics, audit and listings. */
+extern const char *const rs_console_kind_names[RS_KINDS];
 #define RS_MAX_CLUSTERS 32  /* clusters with their own metric labels (the rest share "other") */
 
 struct rs_console_stats {

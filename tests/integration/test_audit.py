@@ -87,3 +87,34 @@ def test_unwritable_audit_log_refuses_start(tmpdir_rs):
                "metrics_listen": ""}, open(cfg, "w"))
     r = subprocess.run([BIN, "--config", cfg], capture_output=True, text=True, timeout=10)
     assert r.returncode != 0 and "audit log" in r.stderr
+
+
+def test_console_events_name_the_real_kind(daemon_factory, tmpdir_rs):
+    """console.opened/closed carry the console's kind with the metric labels'
+    names (vnc, pve-vnc, pve-term), not "vnc" for every console."""
+    from conftest import free_port
+    audit = os.path.join(tmpdir_rs, "audit.jsonl")
+    down = free_port()  # nothing listens: the Proxmox consoles fail fast
+    d = daemon_factory({"audit_log": audit,
+                        "clusters": {"lab": {"endpoints": ["127.0.0.1:%d" % down],
+                                             "token": "root@pam!rs=11111111-2222-3333-4444-555555555555",
+                                             "verify": "insecure"}}})
+    t = Target(echo_target)
+    want = []
+    for body, kind in (({"kind": "vnc", "host": "127.0.0.1", "port": t.port}, "vnc"),
+                       ({"cluster": "lab", "node": "pve1", "vmid": 100}, "pve-vnc"),
+                       ({"cluster": "lab", "node": "pve1", "vmid": 100, "console": "term"},
+                        "pve-term")):
+        tok = d.create_console(body)["token"]
+        ws = RawWS(d.port, "/ws/" + tok)
+        if kind == "vnc":
+            assert ws.rfb_client_handshake() == 0
+        ws.send_frame(8, struct.pack(">H", 1000))
+        ws.close()
+        want.append(kind)
+        closed = records(audit, "console.closed", n=len(want))
+        assert [r["kind"] for r in closed] == want, closed
+    issued = records(audit, "token.issued", n=3)
+    assert [r["kind"] for r in issued] == want
+    assert [r["kind"] for r in records(audit, "console.opened")] == ["vnc"]
+    t.stop()
