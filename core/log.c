@@ -11,6 +11,7 @@
 #include <openssl/sha.h>
 
 #include "core/log.h"
+#include "core/text.h"
 
 static _Atomic int log_level = RS_LOG_INFO;
 static _Atomic int log_fd = 2;
@@ -73,9 +74,15 @@ int rs_log_open(const char *target)
 	return ret;
 }
 
+const char *rs_log_quote(char *out, size_t outlen, const char *s)
+{
+	rs_text_escape(out, outlen, s ? s : "", s ? strlen(s) : 0, true);
+	return out;
+}
+
 void rs_log(enum rs_log_level l, const char *comp, const char *fmt, ...)
 {
-	char line[1024];
+	char line[1024], msg[1024];
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;
@@ -89,13 +96,13 @@ void rs_log(enum rs_log_level l, const char *comp, const char *fmt, ...)
 		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
 		     ts.tv_nsec / 1000000, rs_log_level_name(l), comp);
 	va_start(ap, fmt);
-	m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	m = vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (m < 0)
 		m = 0;
-	n += m;
-	if (n > (int)sizeof(line) - 2)
-		n = (int)sizeof(line) - 2;
+	/* The newline below is the only one in the record. */
+	n += (int)rs_text_escape(line + n, sizeof(line) - (size_t)n - 1, msg,
+				 RS_MIN((size_t)m, sizeof(msg) - 1), false);
 	line[n++] = '\n';
 	if (write(atomic_load(&log_fd), line, (size_t)n) < 0) {
 		/* Nowhere left to report a logging failure. */

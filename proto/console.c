@@ -6,6 +6,7 @@
 
 #include "core/addr.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/portpool.h"
 #include "core/spec.h"
 #include "proto/console.h"
@@ -706,9 +707,10 @@ static void target_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, s
 		char reason[200];
 		bool auth = rs_rfb_client_auth_failed(&s->hs->cli);
 
-		snprintf(reason, sizeof(reason), "%.*s", (int)sizeof(reason) - 1, s->hs->cli.error);
-		rs_warn("console", "token=%s target %s:%u: %s", s->tokhash,
-			s->spec->host ? s->spec->host : "pve", s->spec->port, reason);
+		/* The target chose part of it: cut at a whole character, logged quoted. */
+		rs_text_sanitize(reason, sizeof(reason), s->hs->cli.error, strlen(s->hs->cli.error));
+		rs_warn("console", "token=%s target %s:%u: reason=%s", s->tokhash,
+			s->spec->host ? s->spec->host : "pve", s->spec->port, rs_log_q(reason));
 		fail_upstream(s, auth ? RS_CC_TARGET_AUTH : RS_CC_TARGET_PROTOCOL, reason);
 		advance(s);
 		return;
