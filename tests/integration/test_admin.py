@@ -220,3 +220,85 @@ def test_reload_rotates_api_keys(admin):
     issued = [json.loads(l) for l in open(admin.audit) if '"token.issued"' in l]
     assert issued[-1]["api_key"] == "rotated"
     assert new_key not in admin.logs()
+
+
+class SlowLoris:
+    """An admin client that sends one byte every <every> s and never a newline."""
+
+    def __init__(self, path, every=0.5, duration=8.0):
+        import threading
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.connect(path)
+        self.t0 = time.time()
+        self.closed_after = None
+        self.answer = b""
+        self.stop = False
+
+        def run():
+            end = time.time() + duration
+            while time.time() < end and not self.stop:
+                try:
+                    self.s.send(b"s")
+                except OSError:  # the server closed the connection
+                    self.closed_after = time.time() - self.t0
+                    return
+                self.s.settimeout(every)
+                try:
+                    data = self.s.recv(4096)
+                    self.answer += data
+                    if not data:
+                        self.closed_after = time.time() - self.t0
+                        return
+                except socket.timeout:
+                    pass
+                except OSError:
+                    self.closed_after = time.time() - self.t0
+                    return
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.s.close()
+
+
+def test_slow_client_does_not_block_others(admin):
+    loris = [SlowLoris(admin.sock) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        for _ in range(3):
+            t0 = time.time()
+            r = subprocess.run([BIN, "ctl", "--socket", admin.sock, "stats"], capture_output=True,
+                               text=True, timeout=20)
+            took = time.time() - t0
+            assert r.returncode == 0 and "tokens" in r.stdout, r.stderr
+            assert took < 1.0, "ctl stats took %.1f s behind a slow client" % took
+        # the slow clients are dropped at their deadline with a reason
+        for lo in loris:
+            lo.thread.join(10)
+            assert lo.closed_after is not None and lo.closed_after < 7, lo.closed_after
+            assert lo.answer.startswith(b"ERR "), lo.answer
+    finally:
+        for lo in loris:
+            lo.close()
+
+
+def test_sigterm_is_prompt_with_stuck_admin_clients(daemon_factory, tmpdir_rs):
+    from conftest import Daemon
+    sock = os.path.join(tmpdir_rs, "stuck.sock")
+    d = Daemon(tmpdir_rs, {"admin_socket": sock})
+    loris = SlowLoris(sock, every=0.3, duration=20)
+    time.sleep(0.2)
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(sock)  # says nothing at all
+    try:
+        time.sleep(0.5)
+        t0 = time.time()
+        assert d.stop(timeout=10) == 0
+        took = time.time() - t0
+        assert took < 1.5, "SIGTERM took %.1f s with stuck admin clients" % took
+    finally:
+        loris.close()
+        silent.close()
+    d.check_clean()
