@@ -46,6 +46,7 @@ struct console_worker {
 	 * (ProxmoxVNC's /status): a few times per session, never per byte. */
 	pthread_mutex_t lock;
 	struct session *sessions;
+	char start_err[300]; /* the start hook's failure, "" when none */
 };
 
 #define CW_ADD(cw, field, n)                                                                       \
@@ -120,18 +121,42 @@ static struct console_worker *cw_of(struct rs_worker *w)
 	return rs_worker_data(w);
 }
 
+/* Another thread's view of worker <w>'s state: NULL until its start hook has
+ * run (workers start side by side; one may serve a listing of all of them
+ * while another is still setting up). Pairs with the release fence before
+ * rs_worker_set_data in rs_console_worker_start. */
+static struct console_worker *cw_of_other(struct rs_worker *w)
+{
+	struct console_worker *cw = rs_worker_data(w);
+
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	return cw;
+}
+
 /* A worker's slice of the (source address, port) pairs of <addrs>. */
 static struct rs_portpool *build_pool(struct rs_worker *w, const struct rs_config *cfg,
-				      char *const *list, size_t n)
+				      char *const *list, size_t n, const char *what,
+				      struct console_worker *cw)
 {
 	struct sockaddr_storage *addrs = rs_xcalloc(n, sizeof(*addrs));
 	struct rs_portpool *pool = NULL;
+	unsigned nw = rs_engine_workers(rs_worker_engine(w));
+	int ret;
 
 	for (size_t i = 0; i < n; i++)
 		rs_parse_ip(list[i], strlen(list[i]), &addrs[i]); /* validated by the config */
-	if (rs_portpool_init(&pool, addrs, n, (uint16_t)cfg->port_min, (uint16_t)cfg->port_max,
-			     rs_worker_id(w), rs_engine_workers(rs_worker_engine(w))))
-		rs_error("console", "worker %u: cannot build the port pool", rs_worker_id(w));
+	ret = rs_portpool_init(&pool, addrs, n, (uint16_t)cfg->port_min, (uint16_t)cfg->port_max,
+			       rs_worker_id(w), nw);
+	/* Without its pool the worker would connect from kernel-chosen ports:
+	 * recorded here, and the daemon refuses to start (rs_console_workers_ready). */
+	if (ret && !cw->start_err[0])
+		snprintf(cw->start_err, sizeof(cw->start_err),
+			 "worker %u: cannot build the port pool of %s (%zu address(es), ports "
+			 "%u-%u, %u workers): %s",
+			 rs_worker_id(w), what, n, cfg->port_min, cfg->port_max, nw,
+			 ret == -ENOMEM ? "out of memory"
+					: "the port range must hold at least one port per worker, and "
+					  "no address may be listed twice");
 	free(addrs);
 	return pool;
 }
@@ -144,11 +169,19 @@ void rs_console_worker_start(struct rs_worker *w, void *arg)
 
 	pthread_mutex_init(&cw->lock, NULL);
 	if (cfg->n_source_addresses)
-		cw->ports = build_pool(w, cfg, cfg->source_addresses, cfg->n_source_addresses);
-	for (size_t i = 0; i < cfg->n_clusters && i < RS_MAX_CLUSTERS; i++)
-		if (cfg->clusters[i].n_source_addresses)
-			cw->cl_ports[i] = build_pool(w, cfg, cfg->clusters[i].source_addresses,
-						     cfg->clusters[i].n_source_addresses);
+		cw->ports = build_pool(w, cfg, cfg->source_addresses, cfg->n_source_addresses,
+				       "port_pool.source_addresses", cw);
+	for (size_t i = 0; i < cfg->n_clusters && i < RS_MAX_CLUSTERS; i++) {
+		char what[200];
+
+		if (!cfg->clusters[i].n_source_addresses)
+			continue;
+		snprintf(what, sizeof(what), "clusters.%s.source_addresses", cfg->clusters[i].name);
+		cw->cl_ports[i] = build_pool(w, cfg, cfg->clusters[i].source_addresses,
+					     cfg->clusters[i].n_source_addresses, what, cw);
+	}
+	/* Everything above is visible to a thread that sees the pointer. */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
 	rs_worker_set_data(w, cw);
 }
 
@@ -168,11 +201,28 @@ void rs_console_worker_stop(struct rs_worker *w)
 	rs_worker_set_data(w, NULL);
 }
 
+int rs_console_workers_ready(struct rs_engine *e, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < rs_engine_workers(e); i++) {
+		struct console_worker *cw = cw_of_other(rs_engine_worker(e, i));
+
+		if (!cw) {
+			snprintf(err, errlen, "worker %u: console state not set up", i);
+			return -EINVAL;
+		}
+		if (cw->start_err[0]) {
+			snprintf(err, errlen, "%s", cw->start_err);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 void rs_console_stats(struct rs_engine *e, struct rs_console_stats *out)
 {
 	memset(out, 0, sizeof(*out));
 	for (unsigned i = 0; i < rs_engine_workers(e); i++) {
-		struct console_worker *cw = cw_of(rs_engine_worker(e, i));
+		struct console_worker *cw = cw_of_other(rs_engine_worker(e, i));
 		const uint64_t *src;
 		uint64_t *dst = (uint64_t *)out;
 
@@ -1126,10 +1176,15 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 
 void rs_console_worker_stats(struct rs_worker *w, struct rs_console_stats *out)
 {
-	struct console_worker *cw = cw_of(w);
-	const uint64_t *src = (const uint64_t *)&cw->st;
+	struct console_worker *cw = cw_of_other(w);
+	const uint64_t *src;
 	uint64_t *dst = (uint64_t *)out;
 
+	if (!cw) { /* its start hook has not run: nothing counted yet */
+		memset(out, 0, sizeof(*out));
+		return;
+	}
+	src = (const uint64_t *)&cw->st;
 	for (size_t k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
 		dst[k] = __atomic_load_n(&src[k], __ATOMIC_RELAXED);
 }
@@ -1137,10 +1192,12 @@ void rs_console_worker_stats(struct rs_worker *w, struct rs_console_stats *out)
 size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t max)
 {
 	static const char *const states[] = {"handshake", "relay", "closing"};
-	struct console_worker *cw = cw_of(w);
+	struct console_worker *cw = cw_of_other(w);
 	uint64_t now = rs_worker_now(w);
 	size_t n = 0;
 
+	if (!cw) /* its start hook has not run: no session yet */
+		return 0;
 	pthread_mutex_lock(&cw->lock);
 	for (struct session *s = cw->sessions; s; s = s->next) {
 		struct rs_console_info *i = &out[n];

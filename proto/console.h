@@ -114,8 +114,13 @@ struct rs_console_stats {
 };
 
 /* Per-worker console state (port pool, counters); call from the engine's
- * worker-start hook with <env> as argument. */
+ * worker-start hook with <env> as argument. Until it has run on a worker,
+ * listings and stats from other threads see that worker as empty. */
 void rs_console_worker_start(struct rs_worker *w, void *env);
+/* After rs_engine_start: 0 when every worker's state is complete, or
+ * -EINVAL with <err> saying which worker failed and why (a port pool that
+ * cannot be built): the daemon must then refuse to start. */
+int rs_console_workers_ready(struct rs_engine *e, char *err, size_t errlen);
 void rs_console_worker_stop(struct rs_worker *w);
 
 /* Handle GET /ws/<token>: validate the upgrade, consume the token, answer

@@ -302,3 +302,22 @@ def test_sigterm_is_prompt_with_stuck_admin_clients(daemon_factory, tmpdir_rs):
         loris.close()
         silent.close()
     d.check_clean()
+
+
+def test_unbuildable_port_pool_refuses_start(tmpdir_rs):
+    """One port for two workers: a worker would get no pool and silently use
+    the kernel's ephemeral ports; ringside refuses to start instead."""
+    from conftest import free_port
+    cfg = os.path.join(tmpdir_rs, "pool.json")
+    json.dump({"listen": ["127.0.0.1:%d" % free_port()], "metrics_listen": "", "workers": 2,
+               "log_target": "stderr", "state_dir": tmpdir_rs,
+               "port_pool": {"source_addresses": ["127.0.0.1"], "port_min": 20000,
+                             "port_max": 20000}}, open(cfg, "w"))
+    try:
+        r = subprocess.run([BIN, "--config", cfg], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:  # run() has killed it
+        raise AssertionError("ringside started with a port pool it cannot build")
+    assert r.returncode != 0, r.stderr
+    assert "cannot build the port pool" in r.stderr and "port_pool.source_addresses" in r.stderr, \
+        r.stderr
+    assert "at least one port per worker" in r.stderr, r.stderr
