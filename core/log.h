@@ -32,7 +32,11 @@ void rs_log_set_level(enum rs_log_level l);
 enum rs_log_level rs_log_get_level(void);
 
 /* Log to "stderr", "stdout" or a file path (opened O_APPEND). Reopens the
- * file when called again with the same path (SIGHUP/logrotate). 0 or -errno. */
+ * file when called again with the same path (SIGHUP/logrotate). Once a file
+ * was opened, the log keeps one descriptor number for the rest of the
+ * process and only the file behind it changes, so a line being written
+ * during a reopen goes to the old or the new log, never to whatever reused a
+ * closed number. 0 or -errno. */
 int rs_log_open(const char *target);
 
 void rs_log(enum rs_log_level l, const char *comp, const char *fmt, ...) RS_PRINTF(3, 4);
