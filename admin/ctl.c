@@ -73,7 +73,8 @@ static const char HELP[] =
 	"  revoke <token-hash>      revoke an unused console link by its 8-hex-digit log hash\n"
 	"  drain                    refuse new consoles; open ones continue\n"
 	"  undrain                  accept new consoles again\n"
-	"  reload                   re-read the config file: log level and target (others need a restart)\n"
+	"  reload                   re-read the config file: log level, API keys, certificates\n"
+	"                           (listeners, paths, limits, workers need a restart)\n"
 	"  log-level <level>        debug, info, warn or error\n"
 	"append --json for JSON\n";
 
