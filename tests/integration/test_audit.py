@@ -182,3 +182,17 @@ def test_vnc_failure_reason_reaches_browser_and_log_clean(daemon):
     assert any(' reason="the VNC target refused the connection: go away' in l and
                l.endswith('error main: forged"') for l in log.splitlines()), log
     t.stop()
+
+
+def test_audit_records_are_ascii_json(daemon_factory, tmpdir_rs):
+    """A label's C1 controls and bidi overrides reach the audit log escaped
+    (\\u009b, \\u202e): the file is printable ASCII, the JSON still decodes to
+    the label as given."""
+    audit = os.path.join(tmpdir_rs, "audit.jsonl")
+    d = daemon_factory({"audit_log": audit})
+    label = "caf\u00e9 \u009b31m \u202etxt.exe \u2066x\u2069"
+    d.create_console({"kind": "vnc", "host": "127.0.0.1", "port": 5901, "label": label})
+    assert records(audit, "token.issued")[0]["label"] == label
+    raw = open(audit, "rb").read()
+    assert all(0x20 <= b < 0x7f or b == 0x0a for b in raw), raw
+    assert b"\\u202E" in raw and b"\\u009B" in raw
