@@ -16,6 +16,7 @@
 #include "admin/app.h"
 #include "admin/ctl.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/token.h"
 #include "proto/console.h"
 
@@ -224,7 +225,9 @@ static int cmd_sessions(struct rs_app *app, struct out *o, const char *filter, u
 	}
 	fprintf(o->f, "OK\n");
 	if (o->json) {
-		json_dumpf(only ? json_array_get(arr, 0) : arr, o->f, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		/* ASCII: labels' C1 controls and bidi overrides stay \uXXXX escapes. */
+		json_dumpf(only ? json_array_get(arr, 0) : arr, o->f,
+			   JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
 		fputc('\n', o->f);
 	} else {
 		size_t k;
@@ -247,10 +250,17 @@ static int cmd_sessions(struct rs_app *app, struct out *o, const char *filter, u
 				(double)json_integer_value(json_object_get(v, "age_ms")) / 1000.0,
 				json_integer_value(json_object_get(v, "bytes_to_target")),
 				json_integer_value(json_object_get(v, "bytes_to_browser")));
-			if (only)
-				fprintf(o->f, "api_key %s  label %s\n",
-					json_string_value(json_object_get(v, "api_key")),
-					json_string_value(json_object_get(v, "label")));
+			if (only) {
+				/* An API client chose the label: the operator's terminal
+				 * gets no control or bidi override from it. */
+				const char *key = json_string_value(json_object_get(v, "api_key"));
+				const char *label = json_string_value(json_object_get(v, "label"));
+				char ckey[256], clabel[800];
+
+				rs_text_sanitize(ckey, sizeof(ckey), key, strlen(key));
+				rs_text_sanitize(clabel, sizeof(clabel), label, strlen(label));
+				fprintf(o->f, "api_key %s  label %s\n", ckey, clabel);
+			}
 		}
 	}
 	json_decref(arr);

@@ -321,3 +321,29 @@ def test_unbuildable_port_pool_refuses_start(tmpdir_rs):
     assert "cannot build the port pool" in r.stderr and "port_pool.source_addresses" in r.stderr, \
         r.stderr
     assert "at least one port per worker" in r.stderr, r.stderr
+
+
+def test_session_label_reaches_the_terminal_clean(admin, echo):
+    """A label's C1 controls and bidi overrides never reach the operator's
+    terminal raw: replaced by U+FFFD in text, escaped in JSON."""
+    label = "vm \u009b2J \u202etxt.exe caf\u00e9"
+    tok = admin.create_console({"kind": "vnc", "host": "127.0.0.1", "port": echo.port,
+                                "label": label})["token"]
+    ws = RawWS(admin.port, "/ws/" + tok)
+    assert ws.rfb_client_handshake() == 0
+    for _ in range(100):
+        listed = ctl_json(admin, "sessions")
+        if listed:
+            break
+        time.sleep(0.05)
+    assert listed[0]["label"] == label
+    sid = "%x" % listed[0]["id"]
+    r = subprocess.run([BIN, "ctl", "--socket", admin.sock, "session", sid], capture_output=True,
+                       timeout=10)
+    assert r.returncode == 0, r.stderr
+    text = r.stdout.decode("utf-8")
+    assert "label vm \ufffd2J \ufffdtxt.exe caf\u00e9" in text, text
+    for raw in (r.stdout, subprocess.run([BIN, "ctl", "--socket", admin.sock, "session", sid,
+                                          "--json"], capture_output=True, timeout=10).stdout):
+        assert b"\xc2\x9b" not in raw and b"\xe2\x80\xae" not in raw, raw
+    ws.close()
