@@ -75,7 +75,7 @@ $(B)/llhttp/%.o: $(LLHTTP_DIR)/%.c
 
 $(B)/www_assets.c: scripts/embed-www $(WWW_FILES)
 	@mkdir -p $(dir $@)
-	$(Q)python3 scripts/embed-www www $@
+	$(Q)/usr/bin/python3 scripts/embed-www www $@
 
 $(B)/www_assets.o: $(B)/www_assets.c
 	$(Q)$(CC) $(CFLAGS_ALL) -w -c $< -o $@

@@ -393,8 +393,8 @@ int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, struct rs_console_
 	rs_token_parse(token, RS_TOKEN_TEXT, raw);
 	rs_log_hash(raw, sizeof(raw), hash);
 	explicit_bzero(raw, sizeof(raw));
-	rs_info("api", "token.issued key=%s token=%s target=%s:%s ttl=%u label=\"%s\"", key_name,
-		hash, kind, target, ttl, label);
+	rs_info("api", "token.issued key=%s token=%s target=%s:%s ttl=%u label=%s", key_name,
+		hash, kind, target, ttl, rs_log_q(label));
 	rs_conn_peer_str(rs_http_conn_conn(hc), client, sizeof(client));
 	rs_audit_emit(app->audit, "token.issued",
 		      json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "token", hash, "api_key",

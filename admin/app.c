@@ -33,7 +33,7 @@ static void on_console_event(void *arg, const struct rs_console_event *ev)
 		snprintf(target, sizeof(target), "%s:%u", ev->target_host, ev->target_port);
 		json_object_set_new(o, "api_key", json_string(ev->api_key));
 		json_object_set_new(o, "label", json_string(ev->label));
-		json_object_set_new(o, "kind", json_string("vnc"));
+		json_object_set_new(o, "kind", json_string(ev->kind));
 		json_object_set_new(o, "target", json_string(target));
 	}
 	if (ev->type == RS_CEV_REJECTED)

@@ -167,7 +167,7 @@ void rs_audit_emit(struct rs_audit *a, const char *event, json_t *fields)
 	if (o && fields)
 		json_object_update(o, fields);
 	json_decref(fields);
-	text = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	text = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
 	json_decref(o);
 	if (!text) {
 		atomic_fetch_add(&a->dropped, 1);

@@ -1,6 +1,10 @@
 /* admin/audit.h — the audit log: one JSON object per line, to a file
  * (reopened on SIGHUP for logrotate) or to syslog.
  *
+ * Records are printable ASCII: jansson escapes controls, and every non-ASCII
+ * character (C1 controls and bidi overrides in a label included) as \uXXXX,
+ * so no record can act on a terminal or be shown out of order.
+ *
  * Callers on any thread hand over a finished line; a writer thread does the
  * I/O, so a slow disk never stalls a worker. The queue is bounded: when it is
  * full the record is dropped and counted. Never pass a secret: tokens appear

@@ -16,17 +16,35 @@
 #include "admin/app.h"
 #include "admin/ctl.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/token.h"
 #include "proto/console.h"
 
 #define REQ_MAX 4096
 #define MAX_LIST 100000
 
+#define CTL_CLIENTS 16          /* served at once */
+#define CTL_REQUEST_MS 5000     /* to send the request line, from accept */
+#define CTL_ANSWER_MS 5000      /* to read the whole answer */
+#define CTL_LINGER_MS 500       /* input dropped after an error answer */
+#define CTL_LINGER_BYTES (1u << 20)
+
+struct client {
+	int fd; /* -1: a free slot */
+	enum { C_READ, C_WRITE, C_LINGER } st;
+	bool linger; /* C_WRITE: the request was not read to its end */
+	uint64_t deadline_ms;
+	size_t n, len, off, dropped;
+	char *answer;
+	char req[REQ_MAX + 1];
+};
+
 struct rs_ctl {
 	struct rs_app *app;
 	char *path;
 	int fd, wake[2];
 	pthread_t thread;
+	struct client clients[CTL_CLIENTS];
 };
 
 /* --- commands --- */
@@ -56,7 +74,8 @@ static const char HELP[] =
 	"  revoke <token-hash>      revoke an unused console link by its 8-hex-digit log hash\n"
 	"  drain                    refuse new consoles; open ones continue\n"
 	"  undrain                  accept new consoles again\n"
-	"  reload                   re-read the config file: log level and target (others need a restart)\n"
+	"  reload                   re-read the config file: log level, API keys, certificates\n"
+	"                           (listeners, paths, limits, workers need a restart)\n"
 	"  log-level <level>        debug, info, warn or error\n"
 	"append --json for JSON\n";
 
@@ -206,7 +225,9 @@ static int cmd_sessions(struct rs_app *app, struct out *o, const char *filter, u
 	}
 	fprintf(o->f, "OK\n");
 	if (o->json) {
-		json_dumpf(only ? json_array_get(arr, 0) : arr, o->f, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		/* ASCII: labels' C1 controls and bidi overrides stay \uXXXX escapes. */
+		json_dumpf(only ? json_array_get(arr, 0) : arr, o->f,
+			   JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
 		fputc('\n', o->f);
 	} else {
 		size_t k;
@@ -229,10 +250,17 @@ static int cmd_sessions(struct rs_app *app, struct out *o, const char *filter, u
 				(double)json_integer_value(json_object_get(v, "age_ms")) / 1000.0,
 				json_integer_value(json_object_get(v, "bytes_to_target")),
 				json_integer_value(json_object_get(v, "bytes_to_browser")));
-			if (only)
-				fprintf(o->f, "api_key %s  label %s\n",
-					json_string_value(json_object_get(v, "api_key")),
-					json_string_value(json_object_get(v, "label")));
+			if (only) {
+				/* An API client chose the label: the operator's terminal
+				 * gets no control or bidi override from it. */
+				const char *key = json_string_value(json_object_get(v, "api_key"));
+				const char *label = json_string_value(json_object_get(v, "label"));
+				char ckey[256], clabel[800];
+
+				rs_text_sanitize(ckey, sizeof(ckey), key, strlen(key));
+				rs_text_sanitize(clabel, sizeof(clabel), label, strlen(label));
+				fprintf(o->f, "api_key %s  label %s\n", ckey, clabel);
+			}
 		}
 	}
 	json_decref(arr);
@@ -362,85 +390,191 @@ int rs_ctl_execute(struct rs_app *app, const char *line, char **result)
 
 /* --- server --- */
 
-static void serve_one(struct rs_ctl *c, int fd)
+/* Clients are served side by side, each with its own deadline, so one that
+ * sends a byte every second (or never reads its answer) holds only its own
+ * slot, and only until its deadline; the thread never blocks on a client, so
+ * rs_ctl_stop (SIGTERM's drain) never waits for one either. */
+static void client_close(struct client *cl)
 {
-	char req[REQ_MAX + 1], *answer = NULL;
-	size_t n = 0;
-	struct pollfd p = {.fd = fd, .events = POLLIN};
+	close(cl->fd);
+	cl->fd = -1;
+	free(cl->answer);
+	cl->answer = NULL;
+}
 
-	/* Read one line, bounded in size and time, before parsing anything. */
-	while (n < sizeof(req) - 1 && !memchr(req, '\n', n)) {
-		ssize_t r;
+/* Answer <text> (taking ownership of a malloc'd one when <owned>), then close;
+ * <linger>: input was left unread, see C_LINGER. */
+static void client_answer(struct client *cl, char *text, bool owned, bool linger, uint64_t now)
+{
+	cl->answer = owned ? text : rs_xstrdup(text);
+	cl->len = strlen(cl->answer);
+	cl->off = 0;
+	cl->linger = linger;
+	cl->st = C_WRITE;
+	cl->deadline_ms = now + CTL_ANSWER_MS;
+}
 
-		if (poll(&p, 1, 2000) != 1)
-			break;
-		r = read(fd, req + n, sizeof(req) - 1 - n);
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-	}
-	req[n] = 0;
-	if (!memchr(req, '\n', n)) {
-		const char *e = n >= REQ_MAX ? "ERR request too long (4096 bytes at most)\n"
-					     : "ERR incomplete request (one line, ending in a newline)\n";
+static void client_request(struct rs_ctl *c, struct client *cl, uint64_t now)
+{
+	char *answer = NULL;
 
-		if (write(fd, e, strlen(e)) < 0)
-			return; /* the client is gone */
-		/* Closing with unread input would reset the connection and lose the
-		 * answer: stop writing, then drop input for a bounded moment. */
-		shutdown(fd, SHUT_WR);
-		for (size_t dropped = 0; dropped < (1u << 20) && poll(&p, 1, 500) == 1;) {
-			ssize_t r = read(fd, req, sizeof(req));
+	cl->req[cl->n] = 0;
+	if (memchr(cl->req, 0, cl->n))
+		return client_answer(cl, "ERR request contains a NUL byte\n", false, false, now);
+	rs_ctl_execute(c->app, cl->req, &answer);
+	if (!answer)
+		return client_close(cl);
+	/* Executing may have taken a while (a call on every worker): the answer
+	 * gets its own time from now. */
+	client_answer(cl, answer, true, false, rs_now_ms());
+}
 
-			if (r <= 0)
-				break;
-			dropped += (size_t)r;
-		}
-		return;
-	}
-	if (memchr(req, 0, n)) {
-		static const char e[] = "ERR request contains a NUL byte\n";
+static void client_read(struct rs_ctl *c, struct client *cl, uint64_t now)
+{
+	for (;;) {
+		ssize_t r = read(cl->fd, cl->req + cl->n, REQ_MAX - cl->n);
 
-		if (write(fd, e, sizeof(e) - 1) < 0)
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
-		return;
-	}
-	rs_ctl_execute(c->app, req, &answer);
-	if (answer) {
-		size_t len = strlen(answer), off = 0;
-
-		while (off < len) {
-			ssize_t w = write(fd, answer + off, len - off);
-
-			if (w <= 0)
-				break;
-			off += (size_t)w;
+		if (r < 0)
+			return client_close(cl);
+		if (r > 0 && memchr(cl->req + cl->n, '\n', (size_t)r)) {
+			cl->n += (size_t)r;
+			return client_request(c, cl, now);
 		}
+		cl->n += (size_t)r;
+		if (cl->n >= REQ_MAX)
+			return client_answer(cl, "ERR request too long (4096 bytes at most)\n", false,
+					     true, now);
+		if (!r)
+			return client_answer(
+			    cl, "ERR incomplete request (one line, ending in a newline)\n", false,
+			    false, now);
 	}
-	free(answer);
+}
+
+static void client_write(struct client *cl, uint64_t now)
+{
+	while (cl->off < cl->len) {
+		ssize_t w = write(cl->fd, cl->answer + cl->off, cl->len - cl->off);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (w <= 0)
+			return client_close(cl); /* the client is gone */
+		cl->off += (size_t)w;
+	}
+	if (!cl->linger)
+		return client_close(cl);
+	/* Closing with unread input would reset the connection and lose the
+	 * answer: stop writing, then drop input for a bounded moment. */
+	shutdown(cl->fd, SHUT_WR);
+	cl->st = C_LINGER;
+	cl->dropped = 0;
+	cl->deadline_ms = now + CTL_LINGER_MS;
+}
+
+static void client_drop_input(struct client *cl)
+{
+	char buf[4096];
+
+	for (;;) {
+		ssize_t r = read(cl->fd, buf, sizeof(buf));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (r <= 0 || (cl->dropped += (size_t)r) >= CTL_LINGER_BYTES)
+			return client_close(cl);
+	}
+}
+
+static void client_step(struct rs_ctl *c, struct client *cl, short revents, uint64_t now)
+{
+	if (now >= cl->deadline_ms) {
+		if (cl->st == C_READ)
+			return client_answer(cl,
+					     "ERR timed out: send one line, ending in a newline, "
+					     "within 5 s\n",
+					     false, false, now);
+		return client_close(cl);
+	}
+	if (!revents)
+		return;
+	if (cl->st == C_READ)
+		client_read(c, cl, now);
+	else if (cl->st == C_WRITE)
+		client_write(cl, now);
+	else
+		client_drop_input(cl);
+}
+
+static void accept_clients(struct rs_ctl *c, uint64_t now)
+{
+	for (size_t i = 0; i < CTL_CLIENTS; i++) {
+		struct client *cl = &c->clients[i];
+		int fd;
+
+		if (cl->fd >= 0)
+			continue;
+		fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0)
+			return; /* EAGAIN: none waiting; anything else: try on the next wakeup */
+		cl->fd = fd;
+		cl->st = C_READ;
+		cl->n = 0;
+		cl->deadline_ms = now + CTL_REQUEST_MS;
+	}
 }
 
 static void *ctl_main(void *arg)
 {
 	struct rs_ctl *c = arg;
-	struct pollfd p[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = c->wake[0], .events = POLLIN}};
+	struct pollfd p[2 + CTL_CLIENTS];
+	struct client *of[2 + CTL_CLIENTS];
 
 	pthread_setname_np(pthread_self(), "rs-ctl");
 	for (;;) {
-		int fd;
+		uint64_t now = rs_now_ms(), next = UINT64_MAX;
+		nfds_t n = 2;
+		bool full = true;
+		int timeout;
 
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
+		p[0] = (struct pollfd){.fd = c->wake[0], .events = POLLIN};
+		for (size_t i = 0; i < CTL_CLIENTS; i++) {
+			struct client *cl = &c->clients[i];
+
+			if (cl->fd < 0) {
+				full = false;
+				continue;
+			}
+			p[n] = (struct pollfd){.fd = cl->fd,
+					       .events = cl->st == C_WRITE ? POLLOUT : POLLIN};
+			of[n++] = cl;
+			next = RS_MIN(next, cl->deadline_ms);
+		}
+		/* All slots taken: new clients wait in the backlog until a deadline
+		 * frees one. */
+		p[1] = (struct pollfd){.fd = full ? -1 : c->fd, .events = POLLIN};
+		timeout = next == UINT64_MAX ? -1 : next <= now ? 0 : (int)RS_MIN(next - now, 60000u);
+		if (poll(p, n, timeout) < 0 && errno != EINTR)
 			break;
-		if (p[1].revents)
+		if (p[0].revents)
 			break;
-		if (!(p[0].revents & POLLIN))
-			continue;
-		fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue;
-		serve_one(c, fd);
-		close(fd);
+		now = rs_now_ms();
+		for (nfds_t k = 2; k < n; k++)
+			client_step(c, of[k], p[k].revents, now);
+		if (p[1].revents & POLLIN)
+			accept_clients(c, now);
 	}
+	for (size_t i = 0; i < CTL_CLIENTS; i++)
+		if (c->clients[i].fd >= 0)
+			client_close(&c->clients[i]);
 	return NULL;
 }
 
@@ -480,7 +614,8 @@ struct rs_ctl *rs_ctl_start(struct rs_app *app, char *err, size_t errlen)
 	if (probe >= 0)
 		close(probe);
 	unlink(cfg->admin_socket); /* stale: nobody answers on it */
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Non-blocking: the serving thread accepts until none is waiting. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "admin socket: %s", strerror(errno));
 		return NULL;
@@ -521,6 +656,8 @@ struct rs_ctl *rs_ctl_start(struct rs_app *app, char *err, size_t errlen)
 	c = rs_xcalloc(1, sizeof(*c));
 	c->app = app;
 	c->fd = fd;
+	for (size_t i = 0; i < CTL_CLIENTS; i++)
+		c->clients[i].fd = -1;
 	c->path = rs_xstrdup(cfg->admin_socket);
 	if (pipe2(c->wake, O_CLOEXEC)) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));

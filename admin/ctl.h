@@ -6,6 +6,11 @@
  * "ERR <reason>" on its own line, then text or one JSON document. A control
  * thread serves it; commands that touch sessions run on their worker through
  * rs_worker_call, so nothing on the data path takes a lock.
+ *
+ * Up to 16 clients are served at once without blocking on any: each has 5 s
+ * to send its line and 5 s to read the answer, then it is dropped (a late
+ * request gets "ERR timed out"). A slow or stuck client delays neither other
+ * clients nor the daemon's stop.
  */
 #ifndef RS_CTL_H
 #define RS_CTL_H

@@ -171,7 +171,8 @@ int main(int argc, char **argv)
 		goto out_engine;
 	}
 	if (add_listeners(&app, err, sizeof(err)) ||
-	    rs_engine_start(app.engine, err, sizeof(err))) {
+	    rs_engine_start(app.engine, err, sizeof(err)) ||
+	    rs_console_workers_ready(app.engine, err, sizeof(err))) {
 		rs_error("main", "%s", err);
 		goto out_engine;
 	}

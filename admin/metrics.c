@@ -42,7 +42,6 @@ static const char *const route_names[RS_APP_ROUTES] = {
 	"other", "healthz", "static", "console_page", "websocket", "api_consoles", "api_stats", "root",
 };
 
-static const char *const kind_names[RS_KINDS] = {"vnc", "pve-vnc", "pve-term"};
 
 static const char *cluster_label(const struct rs_app *app, size_t c, size_t ncl)
 {
@@ -138,7 +137,7 @@ long rs_metrics_render(struct rs_app *app, char **out)
 	family(f, "ringside_consoles_opened_total", "counter",
 	       "Console WebSocket upgrades that consumed a token, by kind.");
 	for (int k = 0; k < RS_KINDS; k++)
-		fprintf(f, "ringside_consoles_opened_total{kind=\"%s\"} %llu\n", kind_names[k],
+		fprintf(f, "ringside_consoles_opened_total{kind=\"%s\"} %llu\n", rs_console_kind_names[k],
 			(unsigned long long)cs.opened_kind[k]);
 	family(f, "ringside_consoles_closed_total", "counter",
 	       "Consoles that ended or could not be opened, by kind and cause (kind \"none\": "
@@ -149,7 +148,7 @@ long rs_metrics_render(struct rs_app *app, char **out)
 		for (int k = 0; k < RS_KINDS; k++) {
 			rest -= cs.causes_kind[k][i];
 			fprintf(f, "ringside_consoles_closed_total{kind=\"%s\",cause=\"%s\"} %llu\n",
-				kind_names[k], rs_console_cause_names[i],
+				rs_console_kind_names[k], rs_console_cause_names[i],
 				(unsigned long long)cs.causes_kind[k][i]);
 		}
 		fprintf(f, "ringside_consoles_closed_total{kind=\"none\",cause=\"%s\"} %llu\n",
@@ -157,7 +156,7 @@ long rs_metrics_render(struct rs_app *app, char **out)
 	}
 	family(f, "ringside_console_sessions_active", "gauge", "Consoles relaying right now, by kind.");
 	for (int k = 0; k < RS_KINDS; k++)
-		fprintf(f, "ringside_console_sessions_active{kind=\"%s\"} %llu\n", kind_names[k],
+		fprintf(f, "ringside_console_sessions_active{kind=\"%s\"} %llu\n", rs_console_kind_names[k],
 			(unsigned long long)cs.active_kind[k]);
 	if (app->cfg->n_clusters || app->cfg->inline_upstreams) {
 		/* Bounded labels: configured clusters (the first RS_MAX_CLUSTERS), then "other". */

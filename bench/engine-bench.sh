@@ -18,7 +18,7 @@ PER_PROC=10000 # connections per hold process: under RLIMIT_NOFILE (20,000)
 IDLE_S=10
 OUT=${BENCH_OUT:-bench/results}
 
-for tool in wrk nginx taskset curl python3; do
+for tool in wrk nginx taskset curl /usr/bin/python3; do
 	command -v "$tool" >/dev/null || { echo "engine-bench: $tool is not installed" >&2; exit 1; }
 done
 for bin in "$B/ringside" "$B/bench/hold"; do
@@ -61,7 +61,7 @@ cleanup() {
 trap cleanup EXIT
 note() { printf '%s\t%s\n' "$1" "$2" >>"$run/cmds"; } # figure key, command
 free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+	/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 wait_http() { # url: until it answers 200 (10 s at most)
 	for _ in $(seq 200); do
@@ -242,7 +242,7 @@ report_failed() { # keep the measurements: the report can be fixed and rerun on 
 LOAD_START=$load_start LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg) RUN=$run STAMP=$stamp OUT=$OUT \
 	CONNS=$CONNS WRK_S=$WRK_S ROUNDS=$ROUNDS PROCS=$procs \
 	HZ=$(getconf CLK_TCK) NGINX_V="$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
-	WRK_V="$(wrk -v 2>&1 | head -1 | awk '{print $2}')" python3 - <<'PY' || report_failed
+	WRK_V="$(wrk -v 2>&1 | head -1 | awk '{print $2}')" /usr/bin/python3 - <<'PY' || report_failed
 import glob, json, os, re, statistics, platform
 
 E = os.environ

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """bench/relay-bench.py — ringside and its peers in one harness, one run.
 
     bench/relay-bench.py short|full [--only NAME,NAME] [--out DIR]

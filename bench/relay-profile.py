@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """bench/relay-profile.py — where ringside's CPU goes, scenario by scenario.
 
     bench/relay-profile.py [--out DIR] [--callers]

@@ -2,7 +2,7 @@
 Markdown table (ringside, each peer, the ratio), the harness's own CPU
 beside each figure, and two SVG plots drawn by gnuplot.
 
-    python3 bench/relay_report.py bench/results/relays-STAMP.json   (redraw)
+    /usr/bin/python3 bench/relay_report.py bench/results/relays-STAMP.json   (redraw)
 """
 import json
 import os

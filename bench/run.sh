@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 case "${1:-short}" in
 short)
 	echo "== bench/relay-bench.py short (bench/README.md explains each figure)"
-	exec python3 bench/relay-bench.py short
+	exec /usr/bin/python3 bench/relay-bench.py short
 	;;
 full)
 	export BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-300}
@@ -22,7 +22,7 @@ full)
 	echo "== bench/tls-bench.sh 15000 10000"
 	bench/tls-bench.sh 15000 10000
 	echo "== bench/relay-bench.py full"
-	python3 bench/relay-bench.py full
+	/usr/bin/python3 bench/relay-bench.py full
 	;;
 *)
 	echo "usage: bench/run.sh short|full" >&2

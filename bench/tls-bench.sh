@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 CONNS=${1:-10000} HS=${2:-5000}
 B=${RINGSIDE_BUILD:-build/release}
 OUT=${BENCH_OUT:-bench/results}
-for tool in nginx openssl taskset curl python3; do
+for tool in nginx openssl taskset curl /usr/bin/python3; do
 	command -v "$tool" >/dev/null || { echo "tls-bench: $tool is not installed" >&2; exit 1; }
 done
 for bin in "$B/ringside" "$B/bench/hold"; do
@@ -29,7 +29,7 @@ cleanup() {
 	rm -rf "$run"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 dirty_kb() { awk '/^Private_Dirty/ {print $2}' "/proc/$1/smaps_rollup"; }
 wait_tls() {
@@ -121,7 +121,7 @@ kill "$ng"; wait "$ng" 2>/dev/null || true
 
 mkdir -p "$OUT"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-python3 - "$run/vals" "$OUT/tls-$stamp" "$CONNS" "$HS" "$(getconf CLK_TCK)" <<'PY'
+/usr/bin/python3 - "$run/vals" "$OUT/tls-$stamp" "$CONNS" "$HS" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 vals, base, conns, hs, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 r = {}

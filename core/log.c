@@ -11,10 +11,12 @@
 #include <openssl/sha.h>
 
 #include "core/log.h"
+#include "core/text.h"
 
 static _Atomic int log_level = RS_LOG_INFO;
 static _Atomic int log_fd = 2;
 static pthread_mutex_t log_open_lock = PTHREAD_MUTEX_INITIALIZER;
+static int log_own = -1; /* the log's own descriptor once a file was opened; under log_open_lock */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -50,32 +52,51 @@ enum rs_log_level rs_log_get_level(void)
 
 int rs_log_open(const char *target)
 {
-	int fd, old, ret = 0;
+	bool opened = false;
+	int fd, ret = 0;
 
-	if (!strcmp(target, "stderr") || !*target)
+	if (!strcmp(target, "stderr") || !*target) {
 		fd = 2;
-	else if (!strcmp(target, "stdout"))
+	} else if (!strcmp(target, "stdout")) {
 		fd = 1;
-	else {
+	} else {
 		fd = open(target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 		if (fd < 0)
 			return -errno;
+		opened = true;
 	}
 	pthread_mutex_lock(&log_open_lock);
-	old = atomic_exchange(&log_fd, fd);
-	/* A racing writer may still hold <old>; a lost line on rotation is acceptable,
-	 * a write to a reused descriptor is not, so keep the old one open briefly. */
-	if (old > 2) {
-		usleep(1000);
-		close(old);
+	if (log_own < 0 && !opened) {
+		atomic_store(&log_fd, fd); /* stdout/stderr: never closed */
+	} else if (log_own < 0) {
+		log_own = fd;
+		atomic_store(&log_fd, fd);
+		opened = false; /* kept: it is the log's own number from now on */
+	} else {
+		/* A writer may have loaded the number and not written yet: it must
+		 * never name anything but a log. dup3 swaps the file behind the
+		 * number atomically, so that writer writes to the old or the new
+		 * log; the number itself is never closed. */
+		if (fd != log_own && dup3(fd, log_own, O_CLOEXEC) < 0)
+			ret = -errno;
+		else
+			atomic_store(&log_fd, log_own);
 	}
 	pthread_mutex_unlock(&log_open_lock);
+	if (opened)
+		close(fd);
 	return ret;
+}
+
+const char *rs_log_quote(char *out, size_t outlen, const char *s)
+{
+	rs_text_escape(out, outlen, s ? s : "", s ? strlen(s) : 0, true);
+	return out;
 }
 
 void rs_log(enum rs_log_level l, const char *comp, const char *fmt, ...)
 {
-	char line[1024];
+	char line[1024], msg[1024];
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;
@@ -89,13 +110,13 @@ void rs_log(enum rs_log_level l, const char *comp, const char *fmt, ...)
 		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
 		     ts.tv_nsec / 1000000, rs_log_level_name(l), comp);
 	va_start(ap, fmt);
-	m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	m = vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (m < 0)
 		m = 0;
-	n += m;
-	if (n > (int)sizeof(line) - 2)
-		n = (int)sizeof(line) - 2;
+	/* The newline below is the only one in the record. */
+	n += (int)rs_text_escape(line + n, sizeof(line) - (size_t)n - 1, msg,
+				 RS_MIN((size_t)m, sizeof(msg) - 1), false);
 	line[n++] = '\n';
 	if (write(atomic_load(&log_fd), line, (size_t)n) < 0) {
 		/* Nowhere left to report a logging failure. */

@@ -6,6 +6,7 @@
 
 #include "core/addr.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/portpool.h"
 #include "core/spec.h"
 #include "proto/console.h"
@@ -45,6 +46,7 @@ struct console_worker {
 	 * (ProxmoxVNC's /status): a few times per session, never per byte. */
 	pthread_mutex_t lock;
 	struct session *sessions;
+	char start_err[300]; /* the start hook's failure, "" when none */
 };
 
 #define CW_ADD(cw, field, n)                                                                       \
@@ -119,18 +121,42 @@ static struct console_worker *cw_of(struct rs_worker *w)
 	return rs_worker_data(w);
 }
 
+/* Another thread's view of worker <w>'s state: NULL until its start hook has
+ * run (workers start side by side; one may serve a listing of all of them
+ * while another is still setting up). Pairs with the release fence before
+ * rs_worker_set_data in rs_console_worker_start. */
+static struct console_worker *cw_of_other(struct rs_worker *w)
+{
+	struct console_worker *cw = rs_worker_data(w);
+
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	return cw;
+}
+
 /* A worker's slice of the (source address, port) pairs of <addrs>. */
 static struct rs_portpool *build_pool(struct rs_worker *w, const struct rs_config *cfg,
-				      char *const *list, size_t n)
+				      char *const *list, size_t n, const char *what,
+				      struct console_worker *cw)
 {
 	struct sockaddr_storage *addrs = rs_xcalloc(n, sizeof(*addrs));
 	struct rs_portpool *pool = NULL;
+	unsigned nw = rs_engine_workers(rs_worker_engine(w));
+	int ret;
 
 	for (size_t i = 0; i < n; i++)
 		rs_parse_ip(list[i], strlen(list[i]), &addrs[i]); /* validated by the config */
-	if (rs_portpool_init(&pool, addrs, n, (uint16_t)cfg->port_min, (uint16_t)cfg->port_max,
-			     rs_worker_id(w), rs_engine_workers(rs_worker_engine(w))))
-		rs_error("console", "worker %u: cannot build the port pool", rs_worker_id(w));
+	ret = rs_portpool_init(&pool, addrs, n, (uint16_t)cfg->port_min, (uint16_t)cfg->port_max,
+			       rs_worker_id(w), nw);
+	/* Without its pool the worker would connect from kernel-chosen ports:
+	 * recorded here, and the daemon refuses to start (rs_console_workers_ready). */
+	if (ret && !cw->start_err[0])
+		snprintf(cw->start_err, sizeof(cw->start_err),
+			 "worker %u: cannot build the port pool of %s (%zu address(es), ports "
+			 "%u-%u, %u workers): %s",
+			 rs_worker_id(w), what, n, cfg->port_min, cfg->port_max, nw,
+			 ret == -ENOMEM ? "out of memory"
+					: "the port range must hold at least one port per worker, and "
+					  "no address may be listed twice");
 	free(addrs);
 	return pool;
 }
@@ -143,11 +169,19 @@ void rs_console_worker_start(struct rs_worker *w, void *arg)
 
 	pthread_mutex_init(&cw->lock, NULL);
 	if (cfg->n_source_addresses)
-		cw->ports = build_pool(w, cfg, cfg->source_addresses, cfg->n_source_addresses);
-	for (size_t i = 0; i < cfg->n_clusters && i < RS_MAX_CLUSTERS; i++)
-		if (cfg->clusters[i].n_source_addresses)
-			cw->cl_ports[i] = build_pool(w, cfg, cfg->clusters[i].source_addresses,
-						     cfg->clusters[i].n_source_addresses);
+		cw->ports = build_pool(w, cfg, cfg->source_addresses, cfg->n_source_addresses,
+				       "port_pool.source_addresses", cw);
+	for (size_t i = 0; i < cfg->n_clusters && i < RS_MAX_CLUSTERS; i++) {
+		char what[200];
+
+		if (!cfg->clusters[i].n_source_addresses)
+			continue;
+		snprintf(what, sizeof(what), "clusters.%s.source_addresses", cfg->clusters[i].name);
+		cw->cl_ports[i] = build_pool(w, cfg, cfg->clusters[i].source_addresses,
+					     cfg->clusters[i].n_source_addresses, what, cw);
+	}
+	/* Everything above is visible to a thread that sees the pointer. */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
 	rs_worker_set_data(w, cw);
 }
 
@@ -167,11 +201,28 @@ void rs_console_worker_stop(struct rs_worker *w)
 	rs_worker_set_data(w, NULL);
 }
 
+int rs_console_workers_ready(struct rs_engine *e, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < rs_engine_workers(e); i++) {
+		struct console_worker *cw = cw_of_other(rs_engine_worker(e, i));
+
+		if (!cw) {
+			snprintf(err, errlen, "worker %u: console state not set up", i);
+			return -EINVAL;
+		}
+		if (cw->start_err[0]) {
+			snprintf(err, errlen, "%s", cw->start_err);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 void rs_console_stats(struct rs_engine *e, struct rs_console_stats *out)
 {
 	memset(out, 0, sizeof(*out));
 	for (unsigned i = 0; i < rs_engine_workers(e); i++) {
-		struct console_worker *cw = cw_of(rs_engine_worker(e, i));
+		struct console_worker *cw = cw_of_other(rs_engine_worker(e, i));
 		const uint64_t *src;
 		uint64_t *dst = (uint64_t *)out;
 
@@ -233,6 +284,8 @@ static void target_desc(const struct rs_console_spec *sp, char *out, size_t len)
 			 sp->node ? sp->node : "-", sp->vmid);
 }
 
+const char *const rs_console_kind_names[RS_KINDS] = {"vnc", "pve-vnc", "pve-term"};
+
 static void emit(const struct session *s, enum rs_console_event_type type, uint64_t now_ms)
 {
 	char target[200];
@@ -242,6 +295,7 @@ static void emit(const struct session *s, enum rs_console_event_type type, uint6
 		.api_key = s->spec->api_key_name ? s->spec->api_key_name : "",
 		.label = s->spec->label ? s->spec->label : "",
 		.target_host = s->spec->kind == RS_CONSOLE_VNC ? s->spec->host : target,
+		.kind = rs_console_kind_names[s->spec->kind],
 		.target_port = s->spec->port,
 		.client = s->client,
 		.user_agent = s->user_agent,
@@ -703,13 +757,14 @@ static void target_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, s
 		char reason[200];
 		bool auth = rs_rfb_client_auth_failed(&s->hs->cli);
 
-		snprintf(reason, sizeof(reason), "%.*s", (int)sizeof(reason) - 1, s->hs->cli.error);
+		/* The target chose part of it: cut at a whole character, logged quoted. */
+		rs_text_sanitize(reason, sizeof(reason), s->hs->cli.error, strlen(s->hs->cli.error));
 		/* Proxmox: another client's vncproxy may have reset the VM's VNC
 		 * password; the upstream tries once more and on_ready follows. */
 		if (auth && s->pve && rs_pve_up_retry_auth(s->pve))
 			return;
-		rs_warn("console", "token=%s target %s:%u: %s", s->tokhash,
-			s->spec->host ? s->spec->host : "pve", s->spec->port, reason);
+		rs_warn("console", "token=%s target %s:%u: reason=%s", s->tokhash,
+			s->spec->host ? s->spec->host : "pve", s->spec->port, rs_log_q(reason));
 		fail_upstream(s, auth ? RS_CC_TARGET_AUTH : RS_CC_TARGET_PROTOCOL, reason);
 		advance(s);
 		return;
@@ -1125,10 +1180,15 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 
 void rs_console_worker_stats(struct rs_worker *w, struct rs_console_stats *out)
 {
-	struct console_worker *cw = cw_of(w);
-	const uint64_t *src = (const uint64_t *)&cw->st;
+	struct console_worker *cw = cw_of_other(w);
+	const uint64_t *src;
 	uint64_t *dst = (uint64_t *)out;
 
+	if (!cw) { /* its start hook has not run: nothing counted yet */
+		memset(out, 0, sizeof(*out));
+		return;
+	}
+	src = (const uint64_t *)&cw->st;
 	for (size_t k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
 		dst[k] = __atomic_load_n(&src[k], __ATOMIC_RELAXED);
 }
@@ -1136,11 +1196,12 @@ void rs_console_worker_stats(struct rs_worker *w, struct rs_console_stats *out)
 size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t max)
 {
 	static const char *const states[] = {"handshake", "relay", "closing"};
-	static const char *const kinds[] = {"vnc", "pve-vnc", "pve-term"};
-	struct console_worker *cw = cw_of(w);
+	struct console_worker *cw = cw_of_other(w);
 	uint64_t now = rs_worker_now(w);
 	size_t n = 0;
 
+	if (!cw) /* its start hook has not run: no session yet */
+		return 0;
 	pthread_mutex_lock(&cw->lock);
 	for (struct session *s = cw->sessions; s; s = s->next) {
 		struct rs_console_info *i = &out[n];
@@ -1152,7 +1213,7 @@ size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t 
 		memset(i, 0, sizeof(*i));
 		i->id = s->id;
 		i->worker = rs_worker_id(w);
-		snprintf(i->kind, sizeof(i->kind), "%s", kinds[s->spec->kind]);
+		snprintf(i->kind, sizeof(i->kind), "%s", rs_console_kind_names[s->spec->kind]);
 		snprintf(i->state, sizeof(i->state), "%s", states[s->state]);
 		snprintf(i->token_hash, sizeof(i->token_hash), "%s", s->tokhash);
 		snprintf(i->api_key, sizeof(i->api_key), "%s",

@@ -58,6 +58,7 @@ struct rs_console_event {
 	enum rs_console_event_type type;
 	const char *token_hash; /* 8 hex digits, or "-" when the token did not parse */
 	const char *api_key, *label, *target_host;
+	const char *kind; /* rs_console_kind_names: the metrics' kind label */
 	uint16_t target_port;
 	const char *client, *user_agent;
 	const char *cause; /* CLOSED, REJECTED */
@@ -94,6 +95,8 @@ extern const double rs_console_setup_le_s[RS_SETUP_BUCKETS];
 extern const double rs_console_duration_le_s[RS_DURATION_BUCKETS];
 
 #define RS_KINDS 3          /* enum rs_console_kind */
+/* "vnc", "pve-vnc", "pve-term": the kind label of metrics, audit and listings. */
+extern const char *const rs_console_kind_names[RS_KINDS];
 #define RS_MAX_CLUSTERS 32  /* clusters with their own metric labels (the rest share "other") */
 
 struct rs_console_stats {
@@ -113,8 +116,13 @@ struct rs_console_stats {
 };
 
 /* Per-worker console state (port pool, counters); call from the engine's
- * worker-start hook with <env> as argument. */
+ * worker-start hook with <env> as argument. Until it has run on a worker,
+ * listings and stats from other threads see that worker as empty. */
 void rs_console_worker_start(struct rs_worker *w, void *env);
+/* After rs_engine_start: 0 when every worker's state is complete, or
+ * -EINVAL with <err> saying which worker failed and why (a port pool that
+ * cannot be built): the daemon must then refuse to start. */
+int rs_console_workers_ready(struct rs_engine *e, char *err, size_t errlen);
 void rs_console_worker_stop(struct rs_worker *w);
 
 /* Handle GET /ws/<token>: validate the upgrade, consume the token, answer

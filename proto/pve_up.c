@@ -447,7 +447,8 @@ static void failover(struct rs_pve_up *u, enum rs_console_cause cause, const cha
 {
 	struct endpoint *e = &u->cl->ep[u->ep];
 
-	rs_warn("pve", "cluster %s endpoint %s:%u: %s", u->cl->name, e->host, e->port, why);
+	rs_warn("pve", "cluster %s endpoint %s:%u: reason=%s", u->cl->name, e->host, e->port,
+		rs_log_q(why));
 	u->last_cause = cause;
 	snprintf(u->last_reason, sizeof(u->last_reason), "%s",
 		 cause == RS_CC_UPSTREAM_TLS ? "the Proxmox server's certificate was not accepted"
@@ -656,7 +657,7 @@ static void api_error(struct rs_pve_up *u, enum rs_pve_err code, const struct rs
 		failover(u, RS_CC_UPSTREAM_UNAVAILABLE, why);
 		return;
 	}
-	rs_warn("pve", "cluster %s: VM %u: %s", u->cl->name, u->vmid, why);
+	rs_warn("pve", "cluster %s: VM %u: reason=%s", u->cl->name, u->vmid, rs_log_q(why));
 	switch (code) {
 	case RS_PVE_E_AUTH:
 		if (u->step == S_UPGRADE && !u->ticket_retried) {

@@ -2,6 +2,7 @@
 
 #include <openssl/des.h>
 
+#include "core/text.h"
 #include "proto/rfb.h"
 
 static void put_u32(struct rs_rfb_out *o, uint32_t v)
@@ -223,13 +224,6 @@ static void after_security_type(struct rs_rfb_client *c, int type)
 	}
 }
 
-static void sanitize(char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			*s = '?';
-}
-
 /* A complete fixed-size field is in c->acc: act on it. 0 or an error. */
 static int client_step(struct rs_rfb_client *c, struct rs_rfb_out *out)
 {
@@ -332,13 +326,16 @@ static int client_step(struct rs_rfb_client *c, struct rs_rfb_out *out)
 	}
 }
 
+/* The server chose these bytes: the browser shows them and the log keeps
+ * them, so only printable UTF-8 without controls or bidi overrides passes. */
 static int finish_reason(struct rs_rfb_client *c)
 {
-	c->reason[RS_MIN(c->reason_got, RS_RFB_REASON_MAX)] = 0;
-	sanitize(c->reason);
+	char clean[RS_RFB_REASON_MAX + 1];
+
+	rs_text_sanitize(clean, sizeof(clean), c->reason, RS_MIN(c->reason_got, RS_RFB_REASON_MAX));
 	if (c->auth_failed)
-		return client_fail(c, "VNC authentication failed: %s", c->reason);
-	return client_fail(c, "the VNC target refused the connection: %s", c->reason);
+		return client_fail(c, "VNC authentication failed: %s", clean);
+	return client_fail(c, "the VNC target refused the connection: %s", clean);
 }
 
 int rs_rfb_client_feed(struct rs_rfb_client *c, const uint8_t *in, size_t len,

@@ -220,3 +220,130 @@ def test_reload_rotates_api_keys(admin):
     issued = [json.loads(l) for l in open(admin.audit) if '"token.issued"' in l]
     assert issued[-1]["api_key"] == "rotated"
     assert new_key not in admin.logs()
+
+
+class SlowLoris:
+    """An admin client that sends one byte every <every> s and never a newline."""
+
+    def __init__(self, path, every=0.5, duration=8.0):
+        import threading
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.connect(path)
+        self.t0 = time.time()
+        self.closed_after = None
+        self.answer = b""
+        self.stop = False
+
+        def run():
+            end = time.time() + duration
+            while time.time() < end and not self.stop:
+                try:
+                    self.s.send(b"s")
+                except OSError:  # the server closed the connection
+                    self.closed_after = time.time() - self.t0
+                    return
+                self.s.settimeout(every)
+                try:
+                    data = self.s.recv(4096)
+                    self.answer += data
+                    if not data:
+                        self.closed_after = time.time() - self.t0
+                        return
+                except socket.timeout:
+                    pass
+                except OSError:
+                    self.closed_after = time.time() - self.t0
+                    return
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.s.close()
+
+
+def test_slow_client_does_not_block_others(admin):
+    loris = [SlowLoris(admin.sock) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        for _ in range(3):
+            t0 = time.time()
+            r = subprocess.run([BIN, "ctl", "--socket", admin.sock, "stats"], capture_output=True,
+                               text=True, timeout=20)
+            took = time.time() - t0
+            assert r.returncode == 0 and "tokens" in r.stdout, r.stderr
+            assert took < 1.0, "ctl stats took %.1f s behind a slow client" % took
+        # the slow clients are dropped at their deadline with a reason
+        for lo in loris:
+            lo.thread.join(10)
+            assert lo.closed_after is not None and lo.closed_after < 7, lo.closed_after
+            assert lo.answer.startswith(b"ERR "), lo.answer
+    finally:
+        for lo in loris:
+            lo.close()
+
+
+def test_sigterm_is_prompt_with_stuck_admin_clients(daemon_factory, tmpdir_rs):
+    from conftest import Daemon
+    sock = os.path.join(tmpdir_rs, "stuck.sock")
+    d = Daemon(tmpdir_rs, {"admin_socket": sock})
+    loris = SlowLoris(sock, every=0.3, duration=20)
+    time.sleep(0.2)
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(sock)  # says nothing at all
+    try:
+        time.sleep(0.5)
+        t0 = time.time()
+        assert d.stop(timeout=10) == 0
+        took = time.time() - t0
+        assert took < 1.5, "SIGTERM took %.1f s with stuck admin clients" % took
+    finally:
+        loris.close()
+        silent.close()
+    d.check_clean()
+
+
+def test_unbuildable_port_pool_refuses_start(tmpdir_rs):
+    """One port for two workers: a worker would get no pool and silently use
+    the kernel's ephemeral ports; ringside refuses to start instead."""
+    from conftest import free_port
+    cfg = os.path.join(tmpdir_rs, "pool.json")
+    json.dump({"listen": ["127.0.0.1:%d" % free_port()], "metrics_listen": "", "workers": 2,
+               "log_target": "stderr", "state_dir": tmpdir_rs,
+               "port_pool": {"source_addresses": ["127.0.0.1"], "port_min": 20000,
+                             "port_max": 20000}}, open(cfg, "w"))
+    try:
+        r = subprocess.run([BIN, "--config", cfg], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:  # run() has killed it
+        raise AssertionError("ringside started with a port pool it cannot build")
+    assert r.returncode != 0, r.stderr
+    assert "cannot build the port pool" in r.stderr and "port_pool.source_addresses" in r.stderr, \
+        r.stderr
+    assert "at least one port per worker" in r.stderr, r.stderr
+
+
+def test_session_label_reaches_the_terminal_clean(admin, echo):
+    """A label's C1 controls and bidi overrides never reach the operator's
+    terminal raw: replaced by U+FFFD in text, escaped in JSON."""
+    label = "vm \u009b2J \u202etxt.exe caf\u00e9"
+    tok = admin.create_console({"kind": "vnc", "host": "127.0.0.1", "port": echo.port,
+                                "label": label})["token"]
+    ws = RawWS(admin.port, "/ws/" + tok)
+    assert ws.rfb_client_handshake() == 0
+    for _ in range(100):
+        listed = ctl_json(admin, "sessions")
+        if listed:
+            break
+        time.sleep(0.05)
+    assert listed[0]["label"] == label
+    sid = "%x" % listed[0]["id"]
+    r = subprocess.run([BIN, "ctl", "--socket", admin.sock, "session", sid], capture_output=True,
+                       timeout=10)
+    assert r.returncode == 0, r.stderr
+    text = r.stdout.decode("utf-8")
+    assert "label vm \ufffd2J \ufffdtxt.exe caf\u00e9" in text, text
+    for raw in (r.stdout, subprocess.run([BIN, "ctl", "--socket", admin.sock, "session", sid,
+                                          "--json"], capture_output=True, timeout=10).stdout):
+        assert b"\xc2\x9b" not in raw and b"\xe2\x80\xae" not in raw, raw
+    ws.close()
