@@ -95,6 +95,7 @@ struct session {
 	bool term;
 	struct handshake *hs;
 	struct rs_ws_parser ws;
+	struct rs_ws_pong pong; /* the browser's latest unanswered ping */
 	struct rs_timer timer;
 	enum sess_state state;
 	enum rs_console_cause cause;
@@ -584,6 +585,16 @@ static void term_chunk(struct session *s, uint8_t *data, size_t len, bool fin)
 	s->tmsg_len = 0;
 }
 
+/* Send the pong owed to the browser, if any. */
+static void flush_pong(struct session *s)
+{
+	uint8_t frame[RS_WS_MAX_PONG_FRAME];
+	size_t n = rs_ws_pong_take(&s->pong, frame, NULL);
+
+	if (n && !s->close_sent && rs_conn_send(s->br, frame, n))
+		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+}
+
 static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
 	while (len && s->state != ST_CLOSING) {
@@ -604,8 +615,14 @@ static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, 
 				browser_payload(s, buf, (uint8_t *)ev.data, ev.len);
 			break;
 		case RS_WS_EV_PING:
-			if (ws_send(s, RS_WS_OP_PONG, ev.data, ev.len))
-				session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+			/* Pongs obey the browser's backpressure like data: a
+			 * browser that pings and never reads is owed one pong
+			 * (the latest) and is not read until it drains. */
+			rs_ws_pong_hold(&s->pong, ev.data, ev.len);
+			if (rs_conn_congested(s->br))
+				rs_conn_pause(s->br);
+			else
+				flush_pong(s);
 			break;
 		case RS_WS_EV_CLOSE:
 			/* Echo the browser's code; with none, answer with an empty close. */
@@ -642,10 +659,17 @@ static void br_on_drain(struct rs_conn *c)
 
 	if (s->state == ST_CLOSING)
 		return;
+	flush_pong(s);
+	if (s->state == ST_CLOSING)
+		return;
 	if (s->pve)
 		rs_pve_up_resume(s->pve);
 	else if (s->up)
 		rs_conn_resume(s->up);
+	/* Reads stopped for an owed pong restart here, unless the target
+	 * still holds them back (its drain restarts them then). */
+	if (!up_congested(s))
+		rs_conn_resume(c);
 }
 
 static void br_on_stop(struct rs_conn *c)

@@ -2,6 +2,7 @@
 (python3-websockets) and raw frames for the violations a peer can send."""
 import asyncio
 import os
+import socket
 import struct
 import time
 
@@ -155,3 +156,49 @@ def test_no_crash_no_growth_across_many_bad_sessions(daemon_factory, echo):
     time.sleep(0.5)
     assert rss_kb(daemon.pid) <= base + 2048, (base, rss_kb(daemon.pid))
     assert stats(daemon)["consoles"]["active"] == 0
+
+
+def _masked(opcode, payload):
+    key = b"\x11\x22\x33\x44"
+    return (bytes([0x80 | opcode, 0x80 | len(payload)]) + key +
+            bytes(b ^ key[i % 4] for i, b in enumerate(payload)))
+
+
+@pytest.mark.skipif(ASAN, reason="ASan quarantines freed memory; RSS says little there")
+def test_ping_flood_without_reading_keeps_memory_bounded(daemon_factory, echo):
+    # A browser that pings and never reads: each ping used to queue a pong,
+    # without bound (96 MiB of pings -> +132 MiB RSS). Now only the latest
+    # ping is owed an answer and the browser is not read while it is owed.
+    # A small receive pool: touching all of it is not what is measured.
+    daemon = daemon_factory({"buffers": {"count": 64}})
+    warm = relay_ws(daemon, echo.port)
+    warm.send_frame(2, b"\x04\x01\x00\x00\x00\x00\x00\x61")  # KeyEvent
+    assert warm.recv_data(8) == b"\x04\x01\x00\x00\x00\x00\x00\x61"
+    ws = relay_ws(daemon, echo.port)
+    ws.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    time.sleep(0.2)
+    base = rss_kb(daemon.pid)
+    block = _masked(9, b"p" * 125) * 8192  # ~1 MiB of pings
+    view, sent, goal = memoryview(block), 0, 64 << 20
+    ws.s.settimeout(1.0)
+    deadline = time.time() + 20
+    while sent < goal and time.time() < deadline:
+        try:
+            sent += ws.s.send(view[sent % len(block):])
+        except socket.timeout:
+            break  # ringside stopped reading from us: backpressure works
+    time.sleep(0.5)
+    grown = rss_kb(daemon.pid) - base
+    assert grown < 20 * 1024, (sent, grown)
+    # the console still works for others, the flooder's included
+    warm.send_frame(2, b"\x04\x00\x00\x00\x00\x00\x00\x61")
+    assert warm.recv_data(8) == b"\x04\x00\x00\x00\x00\x00\x00\x61"
+    other = relay_ws(daemon, echo.port)
+    other.send_frame(2, b"\x03\x01\x00\x00\x00\x00\x00\x10\x00\x10")  # FBUpdateRequest
+    assert other.recv_data(10) == b"\x03\x01\x00\x00\x00\x00\x00\x10\x00\x10"
+    # once the flooder reads, it gets a pong (the latest ping's payload)
+    ws.s.settimeout(10)
+    op, fin, payload = ws.recv_frame()
+    assert op == 10 and payload == b"p" * 125
+    for c in (warm, ws, other):
+        c.close()
