@@ -11,6 +11,7 @@
 #include "proto/console.h"
 #include "proto/pve_up.h"
 #include "proto/rfb.h"
+#include "proto/rfb_msgs.h"
 #include "proto/termproxy.h"
 #include "proto/ws.h"
 
@@ -96,6 +97,7 @@ struct session {
 	struct handshake *hs;
 	struct rs_ws_parser ws;
 	struct rs_ws_pong pong; /* the browser's latest unanswered ping */
+	struct rs_rfb_msgs msgs; /* RFB consoles: the browser's messages after the security phase */
 	struct rs_timer timer;
 	enum sess_state state;
 	enum rs_console_cause cause;
@@ -488,13 +490,27 @@ static void forward_to_target(struct session *s, struct rs_buf *buf, uint8_t *da
 		rs_conn_pause(s->br);
 }
 
+/* Browser bytes for the target once relaying: on RFB consoles each message
+ * is checked first (known type, bounded length), so a hostile page cannot
+ * hand the VNC server's parser what noVNC never sends. The bytes go on
+ * unchanged, in one send. Terminal input was checked by term_chunk(). */
+static void relay_to_target(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	if (!s->term && rs_rfb_msgs_check(&s->msgs, data, len)) {
+		rs_info("console", "token=%s browser_protocol: %s", s->tokhash, s->msgs.error);
+		session_end(s, RS_CC_BROWSER_PROTOCOL, 1008, s->msgs.error);
+		return;
+	}
+	forward_to_target(s, buf, data, len);
+}
+
 static void browser_payload(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
 	struct rs_rfb_out out = {0};
 	int n;
 
 	if (s->state == ST_RELAY) {
-		forward_to_target(s, buf, data, len);
+		relay_to_target(s, buf, data, len);
 		return;
 	}
 	if (s->state != ST_HANDSHAKE)
@@ -530,7 +546,7 @@ static void browser_payload(struct session *s, struct rs_buf *buf, uint8_t *data
 				    "unexpected data during the RFB handshake");
 			return;
 		}
-		forward_to_target(s, buf, data + n, len - (size_t)n);
+		relay_to_target(s, buf, data + n, len - (size_t)n);
 	}
 }
 
@@ -1108,6 +1124,10 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	rs_ws_parser_init(&s->ws, true, env->cfg->ws_max_frame, env->cfg->ws_max_message);
 	rs_rfb_server_init(&s->hs->srv);
 	rs_rfb_client_init(&s->hs->cli, spec->password);
+	rs_rfb_msgs_init(&s->msgs, &(struct rs_rfb_msgs_limits){
+					   .max_cut_text = env->cfg->rfb_max_cut_text,
+					   .max_encodings = env->cfg->rfb_max_encodings,
+				   });
 	snprintf(resp, sizeof(resp),
 		 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
 		 "Sec-WebSocket-Accept: %s\r\n%s\r\n",
