@@ -13,6 +13,7 @@ import websockets
 
 from conftest import ASAN, API_KEY, free_port, rss_kb
 from fakes import RawWS, Target, echo_target, rfb_none_handshake, streaming_target
+from test_proxmox import lab, rs  # noqa: F401 (fixtures)
 from rs import Conn, get
 
 
@@ -536,3 +537,17 @@ def test_rfb_limits_are_configurable(daemon_factory):
     code, why = ws.expect_close()
     assert code == 1008 and "limits.rfb_max_encodings: 2" in why
     t.stop()
+
+
+def test_bad_rfb_message_closes_a_proxmox_console_too(rs, lab):
+    # Proxmox consoles get the same check (the simulator fronts a real Xvnc).
+    from test_proxmox import expect_desktop, open_vnc
+
+    d = rs()
+    ws = expect_desktop(open_vnc(d, {"cluster": "lab", "node": "pve1", "vmid": 100}))
+    ws.send_frame(2, struct.pack(">BBHHHH", 3, 0, 0, 0, 16, 16))  # fine: an update request
+    ws.send_frame(2, struct.pack(">BBH", 2, 0, 65535) + b"\0" * 64)
+    code, why = ws.expect_close()
+    assert code == 1008 and "SetEncodings with 65535 entries" in why, (code, why)
+    assert stats(d)["consoles"]["causes"]["browser_protocol"] == 1
+    ws.close()
