@@ -523,19 +523,20 @@ def test_bad_rfb_message_from_browser_closes_with_reason(daemon, name, msg, reas
 
 
 def test_rfb_limits_are_configurable(daemon_factory):
-    d = daemon_factory({"limits": {"rfb_max_cut_text": 16, "rfb_max_encodings": 2}})
+    d = daemon_factory({"limits": {"rfb_max_cut_text": 1024, "rfb_max_encodings": 32}})
     t = Target(echo_target)
     ws = relay_ws(d, t.port)
-    ok = CLIENT_INIT + cut_text(b"x" * 16) + struct.pack(">BBHii", 2, 0, 2, 0, -223)
+    encs = struct.pack(">BBH", 2, 0, 32) + struct.pack(">i", -223) * 32
+    ok = CLIENT_INIT + cut_text(b"x" * 1024) + encs
     ws.send_frame(2, ok)
     assert ws.recv_data(len(ok)) == ok
-    ws.send_frame(2, cut_text(b"x" * 17))
+    ws.send_frame(2, cut_text(b"x" * 1025))
     code, why = ws.expect_close()
-    assert code == 1008 and "limits.rfb_max_cut_text: 16" in why
+    assert code == 1008 and "limits.rfb_max_cut_text: 1024" in why
     ws = relay_ws(d, t.port)
-    ws.send_frame(2, CLIENT_INIT + struct.pack(">BBHiii", 2, 0, 3, 0, 1, -223))
+    ws.send_frame(2, CLIENT_INIT + struct.pack(">BBH", 2, 0, 33) + struct.pack(">i", 0) * 33)
     code, why = ws.expect_close()
-    assert code == 1008 and "limits.rfb_max_encodings: 2" in why
+    assert code == 1008 and "limits.rfb_max_encodings: 32" in why
     t.stop()
 
 
