@@ -97,6 +97,7 @@ struct session {
 	struct handshake *hs;
 	struct rs_ws_parser ws;
 	struct rs_ws_pong pong; /* the browser's latest unanswered ping */
+	bool pong_paused;	 /* browser reads stopped until that pong can be queued */
 	struct rs_rfb_msgs msgs; /* RFB consoles: the browser's messages after the security phase */
 	struct rs_timer timer;
 	enum sess_state state;
@@ -635,10 +636,12 @@ static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, 
 			 * browser that pings and never reads is owed one pong
 			 * (the latest) and is not read until it drains. */
 			rs_ws_pong_hold(&s->pong, ev.data, ev.len);
-			if (rs_conn_congested(s->br))
+			if (rs_conn_congested(s->br)) {
+				s->pong_paused = true;
 				rs_conn_pause(s->br);
-			else
+			} else {
 				flush_pong(s);
+			}
 			break;
 		case RS_WS_EV_CLOSE:
 			/* Echo the browser's code; with none, answer with an empty close. */
@@ -684,8 +687,10 @@ static void br_on_drain(struct rs_conn *c)
 		rs_conn_resume(s->up);
 	/* Reads stopped for an owed pong restart here, unless the target
 	 * still holds them back (its drain restarts them then). */
-	if (!up_congested(s))
+	if (s->pong_paused && !up_congested(s)) {
+		s->pong_paused = false;
 		rs_conn_resume(c);
+	}
 }
 
 static void br_on_stop(struct rs_conn *c)

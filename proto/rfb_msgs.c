@@ -8,22 +8,22 @@
 
 /* Pseudo-encodings whose announcement changes how messages are framed. */
 #define ENC_EXT_MOUSE_BUTTONS 0xfffffec4u /* -316 */
-#define ENC_EXT_CLIPBOARD 0xc0a1e5ceu
+#define ENC_EXT_CLIPBOARD     0xc0a1e5ceu
 
 static const char *const msg_names[RS_RFB_MSG__COUNT] = {
-	[RS_RFB_MSG_NONE] = "none",
-	[RS_RFB_MSG_CLIENT_INIT] = "ClientInit",
-	[RS_RFB_MSG_SET_PIXEL_FORMAT] = "SetPixelFormat",
-	[RS_RFB_MSG_SET_ENCODINGS] = "SetEncodings",
-	[RS_RFB_MSG_FB_UPDATE_REQUEST] = "FramebufferUpdateRequest",
-	[RS_RFB_MSG_KEY] = "KeyEvent",
-	[RS_RFB_MSG_POINTER] = "PointerEvent",
-	[RS_RFB_MSG_CUT_TEXT] = "ClientCutText",
-	[RS_RFB_MSG_CONTINUOUS_UPDATES] = "EnableContinuousUpdates",
-	[RS_RFB_MSG_FENCE] = "ClientFence",
-	[RS_RFB_MSG_XVP] = "xvp",
-	[RS_RFB_MSG_SET_DESKTOP_SIZE] = "SetDesktopSize",
-	[RS_RFB_MSG_QEMU] = "QEMU",
+    [RS_RFB_MSG_NONE] = "none",
+    [RS_RFB_MSG_CLIENT_INIT] = "ClientInit",
+    [RS_RFB_MSG_SET_PIXEL_FORMAT] = "SetPixelFormat",
+    [RS_RFB_MSG_SET_ENCODINGS] = "SetEncodings",
+    [RS_RFB_MSG_FB_UPDATE_REQUEST] = "FramebufferUpdateRequest",
+    [RS_RFB_MSG_KEY] = "KeyEvent",
+    [RS_RFB_MSG_POINTER] = "PointerEvent",
+    [RS_RFB_MSG_CUT_TEXT] = "ClientCutText",
+    [RS_RFB_MSG_CONTINUOUS_UPDATES] = "EnableContinuousUpdates",
+    [RS_RFB_MSG_FENCE] = "ClientFence",
+    [RS_RFB_MSG_XVP] = "xvp",
+    [RS_RFB_MSG_SET_DESKTOP_SIZE] = "SetDesktopSize",
+    [RS_RFB_MSG_QEMU] = "QEMU",
 };
 
 const char *rs_rfb_msg_name(enum rs_rfb_msg_kind kind)
@@ -122,8 +122,9 @@ static int size_msg(struct rs_rfb_msgs *p)
 			return 4;
 		n = be16(h + 2);
 		if (n > p->lim.max_encodings)
-			return bad(p, "RFB SetEncodings with %u entries (limits.rfb_max_encodings: %u)",
-				   n, p->lim.max_encodings);
+			return bad(
+			    p, "RFB SetEncodings with %u entries (limits.rfb_max_encodings: %u)", n,
+			    p->lim.max_encodings);
 		p->total = 4 + 4 * (uint64_t)n;
 		return 0;
 	case 3:
@@ -153,14 +154,16 @@ static int size_msg(struct rs_rfb_msgs *p)
 		len = (int32_t)be32(h + 4);
 		if (len < 0) {
 			if (!p->ext_clip)
-				return bad(p, "RFB ClientCutText with a negative length, but the extended "
-					      "clipboard was not negotiated");
+				return bad(
+				    p, "RFB ClientCutText with a negative length, but the extended "
+				       "clipboard was not negotiated");
 			len = -len;
 			if (len < 4)
 				return bad(p, "RFB extended ClientCutText shorter than its flags");
 		}
 		if (len > p->lim.max_cut_text)
-			return bad(p, "RFB ClientCutText of %lld bytes (limits.rfb_max_cut_text: %u)",
+			return bad(p,
+				   "RFB ClientCutText of %lld bytes (limits.rfb_max_cut_text: %u)",
 				   (long long)len, p->lim.max_cut_text);
 		p->total = 8 + (uint64_t)len;
 		return 0;
@@ -232,8 +235,7 @@ static void scan_encodings(struct rs_rfb_msgs *p, const uint8_t *b, size_t n)
 	}
 }
 
-int rs_rfb_msgs_feed(struct rs_rfb_msgs *p, const uint8_t *in, size_t len,
-		     struct rs_rfb_msg_ev *ev)
+int rs_rfb_msgs_feed(struct rs_rfb_msgs *p, const uint8_t *in, size_t len, struct rs_rfb_msg_ev *ev)
 {
 	size_t i = 0, n;
 

@@ -52,7 +52,7 @@
 #include "core/common.h"
 
 #define RS_RFB_MAX_SCREENS 16 /* SetDesktopSize: noVNC sends 1 */
-#define RS_RFB_MAX_FENCE 64   /* ClientFence payload, the protocol's own bound */
+#define RS_RFB_MAX_FENCE   64 /* ClientFence payload, the protocol's own bound */
 
 enum rs_rfb_msg_kind {
 	RS_RFB_MSG_NONE = 0,

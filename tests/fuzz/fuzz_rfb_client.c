@@ -27,8 +27,8 @@ struct outcome {
 };
 
 /* Feed <in>, <chunk> 0 meaning all at once, else pseudo-random chunks. */
-static void run(const struct rs_rfb_msgs_limits *lim, const uint8_t *in, size_t len,
-		unsigned chunk, struct outcome *o)
+static void run(const struct rs_rfb_msgs_limits *lim, const uint8_t *in, size_t len, unsigned chunk,
+		struct outcome *o)
 {
 	struct rs_rfb_msgs p;
 	size_t off = 0, open = 0;
@@ -66,8 +66,9 @@ static void run(const struct rs_rfb_msgs_limits *lim, const uint8_t *in, size_t 
 			CHECK((ev.kind == RS_RFB_MSG_CLIENT_INIT) == (off == 0));
 			open += (size_t)r;
 			/* no message may be larger than the largest bound allows */
-			CHECK(open <= 8 + (size_t)lim->max_cut_text || open <= 4 + 4 * (size_t)lim->max_encodings ||
-			      open <= 8 + 16 * RS_RFB_MAX_SCREENS);
+			CHECK(open <= RS_MAX(RS_MAX(8 + (size_t)lim->max_cut_text,
+						    4 + 4 * (size_t)lim->max_encodings),
+					     (size_t)(8 + 16 * RS_RFB_MAX_SCREENS)));
 			if (ev.last) {
 				o->msgs++;
 				o->accepted += open;

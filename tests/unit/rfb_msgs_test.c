@@ -177,16 +177,26 @@ static void test_every_message_type(void **st)
 		enum rs_rfb_msg_kind kind;
 		size_t size;
 	} want[] = {
-		{RS_RFB_MSG_CLIENT_INIT, 1},	  {RS_RFB_MSG_SET_PIXEL_FORMAT, 20},
-		{RS_RFB_MSG_SET_ENCODINGS, 4 + 28}, {RS_RFB_MSG_FB_UPDATE_REQUEST, 10},
-		{RS_RFB_MSG_KEY, 8},		  {RS_RFB_MSG_POINTER, 6},
-		{RS_RFB_MSG_POINTER, 7},	  {RS_RFB_MSG_CUT_TEXT, 8 + 5},
-		{RS_RFB_MSG_CUT_TEXT, 8 + 12},	  {RS_RFB_MSG_CUT_TEXT, 8},
-		{RS_RFB_MSG_CONTINUOUS_UPDATES, 10}, {RS_RFB_MSG_FENCE, 9 + 3},
-		{RS_RFB_MSG_FENCE, 9},		  {RS_RFB_MSG_XVP, 4},
-		{RS_RFB_MSG_SET_DESKTOP_SIZE, 8 + 16}, {RS_RFB_MSG_QEMU, 12},
-		{RS_RFB_MSG_QEMU, 4},		  {RS_RFB_MSG_QEMU, 4},
-		{RS_RFB_MSG_QEMU, 10},		  {RS_RFB_MSG_KEY, 8},
+	    {RS_RFB_MSG_CLIENT_INIT, 1},
+	    {RS_RFB_MSG_SET_PIXEL_FORMAT, 20},
+	    {RS_RFB_MSG_SET_ENCODINGS, 4 + 28},
+	    {RS_RFB_MSG_FB_UPDATE_REQUEST, 10},
+	    {RS_RFB_MSG_KEY, 8},
+	    {RS_RFB_MSG_POINTER, 6},
+	    {RS_RFB_MSG_POINTER, 7},
+	    {RS_RFB_MSG_CUT_TEXT, 8 + 5},
+	    {RS_RFB_MSG_CUT_TEXT, 8 + 12},
+	    {RS_RFB_MSG_CUT_TEXT, 8},
+	    {RS_RFB_MSG_CONTINUOUS_UPDATES, 10},
+	    {RS_RFB_MSG_FENCE, 9 + 3},
+	    {RS_RFB_MSG_FENCE, 9},
+	    {RS_RFB_MSG_XVP, 4},
+	    {RS_RFB_MSG_SET_DESKTOP_SIZE, 8 + 16},
+	    {RS_RFB_MSG_QEMU, 12},
+	    {RS_RFB_MSG_QEMU, 4},
+	    {RS_RFB_MSG_QEMU, 4},
+	    {RS_RFB_MSG_QEMU, 10},
+	    {RS_RFB_MSG_KEY, 8},
 	};
 	struct sb s = {0};
 	struct parsed got;
@@ -213,8 +223,8 @@ static void test_every_message_type(void **st)
 	put8(&s, 251), put8(&s, 0), put16(&s, 1280), put16(&s, 720), put8(&s, 1), put8(&s, 0);
 	put32(&s, 0), put16(&s, 0), put16(&s, 0), put16(&s, 1280), put16(&s, 720), put32(&s, 0);
 	put8(&s, 255), put8(&s, 0), put16(&s, 1), put32(&s, 0x61), put32(&s, 0x1e);
-	put8(&s, 255), put8(&s, 1), put16(&s, 0);			 /* audio enable */
-	put8(&s, 255), put8(&s, 1), put16(&s, 1);			 /* audio disable */
+	put8(&s, 255), put8(&s, 1), put16(&s, 0); /* audio enable */
+	put8(&s, 255), put8(&s, 1), put16(&s, 1); /* audio disable */
 	put8(&s, 255), put8(&s, 1), put16(&s, 2), put8(&s, 3), put8(&s, 2), put32(&s, 44100);
 	put8(&s, 4), put8(&s, 0), put16(&s, 0), put32(&s, 0xff0d);
 	check_splits(s.b, s.n, &got);
@@ -461,15 +471,15 @@ static void test_filter_by_pieces(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_every_message_type),
-		cmocka_unit_test(test_unknown_types_refused),
-		cmocka_unit_test(test_cut_text_bounds),
-		cmocka_unit_test(test_encodings_bound),
-		cmocka_unit_test(test_pointer_forms),
-		cmocka_unit_test(test_fence_desktop_size_qemu_bounds),
-		cmocka_unit_test(test_stopped_after_error_and_check),
-		cmocka_unit_test(test_input_kinds_and_names),
-		cmocka_unit_test(test_filter_by_pieces),
+	    cmocka_unit_test(test_every_message_type),
+	    cmocka_unit_test(test_unknown_types_refused),
+	    cmocka_unit_test(test_cut_text_bounds),
+	    cmocka_unit_test(test_encodings_bound),
+	    cmocka_unit_test(test_pointer_forms),
+	    cmocka_unit_test(test_fence_desktop_size_qemu_bounds),
+	    cmocka_unit_test(test_stopped_after_error_and_check),
+	    cmocka_unit_test(test_input_kinds_and_names),
+	    cmocka_unit_test(test_filter_by_pieces),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
