@@ -96,7 +96,7 @@ struct session {
 	bool term;
 	struct handshake *hs;
 	struct rs_ws_parser ws;
-	struct rs_ws_pong pong; /* the browser's latest unanswered ping */
+	struct rs_ws_pong pong;	 /* the browser's latest unanswered ping */
 	bool pong_paused;	 /* browser reads stopped until that pong can be queued */
 	struct rs_rfb_msgs msgs; /* RFB consoles: the browser's messages after the security phase */
 	struct rs_timer timer;
@@ -1130,8 +1130,8 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	rs_rfb_server_init(&s->hs->srv);
 	rs_rfb_client_init(&s->hs->cli, spec->password);
 	rs_rfb_msgs_init(&s->msgs, &(struct rs_rfb_msgs_limits){
-					   .max_cut_text = env->cfg->rfb_max_cut_text,
-					   .max_encodings = env->cfg->rfb_max_encodings,
+				       .max_cut_text = env->cfg->rfb_max_cut_text,
+				       .max_encodings = env->cfg->rfb_max_encodings,
 				   });
 	snprintf(resp, sizeof(resp),
 		 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
