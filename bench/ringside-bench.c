@@ -792,7 +792,16 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	lat_us = rs_xcalloc(o.conns, sizeof(*lat_us));
 	msg_payload = rs_xmalloc(o.msg_size);
-	memset(msg_payload, 0x78, o.msg_size);
+	/* ringside checks the browser's RFB messages: each message is one
+	 * ClientCutText, or where none fits, KeyEvents (a run of 0x04 bytes is
+	 * KeyEvents however it is framed). */
+	memset(msg_payload, 0x04, o.msg_size);
+	if (o.msg_size >= 8 && o.msg_size - 8 <= 1048576) {
+		uint32_t n = (uint32_t)(o.msg_size - 8);
+
+		memcpy(msg_payload, (uint8_t[]){6, 0, 0, 0, n >> 24, n >> 16, n >> 8, n}, 8);
+		memset(msg_payload + 8, 0x78, n);
+	}
 	eo.workers = o.workers;
 	e = rs_engine_new(&eo, err, sizeof(err));
 	if (!e || rs_engine_start(e, err, sizeof(err))) {

@@ -34,6 +34,8 @@ static const struct uint_field uint_fields[] = {
 	F("limits.keepalive_timeout_ms", keepalive_timeout_ms, 100, 3600000, 60000),
 	F("limits.ws_max_frame", ws_max_frame, 1024, 67108864, 1048576),
 	F("limits.ws_max_message", ws_max_message, 1024, 268435456, 4194304),
+	F("limits.rfb_max_cut_text", rfb_max_cut_text, 1024, 67108864, 1048576),
+	F("limits.rfb_max_encodings", rfb_max_encodings, 32, 65535, 64),
 	F("limits.session_buffer_bytes", session_buffer_bytes, 16384, 67108864, 262144),
 	F("limits.connect_timeout_ms", connect_timeout_ms, 100, 120000, 10000),
 	F("limits.handshake_timeout_ms", handshake_timeout_ms, 100, 120000, 15000),

@@ -73,6 +73,7 @@ struct rs_config {
 	unsigned max_request_line, max_header_bytes, max_headers, max_body;
 	unsigned header_timeout_ms, keepalive_timeout_ms;
 	unsigned ws_max_frame, ws_max_message;
+	unsigned rfb_max_cut_text, rfb_max_encodings; /* browser→target RFB messages */
 	unsigned session_buffer_bytes;
 	unsigned connect_timeout_ms, handshake_timeout_ms, session_idle_timeout_s;
 	/* Proxmox: from the vncwebsocket request to its 101 (pveproxy never

@@ -12,6 +12,7 @@
 #include "proto/console.h"
 #include "proto/pve_up.h"
 #include "proto/rfb.h"
+#include "proto/rfb_msgs.h"
 #include "proto/termproxy.h"
 #include "proto/ws.h"
 
@@ -97,6 +98,9 @@ struct session {
 	bool term;
 	struct handshake *hs;
 	struct rs_ws_parser ws;
+	struct rs_ws_pong pong;	 /* the browser's latest unanswered ping */
+	bool pong_paused;	 /* browser reads stopped until that pong can be queued */
+	struct rs_rfb_msgs msgs; /* RFB consoles: the browser's messages after the security phase */
 	struct rs_timer timer;
 	enum sess_state state;
 	enum rs_console_cause cause;
@@ -541,13 +545,27 @@ static void forward_to_target(struct session *s, struct rs_buf *buf, uint8_t *da
 		rs_conn_pause(s->br);
 }
 
+/* Browser bytes for the target once relaying: on RFB consoles each message
+ * is checked first (known type, bounded length), so a hostile page cannot
+ * hand the VNC server's parser what noVNC never sends. The bytes go on
+ * unchanged, in one send. Terminal input was checked by term_chunk(). */
+static void relay_to_target(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	if (!s->term && rs_rfb_msgs_check(&s->msgs, data, len)) {
+		rs_info("console", "token=%s browser_protocol: %s", s->tokhash, s->msgs.error);
+		session_end(s, RS_CC_BROWSER_PROTOCOL, 1008, s->msgs.error);
+		return;
+	}
+	forward_to_target(s, buf, data, len);
+}
+
 static void browser_payload(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
 	struct rs_rfb_out out = {0};
 	int n;
 
 	if (s->state == ST_RELAY) {
-		forward_to_target(s, buf, data, len);
+		relay_to_target(s, buf, data, len);
 		return;
 	}
 	if (s->state != ST_HANDSHAKE)
@@ -583,7 +601,7 @@ static void browser_payload(struct session *s, struct rs_buf *buf, uint8_t *data
 				    "unexpected data during the RFB handshake");
 			return;
 		}
-		forward_to_target(s, buf, data + n, len - (size_t)n);
+		relay_to_target(s, buf, data + n, len - (size_t)n);
 	}
 }
 
@@ -638,6 +656,16 @@ static void term_chunk(struct session *s, uint8_t *data, size_t len, bool fin)
 	s->tmsg_len = 0;
 }
 
+/* Send the pong owed to the browser, if any. */
+static void flush_pong(struct session *s)
+{
+	uint8_t frame[RS_WS_MAX_PONG_FRAME];
+	size_t n = rs_ws_pong_take(&s->pong, frame, NULL);
+
+	if (n && !s->close_sent && rs_conn_send(s->br, frame, n))
+		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+}
+
 static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
 	while (len && s->state != ST_CLOSING) {
@@ -658,8 +686,16 @@ static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, 
 				browser_payload(s, buf, (uint8_t *)ev.data, ev.len);
 			break;
 		case RS_WS_EV_PING:
-			if (ws_send(s, RS_WS_OP_PONG, ev.data, ev.len))
-				session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+			/* Pongs obey the browser's backpressure like data: a
+			 * browser that pings and never reads is owed one pong
+			 * (the latest) and is not read until it drains. */
+			rs_ws_pong_hold(&s->pong, ev.data, ev.len);
+			if (rs_conn_congested(s->br)) {
+				s->pong_paused = true;
+				rs_conn_pause(s->br);
+			} else {
+				flush_pong(s);
+			}
 			break;
 		case RS_WS_EV_CLOSE:
 			/* Echo the browser's code; with none, answer with an empty close. */
@@ -696,10 +732,19 @@ static void br_on_drain(struct rs_conn *c)
 
 	if (s->state == ST_CLOSING)
 		return;
+	flush_pong(s);
+	if (s->state == ST_CLOSING)
+		return;
 	if (s->pve)
 		rs_pve_up_resume(s->pve);
 	else if (s->up)
 		rs_conn_resume(s->up);
+	/* Reads stopped for an owed pong restart here, unless the target
+	 * still holds them back (its drain restarts them then). */
+	if (s->pong_paused && !up_congested(s)) {
+		s->pong_paused = false;
+		rs_conn_resume(c);
+	}
 }
 
 static void br_on_stop(struct rs_conn *c)
@@ -1143,6 +1188,10 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	rs_ws_parser_init(&s->ws, true, env->cfg->ws_max_frame, env->cfg->ws_max_message);
 	rs_rfb_server_init(&s->hs->srv);
 	rs_rfb_client_init(&s->hs->cli, spec->password);
+	rs_rfb_msgs_init(&s->msgs, &(struct rs_rfb_msgs_limits){
+				       .max_cut_text = env->cfg->rfb_max_cut_text,
+				       .max_encodings = env->cfg->rfb_max_encodings,
+				   });
 	snprintf(resp, sizeof(resp),
 		 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
 		 "Sec-WebSocket-Accept: %s\r\n%s\r\n",

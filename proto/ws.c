@@ -202,6 +202,34 @@ size_t rs_ws_close_payload(uint8_t out[RS_WS_MAX_CONTROL], uint16_t code, const 
 	return 2 + good;
 }
 
+/* --- pending pong --- */
+
+void rs_ws_pong_hold(struct rs_ws_pong *pp, const uint8_t *data, size_t len)
+{
+	pp->len = (uint8_t)RS_MIN(len, (size_t)RS_WS_MAX_CONTROL);
+	if (pp->len)
+		memcpy(pp->data, data, pp->len);
+	pp->pending = true;
+}
+
+size_t rs_ws_pong_take(struct rs_ws_pong *pp, uint8_t out[RS_WS_MAX_PONG_FRAME],
+		       const uint8_t mask[4])
+{
+	size_t n;
+
+	if (!pp->pending)
+		return 0;
+	/* A pong of at most 125 bytes always has a valid header. */
+	n = rs_ws_frame_header(out, RS_WS_OP_PONG, true, pp->len, mask);
+	memcpy(out + n, pp->data, pp->len);
+	if (mask)
+		rs_ws_mask(out + n, pp->len, mask, 0);
+	n += pp->len;
+	pp->pending = false;
+	pp->len = 0;
+	return n;
+}
+
 /* --- parser --- */
 
 enum {

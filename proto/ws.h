@@ -147,6 +147,33 @@ bool rs_ws_close_code_sendable(uint16_t code);
  * matters). Masking twice restores the data. */
 void rs_ws_mask(uint8_t *p, size_t len, const uint8_t key[4], size_t offset);
 
+/* --- The pong owed to a peer that does not read ---
+ *
+ * RFC 6455 5.5.3 lets an endpoint answer only the most recent of several
+ * pings. A leg holds the latest ping's payload here and sends the pong only
+ * while its send queue is not congested, so a peer that pings and never
+ * reads costs this struct (about 130 bytes) instead of a pong per ping.
+ * Usable on both legs: the browser leg (server, unmasked pongs) and an
+ * upstream WebSocket client leg (masked pongs). Zero-initialise. */
+struct rs_ws_pong {
+	bool pending;
+	uint8_t len;
+	uint8_t data[RS_WS_MAX_CONTROL];
+};
+
+/* The longest pong frame rs_ws_pong_take() writes: header, mask key, payload. */
+#define RS_WS_MAX_PONG_FRAME (RS_WS_MAX_HEADER + RS_WS_MAX_CONTROL)
+
+/* Remember a ping's payload (<len> <= 125; longer is cut, which a parsed
+ * RS_WS_EV_PING never is) as the pong to send, replacing any earlier one. */
+void rs_ws_pong_hold(struct rs_ws_pong *pp, const uint8_t *data, size_t len);
+
+/* When a pong is pending: write the whole pong frame to <out> — masked with
+ * <mask> when it is not NULL (a client leg) — clear it, and return the
+ * frame's length. Returns 0 when none is pending. */
+size_t rs_ws_pong_take(struct rs_ws_pong *pp, uint8_t out[RS_WS_MAX_PONG_FRAME],
+		       const uint8_t mask[4]);
+
 /* --- Server handshake (RFC 6455 section 4.2), independent of the HTTP code --- */
 
 struct rs_ws_handshake_in {

@@ -79,6 +79,23 @@ try {
   }
   check(`canvas shows the desktop colour ${colour}`, px && px.every((v, j) => Math.abs(v - want[j]) <= 6), JSON.stringify(px));
   await page.screenshot({ path: path.join(outDir, 'console.png') });
+  // ringside checks every RFB message the browser sends: noVNC's input must
+  // pass — pointer moves, buttons and wheel, keys, the type-text form, Ctrl-Alt-Del.
+  const box = await page.locator('#screen canvas').boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.up();
+  await page.mouse.click(box.x + 10, box.y + 10, { button: 'right' });
+  await page.mouse.wheel(0, 120);
+  await page.keyboard.type('ringside e2e');
+  await page.keyboard.press('Enter');
+  await page.fill('#typetext', 'typed text');
+  await page.click('#typesend');
+  await page.click('#cad');
+  await page.waitForTimeout(1000);
+  const after = await page.evaluate(() => document.body.dataset.state);
+  check('input (pointer, wheel, keys, type text, Ctrl-Alt-Del) keeps the console connected',
+    after === 'connected', `state=${after} reason=${await page.evaluate(() => document.body.dataset.reason)}`);
   check('no script errors on the page', errors.length === 0, errors.join('; '));
 
   const again = await ctx.newPage();

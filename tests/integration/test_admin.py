@@ -117,8 +117,9 @@ def test_drain_refuses_new_consoles_open_ones_continue(admin, echo):
     assert rc == 0 and "draining" in out
     assert RawWS(admin.port, "/ws/" + pending["token"]).status == 503
     admin.create_console({"kind": "vnc", "host": "127.0.0.1", "port": echo.port}, expect=503)
-    live.send_frame(2, b"still here")
-    assert live.recv_data(10) == b"still here"
+    msg = b"\x01" + struct.pack(">BBHHHH", 3, 1, 0, 0, 64, 64)  # ClientInit, an update request
+    live.send_frame(2, msg)
+    assert live.recv_data(11) == msg
     assert ctl_json(admin, "stats")["draining"] is True
     rc, _, _ = ctl(admin, "undrain")
     assert rc == 0

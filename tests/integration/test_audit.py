@@ -31,8 +31,8 @@ def test_full_console_life(daemon_factory, tmpdir_rs):
                             "password": "vnc-secret-pw", "label": "vm-42", "ttl": 30})
     ws = RawWS(d.port, "/ws/" + tok["token"], "User-Agent: TestBrowser/1.0\r\n")
     assert ws.rfb_client_handshake() == 0
-    ws.send_frame(2, b"hello")
-    assert ws.recv_data(5) == b"hello"
+    ws.send_frame(2, b"\x01\xfa\x00\x01\x02")  # ClientInit, an xvp message
+    assert ws.recv_data(5) == b"\x01\xfa\x00\x01\x02"
     time.sleep(0.1)
     ws.send_frame(8, struct.pack(">H", 1000))
     ws.expect_close()

@@ -13,6 +13,7 @@ import websockets
 
 from conftest import ASAN, API_KEY, free_port, rss_kb
 from fakes import RawWS, Target, echo_target, rfb_none_handshake, streaming_target
+from test_proxmox import lab, rs  # noqa: F401 (fixtures)
 from rs import Conn, get
 
 
@@ -262,11 +263,25 @@ def relay_ws(d, target_port):
     return ws
 
 
+# After the security phase the browser's bytes must be RFB messages: ringside
+# checks each one (type known, length bounded) before it reaches the target.
+CLIENT_INIT = b"\x01"
+
+
+def cut_text(payload):
+    """A ClientCutText message carrying <payload> (any bytes, 8 + len of them)."""
+    return struct.pack(">BxxxI", 6, len(payload)) + payload
+
+
+def key_event(keysym, down=True):
+    return struct.pack(">BBxxI", 4, 1 if down else 0, keysym)
+
+
 def test_relay_passes_bytes_untouched_both_ways(daemon):
     t = Target(echo_target)
     ws = relay_ws(daemon, t.port)
     for size in (1, 125, 126, 65535, 65536, 200000):
-        data = os.urandom(size)
+        data = CLIENT_INIT if size == 1 else cut_text(os.urandom(size - 8))
         ws.send_frame(2, data)
         assert ws.recv_data(size) == data
     ws.close()
@@ -454,13 +469,86 @@ def test_idle_sessions_end_active_ones_do_not(daemon_factory):
     idle = relay_ws(d, t.port)
     busy = relay_ws(d, t.port)
     start = time.time()
+    busy.send_frame(2, CLIENT_INIT)
+    assert busy.recv_data(1) == CLIENT_INIT
     while time.time() - start < 2.5:
-        busy.send_frame(2, b"ping")
-        assert busy.recv_data(4) == b"ping"
+        busy.send_frame(2, key_event(0x61))
+        assert busy.recv_data(8) == key_event(0x61)
         time.sleep(0.2)
     code, reason = idle.expect_close()
     assert code == 1000 and "idle" in reason
-    busy.send_frame(2, b"still")
-    assert busy.recv_data(5) == b"still"
+    busy.send_frame(2, key_event(0x62))
+    assert busy.recv_data(8) == key_event(0x62)
     assert stats(d)["consoles"]["causes"]["idle_timeout"] == 1
     t.stop()
+
+
+def recording_target(c, t):
+    """RFB handshake, then record everything the browser sends (t.got)."""
+    rfb_none_handshake(c)
+    while True:
+        data = c.recv(65536)
+        if not data:
+            return
+        t.got = getattr(t, "got", b"") + data
+
+
+@pytest.mark.parametrize("name,msg,reason", [
+    # the two of the security report: a 4 GiB ClientCutText, 65,535 encodings
+    ("cut_text_4g", struct.pack(">BxxxI", 6, 0xFFFFFFFF) + b"x" * 64,
+     "ClientCutText with a negative length"),
+    ("cut_text_too_big", struct.pack(">BxxxI", 6, (1 << 20) + 1) + b"x" * 64,
+     "ClientCutText of 1048577 bytes (limits.rfb_max_cut_text: 1048576)"),
+    ("encodings_65535", struct.pack(">BBH", 2, 0, 65535) + b"\0" * 64,
+     "SetEncodings with 65535 entries (limits.rfb_max_encodings: 64)"),
+    ("unknown_type", b"\x07" + b"\0" * 16, "unknown RFB client message type 7"),
+], ids=["cut_text_4g", "cut_text_too_big", "encodings_65535", "unknown_type"])
+def test_bad_rfb_message_from_browser_closes_with_reason(daemon, name, msg, reason):
+    t = Target(recording_target)
+    before = stats(daemon)["consoles"]["causes"]["browser_protocol"]
+    ws = relay_ws(daemon, t.port)
+    good = CLIENT_INIT + key_event(0x61)
+    ws.send_frame(2, good)
+    deadline = time.time() + 5
+    while getattr(t, "got", b"") != good and time.time() < deadline:
+        time.sleep(0.02)
+    ws.send_frame(2, msg)
+    code, why = ws.expect_close()
+    assert code == 1008 and reason in why, (code, why)
+    time.sleep(0.2)
+    assert t.got == good  # nothing of the bad message reached the target
+    assert stats(daemon)["consoles"]["causes"]["browser_protocol"] == before + 1
+    ws.close()
+    t.stop()
+
+
+def test_rfb_limits_are_configurable(daemon_factory):
+    d = daemon_factory({"limits": {"rfb_max_cut_text": 1024, "rfb_max_encodings": 32}})
+    t = Target(echo_target)
+    ws = relay_ws(d, t.port)
+    encs = struct.pack(">BBH", 2, 0, 32) + struct.pack(">i", -223) * 32
+    ok = CLIENT_INIT + cut_text(b"x" * 1024) + encs
+    ws.send_frame(2, ok)
+    assert ws.recv_data(len(ok)) == ok
+    ws.send_frame(2, cut_text(b"x" * 1025))
+    code, why = ws.expect_close()
+    assert code == 1008 and "limits.rfb_max_cut_text: 1024" in why
+    ws = relay_ws(d, t.port)
+    ws.send_frame(2, CLIENT_INIT + struct.pack(">BBH", 2, 0, 33) + struct.pack(">i", 0) * 33)
+    code, why = ws.expect_close()
+    assert code == 1008 and "limits.rfb_max_encodings: 32" in why
+    t.stop()
+
+
+def test_bad_rfb_message_closes_a_proxmox_console_too(rs, lab):
+    # Proxmox consoles get the same check (the simulator fronts a real Xvnc).
+    from test_proxmox import expect_desktop, open_vnc
+
+    d = rs()
+    ws = expect_desktop(open_vnc(d, {"cluster": "lab", "node": "pve1", "vmid": 100}))
+    ws.send_frame(2, struct.pack(">BBHHHH", 3, 0, 0, 0, 16, 16))  # fine: an update request
+    ws.send_frame(2, struct.pack(">BBH", 2, 0, 65535) + b"\0" * 64)
+    code, why = ws.expect_close()
+    assert code == 1008 and "SetEncodings with 65535 entries" in why, (code, why)
+    assert stats(d)["consoles"]["causes"]["browser_protocol"] == 1
+    ws.close()

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import free_port, wait_port
 from fakes import Target, echo_target
-from test_console import relay_ws
+from test_console import cut_text, relay_ws
 
 
 def scrape(d, token=None):
@@ -42,7 +42,7 @@ def echo():
 @pytest.mark.skipif(not shutil.which("promtool"), reason="prometheus not installed (scripts/setup)")
 def test_promtool_accepts_a_scrape_with_consoles_open(daemon, echo):
     sessions = [relay_ws(daemon, echo.port) for _ in range(3)]
-    sessions[0].send_frame(2, b"x" * 1000)
+    sessions[0].send_frame(2, b"\x01" + cut_text(b"x" * 991))  # ClientInit, ClientCutText
     sessions[0].recv_data(1000)
     text = scrape(daemon)
     r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)

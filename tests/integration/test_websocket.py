@@ -2,6 +2,7 @@
 (python3-websockets) and raw frames for the violations a peer can send."""
 import asyncio
 import os
+import socket
 import struct
 import time
 
@@ -10,7 +11,7 @@ import websockets
 
 from conftest import ASAN, rss_kb
 from fakes import RawWS, Target, echo_target
-from test_console import relay_ws, stats, vnc_console
+from test_console import CLIENT_INIT, cut_text, key_event, relay_ws, stats, vnc_console
 
 
 @pytest.fixture
@@ -32,7 +33,8 @@ def test_independent_client_round_trips(daemon, echo):
             await ws.send(b"\x01")
             assert await ws.recv() == b"\x00\x00\x00\x00"
             for size in (0, 1, 1000, 70000):
-                data = os.urandom(size)
+                data = (b"" if size == 0 else CLIENT_INIT if size == 1
+                        else cut_text(os.urandom(size - 8)))
                 await ws.send(data)
                 got = b""
                 while len(got) < size:
@@ -41,11 +43,12 @@ def test_independent_client_round_trips(daemon, echo):
             pong = await ws.ping(b"hello")
             await asyncio.wait_for(pong, 5)
             # fragmented message: the relay forwards fragments as they come
-            await ws.send([b"abc", b"def", b"ghi"])
+            fence = struct.pack(">BxxxIB", 248, 0x80000003, 0)  # ClientFence, 9 bytes
+            await ws.send([fence[:3], fence[3:6], fence[6:]])
             got = b""
             while len(got) < 9:
                 got += await ws.recv()
-            assert got == b"abcdefghi"
+            assert got == fence
             await ws.close(1000, "bye")
             assert ws.close_code == 1000
 
@@ -60,17 +63,19 @@ def test_ping_gets_pong_with_payload(daemon, echo):
 
 def test_control_frames_between_fragments(daemon, echo):
     ws = relay_ws(daemon, echo.port)
-    ws.send_frame(2, b"one", fin=False)
+    # ClientInit and a FramebufferUpdateRequest: 11 bytes
+    msg = CLIENT_INIT + struct.pack(">BBHHHH", 3, 1, 0, 0, 640, 480)
+    ws.send_frame(2, msg[:3], fin=False)
     ws.send_frame(9, b"p")
-    ws.send_frame(0, b"two", fin=False)
-    ws.send_frame(0, b"three", fin=True)
+    ws.send_frame(0, msg[3:6], fin=False)
+    ws.send_frame(0, msg[6:], fin=True)
     frames, data = [], b""
     while len(data) < 11:
         op, fin, p = ws.recv_frame()
         frames.append(op)
         if op in (0, 2):
             data += p
-    assert data == b"onetwothree" and 10 in frames
+    assert data == msg and 10 in frames
 
 
 def test_close_handshake_echoes_code(daemon, echo):
@@ -124,16 +129,19 @@ def test_frame_too_big_1009(daemon_factory, echo):
     ws.send_frame(2, b"x", length=5000)  # announced size is enough
     assert ws.expect_close()[0] == 1009
     ws2 = relay_ws(d, echo.port)
+    # valid RFB (ClientInit, then one large ClientCutText), in a message too big
+    first = CLIENT_INIT + cut_text(b"y" * (12000 - 9))[:3999]
     for _ in range(3):
-        ws2.send_frame(2 if _ == 0 else 0, b"y" * 4000, fin=False)
+        ws2.send_frame(2 if _ == 0 else 0, first if _ == 0 else b"y" * 4000, fin=False)
     assert ws2.expect_close()[0] == 1009
 
 
 def test_text_split_utf8_across_fragments_is_fine(daemon, echo):
     ws = relay_ws(daemon, echo.port)
-    s = "héllo wörld €".encode()
-    ws.send_frame(1, s[:2], fin=False)  # splits the 2-byte é
-    ws.send_frame(0, s[2:], fin=True)
+    text = "héllo wörld €".encode()
+    s = CLIENT_INIT + cut_text(text)  # valid UTF-8 as a whole: its length is < 128
+    ws.send_frame(1, s[:11], fin=False)  # splits the 2-byte é
+    ws.send_frame(0, s[11:], fin=True)
     assert ws.recv_data(len(s)) == s
 
 
@@ -155,3 +163,49 @@ def test_no_crash_no_growth_across_many_bad_sessions(daemon_factory, echo):
     time.sleep(0.5)
     assert rss_kb(daemon.pid) <= base + 2048, (base, rss_kb(daemon.pid))
     assert stats(daemon)["consoles"]["active"] == 0
+
+
+def _masked(opcode, payload):
+    key = b"\x11\x22\x33\x44"
+    return (bytes([0x80 | opcode, 0x80 | len(payload)]) + key +
+            bytes(b ^ key[i % 4] for i, b in enumerate(payload)))
+
+
+@pytest.mark.skipif(ASAN, reason="ASan quarantines freed memory; RSS says little there")
+def test_ping_flood_without_reading_keeps_memory_bounded(daemon_factory, echo):
+    # A browser that pings and never reads: each ping used to queue a pong,
+    # without bound (96 MiB of pings -> +132 MiB RSS). Now only the latest
+    # ping is owed an answer and the browser is not read while it is owed.
+    # A small receive pool: touching all of it is not what is measured.
+    daemon = daemon_factory({"buffers": {"count": 64}})
+    warm = relay_ws(daemon, echo.port)
+    warm.send_frame(2, CLIENT_INIT + key_event(0x61))
+    assert warm.recv_data(9) == CLIENT_INIT + key_event(0x61)
+    ws = relay_ws(daemon, echo.port)
+    ws.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    time.sleep(0.2)
+    base = rss_kb(daemon.pid)
+    block = _masked(9, b"p" * 125) * 8192  # ~1 MiB of pings
+    view, sent, goal = memoryview(block), 0, 64 << 20
+    ws.s.settimeout(1.0)
+    deadline = time.time() + 20
+    while sent < goal and time.time() < deadline:
+        try:
+            sent += ws.s.send(view[sent % len(block):])
+        except socket.timeout:
+            break  # ringside stopped reading from us: backpressure works
+    time.sleep(0.5)
+    grown = rss_kb(daemon.pid) - base
+    assert grown < 20 * 1024, (sent, grown)
+    # the console still works for others, the flooder's included
+    warm.send_frame(2, key_event(0x61, down=False))
+    assert warm.recv_data(8) == key_event(0x61, down=False)
+    other = relay_ws(daemon, echo.port)
+    other.send_frame(2, CLIENT_INIT + key_event(0x62))
+    assert other.recv_data(9) == CLIENT_INIT + key_event(0x62)
+    # once the flooder reads, it gets a pong (the latest ping's payload)
+    ws.s.settimeout(10)
+    op, fin, payload = ws.recv_frame()
+    assert op == 10 and payload == b"p" * 125
+    for c in (warm, ws, other):
+        c.close()

@@ -1645,6 +1645,49 @@ static void test_handshake_rejects(void **state)
 	expect_reject(&in, 403);
 }
 
+/* The pong owed to a peer that does not read: only the latest ping's, as a
+ * whole frame the peer's parser accepts, masked on a client leg. */
+static void test_pending_pong(void **st)
+{
+	struct rs_ws_pong pp = {0};
+	uint8_t frame[RS_WS_MAX_PONG_FRAME], big[RS_WS_MAX_CONTROL];
+	const uint8_t key[4] = {1, 2, 3, 4};
+	struct rs_ws_parser p;
+	struct rs_ws_event ev;
+	size_t n;
+
+	(void)st;
+	assert_int_equal(rs_ws_pong_take(&pp, frame, NULL), 0);
+	rs_ws_pong_hold(&pp, (const uint8_t *)"first", 5);
+	rs_ws_pong_hold(&pp, (const uint8_t *)"second", 6);
+	n = rs_ws_pong_take(&pp, frame, NULL);
+	assert_int_equal(n, 8);
+	assert_memory_equal(frame, "\x8a\x06second", 8);
+	assert_int_equal(rs_ws_pong_take(&pp, frame, NULL), 0); /* sent once */
+	/* empty ping, empty pong */
+	rs_ws_pong_hold(&pp, NULL, 0);
+	assert_int_equal(rs_ws_pong_take(&pp, frame, NULL), 2);
+	assert_memory_equal(frame, "\x8a\x00", 2);
+	/* 125 bytes, masked (a client leg): a server parser reads it back */
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)i;
+	rs_ws_pong_hold(&pp, big, sizeof(big));
+	n = rs_ws_pong_take(&pp, frame, key);
+	assert_int_equal(n, 2 + 4 + 125);
+	rs_ws_parser_init(&p, true, 1024, 1024);
+	assert_int_equal(rs_ws_parse(&p, frame, n, &ev), (int)n);
+	assert_int_equal(ev.type, RS_WS_EV_PONG);
+	assert_int_equal(ev.len, 125);
+	assert_memory_equal(ev.data, big, 125);
+	/* longer than a control frame allows is cut, never overflows */
+	{
+		uint8_t huge[300] = {0};
+
+		rs_ws_pong_hold(&pp, huge, sizeof(huge));
+		assert_int_equal(rs_ws_pong_take(&pp, frame, NULL), 2 + 125);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1675,6 +1718,7 @@ int main(void)
 	    cmocka_unit_test(test_accept_key),
 	    cmocka_unit_test(test_handshake_accepts),
 	    cmocka_unit_test(test_handshake_rejects),
+	    cmocka_unit_test(test_pending_pong),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
