@@ -77,6 +77,7 @@ struct rs_config {
 	unsigned connect_timeout_ms, handshake_timeout_ms, session_idle_timeout_s;
 	unsigned max_conns;
 	unsigned buf_size, buf_count;
+	unsigned ring_entries, socket_sndbuf, socket_rcvbuf; /* engine.* */
 	char **source_addresses;
 	size_t n_source_addresses;
 	unsigned port_min, port_max;

@@ -69,7 +69,11 @@ struct rs_engine_opts {
 	uint32_t buf_count;       /* receive buffers per worker (power of two) */
 	uint32_t max_conns;       /* direct descriptor table size per worker; 0: from RLIMIT_NOFILE */
 	uint32_t send_high_water; /* queued bytes above which a conn reports backpressure */
-	uint32_t ring_entries;    /* SQ size; 0: 4096 */
+	uint32_t ring_entries;    /* SQ size (a power of two >= 8); 0: 4096 */
+	/* SO_SNDBUF / SO_RCVBUF of every accepted and connected socket, in
+	 * bytes; 0 keeps the kernel's default (and its autotuning). Accepted
+	 * sockets inherit them from the listener, set before listen(). */
+	uint32_t socket_sndbuf, socket_rcvbuf;
 };
 
 struct rs_engine_stats {

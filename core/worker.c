@@ -189,6 +189,26 @@ static void conn_arm_recv(struct rs_conn *c);
 static void arm_accept(struct rs_worker *w, unsigned i);
 static void on_linger_timeout(struct rs_timer *t);
 
+/* The configured socket buffer sizes, on a plain descriptor (a listener,
+ * whose accepted sockets inherit them, or an outgoing socket before it moves
+ * into the ring's table). 0 or -errno. */
+static int set_sockbufs(const struct rs_engine *e, int fd)
+{
+	int v;
+
+	if (e->o.socket_sndbuf) {
+		v = (int)e->o.socket_sndbuf;
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)))
+			return -errno;
+	}
+	if (e->o.socket_rcvbuf) {
+		v = (int)e->o.socket_rcvbuf;
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)))
+			return -errno;
+	}
+	return 0;
+}
+
 static struct io_uring_sqe *get_sqe(struct rs_worker *w)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
@@ -206,13 +226,14 @@ static inline uint64_t conn_ud(const struct rs_conn *c, enum op op)
 	return UD(op, c->gen, c->slot);
 }
 
+/* An SQE for <op> on <c>, its user_data already set: liburing's prep
+ * helpers never touch user_data, so callers only prepare the operation. */
 static struct io_uring_sqe *conn_sqe(struct rs_conn *c, enum op op)
 {
 	struct io_uring_sqe *sqe = get_sqe(c->w);
 
 	c->inflight++;
-	io_uring_sqe_set_data64(sqe, 0);
-	(void)op;
+	io_uring_sqe_set_data64(sqe, conn_ud(c, op));
 	return sqe;
 }
 
@@ -527,7 +548,6 @@ static void submit_send(struct rs_conn *c)
 	sqe = conn_sqe(c, OP_SEND);
 	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
 	sqe->flags |= IOSQE_FIXED_FILE;
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_SEND));
 	c->flags |= CF_SENDING;
 	STAT_ADD(c->w, sends, 1);
 }
@@ -540,7 +560,6 @@ static void begin_linger(struct rs_conn *c)
 	sqe = conn_sqe(c, OP_SHUTDOWN);
 	io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
 	sqe->flags |= IOSQE_FIXED_FILE;
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_SHUTDOWN));
 	rs_timer_link(&c->w->timers, &c->timer, c->w->now + LINGER_MS);
 	if (!(c->flags & CF_RECV_ARMED) && !(c->flags & CF_EOF)) {
 		c->flags &= (uint16_t)~CF_PAUSED;
@@ -679,7 +698,6 @@ static void conn_arm_recv(struct rs_conn *c)
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BGID;
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_RECV));
 	c->flags |= CF_RECV_ARMED;
 }
 
@@ -693,7 +711,6 @@ void rs_conn_pause(struct rs_conn *c)
 	if ((c->flags & CF_RECV_ARMED) && !(c->flags & CF_CANCEL_PENDING)) {
 		sqe = conn_sqe(c, OP_CANCEL);
 		io_uring_prep_cancel64(sqe, conn_ud(c, OP_RECV), 0);
-		io_uring_sqe_set_data64(sqe, conn_ud(c, OP_CANCEL));
 		c->flags |= CF_CANCEL_PENDING;
 	}
 }
@@ -828,10 +845,8 @@ void rs_conn_close(struct rs_conn *c, enum rs_close_reason why, int err)
 		sqe = conn_sqe(c, OP_SHUTDOWN);
 		io_uring_prep_shutdown(sqe, c->fd, SHUT_RDWR);
 		sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_HARDLINK;
-		io_uring_sqe_set_data64(sqe, conn_ud(c, OP_SHUTDOWN));
 		sqe = conn_sqe(c, OP_CLOSE);
 		io_uring_prep_close_direct(sqe, (unsigned)c->fd);
-		io_uring_sqe_set_data64(sqe, conn_ud(c, OP_CLOSE));
 	}
 	/* With nothing in flight (connect before registration finished is the
 	 * only such case) the registration completion finalizes. */
@@ -896,12 +911,10 @@ static void on_registered(struct rs_conn *c, int res)
 	sqe = conn_sqe(c, OP_CONNECT);
 	io_uring_prep_connect(sqe, c->fd, &c->peer.sa, c->peer_len);
 	sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK;
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_CONNECT));
 	c->ts.tv_sec = c->connect_timeout_ms / 1000;
 	c->ts.tv_nsec = (long long)(c->connect_timeout_ms % 1000) * 1000000;
 	sqe = conn_sqe(c, OP_LINK_TIMEOUT);
 	io_uring_prep_link_timeout(sqe, &c->ts, 0);
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_LINK_TIMEOUT));
 }
 
 int rs_conn_connect(struct rs_worker *w, const struct sockaddr *dst, socklen_t dstlen,
@@ -924,6 +937,9 @@ int rs_conn_connect(struct rs_worker *w, const struct sockaddr *dst, socklen_t d
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	ret = set_sockbufs(w->e, fd);
+	if (ret)
+		goto out_close;
 	if (src) {
 		const struct sockaddr_in *s4 = (const void *)src;
 
@@ -951,7 +967,6 @@ int rs_conn_connect(struct rs_worker *w, const struct sockaddr *dst, socklen_t d
 	c->flags |= CF_CONNECTING;
 	sqe = conn_sqe(c, OP_REGISTER);
 	io_uring_prep_files_update(sqe, &c->reg_fd_slot, 1, IORING_FILE_INDEX_ALLOC);
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_REGISTER));
 	*out = c;
 	return 0;
 
@@ -1016,7 +1031,6 @@ static void handle_accept(struct rs_worker *w, unsigned li, struct io_uring_cqe 
 	rs_uring_prep_cmd_sock(sqe, RS_SOCKET_URING_OP_GETSOCKOPT, c->fd, SOL_SOCKET, SO_PEERNAME,
 			       &c->peer, (int)c->peer_len);
 	sqe->flags |= IOSQE_FIXED_FILE;
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_PEERNAME));
 	l->on_accept(c, l->arg);
 	if (!(c->flags & CF_CLOSING))
 		conn_arm_recv(c);
@@ -1301,7 +1315,7 @@ void rs_engine_pause_accept(struct rs_engine *e)
 
 /* --- worker thread --- */
 
-static int open_listener(const struct listener *l, int *out)
+static int open_listener(const struct rs_engine *e, const struct listener *l, int *out)
 {
 	int fd, one = 1, ret;
 
@@ -1314,6 +1328,9 @@ static int open_listener(const struct listener *l, int *out)
 		ret = -errno;
 		goto out_close;
 	}
+	ret = set_sockbufs(e, fd);
+	if (ret)
+		goto out_close;
 	if (l->addr.sa.sa_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, &l->addr.sa, l->len) || listen(fd, 4096)) {
@@ -1443,7 +1460,7 @@ static void *worker_main(void *arg)
 	rs_timer_init(&w->accept_retry, on_accept_retry);
 	ret = setup_ring(w);
 	for (unsigned i = 0; !ret && i < e->nlisteners; i++) {
-		ret = open_listener(&e->listeners[i], &w->listen_fd[i]);
+		ret = open_listener(e, &e->listeners[i], &w->listen_fd[i]);
 		if (ret) {
 			char host[INET6_ADDRSTRLEN] = "?";
 			const struct listener *l = &e->listeners[i];
@@ -1507,6 +1524,12 @@ struct rs_engine *rs_engine_new(const struct rs_engine_opts *o, char *err, size_
 		e->o.buf_count = 1024;
 	if (!e->o.send_high_water)
 		e->o.send_high_water = 256 * 1024;
+	if (e->o.ring_entries && (e->o.ring_entries < 8 || (e->o.ring_entries & (e->o.ring_entries - 1)))) {
+		snprintf(err, errlen, "ring_entries %u: a power of two of at least 8 is needed",
+			 e->o.ring_entries);
+		free(e);
+		return NULL;
+	}
 	e->nworkers = o->workers ? o->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
 	slots = default_slots();
 	if (e->o.max_conns && e->o.max_conns < slots)
