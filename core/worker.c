@@ -442,11 +442,14 @@ static int send_copy(struct rs_conn *c, const void *data, size_t len, bool wire)
 
 	if (!len)
 		return 0;
-	/* Cork small writes into the tail copy segment when it is not in
-	 * flight (only the first send-queue segments ever are). */
-	if (t && t->kind == SEG_COPY && t->cap - t->len >= len &&
-	    !(wire && (c->flags & CF_SENDING) && c->send_segs && t == c->sq_head)) {
-		memcpy(t->data + t->len, data, len);
+	/* Cork small writes into the tail copy segment. Its unsent bytes start
+	 * at t->ptr, which a partial send moved past t->data, so the room left
+	 * is what follows t->ptr + t->len. Appending to a segment a send in
+	 * flight covers is safe too: the iovec holds the old length and
+	 * on_send keeps what it did not cover. */
+	if (t && t->kind == SEG_COPY &&
+	    (size_t)(t->data + t->cap - (t->ptr + t->len)) >= len) {
+		memcpy((uint8_t *)t->ptr + t->len, data, len);
 		t->len += (uint32_t)len;
 		c->queued += (uint32_t)len;
 		if (c->cost > c->w->e->o.send_high_water)
