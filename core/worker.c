@@ -221,6 +221,16 @@ static struct io_uring_sqe *get_sqe(struct rs_worker *w)
 	return sqe;
 }
 
+/* Make room for a linked group of <n> SQEs before preparing it. get_sqe()
+ * submits when the queue is full; doing that between two linked SQEs would
+ * cut the link (the kernel ends a chain at the end of a submission): a
+ * shutdown whose close never runs, a connect without its timeout. */
+static void sq_reserve(struct rs_worker *w, unsigned n)
+{
+	if (io_uring_sq_space_left(&w->ring) < n)
+		io_uring_submit(&w->ring);
+}
+
 static inline uint64_t conn_ud(const struct rs_conn *c, enum op op)
 {
 	return UD(op, c->gen, c->slot);
@@ -845,6 +855,7 @@ void rs_conn_close(struct rs_conn *c, enum rs_close_reason why, int err)
 		 * by descriptor walks every request pending on the ring, making
 		 * each close cost O(open connections): 20 s to stop 15,000
 		 * consoles before this (bench/relay-profile.py). */
+		sq_reserve(c->w, 2);
 		sqe = conn_sqe(c, OP_SHUTDOWN);
 		io_uring_prep_shutdown(sqe, c->fd, SHUT_RDWR);
 		sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_HARDLINK;
@@ -911,6 +922,7 @@ static void on_registered(struct rs_conn *c, int res)
 		rs_conn_close(c, c->why, c->err);
 		return;
 	}
+	sq_reserve(c->w, 2);
 	sqe = conn_sqe(c, OP_CONNECT);
 	io_uring_prep_connect(sqe, c->fd, &c->peer.sa, c->peer_len);
 	sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK;
