@@ -1113,9 +1113,7 @@ static void handle_cqe(struct rs_worker *w, struct io_uring_cqe *cqe)
 	conn_maybe_finalize(c);
 }
 
-/* Sends and re-arms are batched: everything queued during one pass over the
- * completion queue goes out in the next io_uring_enter. */
-static void flush_pending(struct rs_worker *w)
+static void flush_dirty(struct rs_worker *w)
 {
 	while (w->dirty) {
 		struct rs_conn *c = w->dirty;
@@ -1129,6 +1127,10 @@ static void flush_pending(struct rs_worker *w)
 		}
 		flush_conn(c);
 	}
+}
+
+static void flush_waiting(struct rs_worker *w)
+{
 	if (w->rearm && rs_bufpool_has_free(&w->pool)) {
 		struct rs_conn *list = w->rearm;
 
@@ -1159,6 +1161,19 @@ static void flush_pending(struct rs_worker *w)
 		if (!(c->flags & CF_CLOSING) && c->filter->on_resume)
 			c->filter->on_resume(c, c->fctx);
 	}
+}
+
+/* Sends and re-arms are batched: everything queued during one pass over the
+ * completion queue goes out in the next io_uring_enter. A filter resumed by
+ * flush_waiting queues sends of its own (the owner answers what it now
+ * receives), so the pass repeats until nothing is dirty: the worker must not
+ * sleep on bytes it has queued. */
+static void flush_pending(struct rs_worker *w)
+{
+	do {
+		flush_dirty(w);
+		flush_waiting(w);
+	} while (w->dirty);
 	rs_bufpool_flush(&w->pool);
 }
 
