@@ -211,7 +211,11 @@ int rs_conn_send_wire(struct rs_conn *c, const void *data, size_t len) RS_MUST_C
 void *rs_conn_filter_ctx(const struct rs_conn *c);
 /* Hand decoded bytes in pool buffer <b> to the owner's on_data. */
 void rs_conn_deliver(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t len);
-/* Call filter->on_resume once a user buffer is free (the filter found none). */
+/* Call filter->on_resume once a user buffer is free (the filter found none).
+ * Meanwhile the engine stops receiving on the socket (receives already
+ * completed still reach filter->on_recv), independently of the owner's
+ * rs_conn_pause/rs_conn_resume: the socket is read again after on_resume
+ * unless the filter waits again or the owner has it paused. */
 void rs_conn_filter_wait(struct rs_conn *c);
 
 /* Open an outgoing TCP connection from worker <w> to <dst>, optionally bound

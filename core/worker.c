@@ -79,7 +79,8 @@ enum conn_flag {
 	CF_EOF = 1 << 11,
 	CF_FINAL = 1 << 12,
 	CF_FILTER_SHUT = 1 << 13, /* the filter's closing bytes are queued */
-	CF_FWAIT = 1 << 14,       /* on w->fwait: the filter waits for a user buffer */
+	CF_FWAIT = 1 << 14,       /* on w->fwait: the filter waits for a user buffer
+				   * (its own receive pause, apart from CF_PAUSED) */
 };
 
 union rs_sockaddr {
@@ -95,7 +96,7 @@ struct rs_conn {
 	uint32_t slot, gen;
 	int fd; /* fixed-file index, -1 when none */
 	uint16_t inflight;
-	uint16_t flags;
+	uint32_t flags;
 	struct seg *sq_head, *sq_tail; /* wire bytes */
 	struct seg *pq_head, *pq_tail; /* with a filter: the owner's bytes, not yet encoded */
 	const struct rs_conn_filter *filter;
@@ -575,7 +576,7 @@ static void begin_linger(struct rs_conn *c)
 	sqe->flags |= IOSQE_FIXED_FILE;
 	rs_timer_link(&c->w->timers, &c->timer, c->w->now + LINGER_MS);
 	if (!(c->flags & CF_RECV_ARMED) && !(c->flags & CF_EOF)) {
-		c->flags &= (uint16_t)~CF_PAUSED;
+		c->flags &= (uint32_t)~CF_PAUSED;
 		conn_arm_recv(c);
 	}
 }
@@ -665,7 +666,7 @@ static void on_send(struct rs_conn *c, int res)
 	struct rs_worker *w = c->w;
 	size_t done;
 
-	c->flags &= (uint16_t)~CF_SENDING;
+	c->flags &= (uint32_t)~CF_SENDING;
 	if (c->flags & CF_CLOSING)
 		return;
 	if (res < 0) {
@@ -693,7 +694,7 @@ static void on_send(struct rs_conn *c, int res)
 	if (c->sq_head || (c->flags & CF_CLOSE_AFTER_SEND))
 		mark_dirty(c);
 	if ((c->flags & CF_CONGESTED) && c->cost <= w->e->o.send_high_water / 2) {
-		c->flags &= (uint16_t)~CF_CONGESTED;
+		c->flags &= (uint32_t)~CF_CONGESTED;
 		if (c->ops && c->ops->on_drain)
 			c->ops->on_drain(c);
 	}
@@ -707,6 +708,10 @@ static void conn_arm_recv(struct rs_conn *c)
 
 	if (c->flags & (CF_RECV_ARMED | CF_CLOSING | CF_PAUSED | CF_EOF) || c->fd < 0)
 		return;
+	/* A filter waiting for a user buffer keeps the socket unread, whatever
+	 * the owner's pause says; lingering input is discarded, so it may flow. */
+	if ((c->flags & (CF_FWAIT | CF_LINGER)) == CF_FWAIT)
+		return;
 	sqe = conn_sqe(c, OP_RECV);
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
@@ -714,13 +719,11 @@ static void conn_arm_recv(struct rs_conn *c)
 	c->flags |= CF_RECV_ARMED;
 }
 
-void rs_conn_pause(struct rs_conn *c)
+/* Stop the armed multishot receive (bytes already completed still arrive). */
+static void recv_cancel(struct rs_conn *c)
 {
 	struct io_uring_sqe *sqe;
 
-	if (c->flags & (CF_PAUSED | CF_CLOSING))
-		return;
-	c->flags |= CF_PAUSED;
 	if ((c->flags & CF_RECV_ARMED) && !(c->flags & CF_CANCEL_PENDING)) {
 		sqe = conn_sqe(c, OP_CANCEL);
 		io_uring_prep_cancel64(sqe, conn_ud(c, OP_RECV), 0);
@@ -728,13 +731,20 @@ void rs_conn_pause(struct rs_conn *c)
 	}
 }
 
+void rs_conn_pause(struct rs_conn *c)
+{
+	if (c->flags & (CF_PAUSED | CF_CLOSING))
+		return;
+	c->flags |= CF_PAUSED;
+	recv_cancel(c);
+}
+
 void rs_conn_resume(struct rs_conn *c)
 {
 	if (!(c->flags & CF_PAUSED))
 		return;
-	c->flags &= (uint16_t)~CF_PAUSED;
-	if (!(c->flags & CF_RECV_ARMED))
-		conn_arm_recv(c);
+	c->flags &= (uint32_t)~CF_PAUSED;
+	conn_arm_recv(c);
 }
 
 static void on_recv(struct rs_conn *c, struct io_uring_cqe *cqe)
@@ -743,7 +753,7 @@ static void on_recv(struct rs_conn *c, struct io_uring_cqe *cqe)
 	int res = cqe->res;
 
 	if (!(cqe->flags & IORING_CQE_F_MORE))
-		c->flags &= (uint16_t)~CF_RECV_ARMED;
+		c->flags &= (uint32_t)~CF_RECV_ARMED;
 	if (res > 0) {
 		struct rs_buf *b;
 
@@ -816,6 +826,11 @@ void rs_conn_filter_wait(struct rs_conn *c)
 	c->flags |= CF_FWAIT;
 	c->fwait_next = c->w->fwait;
 	c->w->fwait = c;
+	/* The filter's own pause, apart from the owner's (CF_PAUSED): an owner
+	 * resuming on its backpressure release must not re-arm a socket whose
+	 * filter has nowhere to decode, or held input grows until the peer is
+	 * closed as out of memory instead of throttled by TCP. */
+	recv_cancel(c);
 }
 
 /* --- close --- */
@@ -885,7 +900,7 @@ static void on_linger_timeout(struct rs_timer *t)
 
 static void on_connected(struct rs_conn *c, int res)
 {
-	c->flags &= (uint16_t)~CF_CONNECTING;
+	c->flags &= (uint32_t)~CF_CONNECTING;
 	if (c->flags & CF_CLOSING)
 		return;
 	if (res == -ECANCELED)
@@ -907,7 +922,7 @@ static void on_registered(struct rs_conn *c, int res)
 	c->reg_fd = -1;
 	if (res < 1) {
 		if (!(c->flags & CF_CLOSING)) {
-			c->flags &= (uint16_t)~CF_CONNECTING;
+			c->flags &= (uint32_t)~CF_CONNECTING;
 			if (c->ops && c->ops->on_connect)
 				c->ops->on_connect(c, res < 0 ? res : -ENFILE);
 			if (!(c->flags & CF_CLOSING))
@@ -918,7 +933,7 @@ static void on_registered(struct rs_conn *c, int res)
 	/* The kernel wrote the allocated table index over the fd we passed. */
 	c->fd = c->reg_fd_slot;
 	if (c->flags & CF_CLOSING) {
-		c->flags &= (uint16_t)~CF_CLOSING;
+		c->flags &= (uint32_t)~CF_CLOSING;
 		rs_conn_close(c, c->why, c->err);
 		return;
 	}
@@ -1098,7 +1113,7 @@ static void handle_cqe(struct rs_worker *w, struct io_uring_cqe *cqe)
 		on_registered(c, cqe->res);
 		break;
 	case OP_CANCEL:
-		c->flags &= (uint16_t)~CF_CANCEL_PENDING;
+		c->flags &= (uint32_t)~CF_CANCEL_PENDING;
 		break;
 	case OP_CLOSE:
 		c->fd = -1;
@@ -1119,7 +1134,7 @@ static void flush_dirty(struct rs_worker *w)
 		struct rs_conn *c = w->dirty;
 
 		w->dirty = c->dirty_next;
-		c->flags &= (uint16_t)~CF_DIRTY;
+		c->flags &= (uint32_t)~CF_DIRTY;
 		if (c->flags & CF_FINAL) {
 			if (!(c->flags & (CF_REARM | CF_FWAIT)))
 				free(c);
@@ -1139,7 +1154,7 @@ static void flush_waiting(struct rs_worker *w)
 			struct rs_conn *c = list;
 
 			list = c->rearm_next;
-			c->flags &= (uint16_t)~CF_REARM;
+			c->flags &= (uint32_t)~CF_REARM;
 			if (c->flags & CF_FINAL) {
 				if (!(c->flags & (CF_DIRTY | CF_FWAIT)))
 					free(c);
@@ -1152,7 +1167,7 @@ static void flush_waiting(struct rs_worker *w)
 		struct rs_conn *c = w->fwait;
 
 		w->fwait = c->fwait_next;
-		c->flags &= (uint16_t)~CF_FWAIT;
+		c->flags &= (uint32_t)~CF_FWAIT;
 		if (c->flags & CF_FINAL) {
 			if (!(c->flags & (CF_DIRTY | CF_REARM)))
 				free(c);
@@ -1160,6 +1175,9 @@ static void flush_waiting(struct rs_worker *w)
 		}
 		if (!(c->flags & CF_CLOSING) && c->filter->on_resume)
 			c->filter->on_resume(c, c->fctx);
+		/* Unless the filter waits again, its pause is over; the owner's
+		 * own pause still holds (conn_arm_recv checks both). */
+		conn_arm_recv(c);
 	}
 }
 

@@ -150,9 +150,9 @@ static void pump(struct rs_tls_conn *t)
 		struct rs_buf *ob = rs_bufpool_get(pool);
 
 		if (!ob) {
-			/* Every user buffer is pinned by slow readers: stop reading
-			 * this socket and keep the rest of the input until one frees. */
-			rs_conn_pause(t->c);
+			/* Every user buffer is pinned by slow readers: keep the rest
+			 * of the input until one frees. The engine stops reading the
+			 * socket meanwhile, whatever the owner pauses or resumes. */
 			rs_conn_filter_wait(t->c);
 			return;
 		}
@@ -173,8 +173,8 @@ static void pump(struct rs_tls_conn *t)
 #define HELD_MAX (64 * 1024) /* input kept while waiting; beyond it the peer is not reading */
 
 /* Keep unprocessed input, in order, until a user buffer frees up. Bytes
- * may still arrive meanwhile (a receive already in flight, or the owner
- * resuming the socket), so they are appended behind what is held. */
+ * may still arrive meanwhile (receives completed before the engine stopped
+ * the socket), so they are appended behind what is held. */
 static int hold(struct rs_tls_conn *t, const uint8_t *data, size_t len)
 {
 	uint8_t *p;
@@ -225,8 +225,8 @@ static void f_on_resume(struct rs_conn *c, void *fctx)
 	} else {
 		pump(t);
 	}
-	if (!t->held && !rs_conn_closing(c))
-		rs_conn_resume(c);
+	/* No rs_conn_resume here: the engine re-arms the socket once the
+	 * filter stops waiting, and only if the owner has not paused it. */
 }
 
 static int f_write(struct rs_conn *c, void *fctx, const uint8_t *data, size_t len)
