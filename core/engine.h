@@ -153,7 +153,15 @@ const struct sockaddr *rs_conn_peer(const struct rs_conn *c);
 void rs_conn_peer_str(const struct rs_conn *c, char *out, size_t len);
 
 /* Queue bytes for sending; sends are corked until the end of the current
- * event-loop iteration, one send in flight per socket. Copy variant: */
+ * event-loop iteration, one send in flight per socket.
+ *
+ * No byte before the channel is up: every send variant below refuses with
+ * -ENOTCONN, queueing nothing, while an outgoing connect is pending (until
+ * on_connect reported 0) and, on a connection with a filter, until the
+ * filter has called rs_conn_filter_ready() (TLS: handshake complete). So a
+ * timer or a stale callback can never put plaintext on the wire ahead of
+ * the handshake; the owner sends from the filter's completion callback on.
+ * -EPIPE once closing. Copy variant: */
 int rs_conn_send(struct rs_conn *c, const void *data, size_t len) RS_MUST_CHECK;
 /* Take ownership of a malloc'd block (freed with free() once sent). */
 int rs_conn_send_owned(struct rs_conn *c, void *data, size_t len) RS_MUST_CHECK;
@@ -203,8 +211,13 @@ struct rs_conn_filter {
 	void (*release)(void *fctx);
 };
 
-/* Install a filter (right after accept or connect, before any byte flows). */
-void rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void *fctx);
+/* Install a filter (right after accept or connect, before any byte flows):
+ * 0, or -EBUSY when bytes are already queued (they would leave unencoded).
+ * The owner's bytes are refused until the filter calls rs_conn_filter_ready;
+ * the filter's own wire bytes (rs_conn_send_wire) flow from the start. */
+int rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void *fctx) RS_MUST_CHECK;
+/* The filter's handshake is complete: accept the owner's bytes from now on. */
+void rs_conn_filter_ready(struct rs_conn *c);
 /* Queue bytes on the wire, past the filter. */
 int rs_conn_send_wire(struct rs_conn *c, const void *data, size_t len) RS_MUST_CHECK;
 /* The filter's context (NULL without a filter). */

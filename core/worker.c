@@ -81,6 +81,7 @@ enum conn_flag {
 	CF_FILTER_SHUT = 1 << 13, /* the filter's closing bytes are queued */
 	CF_FWAIT = 1 << 14,       /* on w->fwait: the filter waits for a user buffer
 				   * (its own receive pause, apart from CF_PAUSED) */
+	CF_FILTER_READY = 1 << 15, /* the filter's handshake is done: owner bytes accepted */
 };
 
 union rs_sockaddr {
@@ -484,11 +485,22 @@ static int send_copy(struct rs_conn *c, const void *data, size_t len, bool wire)
 	return 0;
 }
 
-int rs_conn_send(struct rs_conn *c, const void *data, size_t len)
+/* Whether the owner may queue bytes: not before its connect completed, nor
+ * before its filter's handshake (see engine.h). 0 or -errno. */
+static int owner_may_send(const struct rs_conn *c)
 {
 	if (c->flags & (CF_CLOSING | CF_CLOSE_AFTER_SEND))
 		return -EPIPE;
-	return send_copy(c, data, len, !c->filter);
+	if ((c->flags & CF_CONNECTING) || (c->filter && !(c->flags & CF_FILTER_READY)))
+		return -ENOTCONN;
+	return 0;
+}
+
+int rs_conn_send(struct rs_conn *c, const void *data, size_t len)
+{
+	int ret = owner_may_send(c);
+
+	return ret ? ret : send_copy(c, data, len, !c->filter);
 }
 
 int rs_conn_send_wire(struct rs_conn *c, const void *data, size_t len)
@@ -502,9 +514,10 @@ static int send_ref(struct rs_conn *c, enum seg_kind kind, void *ref, const uint
 		    size_t len)
 {
 	struct seg *s;
+	int ret = owner_may_send(c);
 
-	if (c->flags & (CF_CLOSING | CF_CLOSE_AFTER_SEND))
-		return -EPIPE;
+	if (ret)
+		return ret;
 	if (len > UINT32_MAX / 2)
 		return -EMSGSIZE;
 	/* Small slices are copied: pinning a whole receive buffer for a few
@@ -802,10 +815,21 @@ static void on_recv(struct rs_conn *c, struct io_uring_cqe *cqe)
 
 /* --- transport filter --- */
 
-void rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void *fctx)
+int rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void *fctx)
 {
+	/* Bytes queued before the filter would leave unencoded, under a
+	 * channel the owner takes for encrypted. */
+	if (c->sq_head || c->pq_head)
+		return -EBUSY;
 	c->filter = f;
 	c->fctx = fctx;
+	c->flags &= (uint32_t)~CF_FILTER_READY;
+	return 0;
+}
+
+void rs_conn_filter_ready(struct rs_conn *c)
+{
+	c->flags |= CF_FILTER_READY;
 }
 
 void *rs_conn_filter_ctx(const struct rs_conn *c)

@@ -123,6 +123,7 @@ static void fail(struct rs_tls_conn *t, int ret)
 static void established(struct rs_tls_conn *t)
 {
 	t->established = true;
+	rs_conn_filter_ready(t->c);
 	atomic_fetch_add_explicit(&t->stats->handshakes, 1, memory_order_relaxed);
 	if (SSL_session_reused(t->ssl))
 		atomic_fetch_add_explicit(&t->stats->resumed, 1, memory_order_relaxed);
@@ -283,16 +284,17 @@ int rs_tls_conn_attach(struct rs_conn *c, SSL *ssl, struct rs_tls_counters *stat
 {
 	struct rs_tls_conn *t;
 	BIO *bio;
+	int ret;
 
 	pthread_once(&once, init_once);
 	t = calloc(1, sizeof(*t));
 	bio = bio_method ? BIO_new(bio_method) : NULL;
-	if (!t || !bio || ex_index < 0) {
-		BIO_free(bio);
-		free(t);
-		SSL_free(ssl);
-		return -ENOMEM;
-	}
+	ret = -ENOMEM;
+	if (!t || !bio || ex_index < 0)
+		goto out_free;
+	ret = rs_conn_set_filter(c, &tls_filter, t);
+	if (ret)
+		goto out_free;
 	t->ssl = ssl;
 	t->c = c;
 	t->stats = stats;
@@ -302,9 +304,14 @@ int rs_tls_conn_attach(struct rs_conn *c, SSL *ssl, struct rs_tls_counters *stat
 	SSL_set_ex_data(ssl, ex_index, t);
 	/* Certificates and key shares are not needed once the handshake is done. */
 	SSL_set_shed_handshake_config(ssl, 1);
-	rs_conn_set_filter(c, &tls_filter, t);
 	*out = t;
 	return 0;
+
+out_free:
+	BIO_free(bio);
+	free(t);
+	SSL_free(ssl);
+	return ret;
 }
 
 void rs_tls_conn_start(struct rs_tls_conn *t)

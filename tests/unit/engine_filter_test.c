@@ -116,7 +116,8 @@ static void o_on_connect(struct rs_conn *c, int res)
 		rs_conn_close(c, RS_CLOSE_ERROR, -res);
 		return;
 	}
-	rs_conn_set_filter(c, &pass_filter, f);
+	assert_int_equal(rs_conn_set_filter(c, &pass_filter, f), 0);
+	rs_conn_filter_ready(c); /* nothing to negotiate */
 	__atomic_store_n(&f->connected, true, __ATOMIC_RELEASE);
 }
 
