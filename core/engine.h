@@ -167,7 +167,10 @@ int rs_conn_send(struct rs_conn *c, const void *data, size_t len) RS_MUST_CHECK;
 int rs_conn_send_owned(struct rs_conn *c, void *data, size_t len) RS_MUST_CHECK;
 /* Send bytes that outlive the connection (embedded assets): no copy. */
 int rs_conn_send_static(struct rs_conn *c, const void *data, size_t len) RS_MUST_CHECK;
-/* Forward bytes that live in a pool buffer (takes a reference). */
+/* Forward bytes that live in a pool buffer: takes a reference, or copies
+ * the bytes when they are small or the connection's queues already hold a
+ * few pool buffers (up to 4, fewer in a pool under 128 buffers) — a reader
+ * that stops must not keep the worker's receive pool. */
 int rs_conn_send_buf(struct rs_conn *c, struct rs_buf *b, const uint8_t *data,
 		     size_t len) RS_MUST_CHECK;
 /* Bytes queued and not yet acknowledged by send completions. */

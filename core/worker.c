@@ -22,6 +22,7 @@
 #define SEAL_CHUNK 16384 /* the largest TLS record's plaintext */
 #define ACCEPT_RETRY_MS 100
 #define BGID 1
+#define PIN_MAX 4 /* pool buffers one connection's queues may reference */
 
 const char *const rs_close_reason_names[RS_CLOSE__COUNT] = {
 	"normal", "peer_eof", "error", "timeout", "nomem", "shutdown",
@@ -105,6 +106,7 @@ struct rs_conn {
 	uint32_t queued; /* payload bytes not yet sent */
 	uint32_t cost;   /* memory those bytes pin: a referenced pool buffer costs all of it */
 	uint16_t send_segs; /* segments covered by the send in flight */
+	uint16_t pinned;    /* pool buffers its queues reference (SEG_BUF) */
 	enum rs_close_reason why;
 	int err;
 	struct rs_conn *dirty_next, *rearm_next, *fwait_next;
@@ -155,6 +157,7 @@ struct rs_worker {
 	struct post *inbox;
 	struct rs_conn *dirty, *rearm, *fwait;
 	uint8_t *seal_buf; /* gathers small plaintext segments into one record */
+	uint16_t pin_max;  /* pool buffers one connection may reference */
 	bool stopping, accept_paused, force_closed;
 	uint64_t stop_deadline;
 	struct rs_timer stop_timer;
@@ -444,6 +447,8 @@ static void queue_seg(struct rs_conn *c, struct seg *s, bool wire)
 static void seg_done(struct rs_conn *c, struct seg *s)
 {
 	c->cost -= s->cost;
+	if (s->kind == SEG_BUF)
+		c->pinned--;
 	seg_free(c->w, s);
 }
 
@@ -521,9 +526,14 @@ static int send_ref(struct rs_conn *c, enum seg_kind kind, void *ref, const uint
 	if (len > UINT32_MAX / 2)
 		return -EMSGSIZE;
 	/* Small slices are copied: pinning a whole receive buffer for a few
-	 * bytes would let a slow reader hold the pool hostage. */
-	if (kind == SEG_BUF && len <= 1024)
-		return rs_conn_send(c, data, len);
+	 * bytes would let a slow reader hold the pool hostage. So are slices
+	 * past the connection's share of the pool: a reader that stops (a
+	 * plain ws:// browser) would otherwise keep ~high-water / buffer-size
+	 * buffers (17 by default) and a few dozen such readers would stop every
+	 * receive on the worker. The copies still count against the same
+	 * high-water mark, so the memory a connection holds stays bounded. */
+	if (kind == SEG_BUF && (len <= 1024 || c->pinned >= c->w->pin_max))
+		return send_copy(c, data, len, !c->filter);
 	s = malloc(sizeof(*s));
 	if (!s)
 		return -ENOMEM;
@@ -533,8 +543,10 @@ static int send_ref(struct rs_conn *c, enum seg_kind kind, void *ref, const uint
 	s->len = (uint32_t)len;
 	s->cap = 0;
 	s->owned = ref;
-	if (kind == SEG_BUF)
+	if (kind == SEG_BUF) {
 		rs_buf_ref(ref);
+		c->pinned++;
+	}
 	queue_seg(c, s, !c->filter);
 	return 0;
 }
@@ -1462,6 +1474,9 @@ static int setup_ring(struct rs_worker *w)
 		return ret;
 	}
 	w->seal_buf = rs_xmalloc(SEAL_CHUNK);
+	/* Forwarding without a copy is worth a few buffers per connection, not
+	 * a share that lets count/pin_max stalled readers drain the pool. */
+	w->pin_max = (uint16_t)RS_MAX(1u, RS_MIN(PIN_MAX, e->o.buf_count / 32));
 	return 0;
 }
 
