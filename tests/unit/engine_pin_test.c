@@ -16,7 +16,7 @@
 #include <signal.h>
 
 #define NSINK 8
-#define POOL 64
+#define POOL  64
 
 struct pfx {
 	struct harness h;

@@ -130,7 +130,8 @@ static void test_linked_groups(void **state)
 		if (!h_wait_flag(&f->all_done, 5000))
 			fail_msg("wave of %u: %u connected, %u closed; %u connects timed out, %u "
 				 "other, %u closed",
-				 f->n, f->a_ok, f->a_closed, f->b_timedout, f->b_other, f->b_closed);
+				 f->n, f->a_ok, f->a_closed, f->b_timedout, f->b_other,
+				 f->b_closed);
 		assert_int_equal(f->a_ok, f->n);
 		assert_int_equal(f->b_timedout, f->n);
 		usleep(20000);

@@ -10,8 +10,8 @@
  */
 #include "tests/unit/engine_harness.h"
 
-#define MODEL_CAP (64u << 20)
-#define RUN_MS 2000
+#define MODEL_CAP  (64u << 20)
+#define RUN_MS	   2000
 #define STATIC_LEN 65536
 
 static uint8_t static_bytes[STATIC_LEN];
@@ -182,9 +182,9 @@ static void test_model(void **state)
 	(void)state;
 	assert_non_null(g);
 	if (!h_start(&g->h, (struct rs_engine_opts){.buf_count = 16,
-						     .send_high_water = 32768,
-						     .socket_sndbuf = 4096,
-						     .socket_rcvbuf = 4096})) {
+						    .send_high_water = 32768,
+						    .socket_sndbuf = 4096,
+						    .socket_rcvbuf = 4096})) {
 		free(g);
 		skip();
 	}
@@ -209,8 +209,8 @@ static void test_model(void **state)
 			break;
 		have = __atomic_load_n(&g->model_len, __ATOMIC_ACQUIRE);
 		if (pos + (size_t)n > have)
-			fail_msg("received %zu bytes past the %zu the model holds", pos + (size_t)n - have,
-				 have);
+			fail_msg("received %zu bytes past the %zu the model holds",
+				 pos + (size_t)n - have, have);
 		if (memcmp(buf, g->model + pos, (size_t)n)) {
 			size_t i = 0;
 
@@ -226,8 +226,8 @@ static void test_model(void **state)
 	assert_true(h_wait_flag(&g->closed, 3000));
 	assert_false(g->failed);
 	assert_int_equal(pos, g->model_len);
-	print_message("%zu bytes in %u reads; sends copy %u owned %u static %u buf %u\n", pos, reads,
-		      g->sends[0], g->sends[1], g->sends[2], g->sends[3]);
+	print_message("%zu bytes in %u reads; sends copy %u owned %u static %u buf %u\n", pos,
+		      reads, g->sends[0], g->sends[1], g->sends[2], g->sends[3]);
 	close(fd);
 	close(lfd);
 	h_stop(&g->h);
