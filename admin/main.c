@@ -155,6 +155,9 @@ int main(int argc, char **argv)
 	eo.pin = true;
 	eo.buf_size = cfg.buf_size;
 	eo.buf_count = cfg.buf_count;
+	eo.ring_entries = cfg.ring_entries;
+	eo.socket_sndbuf = cfg.socket_sndbuf;
+	eo.socket_rcvbuf = cfg.socket_rcvbuf;
 	eo.max_conns = cfg.max_conns;
 	eo.send_high_water = cfg.session_buffer_bytes;
 	app.engine = rs_engine_new(&eo, err, sizeof(err));

@@ -44,6 +44,9 @@ static const struct uint_field uint_fields[] = {
 	F("limits.max_conns", max_conns, 0, 1048576, 0),
 	{"buffers.size", offsetof(struct rs_config, buf_size), 4096, 65536, 16384, true},
 	{"buffers.count", offsetof(struct rs_config, buf_count), 16, 32768, 1024, true},
+	{"engine.ring_entries", offsetof(struct rs_config, ring_entries), 8, 32768, 4096, true},
+	F("engine.socket_sndbuf", socket_sndbuf, 0, 67108864, 0),
+	F("engine.socket_rcvbuf", socket_rcvbuf, 0, 67108864, 0),
 	F("port_pool.port_min", port_min, 1024, 65535, 10000),
 	F("port_pool.port_max", port_max, 1024, 65535, 32767),
 	F("admin_socket_mode", admin_socket_mode, 0, 0777, 0660),
@@ -592,7 +595,8 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 	json_object_foreach(root, k, v)
 	{
 		if (!strcmp(k, "tokens") || !strcmp(k, "api") || !strcmp(k, "limits") ||
-		    !strcmp(k, "buffers") || !strcmp(k, "port_pool") || !strcmp(k, "tls")) {
+		    !strcmp(k, "buffers") || !strcmp(k, "engine") || !strcmp(k, "port_pool") ||
+		    !strcmp(k, "tls")) {
 			ret = set_section(c, k, v, err, errlen);
 		} else if (!strcmp(k, "listen")) {
 			ret = get_string_list(v, k, &c->listen, &c->n_listen, err, errlen);

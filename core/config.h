@@ -81,6 +81,7 @@ struct rs_config {
 	unsigned upstream_upgrade_timeout_ms;
 	unsigned max_conns;
 	unsigned buf_size, buf_count;
+	unsigned ring_entries, socket_sndbuf, socket_rcvbuf; /* engine.* */
 	char **source_addresses;
 	size_t n_source_addresses;
 	unsigned port_min, port_max;

@@ -69,7 +69,11 @@ struct rs_engine_opts {
 	uint32_t buf_count;       /* receive buffers per worker (power of two) */
 	uint32_t max_conns;       /* direct descriptor table size per worker; 0: from RLIMIT_NOFILE */
 	uint32_t send_high_water; /* queued bytes above which a conn reports backpressure */
-	uint32_t ring_entries;    /* SQ size; 0: 4096 */
+	uint32_t ring_entries;    /* SQ size (a power of two >= 8); 0: 4096 */
+	/* SO_SNDBUF / SO_RCVBUF of every accepted and connected socket, in
+	 * bytes; 0 keeps the kernel's default (and its autotuning). Accepted
+	 * sockets inherit them from the listener, set before listen(). */
+	uint32_t socket_sndbuf, socket_rcvbuf;
 };
 
 struct rs_engine_stats {
@@ -149,13 +153,24 @@ const struct sockaddr *rs_conn_peer(const struct rs_conn *c);
 void rs_conn_peer_str(const struct rs_conn *c, char *out, size_t len);
 
 /* Queue bytes for sending; sends are corked until the end of the current
- * event-loop iteration, one send in flight per socket. Copy variant: */
+ * event-loop iteration, one send in flight per socket.
+ *
+ * No byte before the channel is up: every send variant below refuses with
+ * -ENOTCONN, queueing nothing, while an outgoing connect is pending (until
+ * on_connect reported 0) and, on a connection with a filter, until the
+ * filter has called rs_conn_filter_ready() (TLS: handshake complete). So a
+ * timer or a stale callback can never put plaintext on the wire ahead of
+ * the handshake; the owner sends from the filter's completion callback on.
+ * -EPIPE once closing. Copy variant: */
 int rs_conn_send(struct rs_conn *c, const void *data, size_t len) RS_MUST_CHECK;
 /* Take ownership of a malloc'd block (freed with free() once sent). */
 int rs_conn_send_owned(struct rs_conn *c, void *data, size_t len) RS_MUST_CHECK;
 /* Send bytes that outlive the connection (embedded assets): no copy. */
 int rs_conn_send_static(struct rs_conn *c, const void *data, size_t len) RS_MUST_CHECK;
-/* Forward bytes that live in a pool buffer (takes a reference). */
+/* Forward bytes that live in a pool buffer: takes a reference, or copies
+ * the bytes when they are small or the connection's queues already hold a
+ * few pool buffers (up to 4, fewer in a pool under 128 buffers) — a reader
+ * that stops must not keep the worker's receive pool. */
 int rs_conn_send_buf(struct rs_conn *c, struct rs_buf *b, const uint8_t *data,
 		     size_t len) RS_MUST_CHECK;
 /* Bytes queued and not yet acknowledged by send completions. */
@@ -199,15 +214,24 @@ struct rs_conn_filter {
 	void (*release)(void *fctx);
 };
 
-/* Install a filter (right after accept or connect, before any byte flows). */
-void rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void *fctx);
+/* Install a filter (right after accept or connect, before any byte flows):
+ * 0, or -EBUSY when bytes are already queued (they would leave unencoded).
+ * The owner's bytes are refused until the filter calls rs_conn_filter_ready;
+ * the filter's own wire bytes (rs_conn_send_wire) flow from the start. */
+int rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void *fctx) RS_MUST_CHECK;
+/* The filter's handshake is complete: accept the owner's bytes from now on. */
+void rs_conn_filter_ready(struct rs_conn *c);
 /* Queue bytes on the wire, past the filter. */
 int rs_conn_send_wire(struct rs_conn *c, const void *data, size_t len) RS_MUST_CHECK;
 /* The filter's context (NULL without a filter). */
 void *rs_conn_filter_ctx(const struct rs_conn *c);
 /* Hand decoded bytes in pool buffer <b> to the owner's on_data. */
 void rs_conn_deliver(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t len);
-/* Call filter->on_resume once a user buffer is free (the filter found none). */
+/* Call filter->on_resume once a user buffer is free (the filter found none).
+ * Meanwhile the engine stops receiving on the socket (receives already
+ * completed still reach filter->on_recv), independently of the owner's
+ * rs_conn_pause/rs_conn_resume: the socket is read again after on_resume
+ * unless the filter waits again or the owner has it paused. */
 void rs_conn_filter_wait(struct rs_conn *c);
 
 /* Open an outgoing TCP connection from worker <w> to <dst>, optionally bound

@@ -22,6 +22,7 @@
 #define SEAL_CHUNK 16384 /* the largest TLS record's plaintext */
 #define ACCEPT_RETRY_MS 100
 #define BGID 1
+#define PIN_MAX 4 /* pool buffers one connection's queues may reference */
 
 const char *const rs_close_reason_names[RS_CLOSE__COUNT] = {
 	"normal", "peer_eof", "error", "timeout", "nomem", "shutdown",
@@ -79,7 +80,9 @@ enum conn_flag {
 	CF_EOF = 1 << 11,
 	CF_FINAL = 1 << 12,
 	CF_FILTER_SHUT = 1 << 13, /* the filter's closing bytes are queued */
-	CF_FWAIT = 1 << 14,       /* on w->fwait: the filter waits for a user buffer */
+	CF_FWAIT = 1 << 14,       /* on w->fwait: the filter waits for a user buffer
+				   * (its own receive pause, apart from CF_PAUSED) */
+	CF_FILTER_READY = 1 << 15, /* the filter's handshake is done: owner bytes accepted */
 };
 
 union rs_sockaddr {
@@ -95,7 +98,7 @@ struct rs_conn {
 	uint32_t slot, gen;
 	int fd; /* fixed-file index, -1 when none */
 	uint16_t inflight;
-	uint16_t flags;
+	uint32_t flags;
 	struct seg *sq_head, *sq_tail; /* wire bytes */
 	struct seg *pq_head, *pq_tail; /* with a filter: the owner's bytes, not yet encoded */
 	const struct rs_conn_filter *filter;
@@ -103,6 +106,7 @@ struct rs_conn {
 	uint32_t queued; /* payload bytes not yet sent */
 	uint32_t cost;   /* memory those bytes pin: a referenced pool buffer costs all of it */
 	uint16_t send_segs; /* segments covered by the send in flight */
+	uint16_t pinned;    /* pool buffers its queues reference (SEG_BUF) */
 	enum rs_close_reason why;
 	int err;
 	struct rs_conn *dirty_next, *rearm_next, *fwait_next;
@@ -153,6 +157,7 @@ struct rs_worker {
 	struct post *inbox;
 	struct rs_conn *dirty, *rearm, *fwait;
 	uint8_t *seal_buf; /* gathers small plaintext segments into one record */
+	uint16_t pin_max;  /* pool buffers one connection may reference */
 	bool stopping, accept_paused, force_closed;
 	uint64_t stop_deadline;
 	struct rs_timer stop_timer;
@@ -189,6 +194,26 @@ static void conn_arm_recv(struct rs_conn *c);
 static void arm_accept(struct rs_worker *w, unsigned i);
 static void on_linger_timeout(struct rs_timer *t);
 
+/* The configured socket buffer sizes, on a plain descriptor (a listener,
+ * whose accepted sockets inherit them, or an outgoing socket before it moves
+ * into the ring's table). 0 or -errno. */
+static int set_sockbufs(const struct rs_engine *e, int fd)
+{
+	int v;
+
+	if (e->o.socket_sndbuf) {
+		v = (int)e->o.socket_sndbuf;
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)))
+			return -errno;
+	}
+	if (e->o.socket_rcvbuf) {
+		v = (int)e->o.socket_rcvbuf;
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)))
+			return -errno;
+	}
+	return 0;
+}
+
 static struct io_uring_sqe *get_sqe(struct rs_worker *w)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
@@ -201,18 +226,29 @@ static struct io_uring_sqe *get_sqe(struct rs_worker *w)
 	return sqe;
 }
 
+/* Make room for a linked group of <n> SQEs before preparing it. get_sqe()
+ * submits when the queue is full; doing that between two linked SQEs would
+ * cut the link (the kernel ends a chain at the end of a submission): a
+ * shutdown whose close never runs, a connect without its timeout. */
+static void sq_reserve(struct rs_worker *w, unsigned n)
+{
+	if (io_uring_sq_space_left(&w->ring) < n)
+		io_uring_submit(&w->ring);
+}
+
 static inline uint64_t conn_ud(const struct rs_conn *c, enum op op)
 {
 	return UD(op, c->gen, c->slot);
 }
 
+/* An SQE for <op> on <c>, its user_data already set: liburing's prep
+ * helpers never touch user_data, so callers only prepare the operation. */
 static struct io_uring_sqe *conn_sqe(struct rs_conn *c, enum op op)
 {
 	struct io_uring_sqe *sqe = get_sqe(c->w);
 
 	c->inflight++;
-	io_uring_sqe_set_data64(sqe, 0);
-	(void)op;
+	io_uring_sqe_set_data64(sqe, conn_ud(c, op));
 	return sqe;
 }
 
@@ -411,6 +447,8 @@ static void queue_seg(struct rs_conn *c, struct seg *s, bool wire)
 static void seg_done(struct rs_conn *c, struct seg *s)
 {
 	c->cost -= s->cost;
+	if (s->kind == SEG_BUF)
+		c->pinned--;
 	seg_free(c->w, s);
 }
 
@@ -421,11 +459,14 @@ static int send_copy(struct rs_conn *c, const void *data, size_t len, bool wire)
 
 	if (!len)
 		return 0;
-	/* Cork small writes into the tail copy segment when it is not in
-	 * flight (only the first send-queue segments ever are). */
-	if (t && t->kind == SEG_COPY && t->cap - t->len >= len &&
-	    !(wire && (c->flags & CF_SENDING) && c->send_segs && t == c->sq_head)) {
-		memcpy(t->data + t->len, data, len);
+	/* Cork small writes into the tail copy segment. Its unsent bytes start
+	 * at t->ptr, which a partial send moved past t->data, so the room left
+	 * is what follows t->ptr + t->len. Appending to a segment a send in
+	 * flight covers is safe too: the iovec holds the old length and
+	 * on_send keeps what it did not cover. */
+	if (t && t->kind == SEG_COPY &&
+	    (size_t)(t->data + t->cap - (t->ptr + t->len)) >= len) {
+		memcpy((uint8_t *)t->ptr + t->len, data, len);
 		t->len += (uint32_t)len;
 		c->queued += (uint32_t)len;
 		if (c->cost > c->w->e->o.send_high_water)
@@ -449,11 +490,22 @@ static int send_copy(struct rs_conn *c, const void *data, size_t len, bool wire)
 	return 0;
 }
 
-int rs_conn_send(struct rs_conn *c, const void *data, size_t len)
+/* Whether the owner may queue bytes: not before its connect completed, nor
+ * before its filter's handshake (see engine.h). 0 or -errno. */
+static int owner_may_send(const struct rs_conn *c)
 {
 	if (c->flags & (CF_CLOSING | CF_CLOSE_AFTER_SEND))
 		return -EPIPE;
-	return send_copy(c, data, len, !c->filter);
+	if ((c->flags & CF_CONNECTING) || (c->filter && !(c->flags & CF_FILTER_READY)))
+		return -ENOTCONN;
+	return 0;
+}
+
+int rs_conn_send(struct rs_conn *c, const void *data, size_t len)
+{
+	int ret = owner_may_send(c);
+
+	return ret ? ret : send_copy(c, data, len, !c->filter);
 }
 
 int rs_conn_send_wire(struct rs_conn *c, const void *data, size_t len)
@@ -467,15 +519,21 @@ static int send_ref(struct rs_conn *c, enum seg_kind kind, void *ref, const uint
 		    size_t len)
 {
 	struct seg *s;
+	int ret = owner_may_send(c);
 
-	if (c->flags & (CF_CLOSING | CF_CLOSE_AFTER_SEND))
-		return -EPIPE;
+	if (ret)
+		return ret;
 	if (len > UINT32_MAX / 2)
 		return -EMSGSIZE;
 	/* Small slices are copied: pinning a whole receive buffer for a few
-	 * bytes would let a slow reader hold the pool hostage. */
-	if (kind == SEG_BUF && len <= 1024)
-		return rs_conn_send(c, data, len);
+	 * bytes would let a slow reader hold the pool hostage. So are slices
+	 * past the connection's share of the pool: a reader that stops (a
+	 * plain ws:// browser) would otherwise keep ~high-water / buffer-size
+	 * buffers (17 by default) and a few dozen such readers would stop every
+	 * receive on the worker. The copies still count against the same
+	 * high-water mark, so the memory a connection holds stays bounded. */
+	if (kind == SEG_BUF && (len <= 1024 || c->pinned >= c->w->pin_max))
+		return send_copy(c, data, len, !c->filter);
 	s = malloc(sizeof(*s));
 	if (!s)
 		return -ENOMEM;
@@ -485,8 +543,10 @@ static int send_ref(struct rs_conn *c, enum seg_kind kind, void *ref, const uint
 	s->len = (uint32_t)len;
 	s->cap = 0;
 	s->owned = ref;
-	if (kind == SEG_BUF)
+	if (kind == SEG_BUF) {
 		rs_buf_ref(ref);
+		c->pinned++;
+	}
 	queue_seg(c, s, !c->filter);
 	return 0;
 }
@@ -527,7 +587,6 @@ static void submit_send(struct rs_conn *c)
 	sqe = conn_sqe(c, OP_SEND);
 	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
 	sqe->flags |= IOSQE_FIXED_FILE;
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_SEND));
 	c->flags |= CF_SENDING;
 	STAT_ADD(c->w, sends, 1);
 }
@@ -540,10 +599,9 @@ static void begin_linger(struct rs_conn *c)
 	sqe = conn_sqe(c, OP_SHUTDOWN);
 	io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
 	sqe->flags |= IOSQE_FIXED_FILE;
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_SHUTDOWN));
 	rs_timer_link(&c->w->timers, &c->timer, c->w->now + LINGER_MS);
 	if (!(c->flags & CF_RECV_ARMED) && !(c->flags & CF_EOF)) {
-		c->flags &= (uint16_t)~CF_PAUSED;
+		c->flags &= (uint32_t)~CF_PAUSED;
 		conn_arm_recv(c);
 	}
 }
@@ -633,7 +691,7 @@ static void on_send(struct rs_conn *c, int res)
 	struct rs_worker *w = c->w;
 	size_t done;
 
-	c->flags &= (uint16_t)~CF_SENDING;
+	c->flags &= (uint32_t)~CF_SENDING;
 	if (c->flags & CF_CLOSING)
 		return;
 	if (res < 0) {
@@ -661,7 +719,7 @@ static void on_send(struct rs_conn *c, int res)
 	if (c->sq_head || (c->flags & CF_CLOSE_AFTER_SEND))
 		mark_dirty(c);
 	if ((c->flags & CF_CONGESTED) && c->cost <= w->e->o.send_high_water / 2) {
-		c->flags &= (uint16_t)~CF_CONGESTED;
+		c->flags &= (uint32_t)~CF_CONGESTED;
 		if (c->ops && c->ops->on_drain)
 			c->ops->on_drain(c);
 	}
@@ -675,36 +733,43 @@ static void conn_arm_recv(struct rs_conn *c)
 
 	if (c->flags & (CF_RECV_ARMED | CF_CLOSING | CF_PAUSED | CF_EOF) || c->fd < 0)
 		return;
+	/* A filter waiting for a user buffer keeps the socket unread, whatever
+	 * the owner's pause says; lingering input is discarded, so it may flow. */
+	if ((c->flags & (CF_FWAIT | CF_LINGER)) == CF_FWAIT)
+		return;
 	sqe = conn_sqe(c, OP_RECV);
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BGID;
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_RECV));
 	c->flags |= CF_RECV_ARMED;
+}
+
+/* Stop the armed multishot receive (bytes already completed still arrive). */
+static void recv_cancel(struct rs_conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if ((c->flags & CF_RECV_ARMED) && !(c->flags & CF_CANCEL_PENDING)) {
+		sqe = conn_sqe(c, OP_CANCEL);
+		io_uring_prep_cancel64(sqe, conn_ud(c, OP_RECV), 0);
+		c->flags |= CF_CANCEL_PENDING;
+	}
 }
 
 void rs_conn_pause(struct rs_conn *c)
 {
-	struct io_uring_sqe *sqe;
-
 	if (c->flags & (CF_PAUSED | CF_CLOSING))
 		return;
 	c->flags |= CF_PAUSED;
-	if ((c->flags & CF_RECV_ARMED) && !(c->flags & CF_CANCEL_PENDING)) {
-		sqe = conn_sqe(c, OP_CANCEL);
-		io_uring_prep_cancel64(sqe, conn_ud(c, OP_RECV), 0);
-		io_uring_sqe_set_data64(sqe, conn_ud(c, OP_CANCEL));
-		c->flags |= CF_CANCEL_PENDING;
-	}
+	recv_cancel(c);
 }
 
 void rs_conn_resume(struct rs_conn *c)
 {
 	if (!(c->flags & CF_PAUSED))
 		return;
-	c->flags &= (uint16_t)~CF_PAUSED;
-	if (!(c->flags & CF_RECV_ARMED))
-		conn_arm_recv(c);
+	c->flags &= (uint32_t)~CF_PAUSED;
+	conn_arm_recv(c);
 }
 
 static void on_recv(struct rs_conn *c, struct io_uring_cqe *cqe)
@@ -713,7 +778,7 @@ static void on_recv(struct rs_conn *c, struct io_uring_cqe *cqe)
 	int res = cqe->res;
 
 	if (!(cqe->flags & IORING_CQE_F_MORE))
-		c->flags &= (uint16_t)~CF_RECV_ARMED;
+		c->flags &= (uint32_t)~CF_RECV_ARMED;
 	if (res > 0) {
 		struct rs_buf *b;
 
@@ -762,10 +827,21 @@ static void on_recv(struct rs_conn *c, struct io_uring_cqe *cqe)
 
 /* --- transport filter --- */
 
-void rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void *fctx)
+int rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void *fctx)
 {
+	/* Bytes queued before the filter would leave unencoded, under a
+	 * channel the owner takes for encrypted. */
+	if (c->sq_head || c->pq_head)
+		return -EBUSY;
 	c->filter = f;
 	c->fctx = fctx;
+	c->flags &= (uint32_t)~CF_FILTER_READY;
+	return 0;
+}
+
+void rs_conn_filter_ready(struct rs_conn *c)
+{
+	c->flags |= CF_FILTER_READY;
 }
 
 void *rs_conn_filter_ctx(const struct rs_conn *c)
@@ -786,6 +862,11 @@ void rs_conn_filter_wait(struct rs_conn *c)
 	c->flags |= CF_FWAIT;
 	c->fwait_next = c->w->fwait;
 	c->w->fwait = c;
+	/* The filter's own pause, apart from the owner's (CF_PAUSED): an owner
+	 * resuming on its backpressure release must not re-arm a socket whose
+	 * filter has nowhere to decode, or held input grows until the peer is
+	 * closed as out of memory instead of throttled by TCP. */
+	recv_cancel(c);
 }
 
 /* --- close --- */
@@ -825,13 +906,12 @@ void rs_conn_close(struct rs_conn *c, enum rs_close_reason why, int err)
 		 * by descriptor walks every request pending on the ring, making
 		 * each close cost O(open connections): 20 s to stop 15,000
 		 * consoles before this (bench/relay-profile.py). */
+		sq_reserve(c->w, 2);
 		sqe = conn_sqe(c, OP_SHUTDOWN);
 		io_uring_prep_shutdown(sqe, c->fd, SHUT_RDWR);
 		sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_HARDLINK;
-		io_uring_sqe_set_data64(sqe, conn_ud(c, OP_SHUTDOWN));
 		sqe = conn_sqe(c, OP_CLOSE);
 		io_uring_prep_close_direct(sqe, (unsigned)c->fd);
-		io_uring_sqe_set_data64(sqe, conn_ud(c, OP_CLOSE));
 	}
 	/* With nothing in flight (connect before registration finished is the
 	 * only such case) the registration completion finalizes. */
@@ -856,7 +936,7 @@ static void on_linger_timeout(struct rs_timer *t)
 
 static void on_connected(struct rs_conn *c, int res)
 {
-	c->flags &= (uint16_t)~CF_CONNECTING;
+	c->flags &= (uint32_t)~CF_CONNECTING;
 	if (c->flags & CF_CLOSING)
 		return;
 	if (res == -ECANCELED)
@@ -878,7 +958,7 @@ static void on_registered(struct rs_conn *c, int res)
 	c->reg_fd = -1;
 	if (res < 1) {
 		if (!(c->flags & CF_CLOSING)) {
-			c->flags &= (uint16_t)~CF_CONNECTING;
+			c->flags &= (uint32_t)~CF_CONNECTING;
 			if (c->ops && c->ops->on_connect)
 				c->ops->on_connect(c, res < 0 ? res : -ENFILE);
 			if (!(c->flags & CF_CLOSING))
@@ -889,19 +969,18 @@ static void on_registered(struct rs_conn *c, int res)
 	/* The kernel wrote the allocated table index over the fd we passed. */
 	c->fd = c->reg_fd_slot;
 	if (c->flags & CF_CLOSING) {
-		c->flags &= (uint16_t)~CF_CLOSING;
+		c->flags &= (uint32_t)~CF_CLOSING;
 		rs_conn_close(c, c->why, c->err);
 		return;
 	}
+	sq_reserve(c->w, 2);
 	sqe = conn_sqe(c, OP_CONNECT);
 	io_uring_prep_connect(sqe, c->fd, &c->peer.sa, c->peer_len);
 	sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK;
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_CONNECT));
 	c->ts.tv_sec = c->connect_timeout_ms / 1000;
 	c->ts.tv_nsec = (long long)(c->connect_timeout_ms % 1000) * 1000000;
 	sqe = conn_sqe(c, OP_LINK_TIMEOUT);
 	io_uring_prep_link_timeout(sqe, &c->ts, 0);
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_LINK_TIMEOUT));
 }
 
 int rs_conn_connect(struct rs_worker *w, const struct sockaddr *dst, socklen_t dstlen,
@@ -924,6 +1003,9 @@ int rs_conn_connect(struct rs_worker *w, const struct sockaddr *dst, socklen_t d
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	ret = set_sockbufs(w->e, fd);
+	if (ret)
+		goto out_close;
 	if (src) {
 		const struct sockaddr_in *s4 = (const void *)src;
 
@@ -951,7 +1033,6 @@ int rs_conn_connect(struct rs_worker *w, const struct sockaddr *dst, socklen_t d
 	c->flags |= CF_CONNECTING;
 	sqe = conn_sqe(c, OP_REGISTER);
 	io_uring_prep_files_update(sqe, &c->reg_fd_slot, 1, IORING_FILE_INDEX_ALLOC);
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_REGISTER));
 	*out = c;
 	return 0;
 
@@ -1016,7 +1097,6 @@ static void handle_accept(struct rs_worker *w, unsigned li, struct io_uring_cqe 
 	rs_uring_prep_cmd_sock(sqe, RS_SOCKET_URING_OP_GETSOCKOPT, c->fd, SOL_SOCKET, SO_PEERNAME,
 			       &c->peer, (int)c->peer_len);
 	sqe->flags |= IOSQE_FIXED_FILE;
-	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_PEERNAME));
 	l->on_accept(c, l->arg);
 	if (!(c->flags & CF_CLOSING))
 		conn_arm_recv(c);
@@ -1069,7 +1149,7 @@ static void handle_cqe(struct rs_worker *w, struct io_uring_cqe *cqe)
 		on_registered(c, cqe->res);
 		break;
 	case OP_CANCEL:
-		c->flags &= (uint16_t)~CF_CANCEL_PENDING;
+		c->flags &= (uint32_t)~CF_CANCEL_PENDING;
 		break;
 	case OP_CLOSE:
 		c->fd = -1;
@@ -1084,15 +1164,13 @@ static void handle_cqe(struct rs_worker *w, struct io_uring_cqe *cqe)
 	conn_maybe_finalize(c);
 }
 
-/* Sends and re-arms are batched: everything queued during one pass over the
- * completion queue goes out in the next io_uring_enter. */
-static void flush_pending(struct rs_worker *w)
+static void flush_dirty(struct rs_worker *w)
 {
 	while (w->dirty) {
 		struct rs_conn *c = w->dirty;
 
 		w->dirty = c->dirty_next;
-		c->flags &= (uint16_t)~CF_DIRTY;
+		c->flags &= (uint32_t)~CF_DIRTY;
 		if (c->flags & CF_FINAL) {
 			if (!(c->flags & (CF_REARM | CF_FWAIT)))
 				free(c);
@@ -1100,6 +1178,10 @@ static void flush_pending(struct rs_worker *w)
 		}
 		flush_conn(c);
 	}
+}
+
+static void flush_waiting(struct rs_worker *w)
+{
 	if (w->rearm && rs_bufpool_has_free(&w->pool)) {
 		struct rs_conn *list = w->rearm;
 
@@ -1108,7 +1190,7 @@ static void flush_pending(struct rs_worker *w)
 			struct rs_conn *c = list;
 
 			list = c->rearm_next;
-			c->flags &= (uint16_t)~CF_REARM;
+			c->flags &= (uint32_t)~CF_REARM;
 			if (c->flags & CF_FINAL) {
 				if (!(c->flags & (CF_DIRTY | CF_FWAIT)))
 					free(c);
@@ -1121,7 +1203,7 @@ static void flush_pending(struct rs_worker *w)
 		struct rs_conn *c = w->fwait;
 
 		w->fwait = c->fwait_next;
-		c->flags &= (uint16_t)~CF_FWAIT;
+		c->flags &= (uint32_t)~CF_FWAIT;
 		if (c->flags & CF_FINAL) {
 			if (!(c->flags & (CF_DIRTY | CF_REARM)))
 				free(c);
@@ -1129,7 +1211,23 @@ static void flush_pending(struct rs_worker *w)
 		}
 		if (!(c->flags & CF_CLOSING) && c->filter->on_resume)
 			c->filter->on_resume(c, c->fctx);
+		/* Unless the filter waits again, its pause is over; the owner's
+		 * own pause still holds (conn_arm_recv checks both). */
+		conn_arm_recv(c);
 	}
+}
+
+/* Sends and re-arms are batched: everything queued during one pass over the
+ * completion queue goes out in the next io_uring_enter. A filter resumed by
+ * flush_waiting queues sends of its own (the owner answers what it now
+ * receives), so the pass repeats until nothing is dirty: the worker must not
+ * sleep on bytes it has queued. */
+static void flush_pending(struct rs_worker *w)
+{
+	do {
+		flush_dirty(w);
+		flush_waiting(w);
+	} while (w->dirty);
 	rs_bufpool_flush(&w->pool);
 }
 
@@ -1301,7 +1399,7 @@ void rs_engine_pause_accept(struct rs_engine *e)
 
 /* --- worker thread --- */
 
-static int open_listener(const struct listener *l, int *out)
+static int open_listener(const struct rs_engine *e, const struct listener *l, int *out)
 {
 	int fd, one = 1, ret;
 
@@ -1314,6 +1412,9 @@ static int open_listener(const struct listener *l, int *out)
 		ret = -errno;
 		goto out_close;
 	}
+	ret = set_sockbufs(e, fd);
+	if (ret)
+		goto out_close;
 	if (l->addr.sa.sa_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, &l->addr.sa, l->len) || listen(fd, 4096)) {
@@ -1373,6 +1474,9 @@ static int setup_ring(struct rs_worker *w)
 		return ret;
 	}
 	w->seal_buf = rs_xmalloc(SEAL_CHUNK);
+	/* Forwarding without a copy is worth a few buffers per connection, not
+	 * a share that lets count/pin_max stalled readers drain the pool. */
+	w->pin_max = (uint16_t)RS_MAX(1u, RS_MIN(PIN_MAX, e->o.buf_count / 32));
 	return 0;
 }
 
@@ -1443,7 +1547,7 @@ static void *worker_main(void *arg)
 	rs_timer_init(&w->accept_retry, on_accept_retry);
 	ret = setup_ring(w);
 	for (unsigned i = 0; !ret && i < e->nlisteners; i++) {
-		ret = open_listener(&e->listeners[i], &w->listen_fd[i]);
+		ret = open_listener(e, &e->listeners[i], &w->listen_fd[i]);
 		if (ret) {
 			char host[INET6_ADDRSTRLEN] = "?";
 			const struct listener *l = &e->listeners[i];
@@ -1507,6 +1611,12 @@ struct rs_engine *rs_engine_new(const struct rs_engine_opts *o, char *err, size_
 		e->o.buf_count = 1024;
 	if (!e->o.send_high_water)
 		e->o.send_high_water = 256 * 1024;
+	if (e->o.ring_entries && (e->o.ring_entries < 8 || (e->o.ring_entries & (e->o.ring_entries - 1)))) {
+		snprintf(err, errlen, "ring_entries %u: a power of two of at least 8 is needed",
+			 e->o.ring_entries);
+		free(e);
+		return NULL;
+	}
 	e->nworkers = o->workers ? o->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
 	slots = default_slots();
 	if (e->o.max_conns && e->o.max_conns < slots)

@@ -123,6 +123,7 @@ static void fail(struct rs_tls_conn *t, int ret)
 static void established(struct rs_tls_conn *t)
 {
 	t->established = true;
+	rs_conn_filter_ready(t->c);
 	atomic_fetch_add_explicit(&t->stats->handshakes, 1, memory_order_relaxed);
 	if (SSL_session_reused(t->ssl))
 		atomic_fetch_add_explicit(&t->stats->resumed, 1, memory_order_relaxed);
@@ -150,9 +151,9 @@ static void pump(struct rs_tls_conn *t)
 		struct rs_buf *ob = rs_bufpool_get(pool);
 
 		if (!ob) {
-			/* Every user buffer is pinned by slow readers: stop reading
-			 * this socket and keep the rest of the input until one frees. */
-			rs_conn_pause(t->c);
+			/* Every user buffer is pinned by slow readers: keep the rest
+			 * of the input until one frees. The engine stops reading the
+			 * socket meanwhile, whatever the owner pauses or resumes. */
 			rs_conn_filter_wait(t->c);
 			return;
 		}
@@ -173,8 +174,8 @@ static void pump(struct rs_tls_conn *t)
 #define HELD_MAX (64 * 1024) /* input kept while waiting; beyond it the peer is not reading */
 
 /* Keep unprocessed input, in order, until a user buffer frees up. Bytes
- * may still arrive meanwhile (a receive already in flight, or the owner
- * resuming the socket), so they are appended behind what is held. */
+ * may still arrive meanwhile (receives completed before the engine stopped
+ * the socket), so they are appended behind what is held. */
 static int hold(struct rs_tls_conn *t, const uint8_t *data, size_t len)
 {
 	uint8_t *p;
@@ -225,8 +226,8 @@ static void f_on_resume(struct rs_conn *c, void *fctx)
 	} else {
 		pump(t);
 	}
-	if (!t->held && !rs_conn_closing(c))
-		rs_conn_resume(c);
+	/* No rs_conn_resume here: the engine re-arms the socket once the
+	 * filter stops waiting, and only if the owner has not paused it. */
 }
 
 static int f_write(struct rs_conn *c, void *fctx, const uint8_t *data, size_t len)
@@ -283,16 +284,17 @@ int rs_tls_conn_attach(struct rs_conn *c, SSL *ssl, struct rs_tls_counters *stat
 {
 	struct rs_tls_conn *t;
 	BIO *bio;
+	int ret;
 
 	pthread_once(&once, init_once);
 	t = calloc(1, sizeof(*t));
 	bio = bio_method ? BIO_new(bio_method) : NULL;
-	if (!t || !bio || ex_index < 0) {
-		BIO_free(bio);
-		free(t);
-		SSL_free(ssl);
-		return -ENOMEM;
-	}
+	ret = -ENOMEM;
+	if (!t || !bio || ex_index < 0)
+		goto out_free;
+	ret = rs_conn_set_filter(c, &tls_filter, t);
+	if (ret)
+		goto out_free;
 	t->ssl = ssl;
 	t->c = c;
 	t->stats = stats;
@@ -302,9 +304,14 @@ int rs_tls_conn_attach(struct rs_conn *c, SSL *ssl, struct rs_tls_counters *stat
 	SSL_set_ex_data(ssl, ex_index, t);
 	/* Certificates and key shares are not needed once the handshake is done. */
 	SSL_set_shed_handshake_config(ssl, 1);
-	rs_conn_set_filter(c, &tls_filter, t);
 	*out = t;
 	return 0;
+
+out_free:
+	BIO_free(bio);
+	free(t);
+	SSL_free(ssl);
+	return ret;
 }
 
 void rs_tls_conn_start(struct rs_tls_conn *t)

@@ -54,8 +54,10 @@ struct rs_tls_conn {
 	bool established, failed;
 };
 
-/* Wrap <ssl> (ownership passes) around <c> as its filter. 0 or -ENOMEM (then
- * <ssl> is freed). Server side: SSL_set_accept_state before. */
+/* Wrap <ssl> (ownership passes) around <c> as its filter. 0, -ENOMEM, or
+ * -EBUSY when <c> already has bytes queued (then <ssl> is freed). The owner
+ * may send once the handshake is complete (rs_conn_filter_ready). Server
+ * side: SSL_set_accept_state before. */
 int rs_tls_conn_attach(struct rs_conn *c, SSL *ssl, struct rs_tls_counters *stats,
 		       struct rs_tls_conn **out);
 

@@ -16,6 +16,14 @@ BUILD = os.environ.get("RINGSIDE_BUILD", "build/release")
 BIN = os.path.join(ROOT, BUILD, "ringside")
 ASAN = "asan" in BUILD
 API_KEY = "test-key-0123456789abcdef"
+# RINGSIDE_TORTURE=1: every daemon runs with resources squeezed so the
+# engine's corners (full submission queue, partial sends, exhausted pool,
+# backpressure) are hit on every run; a test's own overrides still win.
+TORTURE = {
+    "engine": {"ring_entries": 8, "socket_sndbuf": 4096, "socket_rcvbuf": 4096},
+    "buffers": {"count": 16},
+    "limits": {"session_buffer_bytes": 16384},
+} if os.environ.get("RINGSIDE_TORTURE") == "1" else {}
 
 
 _given_ports = set()
@@ -89,11 +97,11 @@ class Daemon:
             "api": {"rate_limit_per_s": 0},
             "metrics_listen": "127.0.0.1:%d" % self.metrics_port,
         }
-        for k, v in (overrides or {}).items():
+        for k, v in [*TORTURE.items(), *(overrides or {}).items()]:
             if isinstance(v, dict) and isinstance(cfg.get(k), dict):
                 cfg[k].update(v)
             else:
-                cfg[k] = v
+                cfg[k] = dict(v) if isinstance(v, dict) else v
         self.cfg = cfg
         self.cfg_path = os.path.join(tmp, "ringside-%d.json" % self.port)
         with open(self.cfg_path, "w") as f:
