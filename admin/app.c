@@ -64,6 +64,8 @@ static void tls_opts(const struct rs_config *cfg, struct rs_tls_server_opts *o)
 	o->ticket_rotation_s = cfg->tls_ticket_rotation_s;
 }
 
+static void on_head(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg);
+
 int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t errlen)
 {
 	memset(app, 0, sizeof(*app));
@@ -108,9 +110,11 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 	app->http.header_timeout_ms = cfg->header_timeout_ms;
 	app->http.keepalive_timeout_ms = cfg->keepalive_timeout_ms;
 	app->http.handler = rs_app_route;
+	app->http.on_head = on_head;
 	app->http.arg = app;
 	app->metrics_http = app->http;
 	app->metrics_http.handler = rs_metrics_route;
+	app->metrics_http.on_head = NULL;
 	app->console.tokens = app->tokens;
 	app->console.cfg = cfg;
 	app->console.draining = &app->draining;
@@ -171,6 +175,34 @@ static bool path_prefix(const struct rs_http_req *r, const char *p, const char *
 	*rest = r->path + n;
 	*rest_len = r->path_len - n;
 	return true;
+}
+
+/* Heads of requests with a body, before it is read: the authenticated
+ * routes refuse a client without a valid key here, so it cannot make
+ * ringside buffer a body first. */
+static void on_head(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg)
+{
+	struct rs_app *app = arg;
+	const char *rest;
+	size_t rest_len;
+
+	if (path_is(req, "/api/v1/stats")) {
+		rs_http_set_route(hc, RS_ROUTE_API_STATS);
+		return rs_api_check_head(app, hc, req);
+	}
+	if (path_is(req, "/api/v1/consoles") ||
+	    path_prefix(req, "/api/v1/consoles/", &rest, &rest_len)) {
+		rs_http_set_route(hc, RS_ROUTE_API_CONSOLES);
+		return rs_api_check_head(app, hc, req);
+	}
+	if (path_is(req, "/create")) {
+		rs_http_set_route(hc, RS_ROUTE_API_CONSOLES);
+		return rs_pvnc_check_head(app, hc, req);
+	}
+	if (path_is(req, "/status")) {
+		rs_http_set_route(hc, RS_ROUTE_API_STATS);
+		return rs_pvnc_check_head(app, hc, req);
+	}
 }
 
 static bool is_get(const struct rs_http_req *r)

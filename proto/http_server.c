@@ -16,6 +16,7 @@ struct rs_http_conn {
 	const uint8_t *in_rest; /* unfed bytes of the current receive, for upgrades */
 	size_t in_rest_len;
 	bool responded, close_after, upgraded, timer_is_header;
+	bool at_head; /* the current request's body is still unread */
 	unsigned route;
 };
 
@@ -55,8 +56,9 @@ static void send_response(struct rs_http_conn *hc, int status, const char *type,
 			  size_t len, const char *extra, bool is_static)
 {
 	char head[2048];
-	bool keep = !hc->close_after && !rs_worker_stopping(rs_conn_worker(hc->c)) &&
-		    (!hc->cur || hc->cur->keep_alive);
+	/* An answer to a head leaves its body unread in the stream: close. */
+	bool keep = !hc->close_after && !hc->at_head &&
+		    !rs_worker_stopping(rs_conn_worker(hc->c)) && (!hc->cur || hc->cur->keep_alive);
 	bool head_only = hc->cur && hc->cur->method == HTTP_HEAD;
 	int n, ret;
 
@@ -136,6 +138,9 @@ static void respond_protocol_error(struct rs_http_conn *hc, int status)
 	hc->cur = NULL;
 	hc->route = 0;
 	send_response(hc, status, "text/plain; charset=utf-8", body, (size_t)n, NULL, false);
+	/* The parser refuses everything from now on: free what it buffered
+	 * rather than hold it while the connection lingers. */
+	rs_http_parser_release(&hc->parser);
 }
 
 struct rs_conn *rs_http_upgrade(struct rs_http_conn *hc, const char *response, uint8_t **rest,
@@ -189,6 +194,38 @@ static void hc_free(struct rs_http_conn *hc)
 	free(hc);
 }
 
+/* A request's head, its body not read yet: the server's on_head may refuse
+ * it (true: answered, the connection closes). Otherwise a client waiting
+ * for leave to send its body gets it (RFC 9110 10.1.1: 100 or the final
+ * status, at once; HTTP/1.0 clients do not know 100). */
+static bool head_answered(struct rs_http_conn *hc, const struct rs_http_req *req)
+{
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+	const struct rs_http_header *ex;
+
+	hc->cur = req;
+	hc->responded = false;
+	hc->route = 0;
+	hc->at_head = true;
+	if (hc->srv->on_head)
+		hc->srv->on_head(hc, req, hc->srv->arg);
+	hc->at_head = false;
+	hc->cur = NULL;
+	if (hc->responded) {
+		/* Nothing reads this request again: the part of its body that
+		 * came with the head is not held while the connection lingers. */
+		rs_http_parser_release(&hc->parser);
+		return true;
+	}
+	ex = rs_http_req_header(req, "Expect");
+	if (ex && req->minor == 1 && rs_http_header_has_token(ex, "100-continue") &&
+	    rs_conn_send_static(hc->c, cont, sizeof(cont) - 1)) {
+		rs_conn_close(hc->c, RS_CLOSE_NOMEM, ENOMEM);
+		return true;
+	}
+	return false;
+}
+
 static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t len)
 {
 	struct rs_http_conn *hc = rs_conn_ctx(c);
@@ -216,6 +253,12 @@ static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t
 			}
 			break;
 		}
+		if (req->body_pending) {
+			if (head_answered(hc, req))
+				return;
+			rs_http_parser_next(&hc->parser);
+			continue;
+		}
 		hc->cur = req;
 		hc->responded = false;
 		hc->route = 0;
@@ -238,6 +281,24 @@ static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t
 	/* A client that pipelines without reading answers is throttled. */
 	if (rs_conn_congested(c))
 		rs_conn_pause(c);
+}
+
+/* The client half-closed (shutdown(SHUT_WR): health checkers, nc -N). Every
+ * complete request it sent was answered by on_data (handlers answer at
+ * once); send those answers, then close. A partial request can never
+ * complete and is dropped. */
+static void on_eof(struct rs_conn *c)
+{
+	struct rs_http_conn *hc = rs_conn_ctx(c);
+
+	if (!rs_conn_queued(c)) {
+		/* Nothing left to say: free the slot now, not after a linger. */
+		rs_conn_close(c, RS_CLOSE_PEER_EOF, 0);
+		return;
+	}
+	rs_timer_unlink(rs_worker_timers(rs_conn_worker(c)), &hc->timer);
+	hc->close_after = true;
+	rs_conn_close_after_send(c);
 }
 
 static void on_drain(struct rs_conn *c)
@@ -276,6 +337,7 @@ static void on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 
 static const struct rs_conn_ops http_ops = {
 	.on_data = on_data,
+	.on_eof = on_eof,
 	.on_drain = on_drain,
 	.on_stop = on_stop,
 	.on_close = on_close,
@@ -293,6 +355,7 @@ static struct rs_http_conn *accept_conn(struct rs_conn *c, struct rs_http_server
 	hc->c = c;
 	hc->srv = srv;
 	rs_http_parser_init(&hc->parser, &srv->limits);
+	rs_http_parser_want_heads(&hc->parser, true);
 	rs_timer_init(&hc->timer, on_timeout);
 	rs_conn_set_ops(c, &http_ops, hc);
 	/* The first request (and the TLS handshake before it) must start and

@@ -30,6 +30,13 @@ struct rs_http_server {
 	unsigned keepalive_timeout_ms;
 	rs_http_handler handler;
 	void *arg;
+	/* Optional: runs with the head of a request whose body has not been
+	 * read yet (req->body_pending). Answering here (a 401 from the
+	 * Authorization header) refuses the request before its body is read;
+	 * the connection then closes. Not answering reads the body (after a
+	 * 100 Continue when the client sent Expect: 100-continue) and then
+	 * <handler> runs as for any request. */
+	rs_http_handler on_head;
 	struct rs_tls_server *tls; /* for rs_https_on_accept */
 	const struct rs_cidr *trusted_proxies; /* their X-Forwarded-For is believed */
 	size_t n_trusted_proxies;
