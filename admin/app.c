@@ -1,6 +1,7 @@
 #include "core/common.h"
 
 #include <stdatomic.h>
+#include <sys/resource.h>
 
 #include <jansson.h>
 
@@ -64,6 +65,27 @@ static void tls_opts(const struct rs_config *cfg, struct rs_tls_server_opts *o)
 	o->ticket_rotation_s = cfg->tls_ticket_rotation_s;
 }
 
+/* limits.max_conns_per_client, 0 resolved: half of a worker's descriptor
+ * table (what rs_engine_new sizes it to), so one address can never fill a
+ * worker whichever way SO_REUSEPORT spreads its connections. */
+static unsigned conns_per_client(const struct rs_config *cfg)
+{
+	struct rlimit rl;
+	rlim_t table = cfg->max_conns;
+
+	if (cfg->max_conns_per_client)
+		return cfg->max_conns_per_client;
+	if (!table) {
+		if (getrlimit(RLIMIT_NOFILE, &rl))
+			table = 1024;
+		else if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 1u << 20)
+			table = 1u << 20;
+		else
+			table = rl.rlim_max > 512 ? rl.rlim_max - 256 : 256;
+	}
+	return table > 1 ? (unsigned)(table / 2) : 1;
+}
+
 static void on_head(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg);
 
 int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t errlen)
@@ -112,9 +134,13 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 	app->http.handler = rs_app_route;
 	app->http.on_head = on_head;
 	app->http.arg = app;
+	app->http.clients = rs_http_clients_new();
+	app->http.max_conns_per_client = conns_per_client(cfg);
 	app->metrics_http = app->http;
 	app->metrics_http.handler = rs_metrics_route;
 	app->metrics_http.on_head = NULL;
+	/* Its own counts: a busy API client does not lock its own scraper out. */
+	app->metrics_http.clients = rs_http_clients_new();
 	app->console.tokens = app->tokens;
 	app->console.cfg = cfg;
 	app->console.draining = &app->draining;
@@ -137,6 +163,9 @@ void rs_app_release(struct rs_app *app)
 	app->pve = NULL;
 	free(app->trusted_proxies);
 	app->trusted_proxies = NULL;
+	rs_http_clients_free(app->http.clients);
+	rs_http_clients_free(app->metrics_http.clients);
+	app->http.clients = app->metrics_http.clients = NULL;
 }
 
 uint64_t rs_app_tick(struct rs_app *app)

@@ -212,6 +212,14 @@ long rs_metrics_render(struct rs_app *app, char **out)
 	fprintf(f, "ringside_connections_open %llu\n", (unsigned long long)es.conns_live);
 	family(f, "ringside_connections_accepted_total", "counter", "TCP connections accepted.");
 	fprintf(f, "ringside_connections_accepted_total %llu\n", (unsigned long long)es.accepted);
+	family(f, "ringside_connections_refused_per_client_total", "counter",
+	       "HTTP connections refused: their client address held limits.max_conns_per_client.");
+	fprintf(f, "ringside_connections_refused_per_client_total %llu\n",
+		(unsigned long long)(atomic_load_explicit((_Atomic uint64_t *)&app->http.refused_per_client,
+							  memory_order_relaxed) +
+				     atomic_load_explicit(
+					     (_Atomic uint64_t *)&app->metrics_http.refused_per_client,
+					     memory_order_relaxed)));
 	family(f, "ringside_buffer_pool_buffers", "gauge", "Receive buffers, in use and in total.");
 	fprintf(f, "ringside_buffer_pool_buffers{state=\"in_use\"} %llu\n",
 		(unsigned long long)es.bufs_out);

@@ -39,6 +39,7 @@ static const struct uint_field uint_fields[] = {
 	F("limits.handshake_timeout_ms", handshake_timeout_ms, 100, 120000, 15000),
 	F("limits.session_idle_timeout_s", session_idle_timeout_s, 0, 604800, 0),
 	F("limits.max_conns", max_conns, 0, 1048576, 0),
+	F("limits.max_conns_per_client", max_conns_per_client, 0, 1048576, 0),
 	{"buffers.size", offsetof(struct rs_config, buf_size), 4096, 65536, 16384, true},
 	{"buffers.count", offsetof(struct rs_config, buf_count), 16, 32768, 1024, true},
 	F("port_pool.port_min", port_min, 1024, 65535, 10000),

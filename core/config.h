@@ -76,6 +76,7 @@ struct rs_config {
 	unsigned session_buffer_bytes;
 	unsigned connect_timeout_ms, handshake_timeout_ms, session_idle_timeout_s;
 	unsigned max_conns;
+	unsigned max_conns_per_client; /* 0: half of a worker's max_conns */
 	unsigned buf_size, buf_count;
 	char **source_addresses;
 	size_t n_source_addresses;

@@ -1,6 +1,8 @@
 #include "core/common.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <sys/random.h>
 
 #include "core/addr.h"
 #include "core/log.h"
@@ -17,8 +19,159 @@ struct rs_http_conn {
 	size_t in_rest_len;
 	bool responded, close_after, upgraded, timer_is_header;
 	bool at_head; /* the current request's body is still unread */
+	bool peer_pending; /* the per-client limit is not checked yet */
+	bool counted;      /* holds one of its client's connections */
+	uint64_t accepted_ms;
 	unsigned route;
 };
+
+/* --- connections per client ---
+ *
+ * A sharded hash of client address -> open connections, shared by the
+ * workers. Accept and close of an HTTP connection take one shard's lock;
+ * the relay path never does. Entries exist only while a client has a
+ * connection, so memory follows the open connections. */
+
+#define CLIENT_SHARDS 64
+#define CLIENT_BUCKETS 64
+
+struct client_ent {
+	struct client_ent *next;
+	uint8_t key[9]; /* family, then 4 (IPv4) or 8 (an IPv6 /64) bytes */
+	uint32_t n;
+};
+
+struct rs_http_clients {
+	uint64_t seed; /* keyed hash: a client cannot aim at one chain */
+	struct {
+		pthread_mutex_t mu;
+		struct client_ent *b[CLIENT_BUCKETS];
+	} s[CLIENT_SHARDS];
+};
+
+struct rs_http_clients *rs_http_clients_new(void)
+{
+	struct rs_http_clients *cl = rs_xcalloc(1, sizeof(*cl));
+
+	if (getrandom(&cl->seed, sizeof(cl->seed), 0) != sizeof(cl->seed))
+		cl->seed = (uint64_t)(uintptr_t)cl ^ rs_now_ms();
+	for (size_t i = 0; i < CLIENT_SHARDS; i++)
+		pthread_mutex_init(&cl->s[i].mu, NULL);
+	return cl;
+}
+
+void rs_http_clients_free(struct rs_http_clients *cl)
+{
+	if (!cl)
+		return;
+	for (size_t i = 0; i < CLIENT_SHARDS; i++) {
+		for (size_t j = 0; j < CLIENT_BUCKETS; j++) {
+			struct client_ent *e = cl->s[i].b[j], *n;
+
+			for (; e; e = n) {
+				n = e->next;
+				free(e);
+			}
+		}
+		pthread_mutex_destroy(&cl->s[i].mu);
+	}
+	free(cl);
+}
+
+/* IPv4 (also when mapped into IPv6) by address, IPv6 by its /64: one
+ * subscriber gets a whole /64. False for a family we cannot tell apart. */
+static bool client_key(const struct sockaddr *sa, uint8_t key[9])
+{
+	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	memset(key, 0, 9);
+	if (sa->sa_family == AF_INET) {
+		key[0] = 4;
+		memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return true;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+
+		if (!memcmp(a, mapped, sizeof(mapped))) {
+			key[0] = 4;
+			memcpy(key + 1, a + 12, 4);
+		} else {
+			key[0] = 6;
+			memcpy(key + 1, a, 8);
+		}
+		return true;
+	}
+	return false;
+}
+
+static uint64_t client_hash(const struct rs_http_clients *cl, const uint8_t key[9])
+{
+	uint64_t h = 0xcbf29ce484222325ull ^ cl->seed;
+
+	for (int i = 0; i < 9; i++)
+		h = (h ^ key[i]) * 0x100000001b3ull;
+	return h ^ (h >> 29);
+}
+
+/* Count one more connection of <sa>'s client: 0, or -EBUSY at <limit>. A
+ * client we cannot count (unknown family, no memory for its entry) is let
+ * through uncounted: *counted says which. */
+static int clients_acquire(struct rs_http_clients *cl, const struct sockaddr *sa, unsigned limit,
+			   bool *counted)
+{
+	uint8_t key[9];
+	uint64_t h;
+	struct client_ent **b, *e;
+	int ret = 0;
+
+	*counted = false;
+	if (!client_key(sa, key))
+		return 0;
+	h = client_hash(cl, key);
+	pthread_mutex_lock(&cl->s[h % CLIENT_SHARDS].mu);
+	b = &cl->s[h % CLIENT_SHARDS].b[(h / CLIENT_SHARDS) % CLIENT_BUCKETS];
+	for (e = *b; e && memcmp(e->key, key, sizeof(key)); e = e->next)
+		;
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		if (!e)
+			goto out_unlock;
+		memcpy(e->key, key, sizeof(key));
+		e->next = *b;
+		*b = e;
+	}
+	if (e->n >= limit) {
+		ret = -EBUSY;
+		goto out_unlock;
+	}
+	e->n++;
+	*counted = true;
+
+out_unlock:
+	pthread_mutex_unlock(&cl->s[h % CLIENT_SHARDS].mu);
+	return ret;
+}
+
+static void clients_release(struct rs_http_clients *cl, const struct sockaddr *sa)
+{
+	uint8_t key[9];
+	uint64_t h;
+	struct client_ent **pe, *e;
+
+	if (!client_key(sa, key))
+		return;
+	h = client_hash(cl, key);
+	pthread_mutex_lock(&cl->s[h % CLIENT_SHARDS].mu);
+	pe = &cl->s[h % CLIENT_SHARDS].b[(h / CLIENT_SHARDS) % CLIENT_BUCKETS];
+	for (; (e = *pe) && memcmp(e->key, key, sizeof(key)); pe = &e->next)
+		;
+	if (e && !--e->n) {
+		*pe = e->next;
+		free(e);
+	}
+	pthread_mutex_unlock(&cl->s[h % CLIENT_SHARDS].mu);
+}
 
 static void arm_timer(struct rs_http_conn *hc)
 {
@@ -189,9 +342,33 @@ struct rs_http_server *rs_http_conn_server(struct rs_http_conn *hc)
 
 static void hc_free(struct rs_http_conn *hc)
 {
+	if (hc->counted)
+		clients_release(hc->srv->clients, rs_conn_peer(hc->c));
 	rs_timer_unlink(rs_worker_timers(rs_conn_worker(hc->c)), &hc->timer);
 	rs_http_parser_release(&hc->parser);
 	free(hc);
+}
+
+static bool over_client_limit(struct rs_http_conn *hc);
+
+/* The engine learns the peer's address from a socket command it submits
+ * with the accept (direct descriptors have no getpeername): it is known
+ * from the connection's first receive, or a tick after the accept for a
+ * client that sends nothing. The first of the two checks the per-client
+ * limit; true when the connection was refused. */
+static bool client_refused(struct rs_http_conn *hc)
+{
+	struct rs_worker *w = rs_conn_worker(hc->c);
+
+	if (!hc->peer_pending)
+		return false;
+	hc->peer_pending = false;
+	if (over_client_limit(hc))
+		return true;
+	/* The timer was the check's: it becomes the first request's deadline. */
+	hc->timer_is_header = true;
+	rs_timer_link(rs_worker_timers(w), &hc->timer, hc->accepted_ms + hc->srv->header_timeout_ms);
+	return false;
 }
 
 /* A request's head, its body not read yet: the server's on_head may refuse
@@ -231,6 +408,8 @@ static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t
 	struct rs_http_conn *hc = rs_conn_ctx(c);
 
 	(void)buf;
+	if (client_refused(hc))
+		return;
 	/* Feed until the parser has neither new bytes nor a buffered pipelined
 	 * request left: a feed of 0 bytes parses what is already buffered. */
 	while (!hc->close_after) {
@@ -291,6 +470,8 @@ static void on_eof(struct rs_conn *c)
 {
 	struct rs_http_conn *hc = rs_conn_ctx(c);
 
+	if (client_refused(hc))
+		return;
 	if (!rs_conn_queued(c)) {
 		/* Nothing left to say: free the slot now, not after a linger. */
 		rs_conn_close(c, RS_CLOSE_PEER_EOF, 0);
@@ -310,6 +491,10 @@ static void on_timeout(struct rs_timer *t)
 {
 	struct rs_http_conn *hc = rs_container_of(t, struct rs_http_conn, timer);
 
+	if (hc->peer_pending) {
+		client_refused(hc);
+		return;
+	}
 	if (rs_http_parser_idle(&hc->parser)) {
 		rs_conn_close(hc->c, RS_CLOSE_TIMEOUT, 0);
 		return;
@@ -343,6 +528,30 @@ static const struct rs_conn_ops http_ops = {
 	.on_close = on_close,
 };
 
+static bool trusted(const struct rs_http_server *srv, const struct sockaddr *sa);
+
+/* Over its client's connection limit? Then answer 503 and close (TLS:
+ * close unanswered, counted all the same). */
+static bool over_client_limit(struct rs_http_conn *hc)
+{
+	struct rs_http_server *srv = hc->srv;
+	const struct sockaddr *peer = rs_conn_peer(hc->c);
+
+	if (!srv->clients || !srv->max_conns_per_client || trusted(srv, peer) ||
+	    !clients_acquire(srv->clients, peer, srv->max_conns_per_client, &hc->counted))
+		return false;
+	atomic_fetch_add_explicit((_Atomic uint64_t *)&srv->refused_per_client, 1,
+				  memory_order_relaxed);
+	if (rs_conn_filter_ctx(hc->c)) {
+		rs_conn_close(hc->c, RS_CLOSE_NORMAL, 0);
+	} else {
+		hc->close_after = true;
+		rs_http_respond_error(hc, 503, "too_many_connections",
+				      "too many connections from this client", "Retry-After: 1\r\n");
+	}
+	return true;
+}
+
 static struct rs_http_conn *accept_conn(struct rs_conn *c, struct rs_http_server *srv)
 {
 	struct rs_http_conn *hc = calloc(1, sizeof(*hc));
@@ -361,8 +570,17 @@ static struct rs_http_conn *accept_conn(struct rs_conn *c, struct rs_http_server
 	/* The first request (and the TLS handshake before it) must start and
 	 * finish within the header timeout. */
 	hc->timer_is_header = true;
-	rs_timer_link(rs_worker_timers(rs_conn_worker(c)), &hc->timer,
-		      rs_worker_now(rs_conn_worker(c)) + srv->header_timeout_ms);
+	hc->accepted_ms = rs_worker_now(rs_conn_worker(c));
+	if (srv->clients && srv->max_conns_per_client) {
+		/* Two ticks: never in this loop iteration, whose timers run
+		 * before the peer-name command is even submitted. */
+		hc->peer_pending = true;
+		rs_timer_link(rs_worker_timers(rs_conn_worker(c)), &hc->timer,
+			      hc->accepted_ms + 2 * RS_TIMER_TICK_MS);
+	} else {
+		rs_timer_link(rs_worker_timers(rs_conn_worker(c)), &hc->timer,
+			      hc->accepted_ms + srv->header_timeout_ms);
+	}
 	return hc;
 }
 

@@ -478,6 +478,84 @@ def test_unauthenticated_bodies_are_not_buffered(daemon_factory):
     assert grown < 24 * 1024, "RSS grew by %d KiB" % grown
 
 
+# --- connections per client (issue 15 item 14) -------------------------------
+
+def open_idle(port, n, source="127.0.0.1"):
+    """n keep-alive connections from <source> that each had one request
+    answered (so they are accepted and idle): the answers' statuses."""
+    socks, statuses = [], []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+        socks.append(s)
+    for s in socks:
+        try:
+            s.sendall(get("/healthz").encode())
+            statuses.append(int(s.recv(4096).split(b" ", 2)[1]))
+        except (OSError, IndexError):
+            statuses.append(0)  # reset or closed unanswered
+    return socks, statuses
+
+
+def metric(d, name):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.metrics_port, timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+def test_one_client_cannot_fill_the_table(daemon_factory):
+    # 65 idle keep-alive connections from one address filled max_conns 64 and
+    # every other client was reset; by default one address gets at most half
+    # a worker's table
+    d = daemon_factory({"workers": 1, "limits": {"max_conns": 64}})
+    socks, st = open_idle(d.port, 65)
+    try:
+        # the 65th finds the table full (the engine resets it) or is refused
+        assert st[:32] == [200] * 32 and set(st[32:]) <= {503, 0} and st.count(503) >= 32, st
+        # another client is served while the hog keeps all 65 open (the
+        # refused ones free their slots once answered and lingered)
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5, source_address=("127.0.0.2", 0))
+        s.sendall(get("/healthz").encode())
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        s.close()
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_max_conns_per_client_refuses_with_503(daemon_factory):
+    d = daemon_factory({"limits": {"max_conns_per_client": 5}})
+    socks, st = open_idle(d.port, 8)
+    try:
+        assert st == [200] * 5 + [503] * 3
+        c = Conn(d.port, timeout=3)
+        st2, h, body = c.response()
+        assert st2 == 503 and h["connection"] == "close" and h["retry-after"]
+        assert json.loads(body)["error"]["code"] == "too_many_connections"
+        assert metric(d, "ringside_connections_refused_per_client_total") == 4
+        # a connection that ends gives its place back
+        socks.pop(0).close()
+        time.sleep(0.2)
+        c = Conn(d.port, timeout=3)
+        c.send(get("/healthz"))
+        assert c.response()[0] == 200
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_trusted_proxy_is_not_limited_as_one_client(daemon_factory):
+    d = daemon_factory({"limits": {"max_conns_per_client": 3}, "trusted_proxies": ["127.0.0.1/32"]})
+    socks, st = open_idle(d.port, 10)
+    try:
+        assert st == [200] * 10
+    finally:
+        for s in socks:
+            s.close()
+
+
 # --- timeouts ----------------------------------------------------------------
 
 def test_slowloris_gets_408_while_others_are_served(daemon_factory):
