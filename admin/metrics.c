@@ -70,6 +70,12 @@ static bool upstream_cause(int i)
 	}
 }
 
+static uint64_t refused(const struct rs_http_server *srv)
+{
+	return atomic_load_explicit((_Atomic uint64_t *)&srv->refused_per_client,
+				    memory_order_relaxed);
+}
+
 long rs_metrics_render(struct rs_app *app, char **out)
 {
 	struct rs_console_stats cs;
@@ -215,11 +221,7 @@ long rs_metrics_render(struct rs_app *app, char **out)
 	family(f, "ringside_connections_refused_per_client_total", "counter",
 	       "HTTP connections refused: their client address held limits.max_conns_per_client.");
 	fprintf(f, "ringside_connections_refused_per_client_total %llu\n",
-		(unsigned long long)(atomic_load_explicit((_Atomic uint64_t *)&app->http.refused_per_client,
-							  memory_order_relaxed) +
-				     atomic_load_explicit(
-					     (_Atomic uint64_t *)&app->metrics_http.refused_per_client,
-					     memory_order_relaxed)));
+		(unsigned long long)(refused(&app->http) + refused(&app->metrics_http)));
 	family(f, "ringside_buffer_pool_buffers", "gauge", "Receive buffers, in use and in total.");
 	fprintf(f, "ringside_buffer_pool_buffers{state=\"in_use\"} %llu\n",
 		(unsigned long long)es.bufs_out);

@@ -18,9 +18,9 @@ struct rs_http_conn {
 	const uint8_t *in_rest; /* unfed bytes of the current receive, for upgrades */
 	size_t in_rest_len;
 	bool responded, close_after, upgraded, timer_is_header;
-	bool at_head; /* the current request's body is still unread */
+	bool at_head;	   /* the current request's body is still unread */
 	bool peer_pending; /* the per-client limit is not checked yet */
-	bool counted;      /* holds one of its client's connections */
+	bool counted;	   /* holds one of its client's connections */
 	uint64_t accepted_ms;
 	unsigned route;
 };
@@ -32,7 +32,7 @@ struct rs_http_conn {
  * the relay path never does. Entries exist only while a client has a
  * connection, so memory follows the open connections. */
 
-#define CLIENT_SHARDS 64
+#define CLIENT_SHARDS  64
 #define CLIENT_BUCKETS 64
 
 struct client_ent {
@@ -367,7 +367,8 @@ static bool client_refused(struct rs_http_conn *hc)
 		return true;
 	/* The timer was the check's: it becomes the first request's deadline. */
 	hc->timer_is_header = true;
-	rs_timer_link(rs_worker_timers(w), &hc->timer, hc->accepted_ms + hc->srv->header_timeout_ms);
+	rs_timer_link(rs_worker_timers(w), &hc->timer,
+		      hc->accepted_ms + hc->srv->header_timeout_ms);
 	return false;
 }
 
@@ -547,7 +548,8 @@ static bool over_client_limit(struct rs_http_conn *hc)
 	} else {
 		hc->close_after = true;
 		rs_http_respond_error(hc, 503, "too_many_connections",
-				      "too many connections from this client", "Retry-After: 1\r\n");
+				      "too many connections from this client",
+				      "Retry-After: 1\r\n");
 	}
 	return true;
 }
