@@ -108,6 +108,17 @@ static int on_header_value_complete(llhttp_t *ll)
 	return 0;
 }
 
+/* The version is judged as soon as it is read: an HTTP/2 connection
+ * preface ("PRI * HTTP/2.0" then a blank line) would otherwise wait for the
+ * "SM" part llhttp expects, and stall until the header timeout when a client
+ * sends the preface in two writes. */
+static int on_version_complete(llhttp_t *ll)
+{
+	if (ll->http_major != 1 || ll->http_minor > 1)
+		return fail(P(ll), 505);
+	return 0;
+}
+
 static int on_headers_complete(llhttp_t *ll)
 {
 	struct rs_http_parser *p = P(ll);
@@ -180,6 +191,7 @@ static void settings_init(void)
 {
 	llhttp_settings_init(&settings);
 	settings.on_url = on_url;
+	settings.on_version_complete = on_version_complete;
 	settings.on_header_field = on_header_field;
 	settings.on_header_value = on_header_value;
 	settings.on_header_value_complete = on_header_value_complete;

@@ -308,6 +308,14 @@ def test_h2_prior_knowledge_preface_refused(daemon):
     expect_error_and_close(daemon.port, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", (400, 505))
 
 
+def test_h2_preface_in_two_writes_is_refused_at_once(daemon):
+    # the preface's first part alone was held until the header timeout (408
+    # after 10 s): the version is refused as soon as it is read
+    start = time.time()
+    expect_error_and_close(daemon.port, "PRI * HTTP/2.0\r\n\r\n", 505)
+    assert time.time() - start < 2
+
+
 # --- RFC 9110/9112 requirements ------------------------------------------------
 # These were strict xfails until proto/http1.c enforced what llhttp 8 lets
 # through (issue 15).

@@ -196,6 +196,9 @@ static void test_rfc_field_rules(void **st)
 	EXPECT_LIT(&LIM, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
 	EXPECT_LIT(&LIM, "GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n", 400);
 	EXPECT_LIT(&LIM, "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 501);
+	/* the first half of an HTTP/2 preface is refused at once, not held
+	 * waiting for its "SM" part */
+	EXPECT_LIT(&LIM, "PRI * HTTP/2.0\r\n\r\n", 505);
 	/* a chunk's size line alone is enough for 413 */
 	EXPECT_LIT(&SMALL, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n", 413);
 }
