@@ -32,6 +32,10 @@ struct rs_http_conn {
  * the relay path never does. Entries exist only while a client has a
  * connection, so memory follows the open connections. */
 
+/* How long an idle connection may still bring a request once the server
+ * stops (see on_stop). */
+#define STOP_GRACE_MS 250
+
 #define CLIENT_SHARDS  64
 #define CLIENT_BUCKETS 64
 
@@ -497,7 +501,10 @@ static void on_timeout(struct rs_timer *t)
 		return;
 	}
 	if (rs_http_parser_idle(&hc->parser)) {
-		rs_conn_close(hc->c, RS_CLOSE_TIMEOUT, 0);
+		rs_conn_close(hc->c,
+			      rs_worker_stopping(rs_conn_worker(hc->c)) ? RS_CLOSE_SHUTDOWN
+									: RS_CLOSE_TIMEOUT,
+			      0);
 		return;
 	}
 	rs_debug("http", "request timeout");
@@ -509,9 +516,16 @@ static void on_stop(struct rs_conn *c)
 	struct rs_http_conn *hc = rs_conn_ctx(c);
 
 	/* Busy connections finish their request; its response then says
-	 * Connection: close because the worker is stopping. */
-	if (rs_http_parser_idle(&hc->parser) && !rs_conn_queued(c))
-		rs_conn_close(c, RS_CLOSE_SHUTDOWN, 0);
+	 * Connection: close because the worker is stopping. An idle one is
+	 * closed after a short grace rather than at once: bytes already on
+	 * their way when the stop came (the client cannot know) are a request
+	 * that gets its answer instead of a closed connection. */
+	if (rs_http_parser_idle(&hc->parser) && !rs_conn_queued(c)) {
+		hc->peer_pending = false; /* closing anyway: no need to count it */
+		hc->timer_is_header = false;
+		rs_timer_link(rs_worker_timers(rs_conn_worker(c)), &hc->timer,
+			      rs_worker_now(rs_conn_worker(c)) + STOP_GRACE_MS);
+	}
 }
 
 static void on_close(struct rs_conn *c, enum rs_close_reason why, int err)
