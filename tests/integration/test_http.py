@@ -554,6 +554,34 @@ def test_max_conns_per_client_refuses_with_503(daemon_factory):
             s.close()
 
 
+def test_tls_connection_over_the_client_limit_is_closed(daemon_factory):
+    # no answer is possible before a handshake: the refused TLS connection
+    # is closed, and counted
+    import ssl
+    from conftest import free_port
+    tls_port = free_port()
+    d = daemon_factory({"tls_listen": ["127.0.0.1:%d" % tls_port],
+                        "limits": {"max_conns_per_client": 2}})
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    held = []
+    try:
+        for _ in range(2):
+            t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", tls_port), timeout=5))
+            t.sendall(get("/healthz").encode())
+            assert t.recv(4096).startswith(b"HTTP/1.1 200")
+            held.append(t)
+        with pytest.raises((ssl.SSLError, OSError)):
+            t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", tls_port), timeout=5))
+            t.sendall(get("/healthz").encode())
+            if not t.recv(4096):
+                raise ConnectionResetError("closed unanswered")
+        assert metric(d, "ringside_connections_refused_per_client_total") == 1
+    finally:
+        for t in held:
+            t.close()
+
+
 def test_trusted_proxy_is_not_limited_as_one_client(daemon_factory):
     d = daemon_factory({"limits": {"max_conns_per_client": 3}, "trusted_proxies": ["127.0.0.1/32"]})
     socks, st = open_idle(d.port, 10)
