@@ -353,6 +353,16 @@ int rs_api_authenticate(const struct rs_keyset *ks, const struct rs_http_req *re
 	return found;
 }
 
+/* The head of a request with a body, before the body is read (the HTTP
+ * server's on_head): without a valid key the answer is 401 now, so an
+ * unauthenticated client cannot make ringside buffer a body. */
+void rs_api_check_head(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
+{
+	if (rs_api_authenticate(atomic_load(&app->keys), req, false) < 0)
+		rs_http_respond_error(hc, 401, "unauthorized", "missing or invalid API key",
+				      "WWW-Authenticate: Bearer\r\n");
+}
+
 static void format_time(int64_t t, char out[32])
 {
 	struct tm tm;

@@ -41,6 +41,10 @@ int rs_api_authenticate(const struct rs_keyset *ks, const struct rs_http_req *re
 int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, struct rs_console_spec *spec,
 		 const char *key_name, char token[]);
 
+/* For the HTTP server's on_head: answer 401 from the head of a request
+ * whose body is not read yet when it carries no valid key; else nothing. */
+void rs_api_check_head(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
+
 /* Route handler for /api/v1/consoles[/<token>]. */
 void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
 

@@ -1,6 +1,7 @@
 #include "core/common.h"
 
 #include <stdatomic.h>
+#include <sys/resource.h>
 
 #include <jansson.h>
 
@@ -64,6 +65,29 @@ static void tls_opts(const struct rs_config *cfg, struct rs_tls_server_opts *o)
 	o->ticket_rotation_s = cfg->tls_ticket_rotation_s;
 }
 
+/* limits.max_conns_per_client, 0 resolved: half of a worker's descriptor
+ * table (what rs_engine_new sizes it to), so one address can never fill a
+ * worker whichever way SO_REUSEPORT spreads its connections. */
+static unsigned conns_per_client(const struct rs_config *cfg)
+{
+	struct rlimit rl;
+	rlim_t table = cfg->max_conns;
+
+	if (cfg->max_conns_per_client)
+		return cfg->max_conns_per_client;
+	if (!table) {
+		if (getrlimit(RLIMIT_NOFILE, &rl))
+			table = 1024;
+		else if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 1u << 20)
+			table = 1u << 20;
+		else
+			table = rl.rlim_max > 512 ? rl.rlim_max - 256 : 256;
+	}
+	return table > 1 ? (unsigned)(table / 2) : 1;
+}
+
+static void on_head(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg);
+
 int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t errlen)
 {
 	memset(app, 0, sizeof(*app));
@@ -108,9 +132,15 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 	app->http.header_timeout_ms = cfg->header_timeout_ms;
 	app->http.keepalive_timeout_ms = cfg->keepalive_timeout_ms;
 	app->http.handler = rs_app_route;
+	app->http.on_head = on_head;
 	app->http.arg = app;
+	app->http.clients = rs_http_clients_new();
+	app->http.max_conns_per_client = conns_per_client(cfg);
 	app->metrics_http = app->http;
 	app->metrics_http.handler = rs_metrics_route;
+	app->metrics_http.on_head = NULL;
+	/* Its own counts: a busy API client does not lock its own scraper out. */
+	app->metrics_http.clients = rs_http_clients_new();
 	app->console.tokens = app->tokens;
 	app->console.cfg = cfg;
 	app->console.draining = &app->draining;
@@ -133,6 +163,9 @@ void rs_app_release(struct rs_app *app)
 	app->pve = NULL;
 	free(app->trusted_proxies);
 	app->trusted_proxies = NULL;
+	rs_http_clients_free(app->http.clients);
+	rs_http_clients_free(app->metrics_http.clients);
+	app->http.clients = app->metrics_http.clients = NULL;
 }
 
 uint64_t rs_app_tick(struct rs_app *app)
@@ -171,6 +204,34 @@ static bool path_prefix(const struct rs_http_req *r, const char *p, const char *
 	*rest = r->path + n;
 	*rest_len = r->path_len - n;
 	return true;
+}
+
+/* Heads of requests with a body, before it is read: the authenticated
+ * routes refuse a client without a valid key here, so it cannot make
+ * ringside buffer a body first. */
+static void on_head(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg)
+{
+	struct rs_app *app = arg;
+	const char *rest;
+	size_t rest_len;
+
+	if (path_is(req, "/api/v1/stats")) {
+		rs_http_set_route(hc, RS_ROUTE_API_STATS);
+		return rs_api_check_head(app, hc, req);
+	}
+	if (path_is(req, "/api/v1/consoles") ||
+	    path_prefix(req, "/api/v1/consoles/", &rest, &rest_len)) {
+		rs_http_set_route(hc, RS_ROUTE_API_CONSOLES);
+		return rs_api_check_head(app, hc, req);
+	}
+	if (path_is(req, "/create")) {
+		rs_http_set_route(hc, RS_ROUTE_API_CONSOLES);
+		return rs_pvnc_check_head(app, hc, req);
+	}
+	if (path_is(req, "/status")) {
+		rs_http_set_route(hc, RS_ROUTE_API_STATS);
+		return rs_pvnc_check_head(app, hc, req);
+	}
 }
 
 static bool is_get(const struct rs_http_req *r)

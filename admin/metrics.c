@@ -71,6 +71,12 @@ static bool upstream_cause(int i)
 	}
 }
 
+static uint64_t refused(const struct rs_http_server *srv)
+{
+	return atomic_load_explicit((_Atomic uint64_t *)&srv->refused_per_client,
+				    memory_order_relaxed);
+}
+
 long rs_metrics_render(struct rs_app *app, char **out)
 {
 	struct rs_console_stats cs;
@@ -213,6 +219,10 @@ long rs_metrics_render(struct rs_app *app, char **out)
 	fprintf(f, "ringside_connections_open %llu\n", (unsigned long long)es.conns_live);
 	family(f, "ringside_connections_accepted_total", "counter", "TCP connections accepted.");
 	fprintf(f, "ringside_connections_accepted_total %llu\n", (unsigned long long)es.accepted);
+	family(f, "ringside_connections_refused_per_client_total", "counter",
+	       "HTTP connections refused: their client address held limits.max_conns_per_client.");
+	fprintf(f, "ringside_connections_refused_per_client_total %llu\n",
+		(unsigned long long)(refused(&app->http) + refused(&app->metrics_http)));
 	family(f, "ringside_buffer_pool_buffers", "gauge", "Receive buffers, in use and in total.");
 	fprintf(f, "ringside_buffer_pool_buffers{state=\"in_use\"} %llu\n",
 		(unsigned long long)es.bufs_out);

@@ -219,6 +219,13 @@ static int auth(struct rs_app *app, struct rs_http_conn *hc, const struct rs_htt
 	return key;
 }
 
+/* The head of /create or /status with a body not read yet: 401 now when
+ * the key is missing or wrong (see rs_api_check_head). */
+void rs_pvnc_check_head(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
+{
+	(void)auth(app, hc, req);
+}
+
 void rs_pvnc_create(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
 {
 	const struct rs_http_header *ct = rs_http_req_header(req, "Content-Type");

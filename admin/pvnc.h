@@ -31,6 +31,9 @@ int rs_multipart_field(const char *ctype, size_t ctype_len, const uint8_t *body,
 int rs_pvnc_parse_params(const struct rs_config *cfg, const uint8_t *json, size_t len,
 			 struct rs_console_spec **out, char *msg, size_t msglen);
 
+/* For the HTTP server's on_head: 401 from the head of /create or /status
+ * when the key is missing or wrong, before the body is read. */
+void rs_pvnc_check_head(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
 void rs_pvnc_create(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
 void rs_pvnc_status(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
 

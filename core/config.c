@@ -42,6 +42,7 @@ static const struct uint_field uint_fields[] = {
 	F("limits.upstream_upgrade_timeout_ms", upstream_upgrade_timeout_ms, 100, 120000, 5000),
 	F("limits.session_idle_timeout_s", session_idle_timeout_s, 0, 604800, 0),
 	F("limits.max_conns", max_conns, 0, 1048576, 0),
+	F("limits.max_conns_per_client", max_conns_per_client, 0, 1048576, 0),
 	{"buffers.size", offsetof(struct rs_config, buf_size), 4096, 65536, 16384, true},
 	{"buffers.count", offsetof(struct rs_config, buf_count), 16, 32768, 1024, true},
 	{"engine.ring_entries", offsetof(struct rs_config, ring_entries), 8, 32768, 4096, true},

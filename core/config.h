@@ -80,6 +80,7 @@ struct rs_config {
 	 * answers when its connect to the console port fails). */
 	unsigned upstream_upgrade_timeout_ms;
 	unsigned max_conns;
+	unsigned max_conns_per_client; /* 0: half of a worker's max_conns */
 	unsigned buf_size, buf_count;
 	unsigned ring_entries, socket_sndbuf, socket_rcvbuf; /* engine.* */
 	char **source_addresses;

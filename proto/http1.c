@@ -75,12 +75,30 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t len)
 	return check_head(p, at, len);
 }
 
+/* What llhttp 8 lets through and RFC 9110/9112 do not: whitespace between
+ * the name and the colon (5.1: MUST reject, a smuggling vector behind
+ * lenient proxies), an empty name (a field-name is a non-empty token) and
+ * obs-fold (5.2: a server rejects it or unfolds it; we reject). The span
+ * extends over every piece llhttp reported, so a fold shows as CR/LF in it. */
+static bool field_ok(const struct rs_http_parser *p)
+{
+	const struct rs_http_span n = p->hname, v = p->hval;
+
+	if (!n.len || (size_t)n.off + n.len >= p->len || p->buf[n.off + n.len] != ':')
+		return false;
+	return !v.len || (!memchr(p->buf + v.off, '\r', v.len) && !memchr(p->buf + v.off, '\n', v.len));
+}
+
 static int on_header_value_complete(llhttp_t *ll)
 {
 	struct rs_http_parser *p = P(ll);
 
 	if (p->n_hdrs >= p->lim->max_headers)
 		return fail(p, 431);
+	if (!field_ok(p))
+		return fail(p, 400);
+	if (p->hname.len == 4 && !strncasecmp((const char *)p->buf + p->hname.off, "host", 4))
+		p->n_host++;
 	p->hdrs[2 * p->n_hdrs] = p->hname;
 	p->hdrs[2 * p->n_hdrs + 1] = p->hval;
 	p->n_hdrs++;
@@ -90,15 +108,51 @@ static int on_header_value_complete(llhttp_t *ll)
 	return 0;
 }
 
+/* The version is judged as soon as it is read: an HTTP/2 connection
+ * preface ("PRI * HTTP/2.0" then a blank line) would otherwise wait for the
+ * "SM" part llhttp expects, and stall until the header timeout when a client
+ * sends the preface in two writes. */
+static int on_version_complete(llhttp_t *ll)
+{
+	if (ll->http_major != 1 || ll->http_minor > 1)
+		return fail(P(ll), 505);
+	return 0;
+}
+
 static int on_headers_complete(llhttp_t *ll)
 {
 	struct rs_http_parser *p = P(ll);
 
 	if (ll->http_major != 1 || ll->http_minor > 1)
 		return fail(p, 505);
+	/* No tunnels here; refusing it also keeps llhttp from taking the rest
+	 * of the connection as tunnel bytes. */
+	if (ll->method == HTTP_CONNECT)
+		return fail(p, 501);
+	/* RFC 9112 3.2: a request without Host (HTTP/1.1) or with more than one
+	 * gets 400. */
+	if (p->n_host > 1 || (ll->http_minor == 1 && p->n_host != 1))
+		return fail(p, 400);
 	if ((ll->flags & F_CONTENT_LENGTH) && ll->content_length > p->lim->max_body)
 		return fail(p, 413);
 	p->head_done = true;
+	if (p->want_heads &&
+	    ((ll->flags & F_CHUNKED) || ((ll->flags & F_CONTENT_LENGTH) && ll->content_length))) {
+		/* Hand the head out before any body byte is parsed. */
+		p->at_head = true;
+		return HPE_PAUSED;
+	}
+	return 0;
+}
+
+/* llhttp holds the chunk's announced size in content_length: a chunk that
+ * alone passes the limit is refused now, not after waiting for its data. */
+static int on_chunk_header(llhttp_t *ll)
+{
+	struct rs_http_parser *p = P(ll);
+
+	if (ll->content_length > p->lim->max_body - p->body.len)
+		return fail(p, 413);
 	return 0;
 }
 
@@ -137,11 +191,13 @@ static void settings_init(void)
 {
 	llhttp_settings_init(&settings);
 	settings.on_url = on_url;
+	settings.on_version_complete = on_version_complete;
 	settings.on_header_field = on_header_field;
 	settings.on_header_value = on_header_value;
 	settings.on_header_value_complete = on_header_value_complete;
 	settings.on_headers_complete = on_headers_complete;
 	settings.on_body = on_body;
+	settings.on_chunk_header = on_chunk_header;
 	settings.on_message_complete = on_message_complete;
 }
 
@@ -155,7 +211,8 @@ static void reset_message(struct rs_http_parser *p)
 	p->n_hdrs = 0;
 	p->body_w = 0;
 	p->hdr_start = 0;
-	p->complete = p->in_value = p->head_done = false;
+	p->n_host = 0;
+	p->complete = p->in_value = p->head_done = p->at_head = false;
 }
 
 void rs_http_parser_init(struct rs_http_parser *p, const struct rs_http_limits *lim)
@@ -232,6 +289,10 @@ static void build_request(struct rs_http_parser *p)
 		h->name = (const char *)p->buf + n.off;
 		h->name_len = n.len;
 		h->value = v.len ? (const char *)p->buf + v.off : "";
+		/* RFC 9110 5.5: the value excludes the whitespace around it;
+		 * llhttp drops the leading part only. */
+		while (v.len && (h->value[v.len - 1] == ' ' || h->value[v.len - 1] == '\t'))
+			v.len--;
 		h->value_len = v.len;
 	}
 	r->n_headers = p->n_hdrs;
@@ -239,6 +300,7 @@ static void build_request(struct rs_http_parser *p)
 	r->body_len = p->body.len;
 	r->keep_alive = llhttp_should_keep_alive(&p->ll);
 	r->upgrade = p->ll.upgrade;
+	r->body_pending = p->at_head;
 }
 
 static int map_error(struct rs_http_parser *p, llhttp_errno_t e)
@@ -266,7 +328,7 @@ int rs_http_parser_feed(struct rs_http_parser *p, const uint8_t *data, size_t le
 	*status = 0;
 	if (p->status)
 		goto out_error;
-	if (p->complete)
+	if (p->complete || p->at_head)
 		return 0;
 	take = RS_MIN(len, max_buffer(p) - p->len);
 	if (!take && p->parsed == p->len)
@@ -291,7 +353,7 @@ int rs_http_parser_feed(struct rs_http_parser *p, const uint8_t *data, size_t le
 			goto out_error;
 		}
 	}
-	if (p->complete) {
+	if (p->complete || p->at_head) {
 		build_request(p);
 		*req = &p->req;
 	} else if (!p->head_done && p->len > head_limit(p)) {
@@ -312,20 +374,31 @@ void rs_http_parser_next(struct rs_http_parser *p)
 {
 	size_t rest = p->len - p->parsed;
 
+	if (p->at_head) {
+		p->at_head = false;
+		memset(&p->req, 0, sizeof(p->req));
+		llhttp_resume(&p->ll);
+		return;
+	}
 	if (!p->complete)
 		return;
-	if (p->req.upgrade) {
-		/* Nothing after an upgrade is HTTP; the caller took the connection. */
-		rest = 0;
-	}
+	/* A caller that took the connection over for an upgrade never comes
+	 * here; one that did not (Upgrade: h2c on a plain route) goes on with
+	 * HTTP, so the pipelined bytes stay. Every message starts from a fresh
+	 * llhttp state: a resumed one would stop again at the upgrade. */
 	if (rest)
 		memmove(p->buf, p->buf + p->parsed, rest);
 	p->len = rest;
 	p->parsed = 0;
 	reset_message(p);
-	llhttp_resume(&p->ll);
+	llhttp_reset(&p->ll);
 	if (!rest)
 		rs_http_parser_release(p);
+}
+
+void rs_http_parser_want_heads(struct rs_http_parser *p, bool on)
+{
+	p->want_heads = on;
 }
 
 bool rs_http_parser_idle(const struct rs_http_parser *p)

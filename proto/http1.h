@@ -39,7 +39,10 @@ struct rs_http_req {
 	const uint8_t *body;
 	size_t body_len;
 	bool keep_alive;
-	bool upgrade; /* the bytes after the head are not HTTP */
+	bool upgrade; /* asks to switch protocols (Upgrade + Connection: upgrade) */
+	/* Only the head has been read; the body follows (see
+	 * rs_http_parser_want_heads). <body> is NULL. */
+	bool body_pending;
 };
 
 struct rs_http_span {
@@ -56,8 +59,10 @@ struct rs_http_parser {
 	size_t n_hdrs;
 	size_t body_w;    /* compaction cursor for chunked bodies */
 	size_t hdr_start; /* offset of the first header field */
+	unsigned n_host;  /* Host fields seen (RFC 9112 3.2: exactly one) */
 	int status;    /* error status set by a callback */
 	bool complete, in_value, head_done;
+	bool want_heads, at_head; /* hand out heads before bodies; one is out */
 	struct rs_http_req req;
 };
 
@@ -69,13 +74,25 @@ void rs_http_parser_release(struct rs_http_parser *p);
  * already buffered). Sets *req when a whole request is ready; then call
  * rs_http_parser_next() before feeding again. On a malformed or over-limit
  * request returns RS_PARSE_ERROR with *status = 400, 413, 414, 431, 501 or
- * 505; the parser then refuses everything. */
+ * 505; the parser then refuses everything. Beyond llhttp's grammar it
+ * refuses (RFC 9110/9112): whitespace between a field name and its colon,
+ * an empty field name, obs-fold line folding, a missing (HTTP/1.1) or
+ * repeated Host field (400); CONNECT (501: no tunnels here); a chunk whose
+ * announced size alone passes max_body (413 from its size line). */
 int rs_http_parser_feed(struct rs_http_parser *p, const uint8_t *data, size_t len,
 			struct rs_http_req **req, int *status);
 
 /* Done with the current request: keep pipelined bytes, free the buffer when
- * nothing is left. */
+ * nothing is left. Also for an upgrade request that was not upgraded: the
+ * bytes after it are parsed as HTTP again (RFC 9110 7.8 lets a server ignore
+ * Upgrade). After a head (req->body_pending), go on reading its body. */
 void rs_http_parser_next(struct rs_http_parser *p);
+
+/* With <on>, a request with a body is handed out twice: first its head alone
+ * (req->body_pending, before any body byte is parsed), so the caller can
+ * refuse it (401) or answer Expect: 100-continue; then, after
+ * rs_http_parser_next(), the whole request. Set after rs_http_parser_init. */
+void rs_http_parser_want_heads(struct rs_http_parser *p, bool on);
 
 /* No partial request is buffered. */
 bool rs_http_parser_idle(const struct rs_http_parser *p);

@@ -1,6 +1,8 @@
 #include "core/common.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <sys/random.h>
 
 #include "core/addr.h"
 #include "core/log.h"
@@ -16,8 +18,164 @@ struct rs_http_conn {
 	const uint8_t *in_rest; /* unfed bytes of the current receive, for upgrades */
 	size_t in_rest_len;
 	bool responded, close_after, upgraded, timer_is_header;
+	bool at_head;	   /* the current request's body is still unread */
+	bool peer_pending; /* the per-client limit is not checked yet */
+	bool counted;	   /* holds one of its client's connections */
+	uint64_t accepted_ms;
 	unsigned route;
 };
+
+/* --- connections per client ---
+ *
+ * A sharded hash of client address -> open connections, shared by the
+ * workers. Accept and close of an HTTP connection take one shard's lock;
+ * the relay path never does. Entries exist only while a client has a
+ * connection, so memory follows the open connections. */
+
+/* How long an idle connection may still bring a request once the server
+ * stops (see on_stop). */
+#define STOP_GRACE_MS 250
+
+#define CLIENT_SHARDS  64
+#define CLIENT_BUCKETS 64
+
+struct client_ent {
+	struct client_ent *next;
+	uint8_t key[9]; /* family, then 4 (IPv4) or 8 (an IPv6 /64) bytes */
+	uint32_t n;
+};
+
+struct rs_http_clients {
+	uint64_t seed; /* keyed hash: a client cannot aim at one chain */
+	struct {
+		pthread_mutex_t mu;
+		struct client_ent *b[CLIENT_BUCKETS];
+	} s[CLIENT_SHARDS];
+};
+
+struct rs_http_clients *rs_http_clients_new(void)
+{
+	struct rs_http_clients *cl = rs_xcalloc(1, sizeof(*cl));
+
+	if (getrandom(&cl->seed, sizeof(cl->seed), 0) != sizeof(cl->seed))
+		cl->seed = (uint64_t)(uintptr_t)cl ^ rs_now_ms();
+	for (size_t i = 0; i < CLIENT_SHARDS; i++)
+		pthread_mutex_init(&cl->s[i].mu, NULL);
+	return cl;
+}
+
+void rs_http_clients_free(struct rs_http_clients *cl)
+{
+	if (!cl)
+		return;
+	for (size_t i = 0; i < CLIENT_SHARDS; i++) {
+		for (size_t j = 0; j < CLIENT_BUCKETS; j++) {
+			struct client_ent *e = cl->s[i].b[j], *n;
+
+			for (; e; e = n) {
+				n = e->next;
+				free(e);
+			}
+		}
+		pthread_mutex_destroy(&cl->s[i].mu);
+	}
+	free(cl);
+}
+
+/* IPv4 (also when mapped into IPv6) by address, IPv6 by its /64: one
+ * subscriber gets a whole /64. False for a family we cannot tell apart. */
+static bool client_key(const struct sockaddr *sa, uint8_t key[9])
+{
+	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	memset(key, 0, 9);
+	if (sa->sa_family == AF_INET) {
+		key[0] = 4;
+		memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return true;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+
+		if (!memcmp(a, mapped, sizeof(mapped))) {
+			key[0] = 4;
+			memcpy(key + 1, a + 12, 4);
+		} else {
+			key[0] = 6;
+			memcpy(key + 1, a, 8);
+		}
+		return true;
+	}
+	return false;
+}
+
+static uint64_t client_hash(const struct rs_http_clients *cl, const uint8_t key[9])
+{
+	uint64_t h = 0xcbf29ce484222325ull ^ cl->seed;
+
+	for (int i = 0; i < 9; i++)
+		h = (h ^ key[i]) * 0x100000001b3ull;
+	return h ^ (h >> 29);
+}
+
+/* Count one more connection of <sa>'s client: 0, or -EBUSY at <limit>. A
+ * client we cannot count (unknown family, no memory for its entry) is let
+ * through uncounted: *counted says which. */
+static int clients_acquire(struct rs_http_clients *cl, const struct sockaddr *sa, unsigned limit,
+			   bool *counted)
+{
+	uint8_t key[9];
+	uint64_t h;
+	struct client_ent **b, *e;
+	int ret = 0;
+
+	*counted = false;
+	if (!client_key(sa, key))
+		return 0;
+	h = client_hash(cl, key);
+	pthread_mutex_lock(&cl->s[h % CLIENT_SHARDS].mu);
+	b = &cl->s[h % CLIENT_SHARDS].b[(h / CLIENT_SHARDS) % CLIENT_BUCKETS];
+	for (e = *b; e && memcmp(e->key, key, sizeof(key)); e = e->next)
+		;
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		if (!e)
+			goto out_unlock;
+		memcpy(e->key, key, sizeof(key));
+		e->next = *b;
+		*b = e;
+	}
+	if (e->n >= limit) {
+		ret = -EBUSY;
+		goto out_unlock;
+	}
+	e->n++;
+	*counted = true;
+
+out_unlock:
+	pthread_mutex_unlock(&cl->s[h % CLIENT_SHARDS].mu);
+	return ret;
+}
+
+static void clients_release(struct rs_http_clients *cl, const struct sockaddr *sa)
+{
+	uint8_t key[9];
+	uint64_t h;
+	struct client_ent **pe, *e;
+
+	if (!client_key(sa, key))
+		return;
+	h = client_hash(cl, key);
+	pthread_mutex_lock(&cl->s[h % CLIENT_SHARDS].mu);
+	pe = &cl->s[h % CLIENT_SHARDS].b[(h / CLIENT_SHARDS) % CLIENT_BUCKETS];
+	for (; (e = *pe) && memcmp(e->key, key, sizeof(key)); pe = &e->next)
+		;
+	if (e && !--e->n) {
+		*pe = e->next;
+		free(e);
+	}
+	pthread_mutex_unlock(&cl->s[h % CLIENT_SHARDS].mu);
+}
 
 static void arm_timer(struct rs_http_conn *hc)
 {
@@ -55,8 +213,9 @@ static void send_response(struct rs_http_conn *hc, int status, const char *type,
 			  size_t len, const char *extra, bool is_static)
 {
 	char head[2048];
-	bool keep = !hc->close_after && !rs_worker_stopping(rs_conn_worker(hc->c)) &&
-		    (!hc->cur || hc->cur->keep_alive);
+	/* An answer to a head leaves its body unread in the stream: close. */
+	bool keep = !hc->close_after && !hc->at_head &&
+		    !rs_worker_stopping(rs_conn_worker(hc->c)) && (!hc->cur || hc->cur->keep_alive);
 	bool head_only = hc->cur && hc->cur->method == HTTP_HEAD;
 	int n, ret;
 
@@ -136,6 +295,9 @@ static void respond_protocol_error(struct rs_http_conn *hc, int status)
 	hc->cur = NULL;
 	hc->route = 0;
 	send_response(hc, status, "text/plain; charset=utf-8", body, (size_t)n, NULL, false);
+	/* The parser refuses everything from now on: free what it buffered
+	 * rather than hold it while the connection lingers. */
+	rs_http_parser_release(&hc->parser);
 }
 
 struct rs_conn *rs_http_upgrade(struct rs_http_conn *hc, const char *response, uint8_t **rest,
@@ -184,9 +346,66 @@ struct rs_http_server *rs_http_conn_server(struct rs_http_conn *hc)
 
 static void hc_free(struct rs_http_conn *hc)
 {
+	if (hc->counted)
+		clients_release(hc->srv->clients, rs_conn_peer(hc->c));
 	rs_timer_unlink(rs_worker_timers(rs_conn_worker(hc->c)), &hc->timer);
 	rs_http_parser_release(&hc->parser);
 	free(hc);
+}
+
+static bool over_client_limit(struct rs_http_conn *hc);
+
+/* The engine learns the peer's address from a socket command it submits
+ * with the accept (direct descriptors have no getpeername): it is known
+ * from the connection's first receive, or a tick after the accept for a
+ * client that sends nothing. The first of the two checks the per-client
+ * limit; true when the connection was refused. */
+static bool client_refused(struct rs_http_conn *hc)
+{
+	struct rs_worker *w = rs_conn_worker(hc->c);
+
+	if (!hc->peer_pending)
+		return false;
+	hc->peer_pending = false;
+	if (over_client_limit(hc))
+		return true;
+	/* The timer was the check's: it becomes the first request's deadline. */
+	hc->timer_is_header = true;
+	rs_timer_link(rs_worker_timers(w), &hc->timer,
+		      hc->accepted_ms + hc->srv->header_timeout_ms);
+	return false;
+}
+
+/* A request's head, its body not read yet: the server's on_head may refuse
+ * it (true: answered, the connection closes). Otherwise a client waiting
+ * for leave to send its body gets it (RFC 9110 10.1.1: 100 or the final
+ * status, at once; HTTP/1.0 clients do not know 100). */
+static bool head_answered(struct rs_http_conn *hc, const struct rs_http_req *req)
+{
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+	const struct rs_http_header *ex;
+
+	hc->cur = req;
+	hc->responded = false;
+	hc->route = 0;
+	hc->at_head = true;
+	if (hc->srv->on_head)
+		hc->srv->on_head(hc, req, hc->srv->arg);
+	hc->at_head = false;
+	hc->cur = NULL;
+	if (hc->responded) {
+		/* Nothing reads this request again: the part of its body that
+		 * came with the head is not held while the connection lingers. */
+		rs_http_parser_release(&hc->parser);
+		return true;
+	}
+	ex = rs_http_req_header(req, "Expect");
+	if (ex && req->minor == 1 && rs_http_header_has_token(ex, "100-continue") &&
+	    rs_conn_send_static(hc->c, cont, sizeof(cont) - 1)) {
+		rs_conn_close(hc->c, RS_CLOSE_NOMEM, ENOMEM);
+		return true;
+	}
+	return false;
 }
 
 static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t len)
@@ -194,6 +413,8 @@ static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t
 	struct rs_http_conn *hc = rs_conn_ctx(c);
 
 	(void)buf;
+	if (client_refused(hc))
+		return;
 	/* Feed until the parser has neither new bytes nor a buffered pipelined
 	 * request left: a feed of 0 bytes parses what is already buffered. */
 	while (!hc->close_after) {
@@ -215,6 +436,12 @@ static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t
 				return;
 			}
 			break;
+		}
+		if (req->body_pending) {
+			if (head_answered(hc, req))
+				return;
+			rs_http_parser_next(&hc->parser);
+			continue;
 		}
 		hc->cur = req;
 		hc->responded = false;
@@ -240,6 +467,26 @@ static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t
 		rs_conn_pause(c);
 }
 
+/* The client half-closed (shutdown(SHUT_WR): health checkers, nc -N). Every
+ * complete request it sent was answered by on_data (handlers answer at
+ * once); send those answers, then close. A partial request can never
+ * complete and is dropped. */
+static void on_eof(struct rs_conn *c)
+{
+	struct rs_http_conn *hc = rs_conn_ctx(c);
+
+	if (client_refused(hc))
+		return;
+	if (!rs_conn_queued(c)) {
+		/* Nothing left to say: free the slot now, not after a linger. */
+		rs_conn_close(c, RS_CLOSE_PEER_EOF, 0);
+		return;
+	}
+	rs_timer_unlink(rs_worker_timers(rs_conn_worker(c)), &hc->timer);
+	hc->close_after = true;
+	rs_conn_close_after_send(c);
+}
+
 static void on_drain(struct rs_conn *c)
 {
 	rs_conn_resume(c);
@@ -249,8 +496,15 @@ static void on_timeout(struct rs_timer *t)
 {
 	struct rs_http_conn *hc = rs_container_of(t, struct rs_http_conn, timer);
 
+	if (hc->peer_pending) {
+		client_refused(hc);
+		return;
+	}
 	if (rs_http_parser_idle(&hc->parser)) {
-		rs_conn_close(hc->c, RS_CLOSE_TIMEOUT, 0);
+		rs_conn_close(hc->c,
+			      rs_worker_stopping(rs_conn_worker(hc->c)) ? RS_CLOSE_SHUTDOWN
+									: RS_CLOSE_TIMEOUT,
+			      0);
 		return;
 	}
 	rs_debug("http", "request timeout");
@@ -262,9 +516,16 @@ static void on_stop(struct rs_conn *c)
 	struct rs_http_conn *hc = rs_conn_ctx(c);
 
 	/* Busy connections finish their request; its response then says
-	 * Connection: close because the worker is stopping. */
-	if (rs_http_parser_idle(&hc->parser) && !rs_conn_queued(c))
-		rs_conn_close(c, RS_CLOSE_SHUTDOWN, 0);
+	 * Connection: close because the worker is stopping. An idle one is
+	 * closed after a short grace rather than at once: bytes already on
+	 * their way when the stop came (the client cannot know) are a request
+	 * that gets its answer instead of a closed connection. */
+	if (rs_http_parser_idle(&hc->parser) && !rs_conn_queued(c)) {
+		hc->peer_pending = false; /* closing anyway: no need to count it */
+		hc->timer_is_header = false;
+		rs_timer_link(rs_worker_timers(rs_conn_worker(c)), &hc->timer,
+			      rs_worker_now(rs_conn_worker(c)) + STOP_GRACE_MS);
+	}
 }
 
 static void on_close(struct rs_conn *c, enum rs_close_reason why, int err)
@@ -276,10 +537,36 @@ static void on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 
 static const struct rs_conn_ops http_ops = {
 	.on_data = on_data,
+	.on_eof = on_eof,
 	.on_drain = on_drain,
 	.on_stop = on_stop,
 	.on_close = on_close,
 };
+
+static bool trusted(const struct rs_http_server *srv, const struct sockaddr *sa);
+
+/* Over its client's connection limit? Then answer 503 and close (TLS:
+ * close unanswered, counted all the same). */
+static bool over_client_limit(struct rs_http_conn *hc)
+{
+	struct rs_http_server *srv = hc->srv;
+	const struct sockaddr *peer = rs_conn_peer(hc->c);
+
+	if (!srv->clients || !srv->max_conns_per_client || trusted(srv, peer) ||
+	    !clients_acquire(srv->clients, peer, srv->max_conns_per_client, &hc->counted))
+		return false;
+	atomic_fetch_add_explicit((_Atomic uint64_t *)&srv->refused_per_client, 1,
+				  memory_order_relaxed);
+	if (rs_conn_filter_ctx(hc->c)) {
+		rs_conn_close(hc->c, RS_CLOSE_NORMAL, 0);
+	} else {
+		hc->close_after = true;
+		rs_http_respond_error(hc, 503, "too_many_connections",
+				      "too many connections from this client",
+				      "Retry-After: 1\r\n");
+	}
+	return true;
+}
 
 static struct rs_http_conn *accept_conn(struct rs_conn *c, struct rs_http_server *srv)
 {
@@ -293,13 +580,23 @@ static struct rs_http_conn *accept_conn(struct rs_conn *c, struct rs_http_server
 	hc->c = c;
 	hc->srv = srv;
 	rs_http_parser_init(&hc->parser, &srv->limits);
+	rs_http_parser_want_heads(&hc->parser, true);
 	rs_timer_init(&hc->timer, on_timeout);
 	rs_conn_set_ops(c, &http_ops, hc);
 	/* The first request (and the TLS handshake before it) must start and
 	 * finish within the header timeout. */
 	hc->timer_is_header = true;
-	rs_timer_link(rs_worker_timers(rs_conn_worker(c)), &hc->timer,
-		      rs_worker_now(rs_conn_worker(c)) + srv->header_timeout_ms);
+	hc->accepted_ms = rs_worker_now(rs_conn_worker(c));
+	if (srv->clients && srv->max_conns_per_client) {
+		/* Two ticks: never in this loop iteration, whose timers run
+		 * before the peer-name command is even submitted. */
+		hc->peer_pending = true;
+		rs_timer_link(rs_worker_timers(rs_conn_worker(c)), &hc->timer,
+			      hc->accepted_ms + 2 * RS_TIMER_TICK_MS);
+	} else {
+		rs_timer_link(rs_worker_timers(rs_conn_worker(c)), &hc->timer,
+			      hc->accepted_ms + srv->header_timeout_ms);
+	}
 	return hc;
 }
 

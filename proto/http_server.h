@@ -30,15 +30,38 @@ struct rs_http_server {
 	unsigned keepalive_timeout_ms;
 	rs_http_handler handler;
 	void *arg;
+	/* Optional: runs with the head of a request whose body has not been
+	 * read yet (req->body_pending). Answering here (a 401 from the
+	 * Authorization header) refuses the request before its body is read;
+	 * the connection then closes. Not answering reads the body (after a
+	 * 100 Continue when the client sent Expect: 100-continue) and then
+	 * <handler> runs as for any request. */
+	rs_http_handler on_head;
 	struct rs_tls_server *tls; /* for rs_https_on_accept */
 	const struct rs_cidr *trusted_proxies; /* their X-Forwarded-For is believed */
 	size_t n_trusted_proxies;
+	/* At most <max_conns_per_client> open HTTP connections per client
+	 * address (IPv6: per /64), counted across workers in <clients> (shared
+	 * by every server that points at it); 0 or no <clients>: no limit.
+	 * Peers in trusted_proxies are not limited (a balancer carries many
+	 * clients). Over the limit: 503 and close (TLS: closed unanswered, an
+	 * answer would need a handshake first), counted in
+	 * <refused_per_client>. A connection taken over by an upgrade stops
+	 * counting (consoles are bounded by their tokens). */
+	unsigned max_conns_per_client;
+	struct rs_http_clients *clients;
+	uint64_t refused_per_client;
 	/* Counters (per process; relaxed atomics: the HTTP/API path only, never
 	 * the console relay). Responses by route (set by the handler with
 	 * rs_http_set_route, 0 = unrouted) and status class 1xx..5xx. */
 	uint64_t requests, errors_by_status[6];
 	uint64_t by_route[RS_HTTP_MAX_ROUTES][6];
 };
+
+/* The per-client connection counts (thread-safe: accepts and closes on every
+ * worker update it under one of several locks, off the relay path). */
+struct rs_http_clients *rs_http_clients_new(void);
+void rs_http_clients_free(struct rs_http_clients *cl);
 
 /* rs_accept_fn for rs_engine_listen(); <arg> is a struct rs_http_server. */
 void rs_http_on_accept(struct rs_conn *c, void *arg);

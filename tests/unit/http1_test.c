@@ -151,11 +151,11 @@ static void test_limits_and_errors(void **st)
 		strcat(big, "A: b\r\n");
 	strcat(big, "\r\n");
 	expect_status(&SMALL, big, strlen(big), 431);
-	EXPECT_LIT(&SMALL, "POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n", 413);
-	snprintf(big, sizeof(big), "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n%01024d\r\n400\r\nxx", 0);
+	EXPECT_LIT(&SMALL, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n", 413);
+	snprintf(big, sizeof(big), "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n200\r\n%0512d\r\n200\r\n%0512d\r\n1\r\nxx", 0, 0);
 	expect_status(&SMALL, big, strlen(big), 413);
 	EXPECT_LIT(&LIM, "GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400);
-	EXPECT_LIT(&LIM, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400);
+	EXPECT_LIT(&LIM, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400);
 	EXPECT_LIT(&LIM, "GET / HTTP/2.0\r\n\r\n", 505);
 	EXPECT_LIT(&LIM, "BREW / HTTP/1.1\r\n\r\n", 400);
 	EXPECT_LIT(&LIM, "GET / HTTP/1.1\r\nX\x01: y\r\n\r\n", 400);
@@ -179,6 +179,124 @@ static void test_upgrade_keeps_following_bytes(void **st)
 	rs_http_parser_upgrade_rest(&p, &rest, &rest_len);
 	assert_int_equal(rest_len, 9);
 	assert_memory_equal(rest, "\x82\x85WSBYTES", 9);
+	rs_http_parser_release(&p);
+}
+
+/* RFC 9110/9112 rules llhttp 8 lets through (issue 15: the strict xfails of
+ * tests/integration/test_http.py). */
+static void test_rfc_field_rules(void **st)
+{
+	(void)st;
+	EXPECT_LIT(&LIM, "GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400);
+	EXPECT_LIT(&LIM, "GET / HTTP/1.1\r\nHost\t: x\r\n\r\n", 400);
+	EXPECT_LIT(&LIM, "GET / HTTP/1.1\r\nHost: x\r\n: x\r\n\r\n", 400);
+	EXPECT_LIT(&LIM, "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400);
+	EXPECT_LIT(&LIM, "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\tb\r\n\r\n", 400);
+	EXPECT_LIT(&LIM, "GET / HTTP/1.1\r\n\r\n", 400);
+	EXPECT_LIT(&LIM, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+	EXPECT_LIT(&LIM, "GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n", 400);
+	EXPECT_LIT(&LIM, "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 501);
+	/* the first half of an HTTP/2 preface is refused at once, not held
+	 * waiting for its "SM" part */
+	EXPECT_LIT(&LIM, "PRI * HTTP/2.0\r\n\r\n", 505);
+	/* a chunk's size line alone is enough for 413 */
+	EXPECT_LIT(&SMALL, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n", 413);
+}
+
+static void test_rfc_accepted_forms(void **st)
+{
+	const char *s = "GET / HTTP/1.0\r\n\r\n"
+			"GET / HTTP/1.1\r\nhOsT: x\r\nX-A: a b \t\r\nX-E:\r\n\r\n";
+	struct rs_http_parser p;
+	struct rs_http_req *r;
+	const struct rs_http_header *h;
+	int status;
+
+	(void)st;
+	rs_http_parser_init(&p, &LIM);
+	assert_int_equal(rs_http_parser_feed(&p, (const uint8_t *)s, strlen(s), &r, &status), (int)strlen(s));
+	assert_non_null(r); /* HTTP/1.0 needs no Host */
+	rs_http_parser_next(&p);
+	assert_int_equal(rs_http_parser_feed(&p, NULL, 0, &r, &status), 0);
+	assert_non_null(r);
+	h = rs_http_req_header(r, "x-a");
+	assert_non_null(h);
+	assert_int_equal(h->value_len, 3); /* trailing whitespace is not the value */
+	assert_memory_equal(h->value, "a b", 3);
+	assert_int_equal(rs_http_req_header(r, "x-e")->value_len, 0);
+	rs_http_parser_release(&p);
+}
+
+/* An Upgrade the server does not take (h2c on a plain route) leaves the
+ * connection HTTP: the pipelined request after it is parsed (issue 15 item 18). */
+static void test_upgrade_not_taken_keeps_pipelined(void **st)
+{
+	const char *s = "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+			"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+			"GET /second HTTP/1.1\r\nHost: a\r\n\r\n";
+	struct rs_http_parser p;
+	struct rs_http_req *r;
+	int status;
+
+	(void)st;
+	rs_http_parser_init(&p, &LIM);
+	assert_int_equal(rs_http_parser_feed(&p, (const uint8_t *)s, strlen(s), &r, &status), (int)strlen(s));
+	assert_non_null(r);
+	assert_true(r->upgrade);
+	rs_http_parser_next(&p);
+	assert_int_equal(rs_http_parser_feed(&p, NULL, 0, &r, &status), 0);
+	assert_non_null(r);
+	assert_int_equal(r->path_len, 7);
+	assert_memory_equal(r->path, "/second", 7);
+	assert_false(r->upgrade);
+	rs_http_parser_next(&p);
+	assert_true(rs_http_parser_idle(&p));
+	rs_http_parser_release(&p);
+}
+
+/* With heads wanted, a request with a body comes out first as its head, before
+ * any body byte is parsed (401 and Expect: 100-continue from the headers). */
+static void test_head_before_body(void **st)
+{
+	const char *h1 = "POST /api/v1/consoles HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n";
+	const char *s2 = "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+			 "2\r\nhi\r\n0\r\n\r\nGET /g HTTP/1.1\r\nHost: a\r\n\r\n";
+	struct rs_http_parser p;
+	struct rs_http_req *r;
+	int status;
+
+	(void)st;
+	rs_http_parser_init(&p, &LIM);
+	rs_http_parser_want_heads(&p, true);
+	assert_int_equal(rs_http_parser_feed(&p, (const uint8_t *)h1, strlen(h1), &r, &status), (int)strlen(h1));
+	assert_non_null(r);
+	assert_true(r->body_pending);
+	assert_null(r->body);
+	assert_non_null(rs_http_req_header(r, "content-length"));
+	/* the head stays out until the caller moves on */
+	assert_int_equal(rs_http_parser_feed(&p, (const uint8_t *)"ab", 2, &r, &status), 0);
+	assert_null(r);
+	rs_http_parser_next(&p);
+	assert_int_equal(rs_http_parser_feed(&p, (const uint8_t *)"abcde", 5, &r, &status), 5);
+	assert_non_null(r);
+	assert_false(r->body_pending);
+	assert_int_equal(r->body_len, 5);
+	assert_memory_equal(r->body, "abcde", 5);
+	rs_http_parser_next(&p);
+	assert_true(rs_http_parser_idle(&p));
+
+	assert_int_equal(rs_http_parser_feed(&p, (const uint8_t *)s2, strlen(s2), &r, &status), (int)strlen(s2));
+	assert_true(r && r->body_pending);
+	rs_http_parser_next(&p);
+	assert_int_equal(rs_http_parser_feed(&p, NULL, 0, &r, &status), 0);
+	assert_true(r && !r->body_pending && r->body_len == 2);
+	assert_memory_equal(r->body, "hi", 2);
+	rs_http_parser_next(&p);
+	/* no body: no head handed out alone */
+	assert_int_equal(rs_http_parser_feed(&p, NULL, 0, &r, &status), 0);
+	assert_true(r && !r->body_pending && r->path_len == 2);
+	rs_http_parser_next(&p);
+	assert_true(rs_http_parser_idle(&p));
 	rs_http_parser_release(&p);
 }
 
@@ -237,6 +355,10 @@ int main(void)
 		cmocka_unit_test(test_pipelining_three_in_one_feed),
 		cmocka_unit_test(test_limits_and_errors),
 		cmocka_unit_test(test_upgrade_keeps_following_bytes),
+		cmocka_unit_test(test_rfc_field_rules),
+		cmocka_unit_test(test_rfc_accepted_forms),
+		cmocka_unit_test(test_upgrade_not_taken_keeps_pipelined),
+		cmocka_unit_test(test_head_before_body),
 		cmocka_unit_test(test_garbage_before_guard_page),
 		cmocka_unit_test(test_format_head),
 	};
