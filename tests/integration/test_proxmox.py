@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, Xvnc, free_port
+from conftest import ROOT, TORTURE, Xvnc, free_port
 from fakes import RawWS
 
 SIM = os.path.join(ROOT, "tests/pvesim/pvesim.py")
@@ -45,6 +45,8 @@ class Sim:
                     {"vmid": 200, "type": "lxc", "node": "pve2", "status": "running"}],
             "legacy": legacy,
             "auth_delay_s": 0.2,
+            # The torture run: every answer in 1..16-byte TLS records.
+            "tls_record_split": bool(TORTURE),
         }
         conf.update(extra)
         self.legacy = legacy
