@@ -595,6 +595,12 @@ static void begin_linger(struct rs_conn *c)
 {
 	struct io_uring_sqe *sqe;
 
+	/* The peer already finished sending (a half-closed client): nothing
+	 * is left to discard, so close now rather than after the linger. */
+	if (c->flags & CF_EOF) {
+		rs_conn_close(c, c->why, c->err);
+		return;
+	}
 	c->flags |= CF_LINGER;
 	sqe = conn_sqe(c, OP_SHUTDOWN);
 	io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -407,6 +408,22 @@ def test_half_closed_requests_are_answered(daemon):
     assert out.count(b"HTTP/1.1 ") == 3 and out.index(b" 404 ") > out.index(b" 200 ")
     # a partial request at EOF can never complete: closed, no answer, no hang
     assert half_closed_exchange(daemon.port, b"GET /healthz HTTP/1.1\r\nHo") == b""
+    # a half-closed connection is released as soon as its answer is out,
+    # not after the 2 s linger kept for peers that may still be sending (a
+    # large answer is still queued when the request is handled)
+    big = get("/static/console-vnc.js").encode()
+    for _ in range(3):
+        assert half_closed_exchange(daemon.port, big).startswith(b"HTTP/1.1 200 ")
+    deadline = time.monotonic() + 1.2
+    while True:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % daemon.metrics_port,
+                                    timeout=5) as r:
+            open_now = [ln for ln in r.read().decode().splitlines()
+                        if ln.startswith("ringside_connections_open ")]
+        if open_now == ["ringside_connections_open 1"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert open_now == ["ringside_connections_open 1"]  # the scrape itself
 
 
 @pytest.mark.parametrize("upgrade", [
