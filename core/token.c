@@ -356,6 +356,10 @@ static struct rs_console_spec *take(struct rs_token_table *t, struct slot *s, ui
 	atomic_store_explicit(&s->word, WORD(SLOT_EMPTY, WORD_GEN(word) + 1),
 			      memory_order_release);
 	atomic_fetch_sub(&t->live, 1);
+	/* The link left the table (consumed, revoked or expired): its key may
+	 * issue another. */
+	if (spec && spec->usage)
+		atomic_fetch_sub_explicit(&spec->usage->pending, 1, memory_order_relaxed);
 	return spec;
 }
 

@@ -67,7 +67,9 @@ uint64_t rs_token_next_expiry(struct rs_token_table *t);
  * the table owns <spec> and <out> holds the NUL-terminated text form.
  * Returns 0; -ENOSPC when <capacity> tokens are live; -EINVAL when <spec> is
  * NULL or binds an address that is neither AF_INET nor AF_INET6; or the
- * error of getrandom. On failure <spec> is still the caller's. */
+ * error of getrandom. On failure <spec> is still the caller's. A spec with a
+ * <usage> must hold one unit of usage->pending (the caller took it): the
+ * table gives it back when the token is consumed, revoked or expires. */
 int rs_token_issue(struct rs_token_table *t, struct rs_console_spec *spec, uint32_t ttl_ms,
 		   char out[RS_TOKEN_TEXT + 1]);
 

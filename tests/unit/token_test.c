@@ -708,6 +708,50 @@ static void test_concurrent_stress(void **st)
 		      (long)n_full);
 }
 
+/* A key's pending count (item 11's per-key limit) goes down whichever way a
+ * link leaves the table: consumed, revoked, revoked by hash, expired on
+ * consume, swept; the console place is given back when the spec is freed. */
+static void test_key_usage_follows_the_link(void **st)
+{
+	struct rs_token_table *t = rs_token_table_new(16);
+	struct rs_key_usage u = {0};
+	struct rs_console_spec *s, *got;
+	uint8_t raw[5][16];
+	char hash[9];
+
+	(void)st;
+	rs_token_table_set_clock(t, fake_clock);
+	for (int i = 0; i < 5; i++) {
+		s = spec(NULL);
+		assert_true(rs_usage_take(&u.pending, 5));
+		s->usage = &u;
+		s->max_consoles = 1;
+		issue_raw(t, s, i == 4 ? 10 : 60000, raw[i]);
+	}
+	assert_false(rs_usage_take(&u.pending, 5)); /* the limit holds */
+	assert_int_equal(atomic_load(&u.pending), 5);
+	assert_int_equal(rs_token_consume(t, raw[0], NULL, &got), 0);
+	assert_int_equal(atomic_load(&u.pending), 4);
+	assert_true(rs_spec_open_console(got));
+	assert_int_equal(atomic_load(&u.consoles), 1);
+	assert_int_equal(rs_token_consume(t, raw[1], NULL, &s), 0);
+	assert_false(rs_spec_open_console(s)); /* max_consoles 1 */
+	assert_int_equal(atomic_load(&u.consoles), 1);
+	rs_spec_free(s); /* held no place: gives none back */
+	assert_int_equal(atomic_load(&u.consoles), 1);
+	rs_spec_free(got);
+	assert_int_equal(atomic_load(&u.consoles), 0);
+	assert_int_equal(rs_token_revoke(t, raw[2]), 0);
+	rs_log_hash(raw[3], 16, hash);
+	assert_int_equal(rs_token_revoke_hash(t, hash), 0);
+	assert_int_equal(atomic_load(&u.pending), 1);
+	fake_now += 1000;
+	assert_int_equal(rs_token_sweep(t, fake_now), 1);
+	assert_int_equal(atomic_load(&u.pending), 0);
+	assert_true(rs_usage_take(&u.pending, 0)); /* 0: unlimited */
+	rs_token_table_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -726,6 +770,7 @@ int main(void)
 		cmocka_unit_test(test_race_exactly_one_winner),
 		cmocka_unit_test(test_race_consume_against_revoke),
 		cmocka_unit_test(test_concurrent_stress),
+		cmocka_unit_test(test_key_usage_follows_the_link),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
