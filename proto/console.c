@@ -21,7 +21,7 @@ const char *const rs_console_cause_names[RS_CC__COUNT] = {
 	"target_protocol",  "target_reset",     "browser_protocol", "handshake_timeout",
 	"idle_timeout",     "upstream_auth",    "upstream_permission", "vm_not_found",
 	"vm_not_running",   "upstream_tls",     "upstream_unavailable", "upstream_protocol",
-	"nomem",
+	"nomem",            "key_consoles",
 };
 
 const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"token", "connect", "upstream_api",
@@ -1045,6 +1045,20 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 				      "this console link belongs to another client address", NULL);
 		return refuse(hc, cw, RS_CC_TOKEN_INVALID, 404, "token_invalid",
 			      "this console link has expired or was already used", NULL);
+	}
+	/* Per-key open-console limit, on the key's shared record (atomic, any
+	 * worker). The link is spent: the panel asks for a new one. */
+	if (!rs_spec_open_console(spec)) {
+		char hash[9];
+
+		rs_log_hash(raw, sizeof(raw), hash);
+		explicit_bzero(raw, sizeof(raw));
+		audit_rejected(env, (struct sockaddr *)&client, req, hash, RS_CC_KEY_CONSOLES);
+		rs_spec_free(spec);
+		return refuse(hc, cw, RS_CC_KEY_CONSOLES, 429, "key_console_limit",
+			      "too many consoles are open for this link's API key; close one and "
+			      "open a new link",
+			      NULL);
 	}
 	s = calloc(1, sizeof(*s));
 	if (s)

@@ -44,6 +44,7 @@ enum rs_console_cause {
 	RS_CC_UPSTREAM_UNAVAILABLE, /* every endpoint refused, failed or answered 5xx/595 */
 	RS_CC_UPSTREAM_PROTOCOL,  /* Proxmox answered something unexpected */
 	RS_CC_NOMEM,
+	RS_CC_KEY_CONSOLES,       /* refused: the link's API key has max_consoles open */
 	RS_CC__COUNT
 };
 extern const char *const rs_console_cause_names[RS_CC__COUNT];
