@@ -810,24 +810,18 @@ static const struct rs_conn_ops target_ops = {
 static int target_addr(const struct rs_console_spec *spec, struct sockaddr_storage *ss,
 		       socklen_t *len)
 {
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
 	const char *h = !strcmp(spec->host, "localhost") ? "127.0.0.1" : spec->host;
 
-	memset(ss, 0, sizeof(*ss));
-	if (inet_pton(AF_INET, h, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(spec->port);
-		*len = sizeof(*s4);
-		return 0;
+	if (rs_parse_ip(h, strlen(h), ss))
+		return -EINVAL;
+	if (ss->ss_family == AF_INET) {
+		((struct sockaddr_in *)ss)->sin_port = htons(spec->port);
+		*len = sizeof(struct sockaddr_in);
+	} else {
+		((struct sockaddr_in6 *)ss)->sin6_port = htons(spec->port);
+		*len = sizeof(struct sockaddr_in6);
 	}
-	if (inet_pton(AF_INET6, h, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(spec->port);
-		*len = sizeof(*s6);
-		return 0;
-	}
-	return -EINVAL;
+	return 0;
 }
 
 /* --- Proxmox upstream callbacks --- */
