@@ -81,6 +81,11 @@ struct rs_keyset *rs_keyset_new(const struct rs_config *cfg, const struct rs_key
 		k->allowed = k->own_allowed ? parse_cidrs(c->allowed_targets, c->n_allowed_targets)
 					    : parse_cidrs(cfg->allowed_targets, cfg->n_allowed_targets);
 		k->n_allowed = k->own_allowed ? c->n_allowed_targets : cfg->n_allowed_targets;
+		if (!k->n_allowed)
+			rs_info("api",
+				"API key '%s' has no allowed_targets: its plain VNC targets and "
+				"inline Proxmox hosts are refused (configured clusters are not)",
+				k->name);
 		for (size_t j = 0; prev && j < prev->n && !k->state; j++)
 			if (!strcmp(prev->keys[j].name, k->name))
 				k->state = prev->keys[j].state;

@@ -227,6 +227,7 @@ def test_no_allowed_targets_means_no_plain_targets(daemon_factory):
     st, _, b = consoles(d, KEYS[2]["key"], {"kind": "vnc", "host": "127.0.0.1", "port": 5900})
     assert st == 403 and b["error"]["code"] == "target_not_allowed"
     assert "API key 'k2'" in b["error"]["message"] and "allowed_targets" in b["error"]["message"]
+    assert "API key 'k2' has no allowed_targets" in d.logs()  # said at start, too
 
 
 # --- item 17: weak keys and failed authentications ---
