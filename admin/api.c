@@ -697,10 +697,11 @@ void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_h
 	rs_engine_stats(app->engine, &es);
 	append(&p, &left,
 	       "{\"tokens\":{\"live\":%llu,\"issued\":%llu,\"consumed\":%llu,\"expired\":%llu,"
-	       "\"revoked\":%llu,\"rejected\":%llu},",
+	       "\"revoked\":%llu,\"rejected\":%llu,\"returned\":%llu},",
 	       (unsigned long long)ts.live, (unsigned long long)ts.issued,
 	       (unsigned long long)ts.consumed, (unsigned long long)ts.expired,
-	       (unsigned long long)ts.revoked, (unsigned long long)ts.rejected);
+	       (unsigned long long)ts.revoked, (unsigned long long)ts.rejected,
+	       (unsigned long long)ts.returned);
 	append(&p, &left,
 	       "\"consoles\":{\"opened\":%llu,\"active\":%llu,\"bytes_to_target\":%llu,"
 	       "\"bytes_to_browser\":%llu,\"ports_total\":%llu,\"ports_in_use\":%llu,\"causes\":{",

@@ -1041,17 +1041,23 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 			      "this console link has expired or was already used", NULL);
 	}
 	/* Per-key open-console limit, on the key's shared record (atomic, any
-	 * worker). The link is spent: the panel asks for a new one. */
+	 * worker). The link goes back into the table: it works once a console
+	 * of that key has closed. */
 	if (!rs_spec_open_console(spec)) {
 		char hash[9];
+		bool kept;
 
 		rs_log_hash(raw, sizeof(raw), hash);
+		kept = !rs_token_return(env->tokens, raw, spec);
 		explicit_bzero(raw, sizeof(raw));
+		if (!kept)
+			rs_spec_free(spec);
 		audit_rejected(env, (struct sockaddr *)&client, req, hash, RS_CC_KEY_CONSOLES);
-		rs_spec_free(spec);
 		return refuse(hc, cw, RS_CC_KEY_CONSOLES, 429, "key_console_limit",
-			      "too many consoles are open for this link's API key; close one and "
-			      "open a new link",
+			      kept ? "too many consoles are open for this link's API key; close one "
+				     "and open this link again"
+				   : "too many consoles are open for this link's API key; close one "
+				     "and open a new link",
 			      NULL);
 	}
 	s = calloc(1, sizeof(*s));

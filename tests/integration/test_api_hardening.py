@@ -167,7 +167,7 @@ def test_per_key_open_console_limit(daemon_factory):
         n = int(second.head.lower().split("content-length: ")[1].split("\r\n")[0])
         err = json.loads(second._read(n))["error"]
         assert err["code"] == "key_console_limit", err
-        assert "too many consoles are open for this link's API key" in err["message"]
+        assert "close one and open this link again" in err["message"], err
         other = RawWS(d.port, "/ws/" + consoles(d, KEYS[1]["key"], body)[2]["token"])
         assert other.status == 101  # another key is not affected
         s = stats(d, KEYS[1]["key"])
@@ -181,7 +181,19 @@ def test_per_key_open_console_limit(daemon_factory):
             time.sleep(0.05)
         third = RawWS(d.port, "/ws/" + toks[2])
         assert third.status == 101, third.head  # the place was given back
+        again = RawWS(d.port, "/ws/" + toks[1])  # the refused link was kept: it works now
+        assert again.status == 429, again.head  # ... once a place is free
         third.close()
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            st, _, b = request(d, "GET", "/status", headers={"Authorization": KEYS[0]["key"]})
+            if b["total_sessions"] == 0:
+                break
+            time.sleep(0.05)
+        again = RawWS(d.port, "/ws/" + toks[1])
+        assert again.status == 101, again.head
+        again.close()
+        assert stats(d, KEYS[1]["key"])["tokens"]["returned"] == 2
         other.close()
     finally:
         target.stop()

@@ -752,6 +752,39 @@ static void test_key_usage_follows_the_link(void **st)
 	rs_token_table_free(t);
 }
 
+/* A consumer that may not use a link now puts it back: the same token works
+ * again until its original expiry, and its key counts it pending again. */
+static void test_return_keeps_the_link(void **st)
+{
+	struct rs_token_table *t = rs_token_table_new(16);
+	struct rs_key_usage u = {0};
+	struct rs_console_spec *s = spec("pw"), *got, *again;
+	uint8_t raw[16];
+
+	(void)st;
+	rs_token_table_set_clock(t, fake_clock);
+	assert_true(rs_usage_take(&u.pending, 1));
+	s->usage = &u;
+	s->expires_s = rs_wall_s() + 60;
+	issue_raw(t, s, 60000, raw);
+	assert_int_equal(rs_token_consume(t, raw, NULL, &got), 0);
+	assert_int_equal(atomic_load(&u.pending), 0);
+	assert_int_equal(rs_token_return(t, raw, got), 0);
+	assert_int_equal(atomic_load(&u.pending), 1);
+	assert_int_equal(stats(t).live, 1);
+	assert_int_equal(stats(t).returned, 1);
+	assert_int_equal(rs_token_peek(t, raw, NULL), 0);
+	assert_int_equal(rs_token_consume(t, raw, NULL, &again), 0);
+	assert_ptr_equal(again, got);
+	assert_string_equal(again->password, "pw");
+	/* an expired link does not come back */
+	again->expires_s = rs_wall_s() - 1;
+	assert_int_equal(rs_token_return(t, raw, again), -ENOENT);
+	assert_int_equal(stats(t).live, 0);
+	rs_spec_free(again);
+	rs_token_table_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -771,6 +804,7 @@ int main(void)
 		cmocka_unit_test(test_race_consume_against_revoke),
 		cmocka_unit_test(test_concurrent_stress),
 		cmocka_unit_test(test_key_usage_follows_the_link),
+		cmocka_unit_test(test_return_keeps_the_link),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
