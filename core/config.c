@@ -903,8 +903,11 @@ int rs_config_validate(struct rs_config *c, char *err, size_t errlen)
 			    "config: 'metrics_listen': '%s' is not host:port with a numeric address "
 			    "(\"\" disables metrics)",
 			    c->metrics_listen);
-	if (c->metrics_token && strlen(c->metrics_token) < 16)
-		return errf(err, errlen, "config: 'metrics_token': must be at least 16 characters");
+	if (c->metrics_token) {
+		ret = check_key("metrics_token", c->metrics_token, err, errlen);
+		if (ret)
+			return ret;
+	}
 	for (size_t i = 0; i < RS_ARRAY_SIZE(levels); i++)
 		level_ok |= !strcasecmp(c->log_level, levels[i]);
 	if (!level_ok)

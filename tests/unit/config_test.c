@@ -170,6 +170,9 @@ static void test_weak_keys_refused(void **st)
 		     "'authorization': must be at least 16 characters");
 	expect_error("{\"authorization\": \"changeme-changeme-changeme\"}",
 		     "'authorization': looks like a placeholder");
+	expect_error("{\"metrics_token\": \"replace-me-with-a-token\"}",
+		     "'metrics_token': looks like a placeholder");
+	expect_error("{\"metrics_token\": \"short\"}", "'metrics_token': must be at least 16");
 }
 
 /* Item 11 and 12's keys, and item 18's duplicate source addresses. */
