@@ -16,49 +16,91 @@
 #include "core/log.h"
 #include "core/token.h"
 
-struct bucket {
-	pthread_mutex_t lock; /* control plane only: one API request at a time per key */
+/* What one key has in use; <usage> is what specs point to. */
+struct rs_key_state {
+	struct rs_key_usage usage;
+	pthread_mutex_t lock; /* the rate bucket: control plane, one API request at a time */
 	double tokens;
 	uint64_t last_ms;
 };
 
-struct rs_api_limiter {
-	size_t n;
-	struct bucket b[];
+/* Failed authentications per client address: 64 sets of 4 ways, so a flood
+ * from many addresses evicts the least-failing entry of one set, never grows
+ * the table, and a single address is always remembered while it fails. */
+#define THROTTLE_SETS 64
+#define THROTTLE_WAYS 4
+struct throttle_entry {
+	uint64_t addr[2];
+	uint64_t window_start_ms;
+	unsigned failures;
 };
 
-static struct rs_api_limiter *limiter_new(size_t nkeys)
-{
-	struct rs_api_limiter *l = rs_xcalloc(1, sizeof(*l) + nkeys * sizeof(struct bucket));
+struct rs_auth_throttle {
+	pthread_mutex_t lock;
+	struct throttle_entry e[THROTTLE_SETS][THROTTLE_WAYS];
+};
 
-	l->n = nkeys;
-	for (size_t i = 0; i < nkeys; i++) {
-		pthread_mutex_init(&l->b[i].lock, NULL);
-		l->b[i].tokens = -1; /* full on first use */
-	}
-	return l;
+/* Counted here and shown by /api/v1/stats. */
+static _Atomic uint64_t auth_failures, auth_throttled, key_pending_refused, targets_refused;
+
+static struct rs_key_state *state_new(void)
+{
+	struct rs_key_state *st = rs_xcalloc(1, sizeof(*st));
+
+	pthread_mutex_init(&st->lock, NULL);
+	st->tokens = -1; /* full on first use */
+	return st;
 }
 
-static void limiter_free(struct rs_api_limiter *l)
+static struct rs_cidr *parse_cidrs(char **list, size_t n)
 {
-	if (!l)
-		return;
-	for (size_t i = 0; i < l->n; i++)
-		pthread_mutex_destroy(&l->b[i].lock);
-	free(l);
+	struct rs_cidr *c = rs_xcalloc(n + 1, sizeof(*c));
+
+	for (size_t i = 0; i < n; i++)
+		rs_parse_cidr(list[i], &c[i]); /* validated by the config */
+	return c;
 }
 
-struct rs_keyset *rs_keyset_new(const struct rs_api_key *keys, size_t n)
+struct rs_keyset *rs_keyset_new(const struct rs_config *cfg, const struct rs_keyset *prev)
 {
 	struct rs_keyset *ks = rs_xcalloc(1, sizeof(*ks));
 
-	ks->keys = rs_xcalloc(n, sizeof(*ks->keys));
-	ks->n = n;
-	for (size_t i = 0; i < n; i++) {
-		ks->keys[i].name = rs_xstrdup(keys[i].name);
-		ks->keys[i].key = rs_xstrdup(keys[i].key);
+	ks->keys = rs_xcalloc(cfg->n_api_keys + 1, sizeof(*ks->keys));
+	ks->n = cfg->n_api_keys;
+	for (size_t i = 0; i < ks->n; i++) {
+		const struct rs_api_key *c = &cfg->api_keys[i];
+		struct rs_keyset_key *k = &ks->keys[i];
+
+		k->name = rs_xstrdup(c->name);
+		k->key = rs_xstrdup(c->key);
+		k->max_pending = c->max_pending_set ? c->max_pending : cfg->api_max_pending_per_key;
+		k->max_consoles =
+		    c->max_consoles_set ? c->max_consoles : cfg->api_max_consoles_per_key;
+		k->admin = c->admin;
+		k->own_allowed = c->allowed_targets_set;
+		k->allowed = k->own_allowed ? parse_cidrs(c->allowed_targets, c->n_allowed_targets)
+					    : parse_cidrs(cfg->allowed_targets, cfg->n_allowed_targets);
+		k->n_allowed = k->own_allowed ? c->n_allowed_targets : cfg->n_allowed_targets;
+		if (!k->n_allowed)
+			rs_info("api",
+				"API key '%s' has no allowed_targets: its plain VNC targets and "
+				"inline Proxmox hosts are refused (configured clusters are not)",
+				k->name);
+		for (size_t j = 0; prev && j < prev->n && !k->state; j++)
+			if (!strcmp(prev->keys[j].name, k->name))
+				k->state = prev->keys[j].state;
+		if (!k->state) {
+			k->state = state_new();
+			k->owns_state = true;
+		}
 	}
-	ks->limiter = limiter_new(n);
+	if (prev) {
+		ks->throttle = prev->throttle;
+	} else {
+		ks->throttle = rs_xcalloc(1, sizeof(*ks->throttle));
+		pthread_mutex_init(&ks->throttle->lock, NULL);
+		ks->owns_throttle = true;
+	}
 	return ks;
 }
 
@@ -68,20 +110,31 @@ void rs_keyset_free(struct rs_keyset *ks)
 		struct rs_keyset *next = ks->retired;
 
 		for (size_t i = 0; i < ks->n; i++) {
-			explicit_bzero(ks->keys[i].key, strlen(ks->keys[i].key));
-			free(ks->keys[i].key);
-			free(ks->keys[i].name);
+			struct rs_keyset_key *k = &ks->keys[i];
+
+			explicit_bzero(k->key, strlen(k->key));
+			free(k->key);
+			free(k->name);
+			free(k->allowed);
+			if (k->owns_state) {
+				pthread_mutex_destroy(&k->state->lock);
+				free(k->state);
+			}
 		}
 		free(ks->keys);
-		limiter_free(ks->limiter);
+		if (ks->owns_throttle) {
+			pthread_mutex_destroy(&ks->throttle->lock);
+			free(ks->throttle);
+		}
 		free(ks);
 		ks = next;
 	}
 }
 
-static bool rate_ok(struct rs_api_limiter *l, size_t key, unsigned rate, unsigned burst)
+bool rs_api_rate_ok(struct rs_app *app, const struct rs_keyset *ks, int key)
 {
-	struct bucket *b = &l->b[key];
+	struct rs_key_state *b = ks->keys[key].state;
+	unsigned rate = app->cfg->api_rate_per_s, burst = app->cfg->api_rate_burst;
 	uint64_t now = rs_now_ms();
 	bool ok;
 
@@ -100,6 +153,90 @@ static bool rate_ok(struct rs_api_limiter *l, size_t key, unsigned rate, unsigne
 		b->tokens -= 1.0;
 	pthread_mutex_unlock(&b->lock);
 	return ok;
+}
+
+unsigned rs_api_key_pending(const struct rs_keyset *ks, int key)
+{
+	return atomic_load(&ks->keys[key].state->usage.pending);
+}
+
+/* An address as two words, IPv4 mapped into IPv6 (one client, one entry). */
+static void addr_words(const struct sockaddr_storage *ss, uint64_t w[2])
+{
+	uint8_t b[16] = {0};
+
+	if (ss->ss_family == AF_INET) {
+		b[10] = b[11] = 0xff;
+		memcpy(b + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+	} else if (ss->ss_family == AF_INET6) {
+		memcpy(b, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+	}
+	memcpy(w, b, 16);
+}
+
+/* The entry of <w> in its set, or (with <create>) a new one in place of an
+ * expired or the least-failing entry. Called with the lock held. */
+static struct throttle_entry *throttle_find(struct rs_auth_throttle *t, const uint64_t w[2],
+					    uint64_t now, uint64_t window_ms, bool create)
+{
+	uint64_t h = (w[0] ^ w[1]) * 0x9e3779b97f4a7c15ull;
+	struct throttle_entry *set = t->e[h >> 58], *victim = &set[0];
+
+	for (unsigned i = 0; i < THROTTLE_WAYS; i++) {
+		struct throttle_entry *e = &set[i];
+
+		if (e->failures && now - e->window_start_ms >= window_ms)
+			e->failures = 0; /* the window passed: forget */
+		if (e->failures && e->addr[0] == w[0] && e->addr[1] == w[1])
+			return e;
+		if (e->failures < victim->failures)
+			victim = e;
+	}
+	if (!create)
+		return NULL;
+	victim->addr[0] = w[0];
+	victim->addr[1] = w[1];
+	victim->window_start_ms = now;
+	victim->failures = 0;
+	return victim;
+}
+
+int rs_api_auth(struct rs_app *app, const struct rs_keyset *ks, struct rs_http_conn *hc,
+		const struct rs_http_req *req, bool raw, unsigned *retry_s)
+{
+	unsigned limit = app->cfg->api_auth_fail_limit;
+	uint64_t window_ms = (uint64_t)app->cfg->api_auth_fail_window_s * 1000, now, w[2];
+	struct sockaddr_storage client;
+	struct throttle_entry *e;
+	int key;
+
+	*retry_s = 0;
+	if (!limit)
+		goto check;
+	rs_http_client_addr(hc, req, &client);
+	addr_words(&client, w);
+	now = rs_now_ms();
+	pthread_mutex_lock(&ks->throttle->lock);
+	e = throttle_find(ks->throttle, w, now, window_ms, false);
+	if (e && e->failures >= limit) {
+		*retry_s = (unsigned)((e->window_start_ms + window_ms - now + 999) / 1000);
+		pthread_mutex_unlock(&ks->throttle->lock);
+		atomic_fetch_add(&auth_throttled, 1);
+		return RS_AUTH_THROTTLED;
+	}
+	pthread_mutex_unlock(&ks->throttle->lock);
+check:
+	key = rs_api_authenticate(ks, req, raw);
+	if (key >= 0)
+		return key;
+	atomic_fetch_add(&auth_failures, 1);
+	if (limit) {
+		pthread_mutex_lock(&ks->throttle->lock);
+		e = throttle_find(ks->throttle, w, now, window_ms, true);
+		e->failures++;
+		pthread_mutex_unlock(&ks->throttle->lock);
+	}
+	return RS_AUTH_FAILED;
 }
 
 static int fail(struct rs_api_error *e, int status, const char *code, const char *fmt, ...)
@@ -130,11 +267,9 @@ static bool printable(const char *s, size_t max)
  * worker, and a console API names machines by address anyway. */
 static bool valid_host(const char *h)
 {
-	struct in6_addr a6;
-	struct in_addr a4;
+	struct sockaddr_storage ss;
 
-	return !strcmp(h, "localhost") || inet_pton(AF_INET, h, &a4) == 1 ||
-	       inet_pton(AF_INET6, h, &a6) == 1;
+	return !strcmp(h, "localhost") || !rs_parse_ip(h, strlen(h), &ss);
 }
 
 static bool valid_node(const char *n)
@@ -353,14 +488,34 @@ int rs_api_authenticate(const struct rs_keyset *ks, const struct rs_http_req *re
 	return found;
 }
 
-/* The head of a request with a body, before the body is read (the HTTP
- * server's on_head): without a valid key the answer is 401 now, so an
- * unauthenticated client cannot make ringside buffer a body. */
-void rs_api_check_head(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
+/* rs_api_auth answering 401 / 429 in this API's shape. */
+static int auth_or_answer(struct rs_app *app, const struct rs_keyset *ks, struct rs_http_conn *hc,
+			  const struct rs_http_req *req)
 {
-	if (rs_api_authenticate(atomic_load(&app->keys), req, false) < 0)
+	unsigned retry;
+	char hdr[48];
+	int key = rs_api_auth(app, ks, hc, req, false, &retry);
+
+	if (key == RS_AUTH_THROTTLED) {
+		snprintf(hdr, sizeof(hdr), "Retry-After: %u\r\n", retry);
+		rs_http_respond_error(hc, 429, "auth_throttled",
+				      "too many failed authentications from this address; retry "
+				      "later",
+				      hdr);
+	} else if (key < 0) {
 		rs_http_respond_error(hc, 401, "unauthorized", "missing or invalid API key",
 				      "WWW-Authenticate: Bearer\r\n");
+	}
+	return key;
+}
+
+/* The head of a request with a body, before the body is read (the HTTP
+ * server's on_head): without a valid key the answer is 401 (or 429 while the
+ * address is throttled) now, so an unauthenticated client cannot make
+ * ringside buffer a body. */
+void rs_api_check_head(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
+{
+	(void)auth_or_answer(app, atomic_load(&app->keys), hc, req);
 }
 
 static void format_time(int64_t t, char out[32])
@@ -372,15 +527,59 @@ static void format_time(int64_t t, char out[32])
 	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, struct rs_console_spec *spec,
-		 const char *key_name, char token[])
+/* Plain VNC targets and inline Proxmox hosts are addresses the key holder
+ * chose: they must fall in the key's target list, checked here at issue time
+ * so a key holder learns nothing about a disallowed address (no connect is
+ * ever tried, so refused, timed out and open all look the same: 403). */
+static int check_target(const struct rs_keyset_key *k, const struct rs_console_spec *spec,
+			struct rs_api_error *e)
 {
+	struct sockaddr_storage ss;
+	const char *host = spec->host;
+
+	if (spec->kind != RS_CONSOLE_VNC && spec->cluster)
+		return 0; /* a configured cluster: the operator's own endpoints */
+	if (!host || (strcmp(host, "localhost") ? rs_parse_ip(host, strlen(host), &ss)
+						: rs_parse_ip("127.0.0.1", 9, &ss)))
+		return fail(e, 400, "invalid_field", "the target must be an IP address");
+	if (rs_addr_allowed(k->allowed, k->n_allowed, (struct sockaddr *)&ss))
+		return 0;
+	atomic_fetch_add(&targets_refused, 1);
+	if (!k->n_allowed)
+		return fail(e, 403, "target_not_allowed",
+			    "API key '%s' may not open consoles on addresses: no allowed_targets "
+			    "are configured%s",
+			    k->name, k->own_allowed ? " for this key" : "");
+	return fail(e, 403, "target_not_allowed",
+		    "the target is outside the allowed_targets of API key '%s'", k->name);
+}
+
+int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, const struct rs_keyset *ks,
+		 int key, struct rs_console_spec *spec, char token[], struct rs_api_error *e)
+{
+	const struct rs_keyset_key *k = &ks->keys[key];
 	char hash[9], target[300], label[260], client[48];
 	const char *kind;
 	uint8_t raw[16];
 	uint32_t ttl;
+	int ret;
 
-	spec->api_key_name = strdup(key_name);
+	ret = check_target(k, spec, e);
+	if (ret)
+		goto out_free;
+	if (!rs_usage_take(&k->state->usage.pending, k->max_pending)) {
+		atomic_fetch_add(&key_pending_refused, 1);
+		ret = fail(e, 429, "key_pending_limit",
+			   "API key '%s' has %u pending console links (its max_pending); wait "
+			   "until some are used or expire, or revoke some",
+			   k->name, k->max_pending);
+		goto out_free;
+	}
+	/* From here the spec holds one pending unit: the token table gives it
+	 * back when the link leaves it; a failed issue gives it back below. */
+	spec->usage = &k->state->usage;
+	spec->max_consoles = k->max_consoles;
+	spec->api_key_name = strdup(k->name);
 	spec->created_s = rs_wall_s();
 	spec->expires_s = spec->created_s + spec->ttl_s;
 	if (spec->kind == RS_CONSOLE_VNC || !spec->cluster)
@@ -393,28 +592,40 @@ int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, struct rs_console_
 										      : "pve-term";
 	snprintf(label, sizeof(label), "%s", spec->label ? spec->label : "");
 	ttl = spec->ttl_s;
-	if (rs_token_issue(app->tokens, spec, ttl * 1000u, token)) {
-		rs_spec_free(spec);
-		rs_http_respond_error(hc, 503, "token_table_full",
-				      "too many pending console links; retry later", NULL);
-		return -ENOSPC;
+	ret = rs_token_issue(app->tokens, spec, ttl * 1000u, token);
+	if (ret) {
+		atomic_fetch_sub(&k->state->usage.pending, 1);
+		if (ret == -ENOSPC)
+			fail(e, 503, "token_table_full",
+			     "too many pending console links; retry later");
+		else if (ret == -EINVAL)
+			fail(e, 400, "invalid_request",
+			     "the console request cannot be issued (invalid client address)");
+		else
+			fail(e, 503, "issue_failed", "the link could not be issued (%s); retry",
+			     strerror(-ret));
+		goto out_free;
 	}
 	/* <spec> now belongs to the table: only the copies above are used. */
 	rs_token_parse(token, RS_TOKEN_TEXT, raw);
 	rs_log_hash(raw, sizeof(raw), hash);
 	explicit_bzero(raw, sizeof(raw));
-	rs_info("api", "token.issued key=%s token=%s target=%s:%s ttl=%u label=%s", key_name,
-		hash, kind, target, ttl, rs_log_q(label));
+	rs_info("api", "token.issued key=%s token=%s target=%s:%s ttl=%u label=%s", k->name, hash,
+		kind, target, ttl, rs_log_q(label));
 	rs_conn_peer_str(rs_http_conn_conn(hc), client, sizeof(client));
 	rs_audit_emit(app->audit, "token.issued",
 		      json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "token", hash, "api_key",
-				key_name, "label", label, "kind", kind, "target", target, "ttl",
+				k->name, "label", label, "kind", kind, "target", target, "ttl",
 				(int)ttl, "api_client", client));
 	return 0;
+out_free:
+	spec->usage = NULL; /* rs_spec_free must not give back what was not taken */
+	rs_spec_free(spec);
+	return ret < 0 ? ret : -EINVAL;
 }
 
 static void create_console(struct rs_app *app, struct rs_http_conn *hc,
-			   const struct rs_http_req *req, const char *key_name)
+			   const struct rs_http_req *req, const struct rs_keyset *ks, int key)
 {
 	const struct rs_http_header *ct = rs_http_req_header(req, "Content-Type");
 	struct rs_console_spec *spec;
@@ -432,8 +643,9 @@ static void create_console(struct rs_app *app, struct rs_http_conn *hc,
 	if (rs_api_parse_console(app->cfg, req->body, req->body_len, &spec, &e))
 		return rs_http_respond_error(hc, e.status, e.code, e.message, NULL);
 	ttl = spec->ttl_s;
-	if (rs_api_issue(app, hc, spec, key_name, token))
-		return;
+	if (rs_api_issue(app, hc, ks, key, spec, token, &e))
+		return rs_http_respond_error(hc, e.status, e.code, e.message,
+					     e.status == 429 ? "Retry-After: 1\r\n" : NULL);
 	format_time(rs_wall_s() + ttl, expires);
 	n = snprintf(body, sizeof(body),
 		     "{\"token\":\"%s\",\"url\":\"%s/console/%s\",\"expires_at\":\"%s\","
@@ -487,18 +699,18 @@ void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_h
 	if (!(req->method == HTTP_GET || req->method == HTTP_HEAD))
 		return rs_http_respond_error(hc, 405, "method_not_allowed", "use GET",
 					     "Allow: GET, HEAD\r\n");
-	if (rs_api_authenticate(atomic_load(&app->keys), req, false) < 0)
-		return rs_http_respond_error(hc, 401, "unauthorized", "missing or invalid API key",
-					     "WWW-Authenticate: Bearer\r\n");
+	if (auth_or_answer(app, atomic_load(&app->keys), hc, req) < 0)
+		return;
 	rs_token_stats_get(app->tokens, &ts);
 	rs_console_stats(app->engine, &cs);
 	rs_engine_stats(app->engine, &es);
 	append(&p, &left,
 	       "{\"tokens\":{\"live\":%llu,\"issued\":%llu,\"consumed\":%llu,\"expired\":%llu,"
-	       "\"revoked\":%llu,\"rejected\":%llu},",
+	       "\"revoked\":%llu,\"rejected\":%llu,\"returned\":%llu},",
 	       (unsigned long long)ts.live, (unsigned long long)ts.issued,
 	       (unsigned long long)ts.consumed, (unsigned long long)ts.expired,
-	       (unsigned long long)ts.revoked, (unsigned long long)ts.rejected);
+	       (unsigned long long)ts.revoked, (unsigned long long)ts.rejected,
+	       (unsigned long long)ts.returned);
 	append(&p, &left,
 	       "\"consoles\":{\"opened\":%llu,\"active\":%llu,\"bytes_to_target\":%llu,"
 	       "\"bytes_to_browser\":%llu,\"ports_total\":%llu,\"ports_in_use\":%llu,\"causes\":{",
@@ -512,20 +724,28 @@ void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_h
 	       "}},\"heap_allocated_bytes\":%llu,"
 	       "\"engine\":{\"workers\":%u,\"connections\":%llu,\"accepted\":%llu,"
 	       "\"loops\":%llu,\"cqes\":%llu,\"enobufs\":%llu,\"cq_overflow\":%llu,"
-	       "\"buffers_in_use\":%llu,\"buffers_total\":%llu},\"draining\":%s}\n",
+	       "\"buffers_in_use\":%llu,\"buffers_total\":%llu},"
+	       "\"api\":{\"auth_failures\":%llu,\"auth_throttled\":%llu,"
+	       "\"key_pending_refused\":%llu,\"targets_refused\":%llu},\"draining\":%s}\n",
 	       (unsigned long long)rs_mem_allocated(), rs_engine_workers(app->engine),
 	       (unsigned long long)es.conns_live,
 	       (unsigned long long)es.accepted, (unsigned long long)es.loops,
 	       (unsigned long long)es.cqes, (unsigned long long)es.enobufs,
 	       (unsigned long long)es.cq_overflow, (unsigned long long)es.bufs_out,
-	       (unsigned long long)es.bufs_total, atomic_load(&app->draining) ? "true" : "false");
+	       (unsigned long long)es.bufs_total, (unsigned long long)atomic_load(&auth_failures),
+	       (unsigned long long)atomic_load(&auth_throttled),
+	       (unsigned long long)atomic_load(&key_pending_refused),
+	       (unsigned long long)atomic_load(&targets_refused),
+	       atomic_load(&app->draining) ? "true" : "false");
 	rs_http_respond(hc, 200, "application/json", body, (size_t)(p - body), NULL);
 }
 
 void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
 {
 	bool collection = req->path_len == strlen("/api/v1/consoles");
-	const struct rs_keyset *ks;
+	/* One snapshot for the whole request: the key index means nothing in
+	 * another set. */
+	const struct rs_keyset *ks = atomic_load(&app->keys);
 	int key;
 
 	if (collection && req->method != HTTP_POST)
@@ -534,17 +754,14 @@ void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct r
 	if (!collection && req->method != HTTP_DELETE)
 		return rs_http_respond_error(hc, 405, "method_not_allowed", "use DELETE",
 					     "Allow: DELETE\r\n");
-	ks = atomic_load(&app->keys);
-	key = rs_api_authenticate(ks, req, false);
+	key = auth_or_answer(app, ks, hc, req);
 	if (key < 0)
-		return rs_http_respond_error(hc, 401, "unauthorized",
-					     "missing or invalid API key",
-					     "WWW-Authenticate: Bearer\r\n");
-	if (!rate_ok(ks->limiter, (size_t)key, app->cfg->api_rate_per_s, app->cfg->api_rate_burst))
+		return;
+	if (!rs_api_rate_ok(app, ks, key))
 		return rs_http_respond_error(hc, 429, "rate_limited",
 					     "too many requests for this API key", "Retry-After: 1\r\n");
 	if (collection)
-		create_console(app, hc, req, ks->keys[key].name);
+		create_console(app, hc, req, ks, key);
 	else
 		revoke_console(app, hc, req);
 }

@@ -29,17 +29,70 @@ struct rs_api_error {
 int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_t len,
 			 struct rs_console_spec **out, struct rs_api_error *e);
 
+/* The API keys in force: immutable once published. A reload publishes a new
+ * set with one atomic store; retired sets stay allocated until exit, so a
+ * request that loaded the old pointer never reads freed memory. A request
+ * loads the set ONCE and uses that snapshot from authentication to the
+ * answer: an index into one set means nothing in another.
+ *
+ * What a key has in use (pending links, open consoles, its rate bucket) lives
+ * in a record that a reload hands on to the new set when the key's name stays,
+ * so a reload neither resets nor loses a key's counts. */
+struct rs_key_state;
+struct rs_auth_throttle;
+struct rs_cidr;
+
+struct rs_keyset_key {
+	char *name, *key; /* copies; the key is wiped when the set is freed */
+	unsigned max_pending, max_consoles; /* resolved from the defaults; 0: unlimited */
+	bool admin;
+	struct rs_cidr *allowed; /* the key's target list, or a copy of the global one */
+	size_t n_allowed;
+	bool own_allowed; /* the list is the key's own (for messages) */
+	struct rs_key_state *state;
+	bool owns_state; /* allocated by this set (else inherited from an older one) */
+};
+
+struct rs_keyset {
+	struct rs_keyset_key *keys;
+	size_t n;
+	struct rs_auth_throttle *throttle; /* failed authentications per client address */
+	bool owns_throttle;
+	struct rs_keyset *retired; /* older sets, freed at exit */
+};
+
+/* A set from <cfg>'s keys, limits and target lists. <prev> (NULL at start) is
+ * the set in force: keys of the same name keep its usage records, and the
+ * failure throttle carries over. Publish it with
+ * new->retired = atomic_exchange(&slot, new). */
+struct rs_keyset *rs_keyset_new(const struct rs_config *cfg, const struct rs_keyset *prev);
+/* Free <ks> and every set retired behind it, wiping the keys. Only at exit,
+ * when no spec points to a usage record any more. */
+void rs_keyset_free(struct rs_keyset *ks);
+
 /* Index of the API key in the Authorization header ("Bearer <key>", or with
  * <raw> the bare key as ProxmoxVNC sends it), compared in constant time
- * against every key; -1 when none matches. */
-struct rs_keyset;
+ * against every key; -1 when none matches. Pure (no throttling). */
 int rs_api_authenticate(const struct rs_keyset *ks, const struct rs_http_req *req, bool raw);
 
-/* Issue a token for <spec> (ownership passes; freed on failure), log and
- * audit it; <token> receives its text. 0, or -errno with the error already
- * answered on <hc>. */
-int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, struct rs_console_spec *spec,
-		 const char *key_name, char token[]);
+/* rs_api_authenticate behind the per-address failure throttle
+ * (api.auth_failures_per_window failures per api.auth_failure_window_s):
+ * the key index; RS_AUTH_FAILED (answer 401); RS_AUTH_THROTTLED (answer 429
+ * with Retry-After: *<retry_s>; the key is not even compared). */
+#define RS_AUTH_FAILED (-1)
+#define RS_AUTH_THROTTLED (-2)
+int rs_api_auth(struct rs_app *app, const struct rs_keyset *ks, struct rs_http_conn *hc,
+		const struct rs_http_req *req, bool raw, unsigned *retry_s);
+
+/* Take one request from key <key>'s rate bucket (api.rate_limit_*). */
+bool rs_api_rate_ok(struct rs_app *app, const struct rs_keyset *ks, int key);
+
+/* Issue a token for <spec> (ownership passes; freed on failure) on behalf of
+ * key <key> of <ks>: checks the key's target list and pending-link limit,
+ * logs and audits. <token> receives its text. 0, or -errno with <e> filled
+ * (the caller answers in its API's shape). */
+int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, const struct rs_keyset *ks,
+		 int key, struct rs_console_spec *spec, char token[], struct rs_api_error *e);
 
 /* For the HTTP server's on_head: answer 401 from the head of a request
  * whose body is not read yet when it carries no valid key; else nothing. */
@@ -51,19 +104,7 @@ void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct r
 /* GET /api/v1/stats: counters as JSON (same API keys). */
 void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
 
-/* The API keys in force: immutable once published. A reload publishes a new
- * set with one atomic store; retired sets stay allocated until exit, so a
- * request that loaded the old pointer never reads freed memory. */
-struct rs_api_limiter;
-struct rs_keyset {
-	struct rs_api_key *keys; /* copies; wiped when the set is freed */
-	size_t n;
-	struct rs_api_limiter *limiter; /* one token bucket per key */
-	struct rs_keyset *retired;      /* older sets, freed at exit */
-};
-
-struct rs_keyset *rs_keyset_new(const struct rs_api_key *keys, size_t n);
-/* Free <ks> and every set retired behind it, wiping the keys. */
-void rs_keyset_free(struct rs_keyset *ks);
+/* Per-key usage for ProxmoxVNC's /status: pending links of key <key>. */
+unsigned rs_api_key_pending(const struct rs_keyset *ks, int key);
 
 #endif

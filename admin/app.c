@@ -101,7 +101,7 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 			 cfg->token_capacity);
 		return -ENOMEM;
 	}
-	atomic_store(&app->keys, rs_keyset_new(cfg->api_keys, cfg->n_api_keys));
+	atomic_store(&app->keys, rs_keyset_new(cfg, NULL));
 	app->trusted_proxies = rs_xcalloc(cfg->n_trusted_proxies + 1, sizeof(struct rs_cidr));
 	for (size_t i = 0; i < cfg->n_trusted_proxies; i++)
 		rs_parse_cidr(cfg->trusted_proxies[i], &app->trusted_proxies[i]); /* validated */
@@ -437,7 +437,8 @@ int rs_app_reload(struct rs_app *app, FILE *out, bool json)
 	if (!rs_log_level_parse(fresh.log_level, &l))
 		rs_log_set_level(l);
 	{
-		struct rs_keyset *ks = rs_keyset_new(fresh.api_keys, fresh.n_api_keys);
+		/* Keys kept by name keep their usage (pending links, open consoles). */
+		struct rs_keyset *ks = rs_keyset_new(&fresh, atomic_load(&app->keys));
 
 		/* Publish, then keep the old set behind the new one until exit. */
 		ks->retired = atomic_exchange(&app->keys, ks);

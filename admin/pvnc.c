@@ -1,7 +1,6 @@
 /* admin/pvnc.c — ProxmoxVNC's API (see admin/pvnc.h). */
 #include "core/common.h"
 
-#include <arpa/inet.h>
 #include <stdatomic.h>
 #include <strings.h>
 #include <time.h>
@@ -11,6 +10,7 @@
 #include "admin/api.h"
 #include "admin/app.h"
 #include "admin/pvnc.h"
+#include "core/addr.h"
 #include "core/token.h"
 #include "proto/console.h"
 
@@ -114,7 +114,7 @@ int rs_pvnc_parse_params(const struct rs_config *cfg, const uint8_t *json, size_
 	struct rs_console_spec *s = NULL;
 	json_t *root = json_loadb((const char *)json, len, JSON_REJECT_DUPLICATES, NULL);
 	const char *host, *node, *user, *pw, *type;
-	struct in6_addr a;
+	struct sockaddr_storage a;
 	unsigned long port = 8006, vmid;
 	int ret = -EINVAL;
 
@@ -128,7 +128,7 @@ int rs_pvnc_parse_params(const struct rs_config *cfg, const uint8_t *json, size_
 	user = get_str(root, "username", 128);
 	pw = get_str(root, "password", 512);
 	type = get_str(root, "type", 8);
-	if (!host || (inet_pton(AF_INET, host, &a) != 1 && inet_pton(AF_INET6, host, &a) != 1)) {
+	if (!host || rs_parse_ip(host, strlen(host), &a)) {
 		snprintf(msg, msglen, "hostname must be the Proxmox server's IP address");
 		goto out_free;
 	}
@@ -209,13 +209,35 @@ static void reply(struct rs_http_conn *hc, int status, json_t *obj)
 	free(text);
 }
 
-static int auth(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
+static void error(struct rs_http_conn *hc, int status, const char *message)
 {
-	int key = rs_api_authenticate(atomic_load(&app->keys), req, true);
+	reply(hc, status, json_pack("{s:s, s:s}", "status", "error", "message", message));
+}
 
-	if (key < 0)
-		reply(hc, 401,
-		      json_pack("{s:s, s:s}", "status", "error", "message", "Unauthorized"));
+/* rs_api_auth answering in ProxmoxVNC's shape. */
+static int auth(struct rs_app *app, const struct rs_keyset *ks, struct rs_http_conn *hc,
+		const struct rs_http_req *req)
+{
+	unsigned retry;
+	int key = rs_api_auth(app, ks, hc, req, true, &retry);
+
+	if (key == RS_AUTH_THROTTLED) {
+		char hdr[48], *text;
+		json_t *o = json_pack("{s:s, s:s, s:s}", "status", "error", "code",
+				      "auth_throttled", "message",
+				      "too many failed authentications from this address");
+
+		snprintf(hdr, sizeof(hdr), "Retry-After: %u\r\n", retry);
+		text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		json_decref(o);
+		if (text)
+			rs_http_respond(hc, 429, "application/json", text, strlen(text), hdr);
+		else
+			rs_http_respond_error(hc, 503, "no_memory", "out of memory", NULL);
+		free(text);
+	} else if (key < 0) {
+		error(hc, 401, "Unauthorized");
+	}
 	return key;
 }
 
@@ -223,13 +245,17 @@ static int auth(struct rs_app *app, struct rs_http_conn *hc, const struct rs_htt
  * the key is missing or wrong (see rs_api_check_head). */
 void rs_pvnc_check_head(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
 {
-	(void)auth(app, hc, req);
+	(void)auth(app, atomic_load(&app->keys), hc, req);
 }
 
 void rs_pvnc_create(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
 {
 	const struct rs_http_header *ct = rs_http_req_header(req, "Content-Type");
+	/* One snapshot from authentication to the answer: a reload in between
+	 * must not turn the key index into one of another (shorter) set. */
+	const struct rs_keyset *ks = atomic_load(&app->keys);
 	struct rs_console_spec *spec;
+	struct rs_api_error e = {0};
 	const uint8_t *params;
 	size_t plen;
 	char token[RS_TOKEN_TEXT + 1], msg[200];
@@ -238,29 +264,34 @@ void rs_pvnc_create(struct rs_app *app, struct rs_http_conn *hc, const struct rs
 	if (req->method != HTTP_POST)
 		return rs_http_respond_error(hc, 405, "method_not_allowed", "use POST",
 					     "Allow: POST\r\n");
-	key = auth(app, hc, req);
+	key = auth(app, ks, hc, req);
 	if (key < 0)
 		return;
+	if (!rs_api_rate_ok(app, ks, key)) {
+		static const char body[] = "{\"status\":\"error\",\"code\":\"rate_limited\","
+					   "\"message\":\"too many requests for this API key\"}";
+
+		return rs_http_respond(hc, 429, "application/json", body, sizeof(body) - 1,
+				       "Retry-After: 1\r\n");
+	}
 	if (atomic_load(&app->draining))
-		return reply(hc, 503,
-			     json_pack("{s:s, s:s}", "status", "error", "message",
-				       "this appliance is draining; try another"));
+		return error(hc, 503, "this appliance is draining; try another");
 	ret = ct ? rs_multipart_field(ct->value, ct->value_len, req->body, req->body_len, "params",
 				      &params, &plen)
 		 : -EINVAL;
 	if (ret)
-		return reply(hc, 400,
-			     json_pack("{s:s, s:s}", "status", "error", "message",
-				       "expected multipart/form-data with a params field"));
+		return error(hc, 400, "expected multipart/form-data with a params field");
 	ret = rs_pvnc_parse_params(app->cfg, params, plen, &spec, msg, sizeof(msg));
 	if (ret)
-		return reply(hc,
+		return error(hc,
 			     ret == -EPERM    ? 403
 			     : ret == -ENOMEM ? 503
 					      : 400,
-			     json_pack("{s:s, s:s}", "status", "error", "message", msg));
-	if (rs_api_issue(app, hc, spec, atomic_load(&app->keys)->keys[key].name, token))
-		return;
+			     msg);
+	if (rs_api_issue(app, hc, ks, key, spec, token, &e))
+		return reply(hc, e.status,
+			     json_pack("{s:s, s:s, s:s}", "status", "error", "code", e.code,
+				       "message", e.message));
 	reply(hc, 200, json_pack("{s:s, s:s}", "status", "success", "token", token));
 	explicit_bzero(token, sizeof(token));
 }
@@ -290,17 +321,24 @@ static void duration(uint64_t ms, char out[32])
 
 void rs_pvnc_status(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
 {
+	const struct rs_keyset *ks = atomic_load(&app->keys);
 	struct rs_console_info *info;
 	struct rs_token_stats ts;
 	json_t *root, *list;
 	size_t active = 0, total = 0;
 	int64_t now = rs_wall_s();
+	uint64_t pending;
+	bool all;
+	int key;
 
 	if (!(req->method == HTTP_GET || req->method == HTTP_HEAD))
 		return rs_http_respond_error(hc, 405, "method_not_allowed", "use GET",
 					     "Allow: GET, HEAD\r\n");
-	if (auth(app, hc, req) < 0)
+	key = auth(app, ks, hc, req);
+	if (key < 0)
 		return;
+	/* A key sees its own consoles; only an admin key sees every key's. */
+	all = ks->keys[key].admin;
 	info = calloc(MAX_SESSIONS_LISTED, sizeof(*info));
 	list = json_array();
 	if (!info || !list) {
@@ -312,11 +350,13 @@ void rs_pvnc_status(struct rs_app *app, struct rs_http_conn *hc, const struct rs
 		size_t n =
 		    rs_console_list(rs_engine_worker(app->engine, w), info, MAX_SESSIONS_LISTED);
 
-		total += n;
 		for (size_t i = 0; i < RS_MIN(n, (size_t)MAX_SESSIONS_LISTED); i++) {
 			char created[32], connected[32] = "", age[32], cdur[32] = "", vmid[16];
 			bool live = !strcmp(info[i].state, "relay");
 
+			if (!all && strcmp(info[i].api_key, ks->keys[key].name))
+				continue;
+			total++;
 			active += live;
 			iso_time(info[i].created_s, created);
 			if (info[i].connected_s) {
@@ -333,11 +373,15 @@ void rs_pvnc_status(struct rs_app *app, struct rs_http_conn *hc, const struct rs
 					    live ? "active" : "connecting", "age", age, "kind",
 					    info[i].kind));
 		}
+		/* Sessions beyond the listing's bound are counted, not shown. */
+		if (all && n > MAX_SESSIONS_LISTED)
+			total += n - MAX_SESSIONS_LISTED;
 	}
 	free(info);
 	rs_token_stats_get(app->tokens, &ts);
+	pending = all ? ts.live : rs_api_key_pending(ks, key);
 	root = json_pack("{s:I, s:I, s:I, s:I, s:o}", "total_sessions", (json_int_t)total,
-			 "pending_tokens", (json_int_t)ts.live, "sessions_created",
+			 "pending_tokens", (json_int_t)pending, "sessions_created",
 			 (json_int_t)(total - active), "sessions_active", (json_int_t)active,
 			 "sessions", list);
 	reply(hc, 200, root);

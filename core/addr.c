@@ -86,6 +86,55 @@ bool rs_cidr_match(const struct rs_cidr *c, const struct sockaddr *sa)
 	return false;
 }
 
+bool rs_cidr_within(const struct rs_cidr *inner, const struct rs_cidr *outer)
+{
+	return inner->family == outer->family && inner->bits >= outer->bits &&
+	       prefix_eq(inner->addr, outer->addr, outer->bits);
+}
+
+static const struct rs_cidr special[] = {
+	{AF_INET, {0, 0, 0, 0}, 32},
+	{AF_INET, {255, 255, 255, 255}, 32},
+	{AF_INET, {224}, 4},
+	{AF_INET, {169, 254}, 16},
+	{AF_INET6, {0}, 128},
+	{AF_INET6, {0xff}, 8},
+	{AF_INET6, {0xfe, 0x80}, 10},
+};
+
+bool rs_addr_allowed(const struct rs_cidr *allowed, size_t n, const struct sockaddr *sa)
+{
+	const struct rs_cidr *range = NULL;
+	struct rs_cidr a = {0};
+
+	if (sa->sa_family == AF_INET) {
+		a.family = AF_INET;
+		a.bits = 32;
+		memcpy(a.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)b)) {
+			a.family = AF_INET;
+			a.bits = 32;
+			memcpy(a.addr, b + 12, 4);
+		} else {
+			a.family = AF_INET6;
+			a.bits = 128;
+			memcpy(a.addr, b, 16);
+		}
+	} else {
+		return false;
+	}
+	for (size_t i = 0; i < RS_ARRAY_SIZE(special); i++)
+		if (rs_cidr_within(&a, &special[i]))
+			range = &special[i];
+	for (size_t i = 0; i < n; i++)
+		if (rs_cidr_within(&a, &allowed[i]) && (!range || rs_cidr_within(&allowed[i], range)))
+			return true;
+	return false;
+}
+
 void rs_addr_str(const struct sockaddr *sa, char *out, size_t len)
 {
 	const void *a = NULL;

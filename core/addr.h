@@ -18,8 +18,21 @@ int rs_parse_cidr(const char *s, struct rs_cidr *out);
 /* Is <sa> inside <c>? IPv4-mapped IPv6 addresses match IPv4 ranges. */
 bool rs_cidr_match(const struct rs_cidr *c, const struct sockaddr *sa);
 
-/* Parse an IP literal (no port) into a sockaddr with port 0. 0 or -EINVAL. */
+/* Parse an IP literal (no port) into a sockaddr with port 0. 0 or -EINVAL.
+ * The one parser of IP literals: every other place calls this. */
 int rs_parse_ip(const char *s, size_t len, struct sockaddr_storage *out);
+
+/* Is every address of <inner> inside <outer>? */
+bool rs_cidr_within(const struct rs_cidr *inner, const struct rs_cidr *outer);
+
+/* May a console connect to <sa> under the target list <allowed> (n entries)?
+ * The address must fall in an entry. Addresses no console has business with
+ * — unspecified (0.0.0.0, ::), broadcast, multicast (224.0.0.0/4, ff00::/8)
+ * and link-local (169.254.0.0/16, fe80::/10, where cloud metadata services
+ * live) — pass only when an entry lies inside that special range (e.g.
+ * "169.254.169.254/32"): a wide range such as 0.0.0.0/0 does not name them.
+ * IPv4-mapped IPv6 addresses are judged as IPv4. Pure. */
+bool rs_addr_allowed(const struct rs_cidr *allowed, size_t n, const struct sockaddr *sa);
 
 /* "1.2.3.4" / "::1" (no port), or "-" for an unknown family. */
 void rs_addr_str(const struct sockaddr *sa, char *out, size_t len);

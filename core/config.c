@@ -26,6 +26,10 @@ static const struct uint_field uint_fields[] = {
 	F("tokens.max_ttl_s", token_max_ttl_s, 1, 604800, 3600),
 	F("api.rate_limit_per_s", api_rate_per_s, 0, 10000000, 50),
 	F("api.rate_limit_burst", api_rate_burst, 1, 10000000, 100),
+	F("api.max_pending_per_key", api_max_pending_per_key, 0, 10000000, 10000),
+	F("api.max_consoles_per_key", api_max_consoles_per_key, 0, 10000000, 0),
+	F("api.auth_failures_per_window", api_auth_fail_limit, 0, 1000000, 10),
+	F("api.auth_failure_window_s", api_auth_fail_window_s, 1, 86400, 60),
 	F("limits.max_request_line", max_request_line, 256, 65536, 8192),
 	F("limits.max_header_bytes", max_header_bytes, 1024, 1048576, 16384),
 	F("limits.max_headers", max_headers, 8, 1024, 64),
@@ -84,6 +88,7 @@ static void free_keys(struct rs_config *c)
 {
 	for (size_t i = 0; i < c->n_api_keys; i++) {
 		free(c->api_keys[i].name);
+		free_list(&c->api_keys[i].allowed_targets, &c->api_keys[i].n_allowed_targets);
 		if (c->api_keys[i].key) {
 			explicit_bzero(c->api_keys[i].key, strlen(c->api_keys[i].key));
 			free(c->api_keys[i].key);
@@ -177,6 +182,7 @@ void rs_config_release(struct rs_config *c)
 {
 	free_list(&c->listen, &c->n_listen);
 	free_list(&c->allowed_origins, &c->n_allowed_origins);
+	free_list(&c->allowed_targets, &c->n_allowed_targets);
 	free_list(&c->source_addresses, &c->n_source_addresses);
 	free_list(&c->tls_listen, &c->n_tls_listen);
 	free_list(&c->trusted_proxies, &c->n_trusted_proxies);
@@ -234,19 +240,16 @@ int rs_parse_hostport(const char *s, struct sockaddr_storage *out, socklen_t *le
 		return -EINVAL;
 	if (!strcmp(host, "localhost"))
 		strcpy(host, "127.0.0.1");
-	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
+	if (rs_parse_ip(host, strlen(host), out))
+		return -EINVAL;
+	if (out->ss_family == AF_INET) {
 		s4->sin_port = htons((uint16_t)port);
 		*len = sizeof(*s4);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
+	} else {
 		s6->sin6_port = htons((uint16_t)port);
 		*len = sizeof(*s6);
-		return 0;
 	}
-	return -EINVAL;
+	return 0;
 }
 
 static int get_string_list(json_t *v, const char *key, char ***out, size_t *n, char *err,
@@ -305,16 +308,97 @@ static bool valid_key_name(const char *s)
 	return true;
 }
 
-static void add_key(struct rs_config *c, const char *name, const char *key)
+static struct rs_api_key *add_key(struct rs_config *c, const char *name, const char *key)
 {
 	struct rs_api_key *k = realloc(c->api_keys, (c->n_api_keys + 1) * sizeof(*k));
 
 	if (!k)
 		abort();
 	c->api_keys = k;
-	k[c->n_api_keys].name = rs_xstrdup(name);
-	k[c->n_api_keys].key = rs_xstrdup(key);
-	c->n_api_keys++;
+	k += c->n_api_keys++;
+	memset(k, 0, sizeof(*k));
+	k->name = rs_xstrdup(name);
+	k->key = rs_xstrdup(key);
+	return k;
+}
+
+/* Keys copied from documentation and tutorials, the first an attacker tries:
+ * one containing a placeholder phrase (case-insensitive), one whose letters
+ * are a weak word repeated ("Password1234567890", "secretsecret..."), or one
+ * character repeated. A random key of 16+ characters is none of these. */
+static const char *placeholder_key(const char *key)
+{
+	static const char *const phrases[] = {"change-me",  "changeme",    "change_me", "replace-me",
+					      "replaceme",  "replace_me",  "example",   "placeholder",
+					      "your-key",   "your_key",    "yourkey",   "your-api-key"};
+	static const char *const words[] = {"secret", "password", "passwd", "apikey", "token",
+					    "default"};
+	char letters[513];
+	size_t n = 0, len = strlen(key);
+
+	for (size_t i = 0; i < RS_ARRAY_SIZE(phrases); i++)
+		if (strcasestr(key, phrases[i]))
+			return phrases[i];
+	if (len && strspn(key, (char[]){key[0], 0}) == len)
+		return "one character repeated";
+	for (const char *p = key; *p && n < sizeof(letters) - 1; p++)
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))
+			letters[n++] = (char)(*p | 0x20);
+	letters[n] = 0;
+	for (size_t i = 0; i < RS_ARRAY_SIZE(words); i++) {
+		size_t wl = strlen(words[i]);
+
+		if (!n || n % wl)
+			continue;
+		for (size_t j = 0; j < n && !strncmp(letters + j, words[i], wl); j += wl)
+			if (j + wl == n)
+				return words[i];
+	}
+	return NULL;
+}
+
+/* 0 when <key> may be used as an API key, otherwise the reason in <err>. */
+static int check_key(const char *path, const char *key, char *err, size_t errlen)
+{
+	const char *word = placeholder_key(key);
+
+	if (strlen(key) < 16)
+		return errf(err, errlen,
+			    "config: '%s': must be at least 16 characters (generate one with: "
+			    "openssl rand -base64 24)",
+			    path);
+	if (strlen(key) > 512)
+		return errf(err, errlen, "config: '%s': must be at most 512 characters", path);
+	if (word)
+		return errf(err, errlen,
+			    "config: '%s': looks like a placeholder (%s); generate a real key "
+			    "with: openssl rand -base64 24",
+			    path, word);
+	return 0;
+}
+
+static int check_cidrs(const char *path, char **list, size_t n, char *err, size_t errlen)
+{
+	struct rs_cidr cidr;
+
+	for (size_t i = 0; i < n; i++)
+		if (rs_parse_cidr(list[i], &cidr))
+			return errf(err, errlen,
+				    "config: '%s[%zu]': '%s' is not an address or CIDR range (e.g. "
+				    "10.0.0.0/8)",
+				    path, i, list[i]);
+	return 0;
+}
+
+static int set_key_limit(json_t *v, const char *path, unsigned *out, bool *set, char *err,
+			 size_t errlen)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 10000000)
+		return errf(err, errlen, "config: '%s': must be an integer between 0 and 10000000",
+			    path);
+	*out = (unsigned)json_integer_value(v);
+	*set = true;
+	return 0;
 }
 
 static int set_api_keys(struct rs_config *c, json_t *v, char *err, size_t errlen)
@@ -326,27 +410,60 @@ static int set_api_keys(struct rs_config *c, json_t *v, char *err, size_t errlen
 		return errf(err, errlen, "config: 'api_keys': must be an array of {name, key}");
 	json_array_foreach(v, i, item)
 	{
-		json_t *name = json_object_get(item, "name"), *key = json_object_get(item, "key");
+		json_t *name = json_object_get(item, "name"), *key = json_object_get(item, "key"), *f;
+		struct rs_api_key *k;
+		const char *field;
+		char path[96];
+		int ret;
 
-		if (!json_is_object(item) || json_object_size(item) != 2 || !json_is_string(name) ||
-		    !json_is_string(key))
+		if (!json_is_object(item) || !json_is_string(name) || !json_is_string(key))
 			return errf(err, errlen,
-				    "config: 'api_keys[%zu]': must be an object with exactly the "
-				    "string fields name and key",
+				    "config: 'api_keys[%zu]': must be an object with the string "
+				    "fields name and key",
 				    i);
 		if (!valid_key_name(json_string_value(name)))
 			return errf(err, errlen,
 				    "config: 'api_keys[%zu].name': 1-64 characters of A-Z a-z 0-9 . _ -",
 				    i);
-		if (json_string_length(key) < 16 || json_string_length(key) > 512)
-			return errf(err, errlen,
-				    "config: 'api_keys[%zu].key': must be 16 to 512 characters", i);
-		for (size_t k = 0; k < c->n_api_keys; k++)
-			if (!strcmp(c->api_keys[k].name, json_string_value(name)))
+		snprintf(path, sizeof(path), "api_keys[%zu].key", i);
+		ret = check_key(path, json_string_value(key), err, errlen);
+		if (ret)
+			return ret;
+		for (size_t j = 0; j < c->n_api_keys; j++)
+			if (!strcmp(c->api_keys[j].name, json_string_value(name)))
 				return errf(err, errlen,
 					    "config: 'api_keys[%zu].name': duplicate name '%s'", i,
 					    json_string_value(name));
-		add_key(c, json_string_value(name), json_string_value(key));
+		k = add_key(c, json_string_value(name), json_string_value(key));
+		json_object_foreach(item, field, f)
+		{
+			snprintf(path, sizeof(path), "api_keys[%zu].%s", i, field);
+			if (!strcmp(field, "name") || !strcmp(field, "key"))
+				ret = 0;
+			else if (!strcmp(field, "max_pending"))
+				ret = set_key_limit(f, path, &k->max_pending, &k->max_pending_set, err,
+						    errlen);
+			else if (!strcmp(field, "max_consoles"))
+				ret = set_key_limit(f, path, &k->max_consoles, &k->max_consoles_set,
+						    err, errlen);
+			else if (!strcmp(field, "admin")) {
+				ret = json_is_boolean(f) ? 0
+							 : errf(err, errlen,
+								"config: '%s': must be true or false",
+								path);
+				k->admin = json_is_true(f);
+			} else if (!strcmp(field, "allowed_targets")) {
+				ret = get_string_list(f, path, &k->allowed_targets,
+						      &k->n_allowed_targets, err, errlen);
+				if (!ret)
+					ret = check_cidrs(path, k->allowed_targets,
+							  k->n_allowed_targets, err, errlen);
+				k->allowed_targets_set = true;
+			} else
+				ret = errf(err, errlen, "config: '%s': unknown key", path);
+			if (ret)
+				return ret;
+		}
 	}
 	return 0;
 }
@@ -390,6 +507,29 @@ static bool valid_token(const char *t)
 	       !strpbrk(t, "\r\n ");
 }
 
+/* Every entry an IP literal, none twice: a doubled address would get two
+ * shares of the port range and two workers the same ports. */
+static int check_source_addresses(const char *path, char **list, size_t n, char *err,
+				  size_t errlen)
+{
+	struct sockaddr_storage a, b;
+
+	for (size_t i = 0; i < n; i++) {
+		if (rs_parse_ip(list[i], strlen(list[i]), &a))
+			return errf(err, errlen, "config: '%s[%zu]': not an IP address", path, i);
+		for (size_t j = 0; j < i; j++) {
+			rs_parse_ip(list[j], strlen(list[j]), &b);
+			if (a.ss_family == b.ss_family &&
+			    !memcmp(&a, &b, a.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+								  : sizeof(struct sockaddr_in6)))
+				return errf(err, errlen,
+					    "config: '%s[%zu]': '%s' is listed twice (also [%zu])",
+					    path, i, list[i], j);
+		}
+	}
+	return 0;
+}
+
 /* <inline_only>: the 'inline_upstreams' object, which has only the
  * verification keys (hosts and credentials come with each console). */
 static int set_cluster(struct rs_cluster_conf *k, const char *name, json_t *obj, char *err,
@@ -423,14 +563,10 @@ static int set_cluster(struct rs_cluster_conf *k, const char *name, json_t *obj,
 					      &k->n_source_addresses, err, errlen);
 			if (ret)
 				return ret;
-			for (size_t j = 0; j < k->n_source_addresses; j++) {
-				struct in6_addr a;
-
-				if (inet_pton(AF_INET, k->source_addresses[j], &a) != 1 &&
-				    inet_pton(AF_INET6, k->source_addresses[j], &a) != 1)
-					return errf(err, errlen, "config: '%s[%zu]': not an IP address",
-						    path, j);
-			}
+			ret = check_source_addresses(path, k->source_addresses,
+						     k->n_source_addresses, err, errlen);
+			if (ret)
+				return ret;
 			continue;
 		}
 		if (!strcmp(key, "endpoints") || !strcmp(key, "fingerprints")) {
@@ -613,6 +749,9 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 		} else if (!strcmp(k, "trusted_proxies")) {
 			ret = get_string_list(v, k, &c->trusted_proxies, &c->n_trusted_proxies, err,
 					      errlen);
+		} else if (!strcmp(k, "allowed_targets")) {
+			ret = get_string_list(v, k, &c->allowed_targets, &c->n_allowed_targets, err,
+					      errlen);
 		} else if (!strcmp(k, "allowed_origins")) {
 			ret = get_string_list(v, k, &c->allowed_origins, &c->n_allowed_origins, err,
 					      errlen);
@@ -644,8 +783,8 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 		/* ProxmoxVNC's config.json keys, so its users can switch unchanged. */
 		} else if (!strcmp(k, "authorization")) {
 			ret = need_string(v, k, err, errlen);
-			if (!ret && json_string_length(v) < 8)
-				ret = errf(err, errlen, "config: 'authorization': too short");
+			if (!ret)
+				ret = check_key(k, json_string_value(v), err, errlen);
 			if (!ret)
 				add_key(c, "default", json_string_value(v));
 		} else if (!strcmp(k, "logging_enabled")) {
@@ -743,6 +882,7 @@ int rs_config_validate(struct rs_config *c, char *err, size_t errlen)
 	socklen_t len;
 	static const char *const levels[] = {"debug", "info", "warn", "warning", "error"};
 	bool level_ok = false;
+	int ret;
 
 	if (!c->n_listen && !c->n_tls_listen)
 		return errf(err, errlen,
@@ -773,22 +913,24 @@ int rs_config_validate(struct rs_config *c, char *err, size_t errlen)
 			    "config: 'metrics_listen': '%s' is not host:port with a numeric address "
 			    "(\"\" disables metrics)",
 			    c->metrics_listen);
-	if (c->metrics_token && strlen(c->metrics_token) < 16)
-		return errf(err, errlen, "config: 'metrics_token': must be at least 16 characters");
+	if (c->metrics_token) {
+		ret = check_key("metrics_token", c->metrics_token, err, errlen);
+		if (ret)
+			return ret;
+	}
 	for (size_t i = 0; i < RS_ARRAY_SIZE(levels); i++)
 		level_ok |= !strcasecmp(c->log_level, levels[i]);
 	if (!level_ok)
 		return errf(err, errlen,
 			    "config: 'log_level': must be one of debug, info, warn, error");
-	for (size_t i = 0; i < c->n_source_addresses; i++) {
-		struct in6_addr a;
-
-		if (inet_pton(AF_INET, c->source_addresses[i], &a) != 1 &&
-		    inet_pton(AF_INET6, c->source_addresses[i], &a) != 1)
-			return errf(err, errlen,
-				    "config: 'port_pool.source_addresses[%zu]': not an IP address",
-				    i);
-	}
+	ret = check_source_addresses("port_pool.source_addresses", c->source_addresses,
+				     c->n_source_addresses, err, errlen);
+	if (ret)
+		return ret;
+	ret = check_cidrs("allowed_targets", c->allowed_targets, c->n_allowed_targets, err,
+			  errlen);
+	if (ret)
+		return ret;
 	if (c->port_min > c->port_max)
 		return errf(err, errlen, "config: 'port_pool.port_min': must not exceed port_max");
 	if (c->token_ttl_s > c->token_max_ttl_s)

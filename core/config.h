@@ -16,6 +16,15 @@
 struct rs_api_key {
 	char *name;
 	char *key;
+	/* Per-key limits; unset: the api.*_per_key defaults. 0: unlimited. */
+	unsigned max_pending, max_consoles;
+	bool max_pending_set, max_consoles_set;
+	bool admin; /* ProxmoxVNC's /status shows every key's consoles */
+	/* CIDRs this key's plain targets and inline hosts must fall in; when set
+	 * (allowed_targets_set) they replace the global 'allowed_targets'. */
+	char **allowed_targets;
+	size_t n_allowed_targets;
+	bool allowed_targets_set;
 };
 
 /* A Proxmox VE cluster ringside opens consoles on. Secrets are wiped on release. */
@@ -57,6 +66,11 @@ struct rs_config {
 	char *log_target;
 	struct rs_api_key *api_keys;
 	size_t n_api_keys;
+	/* CIDRs plain VNC targets and inline Proxmox hosts must fall in (see
+	 * rs_addr_allowed); empty: no such console may be issued. Configured
+	 * clusters are the operator's and are not checked. */
+	char **allowed_targets;
+	size_t n_allowed_targets;
 	char **allowed_origins; /* empty: any origin */
 	size_t n_allowed_origins;
 	char *www_dir; /* serve pages from here instead of the embedded copy */
@@ -70,6 +84,8 @@ struct rs_config {
 	unsigned token_capacity, token_ttl_s, token_max_ttl_s;
 	bool token_bind_ip;
 	unsigned api_rate_per_s, api_rate_burst;
+	unsigned api_max_pending_per_key, api_max_consoles_per_key; /* 0: unlimited */
+	unsigned api_auth_fail_limit, api_auth_fail_window_s; /* 0: no throttling */
 	unsigned max_request_line, max_header_bytes, max_headers, max_body;
 	unsigned header_timeout_ms, keepalive_timeout_ms;
 	unsigned ws_max_frame, ws_max_message;

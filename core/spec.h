@@ -13,6 +13,7 @@
 
 #include "core/common.h"
 
+#include <stdatomic.h>
 #include <sys/socket.h>
 
 enum rs_console_kind {
@@ -21,7 +22,21 @@ enum rs_console_kind {
 	RS_CONSOLE_PVE_TERM, /* Proxmox termproxy (xterm.js) */
 };
 
-/* Every pointer member is a heap string owned by the spec (NULL when unset). */
+/* What one API key has in use, shared by every worker: links issued and not
+ * yet consumed, revoked or expired, and consoles open. The record belongs to
+ * the API's key set (admin/api.c) and outlives every spec that points to it
+ * (key sets are retired, never freed, while the process runs). */
+struct rs_key_usage {
+	_Atomic unsigned pending;
+	_Atomic unsigned consoles;
+};
+
+/* Take one unit of <*count> unless that would exceed <max> (0: unlimited).
+ * Lock-free; true when taken. */
+bool rs_usage_take(_Atomic unsigned *count, unsigned max);
+
+/* Every pointer member is a heap string owned by the spec (NULL when unset),
+ * except <usage>. */
 struct rs_console_spec {
 	enum rs_console_kind kind;
 	char *host;
@@ -38,14 +53,25 @@ struct rs_console_spec {
 	char *user;           /* inline Proxmox login (ProxmoxVNC's /create) */
 	uint32_t vmid;
 	char *pve_type; /* "qemu" or "lxc" */
+	/* The issuing key's usage (NULL: not counted). A spec issued with a
+	 * <usage> holds one unit of usage->pending while the token table owns it
+	 * (the table gives it back when the token leaves, see core/token.h). */
+	struct rs_key_usage *usage;
+	unsigned max_consoles; /* the key's open-console limit when issued; 0: none */
+	bool console_held;     /* holds one unit of usage->consoles (rs_spec_open_console) */
 };
+
+/* A console opens for <s>: take one of its key's console places. True when
+ * taken (or the spec is not counted); false when the key has max_consoles
+ * open. rs_spec_free gives the place back. */
+bool rs_spec_open_console(struct rs_console_spec *s);
 
 /* A zeroed spec (kind RS_CONSOLE_VNC, no strings), or NULL when out of
  * memory: it is created per API request, so the caller sheds the request. */
 struct rs_console_spec *rs_spec_new(void);
 
-/* Wipe (explicit_bzero) and free every string, then the spec itself. NULL is
- * accepted. The caller must own <s>: never free a spec the table still holds. */
+/* Wipe (explicit_bzero) and free every string, then the spec itself, giving
+ * back its console place (console_held). NULL is accepted. The caller must own <s>: never free a spec the table still holds. */
 void rs_spec_free(struct rs_console_spec *s);
 
 #endif

@@ -51,7 +51,7 @@ struct rs_token_table {
 	_Alignas(CACHE_LINE) _Atomic int64_t live;
 	/* No live token expires before this (a lower bound; UINT64_MAX: none). */
 	_Atomic uint64_t next_expiry;
-	_Alignas(CACHE_LINE) _Atomic uint64_t issued, consumed, expired, revoked, rejected;
+	_Alignas(CACHE_LINE) _Atomic uint64_t issued, consumed, expired, revoked, rejected, returned;
 };
 
 struct rs_token_table *rs_token_table_new(unsigned capacity)
@@ -231,11 +231,47 @@ static bool live_get(struct rs_token_table *t)
 	return true;
 }
 
+/* Fill the slot <s> this thread reserved (its word was <word>, now
+ * RESERVED) with token <w> and publish it LIVE. */
+static void slot_fill(struct rs_token_table *t, struct slot *s, uint64_t word, const uint64_t w[2],
+		      struct rs_console_spec *spec, uint64_t expires, const uint64_t ip[2])
+{
+	uint64_t prev;
+
+	/* Seqlock writer: the field stores below must not become visible to a
+	 * reader that still sees the old word. */
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&s->tok[0], w[0], memory_order_relaxed);
+	atomic_store_explicit(&s->tok[1], w[1], memory_order_relaxed);
+	atomic_store_explicit(&s->expires_ms, expires, memory_order_relaxed);
+	atomic_store_explicit(&s->spec, spec, memory_order_relaxed);
+	atomic_store_explicit(&s->kind, (uint32_t)spec->kind, memory_order_relaxed);
+	atomic_store_explicit(&s->ip[0], ip[0], memory_order_relaxed);
+	atomic_store_explicit(&s->ip[1], ip[1], memory_order_relaxed);
+	atomic_store_explicit(&s->bound, spec->bind_ip, memory_order_relaxed);
+	atomic_store_explicit(&s->word, WORD(SLOT_LIVE, WORD_GEN(word)), memory_order_release);
+	/* After LIVE, so a sweep that resets the bound first sees this slot. */
+	prev = note_expiry(t, expires);
+	/* Tokens of one lifetime expire in issue order: this wakes the sweeper
+	 * once per empty table, not once per token. */
+	if (t->wake && expires < prev &&
+	    (prev == UINT64_MAX || prev - expires > RS_TOKEN_SWEEP_LATE_MS))
+		t->wake(t->wake_arg);
+}
+
+/* Reserve <s> when it is EMPTY: true with *<word> its old word. */
+static bool slot_reserve(struct slot *s, uint64_t *word)
+{
+	*word = atomic_load_explicit(&s->word, memory_order_relaxed);
+	return WORD_STATE(*word) == SLOT_EMPTY &&
+	       atomic_compare_exchange_strong(&s->word, word, WORD(SLOT_RESERVED, WORD_GEN(*word)));
+}
+
 int rs_token_issue(struct rs_token_table *t, struct rs_console_spec *spec, uint32_t ttl_ms,
 		   char out[RS_TOKEN_TEXT + 1])
 {
 	uint8_t raw[RS_TOKEN_BYTES];
-	uint64_t w[2], ip[2] = {0, 0}, expires, prev;
+	uint64_t w[2], ip[2] = {0, 0};
 	int ret = -EINVAL;
 
 	if (!spec)
@@ -246,7 +282,6 @@ int rs_token_issue(struct rs_token_table *t, struct rs_console_spec *spec, uint3
 	if (!live_get(t))
 		goto out;
 	for (int draw = 0; draw < MAX_DRAWS; draw++) {
-		struct slot *s;
 		uint64_t word;
 
 		ret = rs_random(raw, sizeof(raw));
@@ -254,34 +289,10 @@ int rs_token_issue(struct rs_token_table *t, struct rs_console_spec *spec, uint3
 			break;
 		ret = -ENOSPC;
 		memcpy(w, raw, sizeof(w));
-		s = home_slot(t, w);
-		word = atomic_load_explicit(&s->word, memory_order_relaxed);
 		/* Taken: ringside chooses the token, so draw another, never probe. */
-		if (WORD_STATE(word) != SLOT_EMPTY ||
-		    !atomic_compare_exchange_strong(&s->word, &word,
-						    WORD(SLOT_RESERVED, WORD_GEN(word))))
+		if (!slot_reserve(home_slot(t, w), &word))
 			continue;
-		/* Seqlock writer: the field stores below must not become visible
-		 * to a reader that still sees the old word. */
-		atomic_thread_fence(memory_order_release);
-		expires = t->now() + ttl_ms;
-		atomic_store_explicit(&s->tok[0], w[0], memory_order_relaxed);
-		atomic_store_explicit(&s->tok[1], w[1], memory_order_relaxed);
-		atomic_store_explicit(&s->expires_ms, expires, memory_order_relaxed);
-		atomic_store_explicit(&s->spec, spec, memory_order_relaxed);
-		atomic_store_explicit(&s->kind, (uint32_t)spec->kind, memory_order_relaxed);
-		atomic_store_explicit(&s->ip[0], ip[0], memory_order_relaxed);
-		atomic_store_explicit(&s->ip[1], ip[1], memory_order_relaxed);
-		atomic_store_explicit(&s->bound, spec->bind_ip, memory_order_relaxed);
-		atomic_store_explicit(&s->word, WORD(SLOT_LIVE, WORD_GEN(word)),
-				      memory_order_release);
-		/* After LIVE, so a sweep that resets the bound first sees this slot. */
-		prev = note_expiry(t, expires);
-		/* Tokens of one lifetime expire in issue order: this wakes the
-		 * sweeper once per empty table, not once per token. */
-		if (t->wake && expires < prev &&
-		    (prev == UINT64_MAX || prev - expires > RS_TOKEN_SWEEP_LATE_MS))
-			t->wake(t->wake_arg);
+		slot_fill(t, home_slot(t, w), word, w, spec, t->now() + ttl_ms, ip);
 		encode(raw, out);
 		atomic_fetch_add_explicit(&t->issued, 1, memory_order_relaxed);
 		ret = 0;
@@ -291,6 +302,38 @@ int rs_token_issue(struct rs_token_table *t, struct rs_console_spec *spec, uint3
 		atomic_fetch_sub(&t->live, 1);
 out:
 	explicit_bzero(raw, sizeof(raw));
+	explicit_bzero(w, sizeof(w));
+	return ret;
+}
+
+int rs_token_return(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES],
+		    struct rs_console_spec *spec)
+{
+	int64_t left_s = spec->expires_s - rs_wall_s();
+	uint64_t w[2], ip[2] = {0, 0}, word;
+	int ret = -ENOENT;
+
+	if (left_s <= 0)
+		goto out;
+	ret = -EINVAL;
+	if (spec->bind_ip && addr_words((const struct sockaddr *)&spec->client_ip, ip))
+		goto out;
+	ret = -ENOSPC;
+	if (!live_get(t))
+		goto out;
+	memcpy(w, tok, sizeof(w));
+	ret = -EBUSY;
+	if (!slot_reserve(home_slot(t, w), &word)) {
+		atomic_fetch_sub(&t->live, 1);
+		goto out;
+	}
+	/* Back in the table: the link holds its key's pending unit again. */
+	if (spec->usage)
+		atomic_fetch_add_explicit(&spec->usage->pending, 1, memory_order_relaxed);
+	slot_fill(t, home_slot(t, w), word, w, spec, t->now() + (uint64_t)left_s * 1000, ip);
+	atomic_fetch_add_explicit(&t->returned, 1, memory_order_relaxed);
+	ret = 0;
+out:
 	explicit_bzero(w, sizeof(w));
 	return ret;
 }
@@ -356,6 +399,10 @@ static struct rs_console_spec *take(struct rs_token_table *t, struct slot *s, ui
 	atomic_store_explicit(&s->word, WORD(SLOT_EMPTY, WORD_GEN(word) + 1),
 			      memory_order_release);
 	atomic_fetch_sub(&t->live, 1);
+	/* The link left the table (consumed, revoked or expired): its key may
+	 * issue another. */
+	if (spec && spec->usage)
+		atomic_fetch_sub_explicit(&spec->usage->pending, 1, memory_order_relaxed);
 	return spec;
 }
 
@@ -518,6 +565,7 @@ void rs_token_stats_get(struct rs_token_table *t, struct rs_token_stats *out)
 
 	out->issued = atomic_load(&t->issued);
 	out->consumed = atomic_load(&t->consumed);
+	out->returned = atomic_load(&t->returned);
 	out->expired = atomic_load(&t->expired);
 	out->revoked = atomic_load(&t->revoked);
 	out->rejected = atomic_load(&t->rejected);

@@ -33,6 +33,7 @@ struct rs_token_table;
  * one instant). <rejected> counts failed consumptions of any cause. */
 struct rs_token_stats {
 	uint64_t issued, consumed, expired, revoked, rejected, live;
+	uint64_t returned; /* consumed, then put back (rs_token_return) */
 };
 
 /* A table for at most <capacity> live tokens (2 x capacity slots of 64 bytes,
@@ -67,7 +68,9 @@ uint64_t rs_token_next_expiry(struct rs_token_table *t);
  * the table owns <spec> and <out> holds the NUL-terminated text form.
  * Returns 0; -ENOSPC when <capacity> tokens are live; -EINVAL when <spec> is
  * NULL or binds an address that is neither AF_INET nor AF_INET6; or the
- * error of getrandom. On failure <spec> is still the caller's. */
+ * error of getrandom. On failure <spec> is still the caller's. A spec with a
+ * <usage> must hold one unit of usage->pending (the caller took it): the
+ * table gives it back when the token is consumed, revoked or expires. */
 int rs_token_issue(struct rs_token_table *t, struct rs_console_spec *spec, uint32_t ttl_ms,
 		   char out[RS_TOKEN_TEXT + 1]);
 
@@ -91,6 +94,16 @@ int rs_token_peek(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES],
  * *<out> is NULL on failure. */
 int rs_token_consume(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES],
 		     const struct sockaddr *client, struct rs_console_spec **out);
+
+/* Put <spec>, just consumed from <tok>, back under the same token: for a
+ * consumer that may not use it now (the key's open-console limit), so the
+ * link works again later, until its original expiry (spec->expires_s, wall
+ * clock, to the second). A spec with a <usage> takes its pending unit back.
+ * 0: the table owns <spec> again. -ENOENT (expired), -ENOSPC (table full),
+ * -EBUSY (the token's home slot was taken meanwhile) or -EINVAL (bad bound
+ * address): <spec> is still the caller's, the link is gone. */
+int rs_token_return(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES],
+		    struct rs_console_spec *spec);
 
 /* Revoke <tok> (its spec is freed). 0 or -ENOENT (unknown or already gone). */
 int rs_token_revoke(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES]);

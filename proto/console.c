@@ -23,7 +23,7 @@ const char *const rs_console_cause_names[RS_CC__COUNT] = {
 	"target_protocol",  "target_reset",     "browser_protocol", "handshake_timeout",
 	"idle_timeout",     "upstream_auth",    "upstream_permission", "vm_not_found",
 	"vm_not_running",   "upstream_tls",     "upstream_unavailable", "upstream_protocol",
-	"console_unreachable", "terminal_refused", "nomem",
+	"console_unreachable", "terminal_refused", "nomem",   "key_consoles",
 };
 
 const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"token", "connect", "upstream_api",
@@ -914,24 +914,18 @@ static const struct rs_conn_ops target_ops = {
 static int target_addr(const struct rs_console_spec *spec, struct sockaddr_storage *ss,
 		       socklen_t *len)
 {
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
 	const char *h = !strcmp(spec->host, "localhost") ? "127.0.0.1" : spec->host;
 
-	memset(ss, 0, sizeof(*ss));
-	if (inet_pton(AF_INET, h, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(spec->port);
-		*len = sizeof(*s4);
-		return 0;
+	if (rs_parse_ip(h, strlen(h), ss))
+		return -EINVAL;
+	if (ss->ss_family == AF_INET) {
+		((struct sockaddr_in *)ss)->sin_port = htons(spec->port);
+		*len = sizeof(struct sockaddr_in);
+	} else {
+		((struct sockaddr_in6 *)ss)->sin6_port = htons(spec->port);
+		*len = sizeof(struct sockaddr_in6);
 	}
-	if (inet_pton(AF_INET6, h, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(spec->port);
-		*len = sizeof(*s6);
-		return 0;
-	}
-	return -EINVAL;
+	return 0;
 }
 
 /* --- Proxmox upstream callbacks --- */
@@ -1149,6 +1143,26 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 				      "this console link belongs to another client address", NULL);
 		return refuse(hc, cw, RS_CC_TOKEN_INVALID, 404, "token_invalid",
 			      "this console link has expired or was already used", NULL);
+	}
+	/* Per-key open-console limit, on the key's shared record (atomic, any
+	 * worker). The link goes back into the table: it works once a console
+	 * of that key has closed. */
+	if (!rs_spec_open_console(spec)) {
+		char hash[9];
+		bool kept;
+
+		rs_log_hash(raw, sizeof(raw), hash);
+		kept = !rs_token_return(env->tokens, raw, spec);
+		explicit_bzero(raw, sizeof(raw));
+		if (!kept)
+			rs_spec_free(spec);
+		audit_rejected(env, (struct sockaddr *)&client, req, hash, RS_CC_KEY_CONSOLES);
+		return refuse(hc, cw, RS_CC_KEY_CONSOLES, 429, "key_console_limit",
+			      kept ? "too many consoles are open for this link's API key; close one "
+				     "and open this link again"
+				   : "too many consoles are open for this link's API key; close one "
+				     "and open a new link",
+			      NULL);
 	}
 	s = calloc(1, sizeof(*s));
 	if (s)

@@ -46,6 +46,7 @@ enum rs_console_cause {
 	RS_CC_CONSOLE_UNREACHABLE, /* no 101 from vncwebsocket in time (backend connect hung) */
 	RS_CC_TERMINAL_REFUSED,   /* termproxy closed before its OK (ticket refused) */
 	RS_CC_NOMEM,
+	RS_CC_KEY_CONSOLES,       /* refused: the link's API key has max_consoles open */
 	RS_CC__COUNT
 };
 extern const char *const rs_console_cause_names[RS_CC__COUNT];

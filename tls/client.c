@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 
+#include "core/addr.h"
 #include "core/log.h"
 #include "tls/client.h"
 
@@ -44,9 +45,9 @@ struct client_conn {
 
 static bool is_ip(const char *host)
 {
-	struct in6_addr a;
+	struct sockaddr_storage ss;
 
-	return inet_pton(AF_INET, host, &a) == 1 || inet_pton(AF_INET6, host, &a) == 1;
+	return !rs_parse_ip(host, strlen(host), &ss);
 }
 
 static void fp_list(const struct rs_tls_client *cl, char *out, size_t len)

@@ -94,7 +94,13 @@ class Daemon:
             "api_keys": [{"name": "test", "key": API_KEY}],
             "state_dir": tmp,
             "drain_timeout_s": 5,
-            "api": {"rate_limit_per_s": 0},
+            # No rate, pending-link or failed-authentication limits unless a
+            # test sets them (some issue 100k links or fail on purpose).
+            "api": {"rate_limit_per_s": 0, "max_pending_per_key": 0,
+                    "auth_failures_per_window": 0},
+            # Targets are refused unless listed (SSRF); the tests' fakes
+            # all listen on loopback.
+            "allowed_targets": ["127.0.0.0/8", "::1"],
             "metrics_listen": "127.0.0.1:%d" % self.metrics_port,
         }
         for k, v in [*TORTURE.items(), *(overrides or {}).items()]:

@@ -48,6 +48,12 @@ def test_check_config_ok(tmp_path):
     ({"limits": {"max_bdoy": 1}}, "'limits.max_bdoy'"),
     ({"listne": ["127.0.0.1:1"]}, "'listne': unknown key"),
     ({"api_keys": [{"name": "x", "key": "short"}]}, "'api_keys[0].key'"),
+    ({"api_keys": [{"name": "x", "key": "change-me-to-a-long-random-string"}]},
+     "'api_keys[0].key': looks like a placeholder"),
+    ({"authorization": "12345678"}, "'authorization': must be at least 16 characters"),
+    ({"allowed_targets": ["10.0.0.0/40"]}, "'allowed_targets[0]'"),
+    ({"port_pool": {"source_addresses": ["127.0.0.2", "127.0.0.2"]}},
+     "'port_pool.source_addresses[1]': '127.0.0.2' is listed twice"),
     ("{\"listen\": [", "invalid JSON"),
 ])
 def test_bad_config_is_refused_naming_the_key(tmp_path, cfg, key):
@@ -80,7 +86,8 @@ def test_proxmoxvnc_config_json_works(tmp_path):
     port = free_port()
     cfg = {"authorization": "pvnc-0123456789abcdef", "router_ip": "127.0.0.1", "router_port": port,
            "public_ip": "203.0.113.9", "logging_enabled": True, "logging_level": "info",
-           "log_file": str(tmp_path / "pvnc.log"), "novnc_path": "/usr/share/novnc"}
+           "log_file": str(tmp_path / "pvnc.log"), "novnc_path": "/usr/share/novnc",
+           "allowed_targets": ["127.0.0.0/8"]}
     p = subprocess.Popen([BIN, "-config", write(tmp_path, cfg)])
     try:
         assert wait_healthy(port, 10, p)  # /healthz answers 200 on router_port

@@ -5,6 +5,7 @@
 #include <cmocka.h>
 #include <unistd.h>
 
+#include "core/addr.h"
 #include "core/config.h"
 
 static char err[512];
@@ -145,6 +146,132 @@ static void test_clusters(void **st)
 	rs_config_release(&c);
 }
 
+/* Item 17: placeholder and short keys are refused with a message saying how
+ * to make a real one; ProxmoxVNC's 'authorization' needs 16 characters too. */
+static void test_weak_keys_refused(void **st)
+{
+	(void)st;
+	expect_error("{\"api_keys\": [{\"name\": \"panel\", \"key\": "
+		     "\"change-me-to-a-long-random-string\"}]}",
+		     "'api_keys[0].key': looks like a placeholder");
+	expect_error("{\"api_keys\": [{\"name\": \"panel\", \"key\": \"CHANGEME0123456789\"}]}",
+		     "openssl rand -base64 24");
+	expect_error("{\"api_keys\": [{\"name\": \"p\", \"key\": \"SecretSecret-Secret!\"}]}",
+		     "placeholder (secret)");
+	expect_error("{\"api_keys\": [{\"name\": \"p\", \"key\": \"xxxxxxxxxxxxxxxxxxxx\"}]}",
+		     "placeholder (one character repeated)");
+	expect_error("{\"api_keys\": [{\"name\": \"p\", \"key\": \"examplekeyexamplekey\"}]}",
+		     "placeholder");
+	expect_error("{\"api_keys\": [{\"name\": \"p\", \"key\": \"Password1234567890\"}]}",
+		     "placeholder");
+	expect_error("{\"api_keys\": [{\"name\": \"p\", \"key\": \"short\"}]}",
+		     "at least 16 characters (generate one with: openssl rand -base64 24)");
+	expect_error("{\"authorization\": \"12345678\"}",
+		     "'authorization': must be at least 16 characters");
+	expect_error("{\"authorization\": \"changeme-changeme-changeme\"}",
+		     "'authorization': looks like a placeholder");
+	expect_error("{\"metrics_token\": \"replace-me-with-a-token\"}",
+		     "'metrics_token': looks like a placeholder");
+	expect_error("{\"metrics_token\": \"short\"}", "'metrics_token': must be at least 16");
+}
+
+/* Item 11 and 12's keys, and item 18's duplicate source addresses. */
+static void test_key_limits_targets_and_sources(void **st)
+{
+	struct rs_config c;
+
+	(void)st;
+	assert_int_equal(load(&c, "{\"api_keys\": [{\"name\": \"a\", \"key\": \"0123456789abcdef\","
+				  "\"max_pending\": 5, \"max_consoles\": 0, \"admin\": true,"
+				  "\"allowed_targets\": [\"10.0.0.0/8\", \"::1\"]},"
+				  "{\"name\": \"b\", \"key\": \"0123456789abcdeg\"}],"
+				  "\"allowed_targets\": [\"127.0.0.0/8\"],"
+				  "\"api\": {\"max_pending_per_key\": 7, \"max_consoles_per_key\": 3}}"),
+			 0);
+	assert_true(c.api_keys[0].max_pending_set);
+	assert_int_equal(c.api_keys[0].max_pending, 5);
+	assert_true(c.api_keys[0].max_consoles_set);
+	assert_true(c.api_keys[0].admin);
+	assert_int_equal(c.api_keys[0].n_allowed_targets, 2);
+	assert_false(c.api_keys[1].max_pending_set);
+	assert_false(c.api_keys[1].allowed_targets_set);
+	assert_false(c.api_keys[1].admin);
+	assert_int_equal(c.n_allowed_targets, 1);
+	assert_int_equal(c.api_max_pending_per_key, 7);
+	assert_int_equal(c.api_max_consoles_per_key, 3);
+	rs_config_release(&c);
+	assert_int_equal(load(&c, "{}"), 0);
+	assert_int_equal(c.n_allowed_targets, 0); /* secure default: nothing */
+	assert_int_equal(c.api_max_pending_per_key, 10000);
+	rs_config_release(&c);
+	expect_error("{\"allowed_targets\": [\"10.0.0.0/33\"]}", "'allowed_targets[0]'");
+	expect_error("{\"api_keys\": [{\"name\": \"a\", \"key\": \"0123456789abcdef\","
+		     "\"allowed_targets\": [\"x\"]}]}",
+		     "'api_keys[0].allowed_targets[0]'");
+	expect_error("{\"api_keys\": [{\"name\": \"a\", \"key\": \"0123456789abcdef\","
+		     "\"max_pending\": -1}]}",
+		     "'api_keys[0].max_pending'");
+	expect_error("{\"api_keys\": [{\"name\": \"a\", \"key\": \"0123456789abcdef\","
+		     "\"admin\": 1}]}",
+		     "'api_keys[0].admin'");
+	expect_error("{\"api_keys\": [{\"name\": \"a\", \"key\": \"0123456789abcdef\","
+		     "\"colour\": 1}]}",
+		     "'api_keys[0].colour': unknown key");
+	expect_error("{\"port_pool\": {\"source_addresses\": [\"127.0.0.2\", \"127.0.0.3\","
+		     "\"127.0.0.2\"]}}",
+		     "'port_pool.source_addresses[2]': '127.0.0.2' is listed twice");
+	expect_error("{\"port_pool\": {\"source_addresses\": [\"::1\", \"0:0::1\"]}}",
+		     "listed twice");
+	expect_error("{\"clusters\": {\"c\": {\"endpoints\": [\"10.0.0.5:8006\"], \"verify\":"
+		     "\"insecure\", \"token\": \"a@pam!b=c\", \"source_addresses\":"
+		     "[\"10.0.0.1\", \"10.0.0.1\"]}}}",
+		     "'clusters.c.source_addresses[1]'");
+}
+
+static bool allowed(const char *const *list, size_t n, const char *ip)
+{
+	struct rs_cidr c[8];
+	struct sockaddr_storage ss;
+
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(rs_parse_cidr(list[i], &c[i]), 0);
+	assert_int_equal(rs_parse_ip(ip, strlen(ip), &ss), 0);
+	return rs_addr_allowed(c, n, (struct sockaddr *)&ss);
+}
+
+/* Item 12: targets inside the list pass; unspecified, broadcast, multicast
+ * and link-local addresses pass only when listed explicitly. */
+static void test_allowed_targets(void **st)
+{
+	static const char *const lan[] = {"10.0.0.0/8", "127.0.0.0/8", "2001:db8::/32"};
+	static const char *const any[] = {"0.0.0.0/0", "::/0"};
+	static const char *const meta[] = {"169.254.169.254/32", "fe80::/10", "0.0.0.0"};
+
+	(void)st;
+	assert_false(allowed(lan, 0, "10.0.0.1")); /* empty list: nothing */
+	assert_true(allowed(lan, 3, "10.1.2.3"));
+	assert_true(allowed(lan, 3, "127.0.0.1"));
+	assert_true(allowed(lan, 3, "::ffff:10.1.2.3")); /* mapped: judged as IPv4 */
+	assert_true(allowed(lan, 3, "2001:db8::5"));
+	assert_false(allowed(lan, 3, "192.168.1.1"));
+	assert_false(allowed(lan, 3, "::1"));
+	assert_true(allowed(any, 2, "192.168.1.1"));
+	assert_true(allowed(any, 2, "2001:db8::1"));
+	assert_false(allowed(any, 2, "0.0.0.0"));
+	assert_false(allowed(any, 2, "::"));
+	assert_false(allowed(any, 2, "169.254.169.254"));
+	assert_false(allowed(any, 2, "::ffff:169.254.169.254"));
+	assert_false(allowed(any, 2, "224.0.0.1"));
+	assert_false(allowed(any, 2, "239.255.255.250"));
+	assert_false(allowed(any, 2, "255.255.255.255"));
+	assert_false(allowed(any, 2, "ff02::1"));
+	assert_false(allowed(any, 2, "fe80::1"));
+	assert_true(allowed(meta, 3, "169.254.169.254"));
+	assert_false(allowed(meta, 3, "169.254.169.253"));
+	assert_true(allowed(meta, 3, "fe80::1"));
+	assert_true(allowed(meta, 3, "0.0.0.0"));
+}
+
 static void test_secret_never_in_error(void **st)
 {
 	struct rs_config c;
@@ -253,6 +380,9 @@ int main(void)
 		cmocka_unit_test(test_cli_overrides),
 		cmocka_unit_test(test_hostport),
 		cmocka_unit_test(test_load_file),
+		cmocka_unit_test(test_weak_keys_refused),
+		cmocka_unit_test(test_key_limits_targets_and_sources),
+		cmocka_unit_test(test_allowed_targets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -708,6 +708,83 @@ static void test_concurrent_stress(void **st)
 		      (long)n_full);
 }
 
+/* A key's pending count (item 11's per-key limit) goes down whichever way a
+ * link leaves the table: consumed, revoked, revoked by hash, expired on
+ * consume, swept; the console place is given back when the spec is freed. */
+static void test_key_usage_follows_the_link(void **st)
+{
+	struct rs_token_table *t = rs_token_table_new(16);
+	struct rs_key_usage u = {0};
+	struct rs_console_spec *s, *got;
+	uint8_t raw[5][16];
+	char hash[9];
+
+	(void)st;
+	rs_token_table_set_clock(t, fake_clock);
+	for (int i = 0; i < 5; i++) {
+		s = spec(NULL);
+		assert_true(rs_usage_take(&u.pending, 5));
+		s->usage = &u;
+		s->max_consoles = 1;
+		issue_raw(t, s, i == 4 ? 10 : 60000, raw[i]);
+	}
+	assert_false(rs_usage_take(&u.pending, 5)); /* the limit holds */
+	assert_int_equal(atomic_load(&u.pending), 5);
+	assert_int_equal(rs_token_consume(t, raw[0], NULL, &got), 0);
+	assert_int_equal(atomic_load(&u.pending), 4);
+	assert_true(rs_spec_open_console(got));
+	assert_int_equal(atomic_load(&u.consoles), 1);
+	assert_int_equal(rs_token_consume(t, raw[1], NULL, &s), 0);
+	assert_false(rs_spec_open_console(s)); /* max_consoles 1 */
+	assert_int_equal(atomic_load(&u.consoles), 1);
+	rs_spec_free(s); /* held no place: gives none back */
+	assert_int_equal(atomic_load(&u.consoles), 1);
+	rs_spec_free(got);
+	assert_int_equal(atomic_load(&u.consoles), 0);
+	assert_int_equal(rs_token_revoke(t, raw[2]), 0);
+	rs_log_hash(raw[3], 16, hash);
+	assert_int_equal(rs_token_revoke_hash(t, hash), 0);
+	assert_int_equal(atomic_load(&u.pending), 1);
+	fake_now += 1000;
+	assert_int_equal(rs_token_sweep(t, fake_now), 1);
+	assert_int_equal(atomic_load(&u.pending), 0);
+	assert_true(rs_usage_take(&u.pending, 0)); /* 0: unlimited */
+	rs_token_table_free(t);
+}
+
+/* A consumer that may not use a link now puts it back: the same token works
+ * again until its original expiry, and its key counts it pending again. */
+static void test_return_keeps_the_link(void **st)
+{
+	struct rs_token_table *t = rs_token_table_new(16);
+	struct rs_key_usage u = {0};
+	struct rs_console_spec *s = spec("pw"), *got, *again;
+	uint8_t raw[16];
+
+	(void)st;
+	rs_token_table_set_clock(t, fake_clock);
+	assert_true(rs_usage_take(&u.pending, 1));
+	s->usage = &u;
+	s->expires_s = rs_wall_s() + 60;
+	issue_raw(t, s, 60000, raw);
+	assert_int_equal(rs_token_consume(t, raw, NULL, &got), 0);
+	assert_int_equal(atomic_load(&u.pending), 0);
+	assert_int_equal(rs_token_return(t, raw, got), 0);
+	assert_int_equal(atomic_load(&u.pending), 1);
+	assert_int_equal(stats(t).live, 1);
+	assert_int_equal(stats(t).returned, 1);
+	assert_int_equal(rs_token_peek(t, raw, NULL), 0);
+	assert_int_equal(rs_token_consume(t, raw, NULL, &again), 0);
+	assert_ptr_equal(again, got);
+	assert_string_equal(again->password, "pw");
+	/* an expired link does not come back */
+	again->expires_s = rs_wall_s() - 1;
+	assert_int_equal(rs_token_return(t, raw, again), -ENOENT);
+	assert_int_equal(stats(t).live, 0);
+	rs_spec_free(again);
+	rs_token_table_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -726,6 +803,8 @@ int main(void)
 		cmocka_unit_test(test_race_exactly_one_winner),
 		cmocka_unit_test(test_race_consume_against_revoke),
 		cmocka_unit_test(test_concurrent_stress),
+		cmocka_unit_test(test_key_usage_follows_the_link),
+		cmocka_unit_test(test_return_keeps_the_link),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
