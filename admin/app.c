@@ -319,6 +319,8 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 			return method_not_allowed(hc, "GET, HEAD");
 		if (atomic_load(&app->draining))
 			rs_http_respond(hc, 503, "text/plain; charset=utf-8", "draining\n", 9, NULL);
+		else if (!atomic_load(&app->running)) /* workers up, the rest not yet */
+			rs_http_respond(hc, 503, "text/plain; charset=utf-8", "starting\n", 9, NULL);
 		else
 			rs_http_respond(hc, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL);
 		return;
