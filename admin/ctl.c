@@ -186,8 +186,10 @@ static bool matches(const struct rs_console_info *i, const char *filter)
 	       strstr(i->token_hash, filter) || strstr(i->state, filter);
 }
 
-/* <only>: a single session id, or 0 for a list filtered by <filter>. */
-static int cmd_sessions(struct rs_app *app, struct out *o, const char *filter, uint64_t only)
+/* <only>: a single session id (0 is a valid id: worker 0, slot 0,
+ * generation 0), or NULL for a list filtered by <filter>. */
+static int cmd_sessions(struct rs_app *app, struct out *o, const char *filter,
+			const uint64_t *only)
 {
 	struct rs_engine *e = app->engine;
 	json_t *arr = json_array();
@@ -212,7 +214,7 @@ static int cmd_sessions(struct rs_app *app, struct out *o, const char *filter, u
 		for (size_t k = 0; k < RS_MIN(r.n, r.max); k++) {
 			const struct rs_console_info *i = &r.items[k];
 
-			if ((only && i->id != only) || (!only && !matches(i, filter)))
+			if ((only && i->id != *only) || (!only && !matches(i, filter)))
 				continue;
 			json_array_append_new(arr, info_json(i));
 			found++;
@@ -285,7 +287,7 @@ static int parse_id(const char *s, uint64_t *id)
 
 	errno = 0;
 	*id = strtoull(s, &end, 16);
-	return (!*s || *end || errno || !*id) ? -EINVAL : 0;
+	return (!*s || *end || errno) ? -EINVAL : 0;
 }
 
 static int cmd_kill(struct rs_app *app, struct out *o, const char *arg)
@@ -340,14 +342,14 @@ int rs_ctl_execute(struct rs_app *app, const char *line, char **result)
 		fprintf(o.f, "OK\n");
 		cmd_stats(app, &o);
 	} else if (!strcmp(argv[0], "sessions")) {
-		ret = cmd_sessions(app, &o, argc > 1 ? argv[1] : NULL, 0);
+		ret = cmd_sessions(app, &o, argc > 1 ? argv[1] : NULL, NULL);
 	} else if (!strcmp(argv[0], "session")) {
 		uint64_t id;
 
 		if (argc < 2 || parse_id(argv[1], &id))
 			ret = err_out(&o, "%s", "usage: session <id>");
 		else
-			ret = cmd_sessions(app, &o, NULL, id);
+			ret = cmd_sessions(app, &o, NULL, &id);
 	} else if (!strcmp(argv[0], "kill")) {
 		ret = cmd_kill(app, &o, argc > 1 ? argv[1] : NULL);
 	} else if (!strcmp(argv[0], "revoke")) {

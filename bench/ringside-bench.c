@@ -558,6 +558,13 @@ static void a_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 	ws->api = NULL;
 	if (!atomic_load(&stop_flag) && ws->requested < ws->quota)
 		fprintf(stderr, "ringside-bench: API connection closed (%s)\n", strerror(err));
+	/* ringside closes the connection after an error answer (a 401 comes
+	 * from the request's head): what was pipelined behind it, and what was
+	 * never sent, fails rather than waiting for the run's deadline. */
+	atomic_fetch_add(&failures[F_API], ws->in_flight + (ws->quota - ws->requested));
+	atomic_fetch_add(&n_done, ws->in_flight + (ws->quota - ws->requested));
+	ws->in_flight = 0;
+	ws->requested = ws->quota;
 }
 
 /* Keep at most --batch consoles opening and as many token requests in flight. */
@@ -612,9 +619,7 @@ static void a_on_connect(struct rs_conn *c, int res)
 
 	if (res) {
 		fprintf(stderr, "ringside-bench: cannot reach the API: %s\n", strerror(-res));
-		rs_conn_close(c, RS_CLOSE_ERROR, -res);
-		atomic_fetch_add(&failures[F_API], ws->quota);
-		atomic_fetch_add(&n_done, ws->quota);
+		rs_conn_close(c, RS_CLOSE_ERROR, -res); /* a_on_close counts the failures */
 		return;
 	}
 	request_tokens(ws);

@@ -170,7 +170,8 @@ def test_malformed_and_oversized_requests(admin):
     assert raw(b"\x00\xff\xfe garbage\n").startswith(b"ERR request contains a NUL byte")
     assert raw(b"\xff\xfe garbage\n").startswith(b"ERR unknown command")
     assert raw(b"kill\n").startswith(b"ERR usage")
-    assert raw(b"session 0\n").startswith(b"ERR usage")
+    assert raw(b"session zz\n").startswith(b"ERR usage")
+    assert raw(b"session 0\n").startswith(b"ERR no such session")  # 0 is a valid id
     rc, _, _ = ctl(admin, "stats")
     assert rc == 0  # the daemon is unaffected
 
