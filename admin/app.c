@@ -36,6 +36,8 @@ static void on_console_event(void *arg, const struct rs_console_event *ev)
 		json_object_set_new(o, "label", json_string(ev->label));
 		json_object_set_new(o, "kind", json_string(ev->kind));
 		json_object_set_new(o, "target", json_string(target));
+		if (ev->view_only)
+			json_object_set_new(o, "view_only", json_true());
 	}
 	if (ev->type == RS_CEV_REJECTED)
 		json_object_set_new(o, "reason", json_string(ev->cause));
