@@ -826,6 +826,28 @@ void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_h
 	rs_http_respond(hc, 200, "application/json", body, (size_t)(p - body), NULL);
 }
 
+/* admin/openapi.json, built in as it is (the Makefile makes api.o depend on
+ * it): one file that the test validates and compares with live answers. */
+__asm__(".section .rodata\n"
+	".balign 16\n"
+	"rs_openapi_json:\n"
+	".incbin \"admin/openapi.json\"\n"
+	"rs_openapi_json_end:\n"
+	".previous\n");
+extern const char rs_openapi_json[] __asm__("rs_openapi_json");
+extern const char rs_openapi_json_end[] __asm__("rs_openapi_json_end");
+
+void rs_api_openapi(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
+{
+	(void)app;
+	if (!(req->method == HTTP_GET || req->method == HTTP_HEAD))
+		return rs_http_respond_error(hc, 405, "method_not_allowed", "use GET",
+					     "Allow: GET, HEAD\r\n");
+	rs_http_respond_static(hc, 200, "application/json", rs_openapi_json,
+			       (size_t)(rs_openapi_json_end - rs_openapi_json),
+			       "Cache-Control: no-cache\r\n");
+}
+
 void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
 {
 	bool collection = req->path_len == strlen("/api/v1/consoles");

@@ -117,6 +117,11 @@ void rs_api_check_head(struct rs_app *app, struct rs_http_conn *hc, const struct
 /* Route handler for /api/v1/consoles[/<token>]. */
 void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
 
+/* GET /api/v1/openapi.json: the OpenAPI 3.1 description of the API
+ * (admin/openapi.json, built in), without authentication: it describes
+ * routes and error codes and holds nothing secret. */
+void rs_api_openapi(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
+
 /* GET /api/v1/stats: counters as JSON (same API keys). */
 void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
 

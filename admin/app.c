@@ -352,6 +352,10 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 			return method_not_allowed(hc, "GET");
 		return rs_console_upgrade(&app->console, hc, req, rest, rest_len);
 	}
+	if (path_is(req, "/api/v1/openapi.json")) {
+		rs_http_set_route(hc, RS_ROUTE_STATIC); /* a document, the same for everyone */
+		return rs_api_openapi(app, hc, req);
+	}
 	if (path_is(req, "/api/v1/stats")) {
 		rs_http_set_route(hc, RS_ROUTE_API_STATS);
 		return rs_api_stats(app, hc, req);
