@@ -6,9 +6,6 @@ import json
 import os
 import socket
 import subprocess
-import time
-
-import pytest
 
 from conftest import API_KEY, BIN, ROOT
 from fakes import RawWS, Target, echo_target

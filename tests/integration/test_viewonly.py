@@ -2,17 +2,17 @@
 drops every input message it sends before the target — checked at the target
 (a fake VNC server recording every byte after the handshake; a Proxmox
 simulator terminal whose "shell" records its input and window size)."""
-import json
 import os
+import shutil
 import socket
+import subprocess
 import struct
 import tempfile
-import threading
 import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import API_KEY, ROOT
 from fakes import RawWS, Target, recv_exact, rfb_none_handshake
 from test_audit import records
 
@@ -178,7 +178,6 @@ def term_lab():
 
 
 def run_term(d, lab, view_only):
-    from test_proxmox import cluster
     open(lab.rec, "w").close()
     body = {"cluster": "lab", "node": "pve1", "vmid": 200, "type": "lxc", "console": "term"}
     if view_only:
@@ -214,3 +213,98 @@ def test_view_only_terminal_drops_input_and_resize(daemon_factory, term_lab):
     # An ordinary terminal gets both (the recorder works).
     rec = run_term(d, term_lab, False)
     assert b"winch 100 30" in rec and b"input touch /tmp/never" in rec, rec
+
+
+# --- Chromium: the page in a real browser, keys typed at a view-only console ---
+
+FIRST, SECOND = (200, 30, 30), (30, 30, 200)
+FB_W, FB_H = 64, 48
+
+
+def msg_len(b):
+    """Length of the browser message at the start of <b>, None while unknown."""
+    if not b:
+        return None
+    t = b[0]
+    fixed = {0: 20, 3: 10, 4: 8, 5: 6, 150: 10, 250: 4}
+    if t in fixed:
+        return fixed[t]
+    if t == 2:
+        return 4 + 4 * struct.unpack(">H", b[2:4])[0] if len(b) >= 4 else None
+    if t == 6:
+        return 8 + struct.unpack(">I", b[4:8])[0] if len(b) >= 8 else None
+    if t == 248:
+        return 9 + b[8] if len(b) >= 9 else None
+    if t == 251:
+        return 8 + 16 * b[6] if len(b) >= 8 else None
+    if t == 255:
+        if len(b) < 2:
+            return None
+        if b[1] == 0:
+            return 12
+        return (10 if b[3] == 2 else 4) if len(b) >= 4 else None
+    raise AssertionError("unknown message type %d" % t)
+
+
+def fake_vnc(c, t):
+    """A small RFB server: one screen, then another 1.5 s later; records the
+    type of every message the browser's side sends, and the key events."""
+    rec = {"types": [], "keys": []}
+    t.records.append(rec)
+    rfb_none_handshake(c)
+    recv_exact(c, 1)  # ClientInit
+    c.sendall(struct.pack(">HHBBBBHHHBBB3xI", FB_W, FB_H, 32, 24, 0, 1, 255, 255, 255, 0, 8, 16, 4)
+              + b"fake")
+    start, buf, last, pending = time.time(), b"", None, False
+
+    def frame(colour):
+        c.sendall(b"\x00\x00\x00\x01" + struct.pack(">HHHHi", 0, 0, FB_W, FB_H, 0)
+                  + bytes([*colour, 0]) * (FB_W * FB_H))
+    c.settimeout(0.05)
+    while True:
+        colour = FIRST if time.time() - start < 1.5 else SECOND
+        try:
+            data = c.recv(65536)
+            if not data:
+                return
+            buf += data
+        except socket.timeout:
+            pass
+        while True:
+            n = msg_len(buf)
+            if n is None or len(buf) < n:
+                break
+            m, buf = buf[:n], buf[n:]
+            rec["types"].append(m[0])
+            if m[0] == 4:
+                rec["keys"].append(struct.unpack(">I", m[4:8])[0])
+            if m[0] == 3 and not m[1]:
+                frame(colour)
+                last = colour
+            elif m[0] == 3:
+                pending = True
+        if pending and colour != last:
+            frame(colour)
+            last, pending = colour, False
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed (scripts/setup installs it)")
+def test_view_only_console_in_chromium(daemon):
+    t = Target(fake_vnc)
+    t.records = []
+    env = dict(os.environ, RINGSIDE_URL=daemon.base, RINGSIDE_KEY=API_KEY, VNC_PORT=str(t.port),
+               NODE_PATH=os.path.join(ROOT, "www/node_modules"))
+    out = subprocess.run(["node", os.path.join(ROOT, "tests/e2e/viewonly_console.mjs")], env=env,
+                         capture_output=True, text=True, timeout=180)
+    t.stop()
+    print(out.stdout, out.stderr)
+    assert out.returncode == 0 and "0 failed" in out.stdout, out.stdout + out.stderr
+    assert len(t.records) == 2, t.records
+    viewer, ordinary = t.records
+    # The viewer's browser kept asking for updates, yet not one key or
+    # pointer event reached the server.
+    assert viewer["types"].count(3) >= 2, viewer["types"]
+    assert not set(viewer["types"]) & {4, 5, 6, 250, 251, 255}, viewer["types"]
+    # The same typing on an ordinary console does arrive (the check can fail).
+    assert 4 in ordinary["types"] and 5 in ordinary["types"], ordinary["types"]
+    assert ord("s") in ordinary["keys"] and 0xff0d in ordinary["keys"], ordinary["keys"]
