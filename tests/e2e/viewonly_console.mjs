@@ -48,8 +48,42 @@ const ctx = await chromium.launchPersistentContext(profile, {
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
+// TERM_CLUSTER set: a view-only Proxmox terminal (CT 200) instead, whose
+// "shell" (test_viewonly.py's recorder) prints tick-N lines and records input.
+async function terminal(cluster) {
+  const r = await fetch(`${base}/api/v1/consoles`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ cluster, node: 'pve1', vmid: 200, type: 'lxc', console: 'term', view_only: true }),
+  });
+  const { url } = await r.json();
+  check('terminal: view-only link issued', r.status === 201 && !!url, String(r.status));
+  const page = await ctx.newPage();
+  await page.goto(url);
+  await page.waitForFunction(() => document.body.dataset.state !== 'connecting', null, { timeout: 20000 });
+  check('terminal: connects', await page.evaluate(() => document.body.dataset.state) === 'connected');
+  const ticks = () => page.evaluate(() => {
+    const b = window.ringsideTerm.buffer.active;
+    let n = 0;
+    for (let y = 0; y < b.length; y++) if (/tick-\d+/.test(b.getLine(y).translateToString(true))) n++;
+    return n;
+  });
+  let before = 0;
+  for (let i = 0; i < 50 && before < 3; i++) { before = await ticks(); await page.waitForTimeout(100); }
+  check('terminal: shows the shell\'s output', before >= 3, String(before));
+  await page.click('#screen');
+  await page.keyboard.type('touch /tmp/never\n');
+  await page.setViewportSize({ width: 700, height: 400 }); // the page would resize the terminal
+  await page.waitForTimeout(800);
+  check('terminal: output keeps coming', await ticks() > before);
+  check('terminal: still connected after typing',
+    await page.evaluate(() => document.body.dataset.state) === 'connected');
+  await page.close();
+}
+
 try {
-  for (const viewOnly of [true, false]) {
+  if (process.env.TERM_CLUSTER) await terminal(process.env.TERM_CLUSTER);
+  for (const viewOnly of process.env.TERM_CLUSTER ? [] : [true, false]) {
     const tag = viewOnly ? 'view-only' : 'ordinary';
     const r = await fetch(`${base}/api/v1/consoles`, {
       method: 'POST',

@@ -308,3 +308,19 @@ def test_view_only_console_in_chromium(daemon):
     # The same typing on an ordinary console does arrive (the check can fail).
     assert 4 in ordinary["types"] and 5 in ordinary["types"], ordinary["types"]
     assert ord("s") in ordinary["keys"] and 0xff0d in ordinary["keys"], ordinary["keys"]
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed (scripts/setup installs it)")
+def test_view_only_terminal_in_chromium(daemon_factory, term_lab):
+    from test_proxmox import cluster
+    d = daemon_factory({"clusters": {"lab": cluster(term_lab, nodes=("pve1",))}})
+    open(term_lab.rec, "w").close()
+    env = dict(os.environ, RINGSIDE_URL=d.base, RINGSIDE_KEY=API_KEY, TERM_CLUSTER="lab",
+               NODE_PATH=os.path.join(ROOT, "www/node_modules"))
+    out = subprocess.run(["node", os.path.join(ROOT, "tests/e2e/viewonly_console.mjs")], env=env,
+                         capture_output=True, text=True, timeout=180)
+    print(out.stdout, out.stderr)
+    assert out.returncode == 0 and "0 failed" in out.stdout, out.stdout + out.stderr
+    rec = open(term_lab.rec, "rb").read()
+    assert rec.startswith(b"start\n"), rec
+    assert b"input" not in rec and b"winch" not in rec, rec
