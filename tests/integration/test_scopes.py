@@ -117,3 +117,31 @@ def test_bad_scope_is_refused_by_the_config_check(tmp_path, scope, msg):
     r = subprocess.run([BIN, "--check-config", "--config", str(p)], capture_output=True,
                        text=True, timeout=10)
     assert r.returncode != 0 and msg in r.stderr, r.stderr
+
+
+def test_reload_applies_a_new_scope(daemon_factory, tmpdir_rs):
+    import os
+    from test_api_hardening import ctl_reload
+    sock = os.path.join(tmpdir_rs, "admin.sock")
+    key = {"name": "r", "key": "scope-key-reload-0123456789abcde"}
+    d = daemon_factory({"api_keys": [key], "admin_socket": sock})
+    d.sock = sock
+    assert post_json_key(d, key["key"], VNC)[0] == 201
+    cfg = json.load(open(d.cfg_path))
+    cfg["api_keys"] = [dict(key, kinds=["pve-vnc"])]
+    json.dump(cfg, open(d.cfg_path, "w"))
+    ctl_reload(d)
+    st, _, b = post_json_key(d, key["key"], VNC)
+    assert st == 403 and b["error"]["code"] == "out_of_scope", b
+    # A scope the check refuses leaves the one in force.
+    cfg["api_keys"] = [dict(key, kinds=["rdp"])]
+    json.dump(cfg, open(d.cfg_path, "w"))
+    r = subprocess.run([BIN, "ctl", "--socket", sock, "reload"], capture_output=True, text=True,
+                       timeout=10)
+    assert "api_keys[0].kinds[0]" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert post_json_key(d, key["key"], VNC)[0] == 403
+
+
+def post_json_key(d, key, body):
+    return request(d, "POST", "/api/v1/consoles", json.dumps(body).encode(),
+                   {"Authorization": "Bearer " + key, "Content-Type": "application/json"})
