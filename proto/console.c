@@ -546,12 +546,13 @@ static void forward_to_target(struct session *s, struct rs_buf *buf, uint8_t *da
 		rs_conn_pause(s->br);
 }
 
+static void view_only_relay(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len);
+
 /* Browser bytes for the target once relaying: on RFB consoles each message
  * is checked first (known type, bounded length), so a hostile page cannot
  * hand the VNC server's parser what noVNC never sends. The bytes go on
- * unchanged, in one send. Terminal input was checked by term_chunk(). */
-static void view_only_relay(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len);
-
+ * unchanged, in one send (view-only consoles: view_only_relay drops the
+ * input among them). Terminal input was checked by term_chunk(). */
 static void relay_to_target(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
 	if (!s->term && s->spec->view_only)
