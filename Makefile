@@ -77,6 +77,9 @@ $(B)/www_assets.c: scripts/embed-www $(WWW_FILES)
 	@mkdir -p $(dir $@)
 	$(Q)/usr/bin/python3 scripts/embed-www www $@
 
+# The API's OpenAPI description is built into api.o (.incbin).
+$(B)/admin/api.o: admin/openapi.json
+
 $(B)/www_assets.o: $(B)/www_assets.c
 	$(Q)$(CC) $(CFLAGS_ALL) -w -c $< -o $@
 

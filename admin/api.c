@@ -41,7 +41,8 @@ struct rs_auth_throttle {
 };
 
 /* Counted here and shown by /api/v1/stats. */
-static _Atomic uint64_t auth_failures, auth_throttled, key_pending_refused, targets_refused;
+static _Atomic uint64_t auth_failures, auth_throttled, key_pending_refused, targets_refused,
+    scope_refused;
 
 static struct rs_key_state *state_new(void)
 {
@@ -81,6 +82,14 @@ struct rs_keyset *rs_keyset_new(const struct rs_config *cfg, const struct rs_key
 		k->allowed = k->own_allowed ? parse_cidrs(c->allowed_targets, c->n_allowed_targets)
 					    : parse_cidrs(cfg->allowed_targets, cfg->n_allowed_targets);
 		k->n_allowed = k->own_allowed ? c->n_allowed_targets : cfg->n_allowed_targets;
+		k->clusters = rs_xcalloc(c->n_clusters + 1, sizeof(char *));
+		for (size_t j = 0; j < c->n_clusters; j++)
+			k->clusters[j] = rs_xstrdup(c->clusters[j]);
+		k->n_clusters = c->n_clusters;
+		k->clusters_set = c->clusters_set;
+		k->kinds = c->kinds;
+		k->max_ttl_s = c->max_ttl_s;
+		k->view_only_only = c->view_only_only;
 		if (!k->n_allowed)
 			rs_info("api",
 				"API key '%s' has no allowed_targets: its plain VNC targets and "
@@ -116,6 +125,9 @@ void rs_keyset_free(struct rs_keyset *ks)
 			free(k->key);
 			free(k->name);
 			free(k->allowed);
+			for (size_t j = 0; j < k->n_clusters; j++)
+				free(k->clusters[j]);
+			free(k->clusters);
 			if (k->owns_state) {
 				pthread_mutex_destroy(&k->state->lock);
 				free(k->state);
@@ -354,7 +366,8 @@ int rs_api_parse_console(const struct rs_config *cfg, const uint8_t *body, size_
 	{
 		static const char *const known[] = {"kind",  "host",  "port",	 "password",
 						    "ttl",   "label", "client_ip", "cluster",
-						    "node",  "vmid",  "type",	 "console"};
+						    "node",  "vmid",  "type",	 "console",
+						    "view_only"};
 		bool ok = false;
 
 		for (size_t i = 0; i < RS_ARRAY_SIZE(known); i++)
@@ -416,6 +429,7 @@ common:
 			goto out_free;
 		}
 		s->ttl_s = (uint32_t)json_integer_value(v);
+		s->ttl_explicit = true;
 	}
 	v = json_object_get(root, "label");
 	if (v && !json_is_null(v)) {
@@ -425,6 +439,14 @@ common:
 			goto out_free;
 		}
 		s->label = strdup(json_string_value(v));
+	}
+	v = json_object_get(root, "view_only");
+	if (v && !json_is_null(v)) {
+		if (!json_is_boolean(v)) {
+			fail(e, 400, "invalid_field", "'view_only' must be true or false");
+			goto out_free;
+		}
+		s->view_only = json_is_true(v);
 	}
 	/* Binding a link to the customer's address: the panel knows it, ringside
 	 * only sees the panel. Required when the operator turned binding on. */
@@ -554,16 +576,72 @@ static int check_target(const struct rs_keyset_key *k, const struct rs_console_s
 		    "the target is outside the allowed_targets of API key '%s'", k->name);
 }
 
+static const char *const kind_names[] = {"vnc", "pve-vnc", "pve-term"};
+
+int rs_api_check_scope(const struct rs_keyset_key *k, struct rs_console_spec *spec,
+		       struct rs_api_error *e)
+{
+	bool listed = false;
+
+	if (k->kinds && !(k->kinds & (1u << spec->kind))) {
+		char allowed[40] = "";
+
+		for (unsigned i = 0; i < RS_ARRAY_SIZE(kind_names); i++)
+			if (k->kinds & (1u << i))
+				snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed),
+					 "%s%s", *allowed ? ", " : "", kind_names[i]);
+		return fail(e, 403, "out_of_scope",
+			    "API key '%s' may not open %s consoles (its kinds: %s)", k->name,
+			    kind_names[spec->kind], allowed);
+	}
+	/* clusters scopes Proxmox consoles: plain VNC targets are the business
+	 * of kinds and allowed_targets. */
+	if (k->clusters_set && spec->kind != RS_CONSOLE_VNC) {
+		for (size_t i = 0; spec->cluster && i < k->n_clusters; i++)
+			listed |= !strcmp(spec->cluster, k->clusters[i]);
+		if (!listed && spec->cluster)
+			return fail(e, 403, "out_of_scope",
+				    "API key '%s' may not open consoles on cluster '%s' (not in "
+				    "its clusters)",
+				    k->name, spec->cluster);
+		if (!listed)
+			return fail(e, 403, "out_of_scope",
+				    "API key '%s' may open Proxmox consoles only on its clusters, "
+				    "not on inline Proxmox hosts",
+				    k->name);
+	}
+	if (k->max_ttl_s && spec->ttl_s > k->max_ttl_s) {
+		if (spec->ttl_explicit)
+			return fail(e, 403, "out_of_scope",
+				    "'ttl' %u exceeds the max_ttl_s of API key '%s' (%u)",
+				    spec->ttl_s, k->name, k->max_ttl_s);
+		spec->ttl_s = k->max_ttl_s;
+	}
+	if (k->view_only_only && !spec->view_only)
+		return fail(e, 403, "out_of_scope",
+			    "API key '%s' may open view-only consoles only (view_only_only): "
+			    "ask for \"view_only\": true",
+			    k->name);
+	return 0;
+}
+
 int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, const struct rs_keyset *ks,
-		 int key, struct rs_console_spec *spec, char token[], struct rs_api_error *e)
+		 int key, struct rs_console_spec *spec, char token[], struct rs_api_error *e,
+		 uint32_t *ttl_s)
 {
 	const struct rs_keyset_key *k = &ks->keys[key];
 	char hash[9], target[300], label[260], client[48];
 	const char *kind;
+	bool view_only;
 	uint8_t raw[16];
 	uint32_t ttl;
 	int ret;
 
+	ret = rs_api_check_scope(k, spec, e);
+	if (ret) {
+		atomic_fetch_add(&scope_refused, 1);
+		goto out_free;
+	}
 	ret = check_target(k, spec, e);
 	if (ret)
 		goto out_free;
@@ -588,10 +666,12 @@ int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, const struct rs_ke
 	else
 		snprintf(target, sizeof(target), "%s/%s/%u", spec->cluster,
 			 spec->node ? spec->node : "-", spec->vmid);
-	kind = spec->kind == RS_CONSOLE_VNC ? "vnc" : spec->kind == RS_CONSOLE_PVE_VNC ? "pve-vnc"
-										      : "pve-term";
+	kind = kind_names[spec->kind];
+	view_only = spec->view_only;
 	snprintf(label, sizeof(label), "%s", spec->label ? spec->label : "");
 	ttl = spec->ttl_s;
+	if (ttl_s)
+		*ttl_s = ttl;
 	ret = rs_token_issue(app->tokens, spec, ttl * 1000u, token);
 	if (ret) {
 		atomic_fetch_sub(&k->state->usage.pending, 1);
@@ -610,13 +690,18 @@ int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, const struct rs_ke
 	rs_token_parse(token, RS_TOKEN_TEXT, raw);
 	rs_log_hash(raw, sizeof(raw), hash);
 	explicit_bzero(raw, sizeof(raw));
-	rs_info("api", "token.issued key=%s token=%s target=%s:%s ttl=%u label=%s", k->name, hash,
-		kind, target, ttl, rs_log_q(label));
+	rs_info("api", "token.issued key=%s token=%s target=%s:%s ttl=%u label=%s%s", k->name,
+		hash, kind, target, ttl, rs_log_q(label), view_only ? " view_only" : "");
 	rs_conn_peer_str(rs_http_conn_conn(hc), client, sizeof(client));
-	rs_audit_emit(app->audit, "token.issued",
-		      json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "token", hash, "api_key",
-				k->name, "label", label, "kind", kind, "target", target, "ttl",
-				(int)ttl, "api_client", client));
+	{
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "token", hash,
+				      "api_key", k->name, "label", label, "kind", kind, "target",
+				      target, "ttl", (int)ttl, "api_client", client);
+
+		if (o && view_only)
+			json_object_set_new(o, "view_only", json_true());
+		rs_audit_emit(app->audit, "token.issued", o);
+	}
 	return 0;
 out_free:
 	spec->usage = NULL; /* rs_spec_free must not give back what was not taken */
@@ -642,8 +727,7 @@ static void create_console(struct rs_app *app, struct rs_http_conn *hc,
 					     "this appliance is draining; try another", NULL);
 	if (rs_api_parse_console(app->cfg, req->body, req->body_len, &spec, &e))
 		return rs_http_respond_error(hc, e.status, e.code, e.message, NULL);
-	ttl = spec->ttl_s;
-	if (rs_api_issue(app, hc, ks, key, spec, token, &e))
+	if (rs_api_issue(app, hc, ks, key, spec, token, &e, &ttl))
 		return rs_http_respond_error(hc, e.status, e.code, e.message,
 					     e.status == 429 ? "Retry-After: 1\r\n" : NULL);
 	format_time(rs_wall_s() + ttl, expires);
@@ -726,7 +810,8 @@ void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_h
 	       "\"loops\":%llu,\"cqes\":%llu,\"enobufs\":%llu,\"cq_overflow\":%llu,"
 	       "\"buffers_in_use\":%llu,\"buffers_total\":%llu},"
 	       "\"api\":{\"auth_failures\":%llu,\"auth_throttled\":%llu,"
-	       "\"key_pending_refused\":%llu,\"targets_refused\":%llu},\"draining\":%s}\n",
+	       "\"key_pending_refused\":%llu,\"targets_refused\":%llu,\"scope_refused\":%llu},"
+	       "\"draining\":%s}\n",
 	       (unsigned long long)rs_mem_allocated(), rs_engine_workers(app->engine),
 	       (unsigned long long)es.conns_live,
 	       (unsigned long long)es.accepted, (unsigned long long)es.loops,
@@ -736,8 +821,31 @@ void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_h
 	       (unsigned long long)atomic_load(&auth_throttled),
 	       (unsigned long long)atomic_load(&key_pending_refused),
 	       (unsigned long long)atomic_load(&targets_refused),
+	       (unsigned long long)atomic_load(&scope_refused),
 	       atomic_load(&app->draining) ? "true" : "false");
 	rs_http_respond(hc, 200, "application/json", body, (size_t)(p - body), NULL);
+}
+
+/* admin/openapi.json, built in as it is (the Makefile makes api.o depend on
+ * it): one file that the test validates and compares with live answers. */
+__asm__(".section .rodata\n"
+	".balign 16\n"
+	"rs_openapi_json:\n"
+	".incbin \"admin/openapi.json\"\n"
+	"rs_openapi_json_end:\n"
+	".previous\n");
+extern const char rs_openapi_json[] __asm__("rs_openapi_json");
+extern const char rs_openapi_json_end[] __asm__("rs_openapi_json_end");
+
+void rs_api_openapi(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
+{
+	(void)app;
+	if (!(req->method == HTTP_GET || req->method == HTTP_HEAD))
+		return rs_http_respond_error(hc, 405, "method_not_allowed", "use GET",
+					     "Allow: GET, HEAD\r\n");
+	rs_http_respond_static(hc, 200, "application/json", rs_openapi_json,
+			       (size_t)(rs_openapi_json_end - rs_openapi_json),
+			       "Cache-Control: no-cache\r\n");
 }
 
 void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)

@@ -49,6 +49,13 @@ struct rs_keyset_key {
 	struct rs_cidr *allowed; /* the key's target list, or a copy of the global one */
 	size_t n_allowed;
 	bool own_allowed; /* the list is the key's own (for messages) */
+	/* The key's scope (api_keys[].clusters, kinds, max_ttl_s,
+	 * view_only_only; see struct rs_api_key): copies. */
+	char **clusters;
+	size_t n_clusters;
+	bool clusters_set;
+	unsigned kinds, max_ttl_s;
+	bool view_only_only;
 	struct rs_key_state *state;
 	bool owns_state; /* allocated by this set (else inherited from an older one) */
 };
@@ -87,12 +94,21 @@ int rs_api_auth(struct rs_app *app, const struct rs_keyset *ks, struct rs_http_c
 /* Take one request from key <key>'s rate bucket (api.rate_limit_*). */
 bool rs_api_rate_ok(struct rs_app *app, const struct rs_keyset *ks, int key);
 
+/* Is <spec> inside the scope of key <k> (kinds, clusters, max_ttl_s,
+ * view_only_only)? 0, or -EINVAL with <e> set to 403 out_of_scope and a
+ * message naming the field. A default ttl above the key's max_ttl_s is
+ * lowered to it (spec->ttl_s changes); an explicit one is refused. */
+int rs_api_check_scope(const struct rs_keyset_key *k, struct rs_console_spec *spec,
+		       struct rs_api_error *e);
+
 /* Issue a token for <spec> (ownership passes; freed on failure) on behalf of
- * key <key> of <ks>: checks the key's target list and pending-link limit,
- * logs and audits. <token> receives its text. 0, or -errno with <e> filled
+ * key <key> of <ks>: checks the key's scope, target list and pending-link limit,
+ * logs and audits. <token> receives its text, <ttl_s> (NULL: not wanted) the
+ * link's lifetime (the key's max_ttl_s may have lowered the default). 0, or -errno with <e> filled
  * (the caller answers in its API's shape). */
 int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, const struct rs_keyset *ks,
-		 int key, struct rs_console_spec *spec, char token[], struct rs_api_error *e);
+		 int key, struct rs_console_spec *spec, char token[], struct rs_api_error *e,
+		 uint32_t *ttl_s);
 
 /* For the HTTP server's on_head: answer 401 from the head of a request
  * whose body is not read yet when it carries no valid key; else nothing. */
@@ -100,6 +116,11 @@ void rs_api_check_head(struct rs_app *app, struct rs_http_conn *hc, const struct
 
 /* Route handler for /api/v1/consoles[/<token>]. */
 void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
+
+/* GET /api/v1/openapi.json: the OpenAPI 3.1 description of the API
+ * (admin/openapi.json, built in), without authentication: it describes
+ * routes and error codes and holds nothing secret. */
+void rs_api_openapi(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
 
 /* GET /api/v1/stats: counters as JSON (same API keys). */
 void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);

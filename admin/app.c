@@ -36,6 +36,8 @@ static void on_console_event(void *arg, const struct rs_console_event *ev)
 		json_object_set_new(o, "label", json_string(ev->label));
 		json_object_set_new(o, "kind", json_string(ev->kind));
 		json_object_set_new(o, "target", json_string(target));
+		if (ev->view_only)
+			json_object_set_new(o, "view_only", json_true());
 	}
 	if (ev->type == RS_CEV_REJECTED)
 		json_object_set_new(o, "reason", json_string(ev->cause));
@@ -349,6 +351,10 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 		if (req->method != HTTP_GET)
 			return method_not_allowed(hc, "GET");
 		return rs_console_upgrade(&app->console, hc, req, rest, rest_len);
+	}
+	if (path_is(req, "/api/v1/openapi.json")) {
+		rs_http_set_route(hc, RS_ROUTE_STATIC); /* a document, the same for everyone */
+		return rs_api_openapi(app, hc, req);
 	}
 	if (path_is(req, "/api/v1/stats")) {
 		rs_http_set_route(hc, RS_ROUTE_API_STATS);

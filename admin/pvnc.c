@@ -116,6 +116,8 @@ int rs_pvnc_parse_params(const struct rs_config *cfg, const uint8_t *json, size_
 	const char *host, *node, *user, *pw, *type;
 	struct sockaddr_storage a;
 	unsigned long port = 8006, vmid;
+	bool view_only;
+	json_t *v;
 	int ret = -EINVAL;
 
 	*out = NULL;
@@ -154,6 +156,18 @@ int rs_pvnc_parse_params(const struct rs_config *cfg, const uint8_t *json, size_
 		snprintf(msg, msglen, "type must be qemu or lxc");
 		goto out_free;
 	}
+	/* ringside's own addition: ProxmoxVNC sends strings, so "1"/"true" too. */
+	v = json_object_get(root, "view_only");
+	if (v && !json_is_boolean(v) &&
+	    !(json_is_string(v) && (!strcmp(json_string_value(v), "0") ||
+				    !strcmp(json_string_value(v), "1") ||
+				    !strcmp(json_string_value(v), "false") ||
+				    !strcmp(json_string_value(v), "true")))) {
+		snprintf(msg, msglen, "view_only must be true or false");
+		goto out_free;
+	}
+	view_only = json_is_true(v) || (json_is_string(v) && (!strcmp(json_string_value(v), "1") ||
+							      !strcmp(json_string_value(v), "true")));
 	if (!cfg->inline_upstreams) {
 		snprintf(msg, msglen,
 			 "inline Proxmox details are disabled on this appliance "
@@ -175,6 +189,7 @@ int rs_pvnc_parse_params(const struct rs_config *cfg, const uint8_t *json, size_
 	s->password = strdup(pw);
 	s->pve_type = type ? strdup(type) : NULL;
 	s->vmid = (uint32_t)vmid;
+	s->view_only = view_only;
 	s->ttl_s = 300; /* ProxmoxVNC's links last 5 minutes */
 	if (s->ttl_s > cfg->token_max_ttl_s)
 		s->ttl_s = cfg->token_max_ttl_s;
@@ -288,7 +303,7 @@ void rs_pvnc_create(struct rs_app *app, struct rs_http_conn *hc, const struct rs
 			     : ret == -ENOMEM ? 503
 					      : 400,
 			     msg);
-	if (rs_api_issue(app, hc, ks, key, spec, token, &e))
+	if (rs_api_issue(app, hc, ks, key, spec, token, &e, NULL))
 		return reply(hc, e.status,
 			     json_pack("{s:s, s:s, s:s}", "status", "error", "code", e.code,
 				       "message", e.message));

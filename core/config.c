@@ -89,6 +89,7 @@ static void free_keys(struct rs_config *c)
 	for (size_t i = 0; i < c->n_api_keys; i++) {
 		free(c->api_keys[i].name);
 		free_list(&c->api_keys[i].allowed_targets, &c->api_keys[i].n_allowed_targets);
+		free_list(&c->api_keys[i].clusters, &c->api_keys[i].n_clusters);
 		if (c->api_keys[i].key) {
 			explicit_bzero(c->api_keys[i].key, strlen(c->api_keys[i].key));
 			free(c->api_keys[i].key);
@@ -401,6 +402,64 @@ static int set_key_limit(json_t *v, const char *path, unsigned *out, bool *set, 
 	return 0;
 }
 
+/* A key's scope fields (api_keys[i].clusters, kinds, max_ttl_s,
+ * view_only_only). Cluster names and max_ttl_s are checked against the
+ * rest of the file in rs_config_validate (clusters may come later). */
+static int set_key_scope(struct rs_api_key *k, const char *field, json_t *f, const char *path,
+			 char *err, size_t errlen)
+{
+	static const char *const kind_names[] = {"vnc", "pve-vnc", "pve-term"};
+	size_t i;
+	json_t *item;
+	int ret;
+
+	if (!strcmp(field, "view_only_only")) {
+		if (!json_is_boolean(f))
+			return errf(err, errlen, "config: '%s': must be true or false", path);
+		k->view_only_only = json_is_true(f);
+		return 0;
+	}
+	if (!strcmp(field, "max_ttl_s")) {
+		if (!json_is_integer(f) || json_integer_value(f) < 1 ||
+		    json_integer_value(f) > 10000000)
+			return errf(err, errlen,
+				    "config: '%s': must be an integer of seconds from 1 to 10000000",
+				    path);
+		k->max_ttl_s = (unsigned)json_integer_value(f);
+		return 0;
+	}
+	if (!strcmp(field, "clusters")) {
+		ret = get_string_list(f, path, &k->clusters, &k->n_clusters, err, errlen);
+		if (!ret && !k->n_clusters)
+			ret = errf(err, errlen,
+				   "config: '%s': must name at least one cluster (leave it out to "
+				   "allow every cluster)",
+				   path);
+		k->clusters_set = true;
+		return ret;
+	}
+	/* kinds */
+	if (!json_is_array(f) || !json_array_size(f))
+		return errf(err, errlen,
+			    "config: '%s': must be a non-empty list of \"vnc\", \"pve-vnc\", "
+			    "\"pve-term\" (leave it out to allow every kind)",
+			    path);
+	json_array_foreach(f, i, item)
+	{
+		unsigned bit = 0;
+
+		for (unsigned j = 0; j < RS_ARRAY_SIZE(kind_names); j++)
+			if (json_is_string(item) && !strcmp(json_string_value(item), kind_names[j]))
+				bit = 1u << j;
+		if (!bit)
+			return errf(err, errlen,
+				    "config: '%s[%zu]': must be \"vnc\", \"pve-vnc\" or \"pve-term\"",
+				    path, i);
+		k->kinds |= bit;
+	}
+	return 0;
+}
+
 static int set_api_keys(struct rs_config *c, json_t *v, char *err, size_t errlen)
 {
 	size_t i;
@@ -459,7 +518,10 @@ static int set_api_keys(struct rs_config *c, json_t *v, char *err, size_t errlen
 					ret = check_cidrs(path, k->allowed_targets,
 							  k->n_allowed_targets, err, errlen);
 				k->allowed_targets_set = true;
-			} else
+			} else if (!strcmp(field, "clusters") || !strcmp(field, "kinds") ||
+				   !strcmp(field, "max_ttl_s") || !strcmp(field, "view_only_only"))
+				ret = set_key_scope(k, field, f, path, err, errlen);
+			else
 				ret = errf(err, errlen, "config: '%s': unknown key", path);
 			if (ret)
 				return ret;
@@ -931,6 +993,21 @@ int rs_config_validate(struct rs_config *c, char *err, size_t errlen)
 			  errlen);
 	if (ret)
 		return ret;
+	for (size_t i = 0; i < c->n_api_keys; i++) {
+		const struct rs_api_key *k = &c->api_keys[i];
+
+		for (size_t j = 0; j < k->n_clusters; j++)
+			if (!rs_config_cluster(c, k->clusters[j]))
+				return errf(err, errlen,
+					    "config: 'api_keys[%zu].clusters[%zu]': '%s' is not a "
+					    "configured cluster",
+					    i, j, k->clusters[j]);
+		if (k->max_ttl_s > c->token_max_ttl_s)
+			return errf(err, errlen,
+				    "config: 'api_keys[%zu].max_ttl_s': %u exceeds tokens.max_ttl_s "
+				    "(%u), which bounds every key",
+				    i, k->max_ttl_s, c->token_max_ttl_s);
+	}
 	if (c->port_min > c->port_max)
 		return errf(err, errlen, "config: 'port_pool.port_min': must not exceed port_max");
 	if (c->token_ttl_s > c->token_max_ttl_s)

@@ -25,6 +25,18 @@ struct rs_api_key {
 	char **allowed_targets;
 	size_t n_allowed_targets;
 	bool allowed_targets_set;
+	/* Scope: what this key may open (all optional; unset: anything the
+	 * appliance allows). A request outside it is refused with 403
+	 * out_of_scope naming the field. <clusters>: Proxmox consoles only on
+	 * these configured clusters (inline Proxmox hosts refused);
+	 * <kinds>: bit (1u << enum rs_console_kind), 0: every kind;
+	 * <max_ttl_s>: 0: token.max_ttl_s; <view_only_only>: view-only links only. */
+	char **clusters;
+	size_t n_clusters;
+	bool clusters_set;
+	unsigned kinds;
+	unsigned max_ttl_s;
+	bool view_only_only;
 };
 
 /* A Proxmox VE cluster ringside opens consoles on. Secrets are wiped on release. */

@@ -46,6 +46,12 @@ struct rs_console_spec {
 	char *api_key_name;
 	int64_t created_s, expires_s; /* wall clock, for the audit log and the API answer */
 	uint32_t ttl_s;
+	bool ttl_explicit; /* the request named <ttl_s> (a key's max_ttl_s refuses it; a
+			    * default above that limit is lowered to it instead) */
+	/* View-only: the browser sees the screen but every input message it
+	 * sends is dropped by ringside (proto/console.c), whatever the page
+	 * does. */
+	bool view_only;
 	bool bind_ip;
 	struct sockaddr_storage client_ip; /* AF_INET or AF_INET6, when <bind_ip> */
 	/* Proxmox kinds (unused by RS_CONSOLE_VNC). */

@@ -307,6 +307,7 @@ static void emit(const struct session *s, enum rs_console_event_type type, uint6
 		.duration_ms = now_ms - s->opened_ms,
 		.bytes_to_target = s->to_target,
 		.bytes_to_browser = s->to_browser,
+		.view_only = s->spec->view_only,
 	};
 
 	target_desc(s->spec, target, sizeof(target));
@@ -545,18 +546,60 @@ static void forward_to_target(struct session *s, struct rs_buf *buf, uint8_t *da
 		rs_conn_pause(s->br);
 }
 
+static void view_only_relay(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len);
+
 /* Browser bytes for the target once relaying: on RFB consoles each message
  * is checked first (known type, bounded length), so a hostile page cannot
  * hand the VNC server's parser what noVNC never sends. The bytes go on
- * unchanged, in one send. Terminal input was checked by term_chunk(). */
+ * unchanged, in one send (view-only consoles: view_only_relay drops the
+ * input among them). Terminal input was checked by term_chunk(). */
 static void relay_to_target(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
+	if (!s->term && s->spec->view_only)
+		return view_only_relay(s, buf, data, len);
 	if (!s->term && rs_rfb_msgs_check(&s->msgs, data, len)) {
 		rs_info("console", "token=%s browser_protocol: %s", s->tokhash, s->msgs.error);
 		session_end(s, RS_CC_BROWSER_PROTOCOL, 1008, s->msgs.error);
 		return;
 	}
 	forward_to_target(s, buf, data, len);
+}
+
+/* --- view-only consoles: the browser's input never reaches the target --- */
+
+/* RFB: walk the browser's messages piece by piece and forward only those
+ * that shape what the viewer receives (rs_rfb_msg_is_input says which); key,
+ * pointer, cut text, QEMU key, xvp and SetDesktopSize are dropped here,
+ * whatever the page does. Each run of kept pieces goes on in one send. */
+static void view_only_relay(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	size_t off = 0, run = 0; /* the kept bytes not yet sent start at <run> */
+
+	while (off < len && s->state == ST_RELAY) {
+		struct rs_rfb_msg_ev ev;
+		int n = rs_rfb_msgs_feed(&s->msgs, data + off, len - off, &ev);
+
+		if (n < 0) {
+			rs_info("console", "token=%s browser_protocol: %s", s->tokhash,
+				s->msgs.error);
+			session_end(s, RS_CC_BROWSER_PROTOCOL, 1008, s->msgs.error);
+			return;
+		}
+		if (rs_rfb_msg_is_input(ev.kind)) {
+			forward_to_target(s, buf, data + run, off - run);
+			run = off + (size_t)n;
+		}
+		off += (size_t)n;
+	}
+	if (s->state == ST_RELAY)
+		forward_to_target(s, buf, data + run, len - run);
+}
+
+/* termproxy: a viewer neither types (0: data) nor resizes the shell's window
+ * (1: resize, which every other viewer would see); keep-alives pass. */
+static bool view_only_drops_term(const struct session *s, const struct rs_tp_msg *m)
+{
+	return s->spec->view_only && m->type != RS_TP_PING;
 }
 
 static void browser_payload(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
@@ -649,7 +692,7 @@ static void term_chunk(struct session *s, uint8_t *data, size_t len, bool fin)
 	}
 	if (rs_termproxy_check(msg, n, &m))
 		session_end(s, RS_CC_BROWSER_PROTOCOL, 1008, "malformed terminal message");
-	else
+	else if (!view_only_drops_term(s, &m))
 		browser_payload(s, NULL, msg, n);
 	free(s->tmsg);
 	s->tmsg = NULL;

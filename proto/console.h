@@ -64,6 +64,7 @@ struct rs_console_event {
 	const char *client, *user_agent;
 	const char *cause; /* CLOSED, REJECTED */
 	uint64_t duration_ms, bytes_to_target, bytes_to_browser;
+	bool view_only; /* OPENED, CLOSED: the link was issued view-only */
 };
 
 struct rs_pve;

@@ -228,6 +228,53 @@ static void test_key_limits_targets_and_sources(void **st)
 		     "'clusters.c.source_addresses[1]'");
 }
 
+/* Scoped keys (issue 17): clusters, kinds, max_ttl_s, view_only_only. */
+static void test_key_scope(void **st)
+{
+	static const char cl[] = "\"clusters\": {\"fra1\": {\"endpoints\": [\"10.0.0.5:8006\"],"
+				 "\"verify\": \"insecure\", \"token\": \"a@pam!b=c\"}},";
+	char json[1024];
+	struct rs_config c;
+
+	(void)st;
+	snprintf(json, sizeof(json),
+		 "{%s\"api_keys\": [{\"name\": \"a\", \"key\": \"0123456789abcdef\","
+		 "\"clusters\": [\"fra1\"], \"kinds\": [\"pve-term\", \"vnc\"],"
+		 "\"max_ttl_s\": 120, \"view_only_only\": true},"
+		 "{\"name\": \"b\", \"key\": \"0123456789abcdeg\"}]}",
+		 cl);
+	assert_int_equal(load(&c, json), 0);
+	assert_true(c.api_keys[0].clusters_set);
+	assert_int_equal(c.api_keys[0].n_clusters, 1);
+	assert_string_equal(c.api_keys[0].clusters[0], "fra1");
+	assert_int_equal(c.api_keys[0].kinds, (1u << 2) | (1u << 0)); /* enum rs_console_kind */
+	assert_int_equal(c.api_keys[0].max_ttl_s, 120);
+	assert_true(c.api_keys[0].view_only_only);
+	assert_false(c.api_keys[1].clusters_set);
+	assert_int_equal(c.api_keys[1].kinds, 0);
+	assert_int_equal(c.api_keys[1].max_ttl_s, 0);
+	assert_false(c.api_keys[1].view_only_only);
+	rs_config_release(&c);
+	/* A cluster named before "clusters" in the file is still checked. */
+	snprintf(json, sizeof(json),
+		 "{\"api_keys\": [{\"name\": \"a\", \"key\": \"0123456789abcdef\","
+		 "\"clusters\": [\"ams1\"]}], %s \"workers\": 1}",
+		 cl);
+	expect_error(json, "'api_keys[0].clusters[0]': 'ams1' is not a configured cluster");
+	expect_error("{\"api_keys\": [{\"name\": \"a\", \"key\": \"0123456789abcdef\","
+		     "\"kinds\": [\"vnc\", 3]}]}",
+		     "'api_keys[0].kinds[1]'");
+	expect_error("{\"api_keys\": [{\"name\": \"a\", \"key\": \"0123456789abcdef\","
+		     "\"kinds\": \"vnc\"}]}",
+		     "'api_keys[0].kinds': must be a non-empty list");
+	expect_error("{\"api_keys\": [{\"name\": \"a\", \"key\": \"0123456789abcdef\","
+		     "\"max_ttl_s\": 4000}]}",
+		     "'api_keys[0].max_ttl_s': 4000 exceeds tokens.max_ttl_s (3600)");
+	expect_error("{\"api_keys\": [{\"name\": \"a\", \"key\": \"0123456789abcdef\","
+		     "\"view_only_only\": 1}]}",
+		     "'api_keys[0].view_only_only': must be true or false");
+}
+
 static bool allowed(const char *const *list, size_t n, const char *ip)
 {
 	struct rs_cidr c[8];
@@ -382,6 +429,7 @@ int main(void)
 		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_weak_keys_refused),
 		cmocka_unit_test(test_key_limits_targets_and_sources),
+		cmocka_unit_test(test_key_scope),
 		cmocka_unit_test(test_allowed_targets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
