@@ -1,0 +1,312 @@
+// The console page as customers and panels meet it, in a real headless
+// Chromium against ringside and a real Xvnc.
+//
+// MODE=embed: a panel page on another origin frames the console.
+//   - a parent on an origin not in console.frame_ancestors: the browser
+//     blocks the frame (no WebSocket, the link stays unused);
+//   - the allowed parent: the console works inside the iframe, the parent
+//     receives the state messages, its commands work, while the same
+//     commands from a third-origin frame inside that parent are ignored;
+//   - branding in the frame: German texts (the browser's Accept-Language),
+//     the title, the logo, the accent colour.
+//   env: RINGSIDE_URL RINGSIDE_KEY VNC_PORT VNC_PASSWORD ALLOWED_ORIGIN OTHER_ORIGIN
+//        TITLE ACCENT
+// MODE=reconnect: the page's side of resume.
+//   - the WebSocket carries ?resume=<32 random bytes, base64url>, kept in
+//     sessionStorage under rs-resume:<token>;
+//   - a dropped connection (the test's TCP proxy resets it): "reconnecting…",
+//     a try after the back-off with the same secret, and — the current
+//     server refusing a used link — the expired screen with the support link;
+//   - a console closed by an operator (1000): "disconnected", no reconnect.
+//   env: RINGSIDE_URL RINGSIDE_KEY VNC_PORT VNC_PASSWORD RINGSIDE_BIN CTL_SOCK SUPPORT_URL
+import { createRequire } from 'node:module';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+const require = createRequire(new URL('../../www/package.json', import.meta.url));
+const { chromium } = require('playwright-core');
+
+const env = (k, d) => process.env[k] ?? d;
+const mode = env('MODE');
+const base = env('RINGSIDE_URL');
+const key = env('RINGSIDE_KEY');
+
+let passed = 0, failed = 0;
+function check(name, ok, detail = '') {
+  if (ok) { passed++; console.log(`ok   ${name}`); } else { failed++; console.log(`FAIL ${name} ${detail}`); }
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function createConsole() {
+  const r = await fetch(`${base}/api/v1/consoles`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ kind: 'vnc', host: '127.0.0.1', port: Number(env('VNC_PORT')),
+      password: env('VNC_PASSWORD'), label: 'page-e2e' }),
+  });
+  const body = await r.json();
+  if (r.status !== 201) throw new Error(`API: ${r.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+// Wait until fn() is truthy (polling), or give up after ms.
+async function until(fn, ms = 10000, step = 25) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v || Date.now() > end) return v;
+    await sleep(step);
+  }
+}
+
+// Listens on host:port (another loopback address = another origin); closed at the end.
+function listen(server, host, port) {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}
+
+const servers = [];
+
+// A panel page: the console in an iframe, every message it receives kept in
+// window.msgs; with ?evil=<url> a second, third-origin frame next to it.
+function parentPage(consoleUrl, evilUrl) {
+  const consoleOrigin = new URL(consoleUrl).origin;
+  return `<!DOCTYPE html><html><body>
+<iframe id="console" name="console" src="${consoleUrl}" allow="fullscreen" width="900" height="600"></iframe>
+${evilUrl ? `<iframe id="evil" name="evil" src="${evilUrl}" width="50" height="50"></iframe>` : ''}
+<script>
+window.msgs = [];
+addEventListener('message', (e) => { msgs.push({ origin: e.origin, data: e.data }); });
+window.send = (m) => document.getElementById('console').contentWindow.postMessage(m, ${JSON.stringify(consoleOrigin)});
+</script></body></html>`;
+}
+
+// A third-origin frame inside the panel that tries to command the console.
+const EVIL_PAGE = `<!DOCTYPE html><html><body><script>
+window.msgs = [];
+addEventListener('message', (e) => { msgs.push({ origin: e.origin, data: e.data }); });
+window.fire = () => {
+  const c = parent.frames.console;
+  c.postMessage({ type: 'ringside.command', command: 'ctrl-alt-del', id: 'evil-cad' }, '*');
+  c.postMessage({ type: 'ringside.command', command: 'type', text: 'evil', id: 'evil-type' }, '*');
+};
+</script></body></html>`;
+
+function panelServer(host, port) {
+  const srv = http.createServer((req, res) => {
+    const u = new URL(req.url, `http://${host}:${port}`);
+    res.setHeader('Content-Type', 'text/html; charset=utf-8');
+    if (u.pathname === '/evil') return res.end(EVIL_PAGE);
+    if (u.pathname !== '/parent') { res.statusCode = 404; return res.end(); }
+    return res.end(parentPage(u.searchParams.get('src'), u.searchParams.get('evil')));
+  });
+  servers.push(srv);
+  return listen(srv, host, port);
+}
+
+function hasKeysym(frames, sym) {
+  const b = Buffer.from([0, 0, (sym >> 8) & 255, sym & 255]);
+  return frames.some((f) => Buffer.isBuffer(f) && f.indexOf(b) >= 0);
+}
+
+async function embed() {
+  const allowed = new URL(env('ALLOWED_ORIGIN'));
+  const other = new URL(env('OTHER_ORIGIN'));
+  await panelServer(allowed.hostname, Number(allowed.port));
+  await panelServer(other.hostname, Number(other.port));
+  const { url } = await createConsole();
+  const consoleOrigin = new URL(url).origin;
+
+  // 1. Another origin frames the console: blocked by the browser.
+  const blocked = await ctx.newPage();
+  const blockedWs = [];
+  blocked.on('websocket', (ws) => blockedWs.push(ws.url()));
+  await blocked.goto(`${other.origin}/parent?src=${encodeURIComponent(url)}`);
+  await sleep(1500);
+  const bf = blocked.frames().find((f) => f !== blocked.mainFrame());
+  let bstate = null;
+  try { bstate = await bf.evaluate(() => document.body && document.body.dataset.state); } catch { /* error page */ }
+  check('a parent on another origin: the browser refuses to show the console in its frame',
+    bstate !== 'connecting' && bstate !== 'connected', `frame url=${bf && bf.url()} state=${bstate}`);
+  check('... and no WebSocket was opened (the link stays unused)', blockedWs.length === 0, blockedWs.join(' '));
+  check('... and the parent got no state message',
+    (await blocked.evaluate(() => window.msgs.length)) === 0);
+  await blocked.close();
+
+  // 2. The allowed origin frames the same link: it works.
+  const page = await ctx.newPage();
+  const sent = [];
+  const wsUrls = [];
+  page.on('websocket', (ws) => {
+    wsUrls.push(ws.url());
+    ws.on('framesent', (f) => sent.push(Buffer.isBuffer(f.payload) ? f.payload : Buffer.from(f.payload)));
+  });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${allowed.origin}/parent?src=${encodeURIComponent(url)}&evil=${encodeURIComponent(`${other.origin}/evil`)}`);
+  const msgsWith = async (pred) => (await page.evaluate(() => window.msgs)).filter(pred);
+  const states = async () => (await msgsWith((m) => m.data && m.data.type === 'ringside.state')).map((m) => m.data.state);
+  await until(async () => (await states()).includes('connected'), 20000);
+  const st = await states();
+  check('an allowed parent: the console connects inside its iframe and the parent hears "connecting", then "connected"',
+    st[0] === 'connecting' && st.includes('connected'), JSON.stringify(st));
+  const all = await page.evaluate(() => window.msgs);
+  check('every message the parent got comes from the console\'s origin',
+    all.length > 0 && all.every((m) => m.origin === consoleOrigin), JSON.stringify(all));
+  const frame = page.frame({ name: 'console' });
+  check('the frame\'s page is connected', (await frame.evaluate(() => document.body.dataset.state)) === 'connected');
+
+  // Branding, in German (the browser's Accept-Language is de-DE).
+  const b = await frame.evaluate(() => ({
+    lang: document.documentElement.lang,
+    status: document.getElementById('status').textContent,
+    cad: document.getElementById('cad').textContent,
+    title: document.title,
+    brand: document.querySelector('#brand span') && document.querySelector('#brand span').textContent,
+    logo: document.querySelector('#brand img') && document.querySelector('#brand img').naturalWidth,
+    accent: getComputedStyle(document.getElementById('bar')).borderBottomColor,
+  }));
+  check('texts in German for a de-DE browser', b.lang === 'de' && b.status === 'Verbunden' && b.cad === 'Strg-Alt-Entf', JSON.stringify(b));
+  check('console.title in the toolbar and the window title',
+    b.brand === env('TITLE') && b.title.includes(env('TITLE')), JSON.stringify(b));
+  check('console.logo is shown (loaded from ringside, allowed by the CSP)', b.logo > 0, JSON.stringify(b));
+  const acc = env('ACCENT');
+  const rgb = `rgb(${parseInt(acc.slice(1, 3), 16)}, ${parseInt(acc.slice(3, 5), 16)}, ${parseInt(acc.slice(5, 7), 16)})`;
+  check('console.accent_colour colours the toolbar', b.accent === rgb, `${b.accent} != ${rgb}`);
+
+  // 3. Commands from a third-origin frame inside the panel: ignored.
+  await sleep(300);
+  const before = sent.length;
+  const evil = page.frame({ name: 'evil' });
+  await evil.evaluate(() => window.fire());
+  await sleep(1000);
+  check('commands from another origin are ignored: no key reaches the console',
+    !hasKeysym(sent.slice(before), 0xffe3) && !hasKeysym(sent.slice(before), 0x65), `${sent.length - before} frames`);
+  check('... and get no answer', (await evil.evaluate(() => window.msgs.length)) === 0 &&
+    (await msgsWith((m) => m.data && m.data.type === 'ringside.result')).length === 0);
+
+  // 4. Commands from the allowed parent work.
+  const mark = sent.length;
+  await page.evaluate(() => window.send({ type: 'ringside.command', command: 'ctrl-alt-del', id: 1 }));
+  const r1 = await until(async () => (await msgsWith((m) => m.data && m.data.type === 'ringside.result' && m.data.id === 1))[0], 5000);
+  check('Ctrl-Alt-Del from the allowed parent: answered ok', r1 && r1.data.ok === true, JSON.stringify(r1));
+  await until(async () => hasKeysym(sent.slice(mark), 0xffff), 3000);
+  check('... and Control_L, Alt_L, Delete went to the console', hasKeysym(sent.slice(mark), 0xffe3) &&
+    hasKeysym(sent.slice(mark), 0xffe9) && hasKeysym(sent.slice(mark), 0xffff), `${sent.length - mark} frames`);
+  const mark2 = sent.length;
+  await page.evaluate(() => window.send({ type: 'ringside.command', command: 'type', text: 'xyz', id: 2 }));
+  const r2 = await until(async () => (await msgsWith((m) => m.data && m.data.type === 'ringside.result' && m.data.id === 2))[0], 5000);
+  await until(async () => hasKeysym(sent.slice(mark2), 0x7a), 3000);
+  check('"type" from the allowed parent: answered ok and the keys went out',
+    r2 && r2.data.ok === true && hasKeysym(sent.slice(mark2), 0x78) && hasKeysym(sent.slice(mark2), 0x7a), JSON.stringify(r2));
+  await page.evaluate(() => window.send({ type: 'ringside.command', command: 'reboot', id: 3 }));
+  const r3 = await until(async () => (await msgsWith((m) => m.data && m.data.type === 'ringside.result' && m.data.id === 3))[0], 5000);
+  check('an unknown command is answered with ok=false and the reason',
+    r3 && r3.data.ok === false && /unknown/.test(r3.data.error), JSON.stringify(r3));
+  check('the console stays connected', (await frame.evaluate(() => document.body.dataset.state)) === 'connected');
+  check('one WebSocket, carrying a resume secret', wsUrls.length === 1 && /\?resume=[A-Za-z0-9_-]{43}$/.test(wsUrls[0]), wsUrls.join(' '));
+  check('no script errors', errors.length === 0, errors.join('; '));
+  await page.close();
+}
+
+// A TCP proxy in front of ringside whose connections the test can cut.
+async function proxy(target) {
+  const socks = new Set();
+  const srv = net.createServer((c) => {
+    const u = net.connect(Number(target.port), target.hostname);
+    socks.add(c);
+    socks.add(u);
+    c.pipe(u);
+    u.pipe(c);
+    const end = () => { socks.delete(c); socks.delete(u); c.destroy(); u.destroy(); };
+    c.on('error', end); u.on('error', end); c.on('close', end); u.on('close', end);
+  });
+  servers.push(srv);
+  await listen(srv, '127.0.0.1', 0);
+  return { port: srv.address().port, cut: () => { for (const s of socks) s.resetAndDestroy(); socks.clear(); } };
+}
+
+async function reconnect() {
+  const p = await proxy(new URL(base));
+  const { url, token } = await createConsole();
+  const viaProxy = url.replace(new URL(url).origin, `http://127.0.0.1:${p.port}`);
+  const page = await ctx.newPage();
+  const wsOpened = [];
+  page.on('websocket', (ws) => wsOpened.push({ url: ws.url(), t: Date.now() }));
+  await page.goto(viaProxy);
+  await until(() => page.evaluate(() => document.body.dataset.state !== 'connecting'), 15000);
+  check('console connects', (await page.evaluate(() => document.body.dataset.state)) === 'connected');
+  const secret = await page.evaluate((t) => sessionStorage.getItem(`rs-resume:${t}`), token);
+  check('a 32-byte base64url resume secret in sessionStorage under rs-resume:<token>',
+    /^[A-Za-z0-9_-]{43}$/.test(secret || ''), secret);
+  check('the WebSocket URL carries it', wsOpened.length === 1 && wsOpened[0].url.endsWith(`/ws/${token}?resume=${secret}`),
+    JSON.stringify(wsOpened));
+
+  // The network drops: the page says so and tries again by itself.
+  const tCut = Date.now();
+  p.cut();
+  const seen = await until(() => page.evaluate(() => document.body.dataset.state === 'reconnecting' &&
+    document.getElementById('status').textContent), 5000, 10);
+  check('after a drop the page shows "Reconnecting…"', seen === 'Reconnecting…', String(seen));
+  await until(() => page.evaluate(() => document.body.dataset.state === 'failed'), 10000);
+  const retry = wsOpened[1];
+  check('it tried again after the back-off (>= 0.4 s), with the same resume secret',
+    retry && retry.t - tCut >= 400 && retry.url === wsOpened[0].url, JSON.stringify({ retry, tCut }));
+  const end = await page.evaluate(() => ({
+    state: document.body.dataset.state, reason: document.body.dataset.reason,
+    title: document.getElementById('otitle').textContent,
+    support: document.querySelector('a.support:not([hidden])') && document.querySelector('a.support').href,
+  }));
+  check('refused (the server does not resume yet): the expired screen',
+    end.reason === 'expired' && /expired or was already used/.test(end.title), JSON.stringify(end));
+  check('... with console.support_url as a link', end.support === env('SUPPORT_URL'), JSON.stringify(end));
+  check('no more tries after the refusal', (await sleep(1200), wsOpened.length === 2), String(wsOpened.length));
+  await page.close();
+
+  // An operator closes the console (1000): ended, no reconnect.
+  const second = await createConsole();
+  const p2 = await ctx.newPage();
+  const opened2 = [];
+  p2.on('websocket', (ws) => opened2.push(ws.url()));
+  await p2.goto(second.url);
+  await until(() => p2.evaluate(() => document.body.dataset.state === 'connected'), 15000);
+  const ctl = (...a) => execFileSync(env('RINGSIDE_BIN'), ['ctl', '--socket', env('CTL_SOCK'), ...a], { encoding: 'utf8' });
+  // Session ids are 64-bit: read them as BigInt, not through JSON numbers.
+  const ids = [...ctl('sessions', 'page-e2e', '--json').matchAll(/"id":\s*(\d+)/g)].map((m) => BigInt(m[1]));
+  check('one live session to close', ids.length === 1, String(ids));
+  ctl('kill', ids[ids.length - 1].toString(16));
+  await until(() => p2.evaluate(() => document.body.dataset.state !== 'connected'), 5000);
+  await sleep(1500);
+  const k = await p2.evaluate(() => ({ state: document.body.dataset.state, reason: document.body.dataset.reason,
+    text: document.getElementById('otext').textContent }));
+  check('closed by an operator: "disconnected" with the server\'s reason, no reconnect',
+    k.state === 'disconnected' && k.reason === 'closed' && /operator/.test(k.text) && opened2.length === 1,
+    JSON.stringify({ k, opened2 }));
+  await p2.close();
+}
+
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'rs-chromium-'));
+const ctx = await chromium.launchPersistentContext(profile, {
+  executablePath: '/usr/bin/chromium', headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  locale: mode === 'embed' ? 'de-DE' : 'en-US',
+});
+try {
+  if (mode === 'embed') await embed();
+  else if (mode === 'reconnect') await reconnect();
+  else throw new Error(`MODE=${mode}?`);
+} catch (e) {
+  check('e2e run', false, String(e && e.stack || e));
+} finally {
+  for (const s of servers) s.close();
+  await ctx.close();
+  fs.rmSync(profile, { recursive: true, force: true });
+}
+console.log(`e2e: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
