@@ -19,6 +19,8 @@
 //     server refusing a used link — the expired screen with the support link;
 //   - a console closed by an operator (1000): "disconnected", no reconnect.
 //   env: RINGSIDE_URL RINGSIDE_KEY VNC_PORT VNC_PASSWORD RINGSIDE_BIN CTL_SOCK SUPPORT_URL
+// MODE=term: the same drop on the xterm.js page (a Proxmox LXC terminal).
+//   env: RINGSIDE_URL RINGSIDE_KEY CLUSTER
 import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -40,11 +42,11 @@ function check(name, ok, detail = '') {
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function createConsole() {
+async function createConsole(spec) {
   const r = await fetch(`${base}/api/v1/consoles`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ kind: 'vnc', host: '127.0.0.1', port: Number(env('VNC_PORT')),
+    body: JSON.stringify(spec || { kind: 'vnc', host: '127.0.0.1', port: Number(env('VNC_PORT')),
       password: env('VNC_PASSWORD'), label: 'page-e2e' }),
   });
   const body = await r.json();
@@ -290,6 +292,34 @@ async function reconnect() {
   await p2.close();
 }
 
+async function termReconnect() {
+  const p = await proxy(new URL(base));
+  const { url, token } = await createConsole({ cluster: env('CLUSTER'), vmid: 200, type: 'lxc',
+    console: 'term' });
+  const page = await ctx.newPage();
+  const wsOpened = [];
+  page.on('websocket', (ws) => wsOpened.push({ url: ws.url(), t: Date.now() }));
+  await page.goto(url.replace(new URL(url).origin, `http://127.0.0.1:${p.port}`));
+  await until(() => page.evaluate(() => document.body.dataset.state !== 'connecting'), 20000);
+  check('terminal connects', (await page.evaluate(() => document.body.dataset.state)) === 'connected');
+  const secret = await page.evaluate((t) => sessionStorage.getItem(`rs-resume:${t}`), token);
+  check('its WebSocket carries the resume secret from sessionStorage',
+    /^[A-Za-z0-9_-]{43}$/.test(secret || '') && wsOpened[0].url.endsWith(`?resume=${secret}`),
+    JSON.stringify({ secret, wsOpened }));
+  const tCut = Date.now();
+  p.cut();
+  const seen = await until(() => page.evaluate(() => document.body.dataset.state === 'reconnecting' &&
+    document.getElementById('status').textContent), 5000, 10);
+  check('after a drop the terminal page shows "Reconnecting…"', seen === 'Reconnecting…', String(seen));
+  await until(() => page.evaluate(() => document.body.dataset.state === 'failed'), 10000);
+  const retry = wsOpened[1];
+  check('it tried again after the back-off with the same secret',
+    retry && retry.t - tCut >= 400 && retry.url === wsOpened[0].url, JSON.stringify(wsOpened));
+  check('refused (the server does not resume yet): the expired screen',
+    (await page.evaluate(() => document.body.dataset.reason)) === 'expired');
+  await page.close();
+}
+
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'rs-chromium-'));
 const ctx = await chromium.launchPersistentContext(profile, {
   executablePath: '/usr/bin/chromium', headless: true,
@@ -300,6 +330,7 @@ const ctx = await chromium.launchPersistentContext(profile, {
 try {
   if (mode === 'embed') await embed();
   else if (mode === 'reconnect') await reconnect();
+  else if (mode === 'term') await termReconnect();
   else throw new Error(`MODE=${mode}?`);
 } catch (e) {
   check('e2e run', false, String(e && e.stack || e));
