@@ -19,6 +19,12 @@
 //     server refusing a used link — the expired screen with the support link;
 //   - a console closed by an operator (1000): "disconnected", no reconnect.
 //   env: RINGSIDE_URL RINGSIDE_KEY VNC_PORT VNC_PASSWORD RINGSIDE_BIN CTL_SOCK SUPPORT_URL
+// MODE=codes: what each close code does, against a scripted RFB server
+//   (Playwright's WebSocket routing) — the server side of resume is not in
+//   ringside yet: 1001 → reconnecting, then a successful try → connected
+//   again; 4001 → "replaced", final; 1011 → failed with the reason; 1000 →
+//   ended; and the back-off's schedule and 30 s limit.
+//   env: RINGSIDE_URL RINGSIDE_KEY VNC_PORT VNC_PASSWORD
 // MODE=term: the same drop on the xterm.js page (a Proxmox LXC terminal).
 //   env: RINGSIDE_URL RINGSIDE_KEY CLUSTER
 import { createRequire } from 'node:module';
@@ -320,6 +326,124 @@ async function termReconnect() {
   await page.close();
 }
 
+// A scripted RFB 3.8 server (security None) behind a routed WebSocket:
+// after ServerInit it waits <holdMs> and closes with <close> (or stays).
+function fakeRfb(ws, { holdMs = 300, close = null } = {}) {
+  let stage = 'version';
+  let buf = Buffer.alloc(0);
+  const need = { version: 12, security: 1, init: 1 };
+  ws.onMessage((m) => {
+    buf = Buffer.concat([buf, Buffer.isBuffer(m) ? m : Buffer.from(m, 'latin1')]);
+    while (need[stage] && buf.length >= need[stage]) {
+      buf = buf.subarray(need[stage]);
+      if (stage === 'version') { ws.send(Buffer.from([1, 1])); stage = 'security'; }
+      else if (stage === 'security') { ws.send(Buffer.from([0, 0, 0, 0])); stage = 'init'; }
+      else if (stage === 'init') {
+        const name = Buffer.from('fake');
+        const si = Buffer.alloc(24);
+        si.writeUInt16BE(64, 0); si.writeUInt16BE(48, 2);
+        Buffer.from([32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]).copy(si, 4);
+        si.writeUInt32BE(name.length, 20);
+        ws.send(Buffer.concat([si, name]));
+        stage = 'normal';
+        if (close) setTimeout(() => ws.close(close), holdMs);
+      }
+    }
+    if (stage === 'normal') buf = Buffer.alloc(0);
+  });
+  ws.send(Buffer.from('RFB 003.008\n'));
+}
+
+async function closeCodes() {
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const state = () => page.evaluate(() => ({ state: document.body.dataset.state,
+    reason: document.body.dataset.reason, status: document.getElementById('status').textContent,
+    text: document.getElementById('otext').textContent }));
+  let plan = [];
+  const conns = [];
+  await page.routeWebSocket(/\/ws\//, (ws) => {
+    conns.push({ url: ws.url(), t: Date.now() });
+    fakeRfb(ws, plan.shift() || {});
+  });
+  // Playwright's stand-in WebSocket is a subclass whose methods sit one
+  // prototype further up than a real WebSocket's; noVNC looks for them on
+  // the first prototype. Copy them there (test-only; runs after Playwright's).
+  await page.addInitScript(() => {
+    const P = window.WebSocket.prototype;
+    for (const k of ['send', 'close', 'binaryType', 'onerror', 'onmessage', 'onopen']) {
+      if (Object.getOwnPropertyNames(P).includes(k)) continue;
+      for (let q = Object.getPrototypeOf(P); q; q = Object.getPrototypeOf(q)) {
+        const d = Object.getOwnPropertyDescriptor(q, k);
+        if (d) { Object.defineProperty(P, k, d); break; }
+      }
+    }
+  });
+
+  // 1001 (going away): reconnect; the try succeeds (as a resume will): connected again.
+  plan = [{ close: { code: 1001, reason: 'restarting' } },
+    { close: { code: 4001, reason: 'replaced by another window' }, holdMs: 1200 }];
+  await page.goto((await createConsole()).url);
+  await until(async () => (await state()).state === 'connected', 10000);
+  check('a scripted server: the page connects', (await state()).state === 'connected', JSON.stringify(await state()));
+  const r = await until(async () => { const s = await state(); return s.state === 'reconnecting' && s; }, 5000, 10);
+  check('1001: "Reconnecting…"', r && r.status === 'Reconnecting…', JSON.stringify(r));
+  await until(async () => conns.length === 2 && (await state()).state === 'connected', 5000);
+  check('... a new try after the back-off, same URL and secret, and connected again',
+    conns.length === 2 && conns[1].url === conns[0].url && (await state()).state === 'connected',
+    JSON.stringify({ conns, s: await state() }));
+  // 4001: another window took over: final, with the server's reason.
+  await until(async () => (await state()).state === 'disconnected', 5000);
+  await sleep(1500);
+  const s4001 = await state();
+  check('4001: "disconnected", the reason shown, no reconnect',
+    s4001.reason === 'replaced' && s4001.text === 'replaced by another window' && conns.length === 2,
+    JSON.stringify({ s4001, n: conns.length }));
+
+  // 1011 with a reason: failed, final.
+  plan = [{ close: { code: 1011, reason: 'connection to the console target lost' } }];
+  conns.length = 0;
+  await page.goto((await createConsole()).url);
+  await until(async () => (await state()).state === 'failed', 10000);
+  await sleep(1200);
+  const s1011 = await state();
+  check('1011: "failed" with the reason, no reconnect',
+    s1011.text === 'connection to the console target lost' && conns.length === 1, JSON.stringify(s1011));
+
+  // 1000: ended.
+  plan = [{ close: { code: 1000, reason: 'the console target closed the connection' } }];
+  conns.length = 0;
+  await page.goto((await createConsole()).url);
+  await until(async () => (await state()).state === 'disconnected', 10000);
+  await sleep(1200);
+  const s1000 = await state();
+  check('1000: "disconnected", ended, no reconnect',
+    s1000.reason === 'closed' && /target closed/.test(s1000.text) && conns.length === 1, JSON.stringify(s1000));
+
+  // The back-off: tries at +0.5, +1.5, +3.5, +7.5, +15.5, +23.5 s, then gives up.
+  const sched = await page.evaluate(async () => {
+    const { Backoff, closeKind } = await import('/static/ringside.js');
+    let now = 1000;
+    const b = new Backoff(30000, () => now);
+    const at = [];
+    for (;;) {
+      const d = b.next();
+      if (d < 0) break;
+      now += d;
+      at.push(now - 1000);
+    }
+    return { at, kinds: [1000, 1001, 1005, 1006, 1008, 1011, 1012, 4001, 4002].map(closeKind) };
+  });
+  check('back-off: 0.5, 1, 2, 4, 8, 8 s, giving up 30 s after the drop',
+    JSON.stringify(sched.at) === JSON.stringify([500, 1500, 3500, 7500, 15500, 23500]), JSON.stringify(sched.at));
+  check('close codes: 1000/1005 end, 1001/1006/1012 retry, 4001 replaced, 1008/1011/4xxx fail',
+    JSON.stringify(sched.kinds) === JSON.stringify(['ended', 'retry', 'ended', 'retry', 'failed',
+      'failed', 'retry', 'replaced', 'failed']), JSON.stringify(sched.kinds));
+  check('no script errors', errors.length === 0, errors.join('; '));
+  await page.close();
+}
+
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'rs-chromium-'));
 const ctx = await chromium.launchPersistentContext(profile, {
   executablePath: '/usr/bin/chromium', headless: true,
@@ -331,6 +455,7 @@ try {
   if (mode === 'embed') await embed();
   else if (mode === 'reconnect') await reconnect();
   else if (mode === 'term') await termReconnect();
+  else if (mode === 'codes') await closeCodes();
   else throw new Error(`MODE=${mode}?`);
 } catch (e) {
   check('e2e run', false, String(e && e.stack || e));

@@ -175,3 +175,11 @@ def test_browser_reconnects_after_a_drop(daemon_factory, xvnc, tmpdir_rs):
     run_e2e(dict(MODE="reconnect", RINGSIDE_URL=d.base, VNC_PORT=str(xvnc.port),
                  VNC_PASSWORD=xvnc.password, RINGSIDE_BIN=BIN, CTL_SOCK=sock,
                  SUPPORT_URL=support))
+
+
+@chromium
+def test_browser_close_codes_against_a_scripted_server(daemon, xvnc):
+    """What the page does on each close code, with the server side of resume
+    stood in for by a scripted RFB server (Playwright's WebSocket routing)."""
+    run_e2e(dict(MODE="codes", RINGSIDE_URL=daemon.base, VNC_PORT=str(xvnc.port),
+                 VNC_PASSWORD=xvnc.password))

@@ -233,11 +233,11 @@ export function closeKind(code) {
 // once the next try would start more than 30 s after the drop (the server's
 // default console.resume_grace_s: later tries cannot succeed).
 export class Backoff {
-  constructor(limitMs = 30000) { this.limitMs = limitMs; this.reset(); }
+  constructor(limitMs = 30000, clock = Date.now) { this.limitMs = limitMs; this.clock = clock; this.reset(); }
   reset() { this.attempt = 0; this.since = 0; }
   // Delay before the next try, or -1 when it is time to give up.
   next() {
-    const now = Date.now();
+    const now = this.clock();
     if (!this.attempt) this.since = now;
     const delay = Math.min(500 * 2 ** this.attempt, 8000);
     this.attempt++;
