@@ -212,6 +212,10 @@ async function embed() {
   await until(async () => hasKeysym(sent.slice(mark2), 0x7a), 3000);
   check('"type" from the allowed parent: answered ok and the keys went out',
     r2 && r2.data.ok === true && hasKeysym(sent.slice(mark2), 0x78) && hasKeysym(sent.slice(mark2), 0x7a), JSON.stringify(r2));
+  await page.evaluate(() => window.send({ type: 'ringside.command', command: 'fullscreen', id: 4 }));
+  const r4 = await until(async () => (await msgsWith((m) => m.data && m.data.type === 'ringside.result' && m.data.id === 4))[0], 5000);
+  // Headless Chromium may refuse full screen without a user gesture: either answer will do.
+  check('"fullscreen" is answered', r4 && typeof r4.data.ok === 'boolean', JSON.stringify(r4));
   await page.evaluate(() => window.send({ type: 'ringside.command', command: 'reboot', id: 3 }));
   const r3 = await until(async () => (await msgsWith((m) => m.data && m.data.type === 'ringside.result' && m.data.id === 3))[0], 5000);
   check('an unknown command is answered with ok=false and the reason',
@@ -225,7 +229,9 @@ async function embed() {
 // A TCP proxy in front of ringside whose connections the test can cut.
 async function proxy(target) {
   const socks = new Set();
+  const ctl = { refuse: false };
   const srv = net.createServer((c) => {
+    if (ctl.refuse) { c.resetAndDestroy(); return; } // the network is down
     const u = net.connect(Number(target.port), target.hostname);
     socks.add(c);
     socks.add(u);
@@ -236,7 +242,9 @@ async function proxy(target) {
   });
   servers.push(srv);
   await listen(srv, '127.0.0.1', 0);
-  return { port: srv.address().port, cut: () => { for (const s of socks) s.resetAndDestroy(); socks.clear(); } };
+  ctl.port = srv.address().port;
+  ctl.cut = () => { for (const s of socks) s.resetAndDestroy(); socks.clear(); };
+  return ctl;
 }
 
 async function reconnect() {
@@ -255,12 +263,19 @@ async function reconnect() {
   check('the WebSocket URL carries it', wsOpened.length === 1 && wsOpened[0].url.endsWith(`/ws/${token}?resume=${secret}`),
     JSON.stringify(wsOpened));
 
-  // The network drops: the page says so and tries again by itself.
+  // The network drops and stays down for a while: the page says so and
+  // keeps trying by itself (ringside unreachable: not a refusal).
   const tCut = Date.now();
+  p.refuse = true;
   p.cut();
   const seen = await until(() => page.evaluate(() => document.body.dataset.state === 'reconnecting' &&
     document.getElementById('status').textContent), 5000, 10);
   check('after a drop the page shows "Reconnecting…"', seen === 'Reconnecting…', String(seen));
+  await until(() => wsOpened.length >= 3, 4000);
+  const during = await page.evaluate(() => document.body.dataset.state);
+  check('while the network is down it keeps trying (0.5 s, then 1 s later) and stays "reconnecting"',
+    wsOpened.length >= 3 && during === 'reconnecting', JSON.stringify({ n: wsOpened.length, during }));
+  p.refuse = false;
   await until(() => page.evaluate(() => document.body.dataset.state === 'failed'), 10000);
   const retry = wsOpened[1];
   check('it tried again after the back-off (>= 0.4 s), with the same resume secret',
@@ -273,7 +288,9 @@ async function reconnect() {
   check('refused (the server does not resume yet): the expired screen',
     end.reason === 'expired' && /expired or was already used/.test(end.title), JSON.stringify(end));
   check('... with console.support_url as a link', end.support === env('SUPPORT_URL'), JSON.stringify(end));
-  check('no more tries after the refusal', (await sleep(1200), wsOpened.length === 2), String(wsOpened.length));
+  const tries = wsOpened.length;
+  check('no more tries after the refusal', (await sleep(1200), wsOpened.length === tries), String(wsOpened.length));
+  check('every try carried the same secret', wsOpened.every((w) => w.url === wsOpened[0].url), JSON.stringify(wsOpened));
   await page.close();
 
   // An operator closes the console (1000): ended, no reconnect.
