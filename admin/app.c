@@ -352,8 +352,10 @@ static int page_init(struct rs_app *app, char *err, size_t errlen)
 	if (f)
 		fclose(f);
 	if (!app->logo || !f || !app->logo_len || app->logo_len > RS_CONSOLE_LOGO_MAX) {
-		snprintf(err, errlen, "config: 'console.logo': cannot read '%s' (empty, unreadable "
-			 "or larger than %d KiB)", cfg->console_logo, RS_CONSOLE_LOGO_MAX / 1024);
+		snprintf(err, errlen,
+			 "config: 'console.logo': cannot read '%s' (empty, unreadable "
+			 "or larger than %d KiB)",
+			 cfg->console_logo, RS_CONSOLE_LOGO_MAX / 1024);
 		return -EINVAL;
 	}
 	{
@@ -398,7 +400,8 @@ static const char *page_language(const struct rs_app *app, const struct rs_http_
 			char num[8] = "";
 
 			if (qs && stop - qs - 1 > 0) {
-				memcpy(num, qs + 1, RS_MIN((size_t)(stop - qs - 1), sizeof(num) - 1));
+				memcpy(num, qs + 1,
+				       RS_MIN((size_t)(stop - qs - 1), sizeof(num) - 1));
 				q = strtod(num, NULL);
 			}
 		}
@@ -451,10 +454,11 @@ static void serve_logo(struct rs_app *app, struct rs_http_conn *hc, const struct
 	if (!app->logo)
 		return rs_http_respond_error(hc, 404, "not_found", "not found", NULL);
 	/* An SVG opened on its own must not run script in our origin. */
-	snprintf(extra, sizeof(extra),
-		 "Cache-Control: public, max-age=300\r\nETag: %s\r\n"
-		 "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; sandbox\r\n",
-		 app->logo_etag);
+	snprintf(
+	    extra, sizeof(extra),
+	    "Cache-Control: public, max-age=300\r\nETag: %s\r\n"
+	    "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; sandbox\r\n",
+	    app->logo_etag);
 	if (inm && inm->value_len == strlen(app->logo_etag) &&
 	    !memcmp(inm->value, app->logo_etag, inm->value_len))
 		return rs_http_respond(hc, 304, NULL, NULL, 0, extra);

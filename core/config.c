@@ -726,10 +726,10 @@ static int set_section(struct rs_config *c, const char *section, json_t *obj, ch
 			ret = need_string(v, path, err, errlen);
 			if (ret)
 				return ret;
-			set_str(!strcmp(path, "console.title")           ? &c->console_title
-				: !strcmp(path, "console.logo")          ? &c->console_logo
+			set_str(!strcmp(path, "console.title")		 ? &c->console_title
+				: !strcmp(path, "console.logo")		 ? &c->console_logo
 				: !strcmp(path, "console.accent_colour") ? &c->console_accent
-				: !strcmp(path, "console.language")      ? &c->console_language
+				: !strcmp(path, "console.language")	 ? &c->console_language
 									 : &c->console_support_url,
 				json_string_value(v));
 			continue;
@@ -980,8 +980,9 @@ static int check_console(struct rs_config *c, char *err, size_t errlen)
 		const char *a = c->console_accent;
 
 		if (strlen(a) != 7 || a[0] != '#' || strspn(a + 1, "0123456789abcdefABCDEF") != 6)
-			return errf(err, errlen,
-				    "config: 'console.accent_colour': must be #rrggbb (e.g. #2f6fd6)");
+			return errf(
+			    err, errlen,
+			    "config: 'console.accent_colour': must be #rrggbb (e.g. #2f6fd6)");
 	}
 	if (strcmp(c->console_language, "en") && strcmp(c->console_language, "de") &&
 	    strcmp(c->console_language, "auto"))
@@ -1015,8 +1016,8 @@ static int check_console(struct rs_config *c, char *err, size_t errlen)
 const char *rs_console_logo_type(const char *path)
 {
 	static const char *const types[][2] = {
-		{".png", "image/png"},	 {".svg", "image/svg+xml"}, {".jpg", "image/jpeg"},
-		{".jpeg", "image/jpeg"}, {".webp", "image/webp"},   {".gif", "image/gif"},
+	    {".png", "image/png"},   {".svg", "image/svg+xml"}, {".jpg", "image/jpeg"},
+	    {".jpeg", "image/jpeg"}, {".webp", "image/webp"},	{".gif", "image/gif"},
 	};
 	const char *dot = strrchr(path, '.');
 

@@ -79,10 +79,10 @@ struct rs_config {
 	 * (and exchange postMessage with it); empty: no framing. */
 	char **console_frame_ancestors;
 	size_t n_console_frame_ancestors;
-	char *console_title;       /* NULL: the built-in "Console"/"Terminal" */
-	char *console_logo;        /* file path, read once at start; NULL: none */
-	char *console_accent;      /* "#rrggbb"; NULL: the built-in colour */
-	char *console_language;    /* "en", "de" or "auto" (Accept-Language) */
+	char *console_title;	   /* NULL: the built-in "Console"/"Terminal" */
+	char *console_logo;	   /* file path, read once at start; NULL: none */
+	char *console_accent;	   /* "#rrggbb"; NULL: the built-in colour */
+	char *console_language;	   /* "en", "de" or "auto" (Accept-Language) */
 	char *console_support_url; /* http(s) link on error screens; NULL: none */
 	char *metrics_listen; /* Prometheus listener "host:port"; "" disables */
 	char *audit_log;      /* file path, "syslog", or "" for none */
