@@ -372,52 +372,15 @@ static int page_init(struct rs_app *app, char *err, size_t errlen)
 	return 0;
 }
 
-/* console.language "auto": the first of the page's languages (en, de) the
- * browser's Accept-Language rates highest; English when it names neither. */
+/* console.language, or for "auto" the browser's choice. */
 static const char *page_language(const struct rs_app *app, const struct rs_http_req *req)
 {
 	const struct rs_http_header *h;
-	const char *p, *end, *best = "en";
-	double best_q = -1;
 
 	if (strcmp(app->cfg->console_language, "auto"))
 		return app->cfg->console_language;
 	h = rs_http_req_header(req, "Accept-Language");
-	if (!h)
-		return best;
-	p = h->value;
-	end = h->value + h->value_len;
-	while (p < end) {
-		const char *item = p, *comma = memchr(p, ',', (size_t)(end - p));
-		const char *stop = comma ? comma : end, *semi;
-		double q = 1;
-
-		while (item < stop && (*item == ' ' || *item == '\t'))
-			item++;
-		semi = memchr(item, ';', (size_t)(stop - item));
-		if (semi) {
-			const char *qs = memchr(semi, '=', (size_t)(stop - semi));
-			char num[8] = "";
-
-			if (qs && stop - qs - 1 > 0) {
-				memcpy(num, qs + 1,
-				       RS_MIN((size_t)(stop - qs - 1), sizeof(num) - 1));
-				q = strtod(num, NULL);
-			}
-		}
-		if (q > best_q && stop - item >= 2 &&
-		    (item + 2 == stop || item[2] == '-' || item[2] == ';' || item[2] == ' ')) {
-			if (!strncasecmp(item, "en", 2)) {
-				best = "en";
-				best_q = q;
-			} else if (!strncasecmp(item, "de", 2)) {
-				best = "de";
-				best_q = q;
-			}
-		}
-		p = stop + 1;
-	}
-	return best;
+	return h ? rs_page_language(h->value, h->value_len) : "en";
 }
 
 /* The page with its settings as attributes of <body> (no inline script:
