@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <jansson.h>
+#include <openssl/sha.h>
 
 #include "admin/api.h"
 #include "admin/app.h"
@@ -12,6 +13,7 @@
 #include "admin/pvnc.h"
 #include "core/addr.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "proto/assets.h"
 #include "proto/console.h"
 #include "proto/pve_up.h"
@@ -89,6 +91,7 @@ static unsigned conns_per_client(const struct rs_config *cfg)
 }
 
 static void on_head(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg);
+static int page_init(struct rs_app *app, char *err, size_t errlen);
 
 int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t errlen)
 {
@@ -149,7 +152,7 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 	app->console.on_event = on_console_event;
 	app->console.event_arg = app;
 	app->started_s = (uint64_t)rs_wall_s();
-	return 0;
+	return page_init(app, err, errlen);
 }
 
 void rs_app_release(struct rs_app *app)
@@ -165,6 +168,11 @@ void rs_app_release(struct rs_app *app)
 	app->pve = NULL;
 	free(app->trusted_proxies);
 	app->trusted_proxies = NULL;
+	free(app->page_headers);
+	free(app->page_attrs);
+	free(app->logo);
+	app->page_headers = app->page_attrs = NULL;
+	app->logo = NULL;
 	rs_http_clients_free(app->http.clients);
 	rs_http_clients_free(app->metrics_http.clients);
 	app->http.clients = app->metrics_http.clients = NULL;
@@ -270,17 +278,160 @@ static const struct rs_asset *find_asset(struct rs_app *app, const char *path, s
 	return rs_asset_find(path, len);
 }
 
-/* Security headers for the console pages: no framing by other sites, no
- * referrer (the URL carries the token), scripts only from ourselves. */
-static const char PAGE_HEADERS[] =
-	"Cache-Control: no-store\r\n"
-	"Referrer-Policy: no-referrer\r\n"
-	"X-Frame-Options: DENY\r\n"
-	"Content-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; "
-	"img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'\r\n";
+/* The page's settings as attributes: values are HTML-escaped here, the
+ * title first made printable (no bidi overrides or controls). */
+static void attr_append(char **buf, size_t *len, const char *name, const char *value)
+{
+	char clean[1024];
+	size_t n = rs_text_sanitize(clean, sizeof(clean), value, strlen(value));
+	size_t need = *len + strlen(name) + 6 * n + 8;
+	char *grown = rs_xmalloc(need), *p; /* start-up memory: aborts when short */
 
-static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc, const char *tok,
-			       size_t toklen)
+	memcpy(grown, *buf, *len + 1);
+	free(*buf);
+	*buf = grown;
+	p = *buf + *len;
+	p += sprintf(p, " %s=\"", name);
+	for (size_t i = 0; i < n; i++) {
+		const char *e = clean[i] == '&'	   ? "&amp;"
+				: clean[i] == '<'  ? "&lt;"
+				: clean[i] == '>'  ? "&gt;"
+				: clean[i] == '"'  ? "&quot;"
+				: clean[i] == '\'' ? "&#39;"
+						   : NULL;
+
+		if (e)
+			p += sprintf(p, "%s", e);
+		else
+			*p++ = clean[i];
+	}
+	*p++ = '"';
+	*p = 0;
+	*len = (size_t)(p - *buf);
+}
+
+/* Security headers for the console pages: no referrer (the URL carries the
+ * token), scripts only from ourselves, and framing by nobody — or, with
+ * console.frame_ancestors, by exactly those origins. X-Frame-Options cannot
+ * name origins (ALLOW-FROM is obsolete and ignored), so it is left out then
+ * and the CSP alone decides; browsers without CSP level 2 are long gone. */
+static int page_init(struct rs_app *app, char *err, size_t errlen)
+{
+	const struct rs_config *cfg = app->cfg;
+	char head[1600], origins[1200] = "";
+	size_t n = 0;
+	FILE *f;
+
+	for (size_t i = 0; i < cfg->n_console_frame_ancestors; i++)
+		snprintf(origins + strlen(origins), sizeof(origins) - strlen(origins), "%s%s",
+			 i ? " " : "", cfg->console_frame_ancestors[i]);
+	snprintf(head, sizeof(head),
+		 "Cache-Control: no-store\r\n"
+		 "Referrer-Policy: no-referrer\r\n"
+		 "%s"
+		 "Content-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; "
+		 "img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+		 "frame-ancestors %s\r\n",
+		 *origins ? "" : "X-Frame-Options: DENY\r\n", *origins ? origins : "'none'");
+	app->page_headers = rs_xstrdup(head);
+	app->page_attrs = rs_xstrdup("");
+	if (cfg->console_title)
+		attr_append(&app->page_attrs, &n, "data-title", cfg->console_title);
+	if (cfg->console_accent)
+		attr_append(&app->page_attrs, &n, "data-accent", cfg->console_accent);
+	if (cfg->console_support_url)
+		attr_append(&app->page_attrs, &n, "data-support", cfg->console_support_url);
+	if (*origins)
+		attr_append(&app->page_attrs, &n, "data-origins", origins);
+	if (!cfg->console_logo)
+		return 0;
+	/* Read once: the page never touches the disk while serving. */
+	app->logo_type = rs_console_logo_type(cfg->console_logo);
+	app->logo = malloc(RS_CONSOLE_LOGO_MAX + 1);
+	f = fopen(cfg->console_logo, "rb");
+	if (app->logo && f)
+		app->logo_len = fread(app->logo, 1, RS_CONSOLE_LOGO_MAX + 1, f);
+	if (f)
+		fclose(f);
+	if (!app->logo || !f || !app->logo_len || app->logo_len > RS_CONSOLE_LOGO_MAX) {
+		snprintf(err, errlen,
+			 "config: 'console.logo': cannot read '%s' (empty, unreadable "
+			 "or larger than %d KiB)",
+			 cfg->console_logo, RS_CONSOLE_LOGO_MAX / 1024);
+		return -EINVAL;
+	}
+	{
+		uint8_t d[SHA256_DIGEST_LENGTH];
+
+		SHA256(app->logo, app->logo_len, d);
+		app->logo_etag[0] = '"';
+		for (int i = 0; i < 8; i++)
+			snprintf(app->logo_etag + 1 + 2 * i, 3, "%02x", d[i]);
+		app->logo_etag[17] = '"';
+		app->logo_etag[18] = 0;
+	}
+	attr_append(&app->page_attrs, &n, "data-logo", "/brand/logo");
+	return 0;
+}
+
+/* console.language, or for "auto" the browser's choice. */
+static const char *page_language(const struct rs_app *app, const struct rs_http_req *req)
+{
+	const struct rs_http_header *h;
+
+	if (strcmp(app->cfg->console_language, "auto"))
+		return app->cfg->console_language;
+	h = rs_http_req_header(req, "Accept-Language");
+	return h ? rs_page_language(h->value, h->value_len) : "en";
+}
+
+/* The page with its settings as attributes of <body> (no inline script:
+ * the CSP stays strict), copied per request: the language may differ. */
+static void send_page(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req,
+		      const struct rs_asset *page, int status)
+{
+	const char *body = memmem(page->data, page->len, "<body", 5);
+	size_t at = body ? (size_t)(body - (const char *)page->data) + 5 : 0;
+	size_t alen = strlen(app->page_attrs), n;
+	char lang[24];
+	char *out;
+
+	if (!body)
+		return rs_http_respond_static(hc, status, page->type, page->data, page->len,
+					      app->page_headers);
+	n = (size_t)snprintf(lang, sizeof(lang), " data-lang=\"%s\"", page_language(app, req));
+	out = malloc(page->len + n + alen);
+	if (!out)
+		return rs_http_respond_error(hc, 503, "overloaded", "out of memory", NULL);
+	memcpy(out, page->data, at);
+	memcpy(out + at, lang, n);
+	memcpy(out + at + n, app->page_attrs, alen);
+	memcpy(out + at + n + alen, page->data + at, page->len - at);
+	rs_http_respond(hc, status, page->type, out, page->len + n + alen, app->page_headers);
+	free(out);
+}
+
+static void serve_logo(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
+{
+	const struct rs_http_header *inm = rs_http_req_header(req, "If-None-Match");
+	char extra[300];
+
+	if (!app->logo)
+		return rs_http_respond_error(hc, 404, "not_found", "not found", NULL);
+	/* An SVG opened on its own must not run script in our origin. */
+	snprintf(
+	    extra, sizeof(extra),
+	    "Cache-Control: public, max-age=300\r\nETag: %s\r\n"
+	    "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; sandbox\r\n",
+	    app->logo_etag);
+	if (inm && inm->value_len == strlen(app->logo_etag) &&
+	    !memcmp(inm->value, app->logo_etag, inm->value_len))
+		return rs_http_respond(hc, 304, NULL, NULL, 0, extra);
+	rs_http_respond_static(hc, 200, app->logo_type, app->logo, app->logo_len, extra);
+}
+
+static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc,
+			       const struct rs_http_req *req, const char *tok, size_t toklen)
 {
 	const struct rs_asset *page = NULL;
 	enum rs_console_kind kind;
@@ -306,7 +457,7 @@ static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc, cons
 		rs_http_respond_error(hc, 500, "internal", "console page missing from build", NULL);
 		return;
 	}
-	rs_http_respond_static(hc, status, page->type, page->data, page->len, PAGE_HEADERS);
+	send_page(app, hc, req, page, status);
 }
 
 void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg)
@@ -338,13 +489,19 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 			return rs_http_respond_error(hc, 404, "not_found", "not found", NULL);
 		return serve_asset(hc, req, a, 200, CACHE_STATIC);
 	}
+	if (path_is(req, "/brand/logo")) {
+		rs_http_set_route(hc, RS_ROUTE_STATIC);
+		if (!is_get(req))
+			return method_not_allowed(hc, "GET, HEAD");
+		return serve_logo(app, hc, req);
+	}
 	/* ProxmoxVNC's link form /vnc/<token> is the same page. */
 	if (path_prefix(req, "/console/", &rest, &rest_len) ||
 	    path_prefix(req, "/vnc/", &rest, &rest_len)) {
 		rs_http_set_route(hc, RS_ROUTE_CONSOLE_PAGE);
 		if (!is_get(req))
 			return method_not_allowed(hc, "GET, HEAD");
-		return serve_console_page(app, hc, rest, rest_len);
+		return serve_console_page(app, hc, req, rest, rest_len);
 	}
 	if (path_prefix(req, "/ws/", &rest, &rest_len)) {
 		rs_http_set_route(hc, RS_ROUTE_WEBSOCKET);

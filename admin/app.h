@@ -46,6 +46,14 @@ struct rs_app {
 	struct rs_tls_server *tls; /* NULL without tls_listen */
 	struct rs_pve *pve;        /* NULL without clusters */
 	struct rs_cidr *trusted_proxies;
+	/* The console page (console.* config), built at start, read-only after:
+	 * its security headers, its settings as body attributes, the logo. */
+	char *page_headers;
+	char *page_attrs;
+	unsigned char *logo;
+	size_t logo_len;
+	const char *logo_type;
+	char logo_etag[20];
 	_Atomic bool draining;
 	_Atomic bool running; /* workers started: the admin socket may call into them */
 	uint64_t started_s;

@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 
@@ -177,6 +178,7 @@ void rs_config_init(struct rs_config *c)
 	c->metrics_listen = rs_xstrdup("127.0.0.1:9180");
 	c->audit_log = rs_xstrdup("");
 	c->admin_socket = rs_xstrdup("");
+	c->console_language = rs_xstrdup("auto");
 }
 
 void rs_config_release(struct rs_config *c)
@@ -195,6 +197,12 @@ void rs_config_release(struct rs_config *c)
 	free(c->log_level);
 	free(c->log_target);
 	free(c->www_dir);
+	free_list(&c->console_frame_ancestors, &c->n_console_frame_ancestors);
+	free(c->console_title);
+	free(c->console_logo);
+	free(c->console_accent);
+	free(c->console_language);
+	free(c->console_support_url);
 	free(c->state_dir);
 	free(c->metrics_listen);
 	free(c->audit_log);
@@ -734,6 +742,13 @@ static int set_clusters(struct rs_config *c, json_t *v, char *err, size_t errlen
 	return 0;
 }
 
+static int need_string(json_t *v, const char *key, char *err, size_t errlen)
+{
+	if (!json_is_string(v))
+		return errf(err, errlen, "config: '%s': must be a string", key);
+	return 0;
+}
+
 static int set_section(struct rs_config *c, const char *section, json_t *obj, char *err,
 		       size_t errlen)
 {
@@ -760,6 +775,27 @@ static int set_section(struct rs_config *c, const char *section, json_t *obj, ch
 				return ret;
 			continue;
 		}
+		if (!strcmp(path, "console.frame_ancestors")) {
+			ret = get_string_list(v, path, &c->console_frame_ancestors,
+					      &c->n_console_frame_ancestors, err, errlen);
+			if (ret)
+				return ret;
+			continue;
+		}
+		if (!strcmp(path, "console.title") || !strcmp(path, "console.logo") ||
+		    !strcmp(path, "console.accent_colour") || !strcmp(path, "console.language") ||
+		    !strcmp(path, "console.support_url")) {
+			ret = need_string(v, path, err, errlen);
+			if (ret)
+				return ret;
+			set_str(!strcmp(path, "console.title")		 ? &c->console_title
+				: !strcmp(path, "console.logo")		 ? &c->console_logo
+				: !strcmp(path, "console.accent_colour") ? &c->console_accent
+				: !strcmp(path, "console.language")	 ? &c->console_language
+									 : &c->console_support_url,
+				json_string_value(v));
+			continue;
+		}
 		if (!strcmp(path, "port_pool.source_addresses")) {
 			ret = get_string_list(v, path, &c->source_addresses, &c->n_source_addresses,
 					      err, errlen);
@@ -776,13 +812,6 @@ static int set_section(struct rs_config *c, const char *section, json_t *obj, ch
 	return 0;
 }
 
-static int need_string(json_t *v, const char *key, char *err, size_t errlen)
-{
-	if (!json_is_string(v))
-		return errf(err, errlen, "config: '%s': must be a string", key);
-	return 0;
-}
-
 static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 {
 	const char *k;
@@ -795,7 +824,7 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 	{
 		if (!strcmp(k, "tokens") || !strcmp(k, "api") || !strcmp(k, "limits") ||
 		    !strcmp(k, "buffers") || !strcmp(k, "engine") || !strcmp(k, "port_pool") ||
-		    !strcmp(k, "tls")) {
+		    !strcmp(k, "tls") || !strcmp(k, "console")) {
 			ret = set_section(c, k, v, err, errlen);
 		} else if (!strcmp(k, "listen")) {
 			ret = get_string_list(v, k, &c->listen, &c->n_listen, err, errlen);
@@ -938,6 +967,128 @@ int rs_config_load_file(struct rs_config *c, const char *path, char *err, size_t
 	return ret;
 }
 
+/* An origin exactly as a browser serialises it: scheme "://" host
+ * [":" port], no path, no trailing slash, no wildcard — the CSP source and
+ * the postMessage target must match the parent page's origin byte for byte. */
+static bool valid_origin(const char *o)
+{
+	const char *h;
+	size_t n;
+
+	if (!strncmp(o, "https://", 8))
+		h = o + 8;
+	else if (!strncmp(o, "http://", 7))
+		h = o + 7;
+	else
+		return false;
+	if (*h == '[') { /* IPv6 literal */
+		n = strspn(h + 1, "0123456789abcdefABCDEF:.");
+		if (!n || h[1 + n] != ']')
+			return false;
+		h += n + 2;
+	} else {
+		n = strspn(h, "abcdefghijklmnopqrstuvwxyz0123456789.-");
+		if (!n || h[0] == '.' || h[0] == '-' || h[n - 1] == '.')
+			return false;
+		h += n;
+	}
+	if (*h == ':') {
+		char *end;
+		unsigned long port;
+
+		if (h[1] < '1' || h[1] > '9')
+			return false;
+		port = strtoul(h + 1, &end, 10);
+		if (*end || port > 65535)
+			return false;
+		return true;
+	}
+	return *h == 0;
+}
+
+/* Text that ends up in a page attribute: printable, no control bytes. */
+static bool plain_text(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n > max)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+static int check_console(struct rs_config *c, char *err, size_t errlen)
+{
+	struct stat st;
+
+	/* The list goes into one response header (a 2 KiB head). */
+	if (c->n_console_frame_ancestors > 10)
+		return errf(err, errlen, "config: 'console.frame_ancestors': at most 10 origins");
+	for (size_t i = 0; i < c->n_console_frame_ancestors; i++)
+		if (strlen(c->console_frame_ancestors[i]) > 100 ||
+		    !valid_origin(c->console_frame_ancestors[i]))
+			return errf(err, errlen,
+				    "config: 'console.frame_ancestors[%zu]': '%s' is not an origin "
+				    "scheme://host[:port] (lower-case, no path, e.g. "
+				    "https://panel.example.com)",
+				    i, c->console_frame_ancestors[i]);
+	if (c->console_title && (!*c->console_title || !plain_text(c->console_title, 100)))
+		return errf(err, errlen,
+			    "config: 'console.title': must be 1 to 100 characters without control "
+			    "characters");
+	if (c->console_accent) {
+		const char *a = c->console_accent;
+
+		if (strlen(a) != 7 || a[0] != '#' || strspn(a + 1, "0123456789abcdefABCDEF") != 6)
+			return errf(
+			    err, errlen,
+			    "config: 'console.accent_colour': must be #rrggbb (e.g. #2f6fd6)");
+	}
+	if (strcmp(c->console_language, "en") && strcmp(c->console_language, "de") &&
+	    strcmp(c->console_language, "auto"))
+		return errf(err, errlen,
+			    "config: 'console.language': must be \"en\", \"de\" or \"auto\" (the "
+			    "browser's Accept-Language)");
+	if (c->console_support_url &&
+	    ((strncmp(c->console_support_url, "https://", 8) &&
+	      strncmp(c->console_support_url, "http://", 7)) ||
+	     !plain_text(c->console_support_url, 1000) || strchr(c->console_support_url, ' ')))
+		return errf(err, errlen,
+			    "config: 'console.support_url': must be an http:// or https:// URL "
+			    "without spaces (at most 1000 characters)");
+	if (c->console_logo) {
+		if (!rs_console_logo_type(c->console_logo))
+			return errf(err, errlen,
+				    "config: 'console.logo': '%s' must end in .png, .svg, .jpg, "
+				    ".jpeg, .webp or .gif",
+				    c->console_logo);
+		if (stat(c->console_logo, &st) || !S_ISREG(st.st_mode))
+			return errf(err, errlen, "config: 'console.logo': cannot read '%s'",
+				    c->console_logo);
+		if (st.st_size > RS_CONSOLE_LOGO_MAX)
+			return errf(err, errlen,
+				    "config: 'console.logo': '%s' is larger than %d KiB",
+				    c->console_logo, RS_CONSOLE_LOGO_MAX / 1024);
+	}
+	return 0;
+}
+
+const char *rs_console_logo_type(const char *path)
+{
+	static const char *const types[][2] = {
+	    {".png", "image/png"},   {".svg", "image/svg+xml"}, {".jpg", "image/jpeg"},
+	    {".jpeg", "image/jpeg"}, {".webp", "image/webp"},	{".gif", "image/gif"},
+	};
+	const char *dot = strrchr(path, '.');
+
+	for (size_t i = 0; dot && i < RS_ARRAY_SIZE(types); i++)
+		if (!strcasecmp(dot, types[i][0]))
+			return types[i][1];
+	return NULL;
+}
+
 int rs_config_validate(struct rs_config *c, char *err, size_t errlen)
 {
 	struct sockaddr_storage ss;
@@ -1008,6 +1159,9 @@ int rs_config_validate(struct rs_config *c, char *err, size_t errlen)
 				    "(%u), which bounds every key",
 				    i, k->max_ttl_s, c->token_max_ttl_s);
 	}
+	ret = check_console(c, err, errlen);
+	if (ret)
+		return ret;
 	if (c->port_min > c->port_max)
 		return errf(err, errlen, "config: 'port_pool.port_min': must not exceed port_max");
 	if (c->token_ttl_s > c->token_max_ttl_s)

@@ -86,6 +86,16 @@ struct rs_config {
 	char **allowed_origins; /* empty: any origin */
 	size_t n_allowed_origins;
 	char *www_dir; /* serve pages from here instead of the embedded copy */
+	/* console.*: the page as customers meet it (README "The console page").
+	 * frame_ancestors: origins "scheme://host[:port]" that may frame the page
+	 * (and exchange postMessage with it); empty: no framing. */
+	char **console_frame_ancestors;
+	size_t n_console_frame_ancestors;
+	char *console_title;	   /* NULL: the built-in "Console"/"Terminal" */
+	char *console_logo;	   /* file path, read once at start; NULL: none */
+	char *console_accent;	   /* "#rrggbb"; NULL: the built-in colour */
+	char *console_language;	   /* "en", "de" or "auto" (Accept-Language) */
+	char *console_support_url; /* http(s) link on error screens; NULL: none */
 	char *metrics_listen; /* Prometheus listener "host:port"; "" disables */
 	char *audit_log;      /* file path, "syslog", or "" for none */
 	char *admin_socket;   /* Unix socket path, "" for none */
@@ -147,6 +157,11 @@ void rs_config_release(struct rs_config *c);
 int rs_cli_parse(int argc, char **argv, struct rs_cli *cli, char *err, size_t errlen);
 int rs_config_apply_cli(struct rs_config *c, const struct rs_cli *cli, char *err, size_t errlen);
 void rs_cli_usage(FILE *out);
+
+/* console.logo: at most this many bytes; its Content-Type from the file
+ * name's extension, NULL when not an image type the page may show. */
+#define RS_CONSOLE_LOGO_MAX (256 * 1024)
+const char *rs_console_logo_type(const char *path);
 
 /* The cluster named <name>, or NULL. */
 const struct rs_cluster_conf *rs_config_cluster(const struct rs_config *c, const char *name);

@@ -214,3 +214,62 @@ void rs_assets_free(struct rs_asset_table *t)
 	free((void *)t->items);
 	free(t);
 }
+
+/* --- the page's language --- */
+
+/* An Accept-Language weight "q=0.8" in thousandths; -1 when malformed. */
+static int qvalue(const char *p, const char *end)
+{
+	int q, scale = 100;
+
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	if (end - p < 3 || (p[0] != 'q' && p[0] != 'Q') || p[1] != '=' ||
+	    (p[2] != '0' && p[2] != '1'))
+		return -1;
+	q = (p[2] - '0') * 1000;
+	p += 3;
+	if (p < end && *p == '.') {
+		for (p++; p < end && *p >= '0' && *p <= '9' && scale; p++, scale /= 10)
+			q += (*p - '0') * scale;
+	}
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	return p == end && q <= 1000 ? q : -1;
+}
+
+const char *rs_page_language(const char *value, size_t len)
+{
+	static const char *const langs[] = {"en", "de"};
+	const char *p = value, *end = value + len, *best = "en";
+	int best_q = 0;
+
+	while (p < end) {
+		const char *comma = memchr(p, ',', (size_t)(end - p));
+		const char *stop = comma ? comma : end, *item = p, *tag_end, *semi;
+		int q = 1000;
+
+		while (item < stop && (*item == ' ' || *item == '\t'))
+			item++;
+		for (semi = item; semi < stop && *semi != ';'; semi++)
+			;
+		tag_end = semi;
+		if (semi == stop)
+			semi = NULL;
+		while (tag_end > item && (tag_end[-1] == ' ' || tag_end[-1] == '\t'))
+			tag_end--;
+		if (semi)
+			q = qvalue(semi + 1, stop);
+		/* "de", "de-AT", "DE-ch": the primary subtag decides. */
+		if (q > best_q && tag_end - item >= 2 && (tag_end - item == 2 || item[2] == '-')) {
+			for (size_t i = 0; i < RS_ARRAY_SIZE(langs); i++) {
+				if (!strncasecmp(item, langs[i], 2)) {
+					best = langs[i];
+					best_q = q;
+				}
+			}
+		}
+		p = stop + 1;
+	}
+	return best;
+}

@@ -35,4 +35,11 @@ const struct rs_asset *rs_asset_find(const char *path, size_t len);
 struct rs_asset_table *rs_assets_load_dir(const char *dir, char *err, size_t errlen);
 void rs_assets_free(struct rs_asset_table *t);
 
+/* The language of the console pages for an Accept-Language value (untrusted
+ * header bytes, not NUL-terminated): of the shipped languages ("en", "de"),
+ * the one the browser rates highest (q=0 means "not this one"; equal q: the
+ * first listed); "en" when it names neither or the value is malformed. Pure:
+ * no allocation, no locale. */
+const char *rs_page_language(const char *value, size_t len);
+
 #endif

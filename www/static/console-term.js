@@ -1,31 +1,46 @@
-// ringside terminal page: xterm.js over /ws/<token>, speaking Proxmox's
-// termproxy framing (ringside logs in upstream and strips termproxy's "OK").
-// Page -> ringside: "0:<bytes>:<data>" input, "1:<cols>:<rows>:" size, "2"
-// keep-alive every 30 s. ringside -> page: raw terminal output.
+// ringside terminal page: xterm.js over /ws/<token>?resume=<secret>, speaking
+// Proxmox's termproxy framing (ringside logs in upstream and strips
+// termproxy's "OK"). Page -> ringside: "0:<bytes>:<data>" input,
+// "1:<cols>:<rows>:" size, "2" keep-alive every 30 s. ringside -> page: raw
+// terminal output. Reconnects after a drop like the VNC page.
 /* global Terminal, FitAddon */
+import { applyBranding, Backoff, closeKind, linkToken, onCommand, postState, serverReachable,
+  showSupport, t, toggleFullscreen, wsUrl } from '/static/ringside.js';
+
 const $ = (id) => document.getElementById(id);
-const token = decodeURIComponent(location.pathname.split('/').filter(Boolean).pop() || '');
-const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/${encodeURIComponent(token)}`;
+const token = linkToken();
 const enc = new TextEncoder();
 let ws = null;
-let gotData = false;
+let connected = false;
+let everConnected = false;
 let pinger = null;
+let lastPosted = '';
+const backoff = new Backoff();
 
-function setState(state, title, text, reason) {
+function setState(state, { title = '', text = '', text2 = '', reason, cause, message } = {}) {
   document.body.dataset.state = state;
   if (reason !== undefined) document.body.dataset.reason = reason;
   const st = $('status');
   st.className = `status ${state}`;
-  st.textContent = { connecting: 'Connecting…', connected: 'Connected',
-    disconnected: 'Disconnected', failed: 'Failed' }[state] || state;
+  st.textContent = t(`state.${state}`);
   const ov = $('overlay');
-  if (state === 'connected') { ov.hidden = true; return; }
-  ov.hidden = false;
-  $('otitle').textContent = title;
-  $('otext').textContent = text;
-  $('reload').hidden = state === 'connecting';
+  if (state === 'connected') { ov.hidden = true; } else {
+    ov.hidden = false;
+    $('otitle').textContent = title;
+    $('otext').textContent = text;
+    $('otext2').textContent = text2;
+    $('otext2').hidden = !text2;
+    $('reload').hidden = state === 'connecting' || state === 'reconnecting' || reason === 'expired';
+  }
+  showSupport($('card'), state === 'failed' || state === 'disconnected');
+  const key = `${state}|${cause || ''}`;
+  if (key !== lastPosted) {
+    lastPosted = key;
+    postState(state, cause, message);
+  }
 }
 
+applyBranding('terminal');
 const term = new Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000,
   fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace' });
 const fit = new FitAddon.FitAddon();
@@ -38,63 +53,112 @@ function send(bytes) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(bytes);
 }
 function sendText(s) { send(enc.encode(s)); }
-function sendInput(str) {
-  const data = enc.encode(str);
+function sendBytes(data) {
   const head = enc.encode(`0:${data.length}:`);
   const msg = new Uint8Array(head.length + data.length);
   msg.set(head);
   msg.set(data, head.length);
   send(msg);
 }
+function sendInput(str) { sendBytes(enc.encode(str)); }
 function sendSize() { sendText(`1:${term.cols}:${term.rows}:`); }
 
+function showExpired() {
+  setState('failed', { title: t('expired.title'), text: t('expired.text1'), text2: t('expired.text2'),
+    reason: 'expired', cause: 'expired', message: t('expired.title') });
+}
+
+function scheduleRetry() {
+  const delay = backoff.next();
+  if (delay < 0) {
+    setState('disconnected', { title: t('disconnected.terminal'), text: t('lost.text'),
+      reason: 'lost', cause: 'lost' });
+    return;
+  }
+  setState('reconnecting', { title: t('reconnecting.title'), text: t('reconnecting.text'),
+    reason: 'reconnecting' });
+  setTimeout(connect, delay);
+}
+
+async function onClose(e, opened) {
+  clearInterval(pinger);
+  const wasConnected = connected;
+  connected = false;
+  ws = null;
+  if (!opened) {
+    if (backoff.attempt && !(await serverReachable())) return scheduleRetry();
+    return showExpired();
+  }
+  const kind = closeKind(e.code);
+  if (kind === 'retry') return scheduleRetry();
+  if (kind === 'replaced') {
+    return setState('disconnected', { title: t('disconnected.terminal'),
+      text: e.reason || t('replaced.text'), reason: 'replaced', cause: 'replaced', message: e.reason });
+  }
+  if (kind === 'ended' && (wasConnected || everConnected)) {
+    return setState('disconnected', { title: t('disconnected.terminal'),
+      text: e.reason || t('ended.text'), reason: 'closed', cause: 'closed', message: e.reason });
+  }
+  const why = e.reason || `${t('failed.text')} (${e.code})`;
+  return setState('failed', { title: t('failed.terminal'), text: why, reason: why,
+    cause: e.reason ? 'target' : `code_${e.code}`, message: why });
+}
+
+function up() {
+  connected = true;
+  everConnected = true;
+  backoff.reset();
+  setState('connected', { reason: '' });
+  term.focus();
+}
+
 function connect() {
-  setState('connecting', 'Connecting to the terminal…', 'This takes a moment.');
-  ws = new WebSocket(wsUrl, ['binary']);
+  if (!backoff.attempt) {
+    setState('connecting', { title: t('connecting.terminal'), text: t('connecting.text') });
+  }
+  let opened = false;
+  try {
+    ws = new WebSocket(wsUrl(token), ['binary']);
+  } catch (e) {
+    setState('failed', { title: t('failed.start'), text: String(e.message || e), reason: String(e),
+      cause: 'browser', message: String(e.message || e) });
+    return;
+  }
+  window.ringsideSocket = ws; // for tests: the live WebSocket
   ws.binaryType = 'arraybuffer';
   ws.onopen = () => {
+    opened = true;
+    // A resumed terminal says nothing until the shell does: the 101 itself
+    // means the server took the console up again.
+    if (everConnected) up();
     sendSize();
     pinger = setInterval(() => sendText('2'), 30000);
   };
   ws.onmessage = (e) => {
-    if (!gotData) {
-      gotData = true;
-      setState('connected');
-      term.focus();
-    }
+    if (!connected) up();
     term.write(new Uint8Array(e.data));
   };
-  ws.onclose = (e) => {
-    clearInterval(pinger);
-    if (e.code >= 4000 && e.code <= 4999) {
-      setState('failed', 'The terminal could not be opened', e.reason || 'The console failed.', e.reason);
-    } else if (!gotData) {
-      setState('failed', 'Could not connect', e.reason ||
-        'The console link may have expired or already been used. Open the console again from your control panel.',
-        'refused');
-    } else {
-      setState('disconnected', 'The terminal was disconnected',
-        e.code === 1000 ? 'The session ended.' : 'The connection was lost.', e.code === 1000 ? 'closed' : 'lost');
-    }
-  };
+  ws.onclose = (e) => { onClose(e, opened); };
 }
 
 term.onData((d) => sendInput(d));
 term.onBinary((d) => {
   const b = new Uint8Array(d.length);
   for (let i = 0; i < d.length; i++) b[i] = d.charCodeAt(i) & 255;
-  const head = enc.encode(`0:${b.length}:`);
-  const msg = new Uint8Array(head.length + b.length);
-  msg.set(head);
-  msg.set(b, head.length);
-  send(msg);
+  sendBytes(b);
 });
 term.onResize(() => sendSize());
 window.addEventListener('resize', () => fit.fit());
-$('fullscreen').addEventListener('click', () => {
-  if (document.fullscreenElement) document.exitFullscreen();
-  else document.documentElement.requestFullscreen().catch(() => {});
-});
+$('fullscreen').addEventListener('click', () => { toggleFullscreen().catch(() => {}); });
 $('reload').addEventListener('click', () => location.reload());
+
+onCommand(async (m) => {
+  if (m.command === 'fullscreen') return toggleFullscreen();
+  if (m.command === 'ctrl-alt-del') throw new Error('not available on a terminal');
+  if (m.command !== 'type') throw new Error('unknown command');
+  if (!connected) throw new Error('not connected');
+  if (typeof m.text !== 'string' || m.text.length > 4096) throw new Error('text: a string of at most 4096 characters');
+  return sendInput(m.text);
+});
 
 connect();
