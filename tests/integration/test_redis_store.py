@@ -4,6 +4,7 @@ recovered from."""
 import base64
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -237,3 +238,49 @@ def test_fleet_redis_down_answers_503_then_old_links_work_again(daemon_factory, 
     assert ws.rfb_client_handshake() == 0
     ws.close()
     t.stop()
+
+
+def test_fleet_slow_redis_times_out_without_blocking_and_pipelining_holds(daemon_factory, redis):
+    a = daemon_factory(fleet_cfg(redis, "box-a"))
+    tok = vnc_link(a, 5901)["token"]
+    # Requests pipelined behind a page that waits for Redis are answered
+    # after it, in order.
+    c = Conn(a.port)
+    c.send("GET /console/%s HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+           "GET /console/%s HTTP/1.1\r\nHost: x\r\n\r\n" % (tok, tok + "x"))
+    assert c.response()[0] == 200
+    st, _, body = c.response()
+    assert st == 200 and body == b"ok\n"
+    assert c.response()[0] == 404
+    c.close()
+    # Redis stalls (stopped, not gone: connections hang): a browser that
+    # gives up while its page waits costs nothing; the API answers 503
+    # within the command timeout; the worker serves others meanwhile.
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    try:
+        gone = Conn(a.port)
+        gone.send("GET /console/%s HTTP/1.1\r\nHost: x\r\n\r\n" % tok)
+        gone.close()
+        c = Conn(a.port)
+        t0 = time.time()
+        body = b'{"kind":"vnc","host":"127.0.0.1","port":5901}'
+        c.send(b"POST /api/v1/consoles HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+               API_KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " +
+               str(len(body)).encode() + b"\r\n\r\n" + body)
+        h = Conn(a.port)
+        h.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert h.response()[0] == 200
+        assert time.time() - t0 < 0.3  # answered while the API request waits
+        h.close()
+        st, hd, b = c.response()
+        assert st == 503 and b"store_unavailable" in b and hd["retry-after"] == "1"
+        assert time.time() - t0 < 2
+        c.close()
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    assert metric(a, 'ringside_redis_errors_total{cause="timeout"}') >= 1
+    # Once Redis answers again the same link is still good.
+    end = time.time() + 10
+    while time.time() < end and page(a, tok)[0] != 200:
+        time.sleep(0.1)
+    assert page(a, tok)[0] == 200
