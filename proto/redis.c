@@ -17,6 +17,7 @@ const char *const rs_redis_err_names[RS_REDIS_E__COUNT] = {
 #define BACKOFF_MIN_MS 50u
 #define BACKOFF_MAX_MS 2000u
 #define MAX_SUBS 16
+#define RETRY_ON_DEMAND_MS 100u
 
 struct rconn;
 
@@ -48,6 +49,7 @@ struct rconn {
 	unsigned n;	    /* entries in the FIFO */
 	struct rs_timer timer; /* command deadline, or back-off */
 	unsigned backoff_ms;
+	uint64_t attempt_ms; /* when the last connect began */
 	unsigned sentinel_i;
 	struct sockaddr_storage dst;
 	socklen_t dstlen;
@@ -362,6 +364,17 @@ static void node_ready(struct rconn *rc)
 	rc->backoff_ms = 0;
 	P_ADD(p, connects, 1);
 	P_ADD(p, connected, 1);
+	/* Redis is back (or the new master is up): siblings sleeping in
+	 * back-off try now rather than up to BACKOFF_MAX_MS later. */
+	for (unsigned i = 0; i < p->conns; i++) {
+		struct rconn *o = &rc->r->rc[i];
+
+		if (o != rc && o->state == RC_IDLE && !rc->r->stopping) {
+			o->backoff_ms = 0;
+			rs_timer_link(rs_worker_timers(rc->r->w), &o->timer,
+				      rs_worker_now(rc->r->w));
+		}
+	}
 	/* The handshake jumps the queue: commands that waited come after it. */
 	{
 		struct rs_redis_req *waiting = rc->head;
@@ -523,6 +536,7 @@ static void rc_connect(struct rconn *rc)
 	struct rs_redis_pool *p = rc->r->p;
 	int ret;
 
+	rc->attempt_ms = rs_worker_now(rc->r->w);
 	if (p->n_sentinels) {
 		set_dst(rc, p->sentinels[rc->sentinel_i % p->n_sentinels]);
 		rc->state = RC_SENTINEL;
@@ -856,6 +870,21 @@ int rs_redis_cmd(struct rs_redis *r, rs_redis_cb cb, void *arg, int argc, const 
 		else if ((rc->state == RC_CONNECTING || rc->state == RC_SENTINEL) &&
 			 (!best || (best->state != RC_READY && rc->n < best->n)))
 			best = rc;
+	}
+	if (!best) {
+		/* Every connection is backing off. A command is a reason to try
+		 * now (at most one attempt per RETRY_ON_DEMAND_MS): Redis may be
+		 * back, and its caller waits at most its deadline either way. */
+		struct rconn *rc = &r->rc[0];
+
+		if (rc->state == RC_IDLE && !rs_worker_stopping(r->w) &&
+		    rs_worker_now(r->w) >= rc->attempt_ms + RETRY_ON_DEMAND_MS) {
+			rs_timer_unlink(rs_worker_timers(r->w), &rc->timer);
+			P_ADD(p, reconnects, 1);
+			rc_connect(rc);
+			if (rc->state == RC_CONNECTING || rc->state == RC_SENTINEL)
+				best = rc;
+		}
 	}
 	if (!best) {
 		P_ADD(p, errors[RS_REDIS_E_UNAVAILABLE], 1);

@@ -284,3 +284,87 @@ def test_fleet_slow_redis_times_out_without_blocking_and_pipelining_holds(daemon
     while time.time() < end and page(a, tok)[0] != 200:
         time.sleep(0.1)
     assert page(a, tok)[0] == 200
+
+
+SENTINEL = "/usr/bin/redis-sentinel"
+
+
+class Sentinel:
+    def __init__(self, tmp, master_port):
+        self.port = free_port()
+        self.conf = os.path.join(tmp, "sentinel-%d.conf" % self.port)
+        with open(self.conf, "w") as f:
+            f.write("port %d\nbind 127.0.0.1\ndir %s\n"
+                    "sentinel monitor ringside 127.0.0.1 %d 1\n"
+                    "sentinel down-after-milliseconds ringside 400\n"
+                    "sentinel failover-timeout ringside 2000\n"
+                    "sentinel parallel-syncs ringside 1\n" % (self.port, tmp, master_port))
+        self.proc = subprocess.Popen([SENTINEL, self.conf, "--loglevel", "warning"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_port(self.port, 10, self.proc), "redis-sentinel did not start"
+
+    def master(self):
+        out = subprocess.run([REDIS_CLI, "-p", str(self.port), "--raw", "SENTINEL",
+                              "get-master-addr-by-name", "ringside"],
+                             capture_output=True, text=True, timeout=5).stdout.split()
+        return int(out[1]) if len(out) == 2 else None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.mark.skipif(not os.path.exists(SENTINEL), reason="redis-sentinel not installed")
+def test_fleet_follows_the_master_sentinel_elects(daemon_factory, redis, tmpdir_rs):
+    replica = Redis(tmpdir_rs)
+    replica.cli("REPLICAOF", "127.0.0.1", str(redis.port))
+    sentinel = Sentinel(tmpdir_rs, redis.port)
+    try:
+        a = daemon_factory({"fleet": {"node": "box-a", "redis": {"timeout_ms": 400},
+                                      "sentinel": {"addresses": ["127.0.0.1:%d" % sentinel.port],
+                                                   "master": "ringside"}}})
+        t = Target(echo_target)
+        tok = vnc_link(a, t.port)["token"]
+        # The link reaches the replica before the master goes away.
+        end = time.time() + 10
+        while time.time() < end and not replica.raw("--scan").strip():
+            time.sleep(0.05)
+        assert len(replica.raw("--scan").split()) == 2
+        redis.proc.kill()  # the master dies at once
+        redis.proc.wait()
+        t0 = time.time()
+        while time.time() < t0 + 15 and sentinel.master() != replica.port:
+            time.sleep(0.1)
+        assert sentinel.master() == replica.port, "sentinel did not promote the replica"
+        # New links work again through the elected master, and the old one
+        # (replicated before the failure) opens exactly once.
+        while time.time() < t0 + 20:
+            try:
+                tok2 = vnc_link(a, t.port)["token"]
+                break
+            except AssertionError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("no new link after the failover: " + a.logs()[-2000:])
+        print("new links after %.1f s" % (time.time() - t0))
+        # A worker whose connections are still backing off says "try again"
+        # (1013) without touching the link: the browser's retry opens it.
+        for _ in range(50):
+            ws = RawWS(a.port, "/ws/" + tok)
+            assert ws.status == 101, ws.head
+            first = ws.recv_frame()
+            if first[0] != 8:
+                break
+            assert struct.unpack(">H", first[2][:2])[0] == 1013
+            ws.close()
+            time.sleep(0.1)
+        assert first[2] == b"RFB 003.008\n"
+        ws.close()
+        assert RawWS(a.port, "/ws/" + tok).status == 404
+        assert page(a, tok2)[0] == 200
+        assert metric(a, "ringside_redis_failovers_total") >= 1
+        t.stop()
+    finally:
+        sentinel.stop()
+        replica.stop()
