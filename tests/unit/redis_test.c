@@ -155,12 +155,13 @@ static void test_fleet_config(void **state)
 	rs_config_init(&c);
 	assert_int_equal(rs_config_validate(&c, err, sizeof(err)), 0);
 	assert_false(c.fleet.enabled); /* absent: the embedded table */
-	assert_int_equal(rs_config_load_string(&c,
-					       "{\"fleet\":{\"node\":\"box-a\",\"redis\":{\"address\":"
-					       "\"127.0.0.1:6379\",\"username\":\"rs\",\"password\":"
-					       "\"pw\",\"db\":2,\"consume_replicas\":1}}}",
-					       err, sizeof(err)),
-			 0);
+	assert_int_equal(
+	    rs_config_load_string(&c,
+				  "{\"fleet\":{\"node\":\"box-a\",\"redis\":{\"address\":"
+				  "\"127.0.0.1:6379\",\"username\":\"rs\",\"password\":"
+				  "\"pw\",\"db\":2,\"consume_replicas\":1}}}",
+				  err, sizeof(err)),
+	    0);
 	assert_int_equal(rs_config_validate(&c, err, sizeof(err)), 0);
 	assert_true(c.fleet.enabled);
 	assert_string_equal(c.fleet.node, "box-a");
@@ -172,23 +173,24 @@ static void test_fleet_config(void **state)
 	rs_config_release(&c);
 
 	rs_config_init(&c);
-	assert_int_equal(rs_config_load_string(&c,
-					       "{\"fleet\":{\"sentinel\":{\"addresses\":[\"127.0.0.1:"
-					       "26379\"],\"master\":\"ringside\"}}}",
-					       err, sizeof(err)),
-			 0);
+	assert_int_equal(
+	    rs_config_load_string(&c,
+				  "{\"fleet\":{\"sentinel\":{\"addresses\":[\"127.0.0.1:"
+				  "26379\"],\"master\":\"ringside\"}}}",
+				  err, sizeof(err)),
+	    0);
 	assert_int_equal(rs_config_validate(&c, err, sizeof(err)), 0);
 	assert_int_equal(c.fleet.n_sentinels, 1);
 	rs_config_release(&c);
 
 	static const char *const bad[] = {
-		"{\"fleet\":{}}",
-		"{\"fleet\":{\"redis\":{\"address\":\"redis.example:6379\"}}}",
-		"{\"fleet\":{\"redis\":{\"adress\":\"127.0.0.1:6379\"}}}",
-		"{\"fleet\":{\"sentinel\":{\"addresses\":[\"127.0.0.1:26379\"]}}}",
-		"{\"fleet\":{\"redis\":{\"address\":\"127.0.0.1:6379\",\"timeout_ms\":100,"
-		"\"consume_wait_ms\":100}}}",
-		"{\"fleet\":{\"redis\":{\"address\":\"127.0.0.1:6379\",\"username\":\"x\"}}}",
+	    "{\"fleet\":{}}",
+	    "{\"fleet\":{\"redis\":{\"address\":\"redis.example:6379\"}}}",
+	    "{\"fleet\":{\"redis\":{\"adress\":\"127.0.0.1:6379\"}}}",
+	    "{\"fleet\":{\"sentinel\":{\"addresses\":[\"127.0.0.1:26379\"]}}}",
+	    "{\"fleet\":{\"redis\":{\"address\":\"127.0.0.1:6379\",\"timeout_ms\":100,"
+	    "\"consume_wait_ms\":100}}}",
+	    "{\"fleet\":{\"redis\":{\"address\":\"127.0.0.1:6379\",\"username\":\"x\"}}}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int ret;
@@ -268,8 +270,8 @@ static void cmd_on_worker(struct rs_worker *w, void *arg)
 {
 	struct cmd_ctx *c = arg;
 
-	c->ret = rs_redis_cmd(rs_redis_of(c->p, w), on_reply, c->res, c->argc, c->argv, NULL,
-			      &c->req);
+	c->ret =
+	    rs_redis_cmd(rs_redis_of(c->p, w), on_reply, c->res, c->argc, c->argv, NULL, &c->req);
 	if (!c->ret && c->cancel)
 		rs_redis_cancel(c->req);
 }
@@ -326,13 +328,18 @@ static int peer_accept(int lfd)
 	return accept(lfd, NULL, NULL);
 }
 
-static struct rs_redis_pool *client_for(struct sockaddr_in *addr, const char *user,
-					const char *pw, unsigned db, unsigned max_pending)
+static struct rs_redis_pool *client_for(struct sockaddr_in *addr, const char *user, const char *pw,
+					unsigned db, unsigned max_pending)
 {
 	struct rs_redis_pool *p = NULL;
 	char hp[64], err[200];
-	struct rs_redis_opts o = {.address = hp, .username = user, .password = pw, .db = db,
-				  .timeout_ms = 150, .max_pending = max_pending, .conns = 1};
+	struct rs_redis_opts o = {.address = hp,
+				  .username = user,
+				  .password = pw,
+				  .db = db,
+				  .timeout_ms = 150,
+				  .max_pending = max_pending,
+				  .conns = 1};
 
 	snprintf(hp, sizeof(hp), "127.0.0.1:%u", ntohs(addr->sin_port));
 	assert_int_equal(rs_redis_pool_new(&p, &o, 1, err, sizeof(err)), 0);
@@ -504,15 +511,15 @@ static void test_client_refuses_when_unreachable(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_seal_round_trip),
-		cmocka_unit_test(test_seal_wrong_token_key_or_tamper_fails),
-		cmocka_unit_test(test_seal_leaves_no_plaintext),
-		cmocka_unit_test(test_fleet_config),
-		cmocka_unit_test(test_reply_parsing),
-		cmocka_unit_test(test_client_pipelines_in_order),
-		cmocka_unit_test(test_client_timeout_recycles_and_reconnects),
-		cmocka_unit_test(test_client_cancel_bound_and_auth),
-		cmocka_unit_test(test_client_refuses_when_unreachable),
+	    cmocka_unit_test(test_seal_round_trip),
+	    cmocka_unit_test(test_seal_wrong_token_key_or_tamper_fails),
+	    cmocka_unit_test(test_seal_leaves_no_plaintext),
+	    cmocka_unit_test(test_fleet_config),
+	    cmocka_unit_test(test_reply_parsing),
+	    cmocka_unit_test(test_client_pipelines_in_order),
+	    cmocka_unit_test(test_client_timeout_recycles_and_reconnects),
+	    cmocka_unit_test(test_client_cancel_bound_and_auth),
+	    cmocka_unit_test(test_client_refuses_when_unreachable),
 	};
 
 	rs_log_set_level(RS_LOG_ERROR);
