@@ -28,15 +28,19 @@ pytestmark = pytest.mark.skipif(not os.path.exists(REDIS), reason="redis-server 
 class Redis:
     """A throw-away redis-server on loopback, nothing saved; stopped by PID."""
 
-    def __init__(self, tmp, port=None):
+    def __init__(self, tmp, port=None, extra=()):
         self.port = port or free_port()
         self.tmp = tmp
+        self.extra = list(extra)
         self.start()
 
     def start(self):
+        listen = (["--port", "0", "--tls-port", str(self.port)] if "--tls-cert-file" in self.extra
+                  else ["--port", str(self.port)])
         self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.tmp, "--daemonize", "no", "--loglevel", "warning"],
+            [REDIS, *listen, "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.tmp, "--daemonize", "no", "--loglevel", "warning",
+             *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert wait_port(self.port, 10, self.proc), "redis-server did not start"
 
@@ -368,3 +372,31 @@ def test_fleet_follows_the_master_sentinel_elects(daemon_factory, redis, tmpdir_
     finally:
         sentinel.stop()
         replica.stop()
+
+
+def test_fleet_over_tls_with_auth(daemon_factory, tmpdir_rs):
+    cert, key = os.path.join(tmpdir_rs, "redis-cert.pem"), os.path.join(tmpdir_rs, "redis-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    r = Redis(tmpdir_rs, extra=["--tls-cert-file", cert, "--tls-key-file", key,
+                                "--tls-ca-cert-file", cert, "--tls-auth-clients", "no",
+                                "--requirepass", "redis-Pw-1"])
+    try:
+        a = daemon_factory(fleet_cfg(r, "box-a", tls=True, tls_ca_file=cert, password="redis-Pw-1",
+                                     db=3))
+        t = Target(echo_target)
+        tok = vnc_link(a, t.port)["token"]
+        assert page(a, tok)[0] == 200
+        ws = RawWS(a.port, "/ws/" + tok)
+        assert ws.status == 101 and ws.rfb_client_handshake() == 0
+        ws.close()
+        assert page(a, tok)[0] == 404
+        out = subprocess.run([REDIS_CLI, "-p", str(r.port), "--tls", "--cacert", cert, "-a",
+                              "redis-Pw-1", "--no-auth-warning", "-n", "3", "DBSIZE"],
+                             capture_output=True, text=True, timeout=10).stdout
+        assert out.strip() == "1", out  # the rev: index left; the link itself is spent
+        assert "redis-Pw-1" not in a.logs()
+        t.stop()
+    finally:
+        r.stop()
