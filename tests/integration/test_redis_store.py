@@ -40,6 +40,7 @@ class Redis:
         self.proc = subprocess.Popen(
             [REDIS, *listen, "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.tmp, "--daemonize", "no", "--loglevel", "warning",
+             "--repl-diskless-sync-delay", "0",
              *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert wait_port(self.port, 10, self.proc), "redis-server did not start"
@@ -400,3 +401,50 @@ def test_fleet_over_tls_with_auth(daemon_factory, tmpdir_rs):
         t.stop()
     finally:
         r.stop()
+
+
+def test_fleet_bound_link_stays_for_its_owner(daemon_factory, redis):
+    a = daemon_factory(fleet_cfg(redis, "box-a"))
+    b = daemon_factory(fleet_cfg(redis, "box-b"))
+    t = Target(echo_target)
+    tok = vnc_link(a, t.port, client_ip="127.0.0.1")["token"]
+    tok_other = vnc_link(a, t.port, client_ip="192.0.2.7")["token"]
+    ws = RawWS(b.port, "/ws/" + tok_other)
+    assert ws.status == 403 and "token_bound" in ws.head + ws.s.recv(4096).decode()
+    ws.close()
+    # Spent by nobody: written back for its rightful owner, on every box.
+    assert page(a, tok_other)[0] == 200
+    ws = RawWS(b.port, "/ws/" + tok)
+    assert ws.status == 101 and ws.rfb_client_handshake() == 0
+    ws.close()
+    assert metric(b, 'ringside_store_links_total{store="redis",outcome="consume_bound"}') == 1
+    t.stop()
+
+
+def test_fleet_consume_waits_for_replicas(daemon_factory, redis, tmpdir_rs):
+    t = Target(echo_target)
+    # No replica: WAIT 1 sees none, so the console is refused (and counted)
+    # rather than opened on a consumption a failover could undo.
+    a = daemon_factory(fleet_cfg(redis, "box-a", consume_replicas=1, consume_wait_ms=100))
+    tok = vnc_link(a, t.port)["token"]
+    ws = RawWS(a.port, "/ws/" + tok)
+    assert ws.status == 101
+    code, reason = ws.expect_close()
+    assert code == 1013 and "temporarily unavailable" in reason
+    ws.close()
+    assert metric(a, 'ringside_store_links_total{store="redis",outcome="replicas_short"}') == 1
+    # With a replica attached, the same setting opens consoles.
+    replica = Redis(tmpdir_rs)
+    try:
+        replica.cli("REPLICAOF", "127.0.0.1", str(redis.port))
+        end = time.time() + 10
+        while time.time() < end and b"state=online" not in redis.raw("INFO", "replication"):
+            time.sleep(0.05)
+        tok = vnc_link(a, t.port)["token"]
+        ws = RawWS(a.port, "/ws/" + tok)
+        assert ws.status == 101 and ws.rfb_client_handshake() == 0
+        ws.close()
+        assert metric(a, 'ringside_store_links_total{store="redis",outcome="consumed"}') == 1
+    finally:
+        replica.stop()
+        t.stop()
