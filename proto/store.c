@@ -322,10 +322,26 @@ static int parse_spec(const uint8_t *p, size_t len, struct rs_console_spec *s)
 	return 0;
 }
 
+int rs_store_decode_spec(const uint8_t *p, size_t len, struct rs_console_spec **out)
+{
+	struct rs_console_spec *spec = rs_spec_new();
+	int ret;
+
+	*out = NULL;
+	if (!spec)
+		return -ENOMEM;
+	ret = parse_spec(p, len, spec);
+	if (ret) {
+		rs_spec_free(spec);
+		return ret;
+	}
+	*out = spec;
+	return 0;
+}
+
 int rs_store_open(const uint8_t tok[RS_TOKEN_BYTES], const char *key_name, const uint8_t *blob,
 		  size_t len, struct rs_console_spec **out)
 {
-	struct rs_console_spec *spec = NULL;
 	uint8_t key[32], *plain = NULL;
 	EVP_AEAD_CTX ctx;
 	size_t plain_len = 0;
@@ -354,17 +370,7 @@ int rs_store_open(const uint8_t tok[RS_TOKEN_BYTES], const char *key_name, const
 		goto out_key;
 	}
 	EVP_AEAD_CTX_cleanup(&ctx);
-	spec = rs_spec_new();
-	if (!spec) {
-		ret = -ENOMEM;
-		goto out_key;
-	}
-	ret = parse_spec(plain, plain_len, spec);
-	if (ret) {
-		rs_spec_free(spec);
-		goto out_key;
-	}
-	*out = spec;
+	ret = rs_store_decode_spec(plain, plain_len, out);
 out_key:
 	if (plain) {
 		explicit_bzero(plain, len);

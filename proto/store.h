@@ -139,4 +139,8 @@ int rs_store_seal(const uint8_t tok[RS_TOKEN_BYTES], const char *key_name,
 int rs_store_open(const uint8_t tok[RS_TOKEN_BYTES], const char *key_name, const uint8_t *blob,
 		  size_t len, struct rs_console_spec **out);
 
+/* The serialized spec inside a sealed blob, once opened: a new spec in
+ * *<out>, or -EBADMSG / -ENOMEM. Pure (exposed for fuzzing). */
+int rs_store_decode_spec(const uint8_t *p, size_t len, struct rs_console_spec **out);
+
 #endif
