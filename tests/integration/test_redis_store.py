@@ -440,11 +440,14 @@ def test_fleet_consume_waits_for_replicas(daemon_factory, redis, tmpdir_rs):
         end = time.time() + 10
         while time.time() < end and b"state=online" not in redis.raw("INFO", "replication"):
             time.sleep(0.05)
-        tok = vnc_link(a, t.port)["token"]
-        ws = RawWS(a.port, "/ws/" + tok)
+        # (a generous WAIT: the replica acknowledges within a loaded box's time)
+        b = daemon_factory(fleet_cfg(redis, "box-b", consume_replicas=1, consume_wait_ms=1500,
+                                     timeout_ms=2000))
+        tok = vnc_link(b, t.port)["token"]
+        ws = RawWS(b.port, "/ws/" + tok)
         assert ws.status == 101 and ws.rfb_client_handshake() == 0
         ws.close()
-        assert metric(a, 'ringside_store_links_total{store="redis",outcome="consumed"}') == 1
+        assert metric(b, 'ringside_store_links_total{store="redis",outcome="consumed"}') == 1
     finally:
         replica.stop()
         t.stop()
