@@ -451,3 +451,30 @@ def test_fleet_consume_waits_for_replicas(daemon_factory, redis, tmpdir_rs):
     finally:
         replica.stop()
         t.stop()
+
+
+def test_fleet_bytes_sent_with_the_upgrade_survive_the_store_round_trip(daemon_factory, redis):
+    a = daemon_factory(fleet_cfg(redis, "box-a"))
+    t = Target(echo_target)
+    tok = vnc_link(a, t.port)["token"]
+    s = socket.create_connection(("127.0.0.1", a.port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    mask = os.urandom(4)
+    payload = b"RFB 003.008\n"
+    frame = bytes([0x82, 0x80 | len(payload)]) + mask + bytes(
+        b ^ mask[i % 4] for i, b in enumerate(payload))
+    # The client's RFB version rides in the same segment as the upgrade,
+    # while the upgrade waits for Redis: it must reach the session.
+    s.sendall(("GET /ws/%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Protocol: binary\r\n\r\n" % (tok, key)).encode() + frame)
+    buf = b""
+    while b"\x01\x01" not in buf.split(b"\r\n\r\n", 1)[-1]:
+        chunk = s.recv(4096)
+        assert chunk, buf
+        buf += chunk
+    assert buf.startswith(b"HTTP/1.1 101")
+    body = buf.split(b"\r\n\r\n", 1)[1]
+    assert b"RFB 003.008\n" in body and body.endswith(b"\x01\x01")  # security types: None
+    s.close()
+    t.stop()
