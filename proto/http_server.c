@@ -321,8 +321,10 @@ struct rs_conn *rs_http_upgrade(struct rs_http_conn *hc, const char *response, u
 		*rest = malloc(plen + hc->in_rest_len);
 		if (!*rest)
 			goto out_fail;
-		memcpy(*rest, pr, plen);
-		memcpy(*rest + plen, hc->in_rest, hc->in_rest_len);
+		if (plen)
+			memcpy(*rest, pr, plen);
+		if (hc->in_rest_len) /* held bytes of a deferred upgrade, or this receive's */
+			memcpy(*rest + plen, hc->in_rest, hc->in_rest_len);
 		*rest_len = plen + hc->in_rest_len;
 	}
 	if (rs_conn_send(c, response, strlen(response)))
