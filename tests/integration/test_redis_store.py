@@ -478,3 +478,23 @@ def test_fleet_bytes_sent_with_the_upgrade_survive_the_store_round_trip(daemon_f
     assert b"RFB 003.008\n" in body and body.endswith(b"\x01\x01")  # security types: None
     s.close()
     t.stop()
+
+
+def test_fleet_proxmoxvnc_create_and_inline_credentials_sealed(daemon_factory, redis):
+    from test_api_hardening import INLINE, KEYS, create
+    a = daemon_factory({**fleet_cfg(redis, "box-a"), "api_keys": KEYS, "inline_upstreams": INLINE})
+    b = daemon_factory({**fleet_cfg(redis, "box-b"), "api_keys": KEYS, "inline_upstreams": INLINE})
+    st, _, body = create(a, KEYS[0]["key"], {"hostname": "127.0.0.1", "port": "8006",
+                                             "node": "pve-secret-node", "username": "u@pve",
+                                             "password": "Inline-Pw-77", "vmid": "100"})
+    assert st == 200 and body["status"] == "success", body
+    tok = body["token"]
+    st, _, _ = page(b, tok)
+    assert st == 200  # minted through ProxmoxVNC's route on A, live on B
+    dump = b"".join(redis.raw("GET", k) + k for k in redis.raw("--scan").split())
+    for secret in (tok.encode(), b"Inline-Pw-77", b"pve-secret-node", b"u@pve", b"127.0.0.1"):
+        assert secret not in dump, secret
+    # Redis down: /create answers in its own shape, 503 store_unavailable.
+    redis.stop()
+    st, _, body = create(a, KEYS[0]["key"])
+    assert st == 503 and body["status"] == "error" and body["code"] == "store_unavailable", body
