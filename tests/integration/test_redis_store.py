@@ -498,3 +498,28 @@ def test_fleet_proxmoxvnc_create_and_inline_credentials_sealed(daemon_factory, r
     redis.stop()
     st, _, body = create(a, KEYS[0]["key"])
     assert st == 503 and body["status"] == "error" and body["code"] == "store_unavailable", body
+
+
+def test_fleet_key_console_limit_counts_per_box_and_keeps_the_link(daemon_factory, redis):
+    a = daemon_factory({**fleet_cfg(redis, "box-a"),
+                        "api_keys": [{"name": "test", "key": API_KEY, "max_consoles": 1}]})
+    t = Target(echo_target)
+    tok1 = vnc_link(a, t.port)["token"]
+    tok2 = vnc_link(a, t.port)["token"]
+    ws1 = RawWS(a.port, "/ws/" + tok1)
+    assert ws1.status == 101 and ws1.rfb_client_handshake() == 0
+    ws2 = RawWS(a.port, "/ws/" + tok2)
+    assert ws2.status == 429 and "key_console_limit" in ws2.head + ws2.s.recv(4096).decode()
+    ws2.close()
+    ws1.close()
+    # The refused link went back to Redis: it opens once the first console is gone.
+    end = time.time() + 10
+    while time.time() < end:
+        ws2 = RawWS(a.port, "/ws/" + tok2)
+        if ws2.status != 429:
+            break
+        ws2.close()
+        time.sleep(0.1)
+    assert ws2.status == 101 and ws2.rfb_client_handshake() == 0
+    ws2.close()
+    t.stop()
