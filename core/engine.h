@@ -234,6 +234,29 @@ void rs_conn_deliver(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t 
  * unless the filter waits again or the owner has it paused. */
 void rs_conn_filter_wait(struct rs_conn *c);
 
+/* --- hand-off to another worker ---
+ *
+ * A browser's reconnection can be accepted by any worker (SO_REUSEPORT), while
+ * the console it resumes lives on one: the connection moves there. The
+ * socket's direct descriptor goes to <to>'s table with IORING_OP_MSG_RING
+ * (IORING_MSG_SEND_FD); on <to>'s thread a new struct rs_conn is made for it
+ * and adopt() runs; the old struct ends here without a shutdown (its
+ * on_close does not run: the owner gave it up). Plain connections only (a
+ * TLS filter's state would have to move with it: -EOPNOTSUPP), with nothing
+ * queued (-EBUSY). Bytes the peer sent before the receive stopped are
+ * carried (at most RS_HANDOFF_CARRY_MAX, else the hand-off fails with
+ * -EMSGSIZE). Exactly one of adopt / fail runs:
+ * - adopt(nc, carry, len, arg) on <to>: <nc> NULL when <to> had no free slot
+ *   (the socket is then closed); otherwise set its ops there; its receive is
+ *   armed after adopt returns. <carry> is valid during the call.
+ * - fail(from, -errno, arg) on the calling worker; the connection is closed.
+ * 0, or -errno with nothing changed (the caller still owns <c>). */
+#define RS_HANDOFF_CARRY_MAX 16384
+typedef void (*rs_adopt_fn)(struct rs_conn *nc, const uint8_t *carry, size_t len, void *arg);
+typedef void (*rs_handoff_fail_fn)(struct rs_worker *from, int err, void *arg);
+int rs_conn_hand_off(struct rs_conn *c, struct rs_worker *to, rs_adopt_fn adopt,
+		     rs_handoff_fail_fn fail, void *arg) RS_MUST_CHECK;
+
 /* Open an outgoing TCP connection from worker <w> to <dst>, optionally bound
  * to <src> (NULL: the kernel chooses). ops->on_connect reports the result
  * within <timeout_ms>. On success *out is the new connection. 0 or -errno. */
