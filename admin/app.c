@@ -21,7 +21,8 @@ static const char CACHE_STATIC[] = "Cache-Control: public, max-age=3600\r\n";
 
 static void on_console_event(void *arg, const struct rs_console_event *ev)
 {
-	static const char *const names[] = {"console.opened", "console.closed", "token.rejected"};
+	static const char *const names[] = {"console.opened", "console.closed", "token.rejected",
+					    "console.resumed"};
 	struct rs_app *app = arg;
 	json_t *o = json_pack("{s:s, s:s, s:s}", "token", ev->token_hash, "client", ev->client,
 			      "user_agent", ev->user_agent);
@@ -39,6 +40,10 @@ static void on_console_event(void *arg, const struct rs_console_event *ev)
 	}
 	if (ev->type == RS_CEV_REJECTED)
 		json_object_set_new(o, "reason", json_string(ev->cause));
+	if (ev->type == RS_CEV_RESUMED) {
+		json_object_set_new(o, "outcome", json_string(ev->cause));
+		json_object_set_new(o, "age_ms", json_integer((json_int_t)ev->duration_ms));
+	}
 	if (ev->type == RS_CEV_CLOSED) {
 		json_object_set_new(o, "cause", json_string(ev->cause));
 		json_object_set_new(o, "duration_ms", json_integer((json_int_t)ev->duration_ms));
@@ -287,7 +292,10 @@ static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc, cons
 
 	/* Looking at the page never consumes the token: link previewers and
 	 * chat apps fetch links before the person does. */
-	if (!rs_token_parse(tok, toklen, raw) && !rs_token_peek(app->tokens, raw, &kind)) {
+	/* A spent token still shows its page while its console is resumable:
+	 * a reload must find the page (the resume secret guards the upgrade). */
+	if (!rs_token_parse(tok, toklen, raw) &&
+	    (!rs_token_peek(app->tokens, raw, &kind) || !rs_console_resumable(raw, &kind))) {
 		/* The terminal page exists once the xterm.js page is built in. */
 		if (kind == RS_CONSOLE_PVE_TERM)
 			page = find_asset(app, "/pages/console-term.html", 24);

@@ -45,6 +45,7 @@ static const struct uint_field uint_fields[] = {
 	F("limits.handshake_timeout_ms", handshake_timeout_ms, 100, 120000, 15000),
 	F("limits.upstream_upgrade_timeout_ms", upstream_upgrade_timeout_ms, 100, 120000, 5000),
 	F("limits.session_idle_timeout_s", session_idle_timeout_s, 0, 604800, 0),
+	F("console.resume_grace_s", resume_grace_s, 0, 3600, 30),
 	F("limits.max_conns", max_conns, 0, 1048576, 0),
 	F("limits.max_conns_per_client", max_conns_per_client, 0, 1048576, 0),
 	{"buffers.size", offsetof(struct rs_config, buf_size), 4096, 65536, 16384, true},
@@ -733,7 +734,7 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 	{
 		if (!strcmp(k, "tokens") || !strcmp(k, "api") || !strcmp(k, "limits") ||
 		    !strcmp(k, "buffers") || !strcmp(k, "engine") || !strcmp(k, "port_pool") ||
-		    !strcmp(k, "tls")) {
+		    !strcmp(k, "tls") || !strcmp(k, "console")) {
 			ret = set_section(c, k, v, err, errlen);
 		} else if (!strcmp(k, "listen")) {
 			ret = get_string_list(v, k, &c->listen, &c->n_listen, err, errlen);

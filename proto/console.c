@@ -4,6 +4,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
 #include "core/addr.h"
 #include "core/log.h"
 #include "core/text.h"
@@ -24,7 +27,11 @@ const char *const rs_console_cause_names[RS_CC__COUNT] = {
 	"idle_timeout",     "upstream_auth",    "upstream_permission", "vm_not_found",
 	"vm_not_running",   "upstream_tls",     "upstream_unavailable", "upstream_protocol",
 	"console_unreachable", "terminal_refused", "nomem",   "key_consoles",
+	"resume_expired",
 };
+
+const char *const rs_resume_outcome_names[RS_RESUME__COUNT] = {"resumed", "replaced", "refused",
+								 "expired", "failed"};
 
 const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"token", "connect", "upstream_api",
 								"target_auth",
@@ -73,7 +80,9 @@ static void observe_duration(struct console_worker *cw, uint64_t ms)
 	CW_ADD(cw, duration_sum_ms, ms);
 }
 
-enum sess_state { ST_HANDSHAKE = 0, ST_RELAY, ST_CLOSING };
+/* ST_DETACHED: an RFB console whose browser dropped; its upstream is closed
+ * and reopened when a browser resumes (see detach). */
+enum sess_state { ST_HANDSHAKE = 0, ST_RELAY, ST_CLOSING, ST_DETACHED };
 
 /* Only needed until both security phases are over; freed (and wiped) then,
  * so an established session carries no handshake state. */
@@ -85,8 +94,14 @@ struct handshake {
 	char fail_reason[200];
 };
 
+struct resume_entry;
+
 struct session {
 	struct console_worker *cw;
+	struct rs_worker *w; /* the worker both legs live on */
+	struct resume_entry *re; /* resumable: its registry entry (console.resume_grace_s) */
+	bool detached;           /* resumable and no browser attached: the grace runs */
+	bool reopened;           /* an RFB console's upstream was reopened for a resume */
 	const struct rs_console_env *env;
 	struct rs_conn *br, *up;
 	struct rs_pve_up *pve; /* Proxmox kinds: the upstream leg instead of <up> */
@@ -119,6 +134,111 @@ struct session {
 	char user_agent[160];
 	uint8_t refs;
 };
+
+/* --- the registry of resumable consoles ---
+ *
+ * A reconnection may be accepted by any worker, the console lives on one:
+ * the registry says which. One global mutex, taken when a resumable console
+ * opens or ends and when a browser asks to resume — the control path, never
+ * per byte. Entries hold hashes only: SHA-256 of the token (the key) and of
+ * the resume secret. The session pointer is dereferenced only on its own
+ * worker, which alone ends it (and removes the entry first). */
+#define REG_BUCKETS 1024
+
+struct resume_entry {
+	struct resume_entry *next;
+	uint8_t key[SHA256_DIGEST_LENGTH];
+	uint8_t secret[SHA256_DIGEST_LENGTH];
+	enum rs_console_kind kind;
+	struct rs_worker *w;
+	struct session *s;
+};
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct resume_entry *reg[REG_BUCKETS];
+
+static size_t reg_bucket(const uint8_t key[SHA256_DIGEST_LENGTH])
+{
+	return ((size_t)key[0] | (size_t)key[1] << 8) % REG_BUCKETS;
+}
+
+static void token_key(const uint8_t tok[16], uint8_t key[SHA256_DIGEST_LENGTH])
+{
+	SHA256(tok, 16, key);
+}
+
+static void reg_add(struct resume_entry *e)
+{
+	size_t b = reg_bucket(e->key);
+
+	pthread_mutex_lock(&reg_lock);
+	e->next = reg[b];
+	reg[b] = e;
+	pthread_mutex_unlock(&reg_lock);
+}
+
+static void reg_remove(struct resume_entry *e)
+{
+	size_t b = reg_bucket(e->key);
+
+	pthread_mutex_lock(&reg_lock);
+	for (struct resume_entry **p = &reg[b]; *p; p = &(*p)->next)
+		if (*p == e) {
+			*p = e->next;
+			break;
+		}
+	pthread_mutex_unlock(&reg_lock);
+	explicit_bzero(e, sizeof(*e));
+	free(e);
+}
+
+static struct resume_entry *reg_find_locked(const uint8_t key[SHA256_DIGEST_LENGTH])
+{
+	for (struct resume_entry *e = reg[reg_bucket(key)]; e; e = e->next)
+		if (!CRYPTO_memcmp(e->key, key, SHA256_DIGEST_LENGTH))
+			return e;
+	return NULL;
+}
+
+int rs_console_resumable(const uint8_t tok[16], enum rs_console_kind *kind)
+{
+	uint8_t key[SHA256_DIGEST_LENGTH];
+	struct resume_entry *e;
+	int ret = -ENOENT;
+
+	token_key(tok, key);
+	pthread_mutex_lock(&reg_lock);
+	e = reg_find_locked(key);
+	if (e) {
+		*kind = e->kind;
+		ret = 0;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	return ret;
+}
+
+/* The resume secret of "?resume=<43 base64url chars>" hashed into <out>;
+ * false when the query has none (or a malformed one: not resumable). */
+static bool resume_secret(const struct rs_http_req *req, uint8_t out[SHA256_DIGEST_LENGTH])
+{
+	const char *q = req->query, *end = q ? q + req->query_len : NULL;
+
+	while (q && q < end) {
+		const char *amp = memchr(q, '&', (size_t)(end - q));
+		const char *stop = amp ? amp : end;
+
+		if (stop - q == 7 + 43 && !memcmp(q, "resume=", 7)) {
+			for (const char *p = q + 7; p < stop; p++)
+				if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+				      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+					return false;
+			SHA256((const uint8_t *)q + 7, 43, out);
+			return true;
+		}
+		q = amp ? amp + 1 : NULL;
+	}
+	return false;
+}
 
 static struct console_worker *cw_of(struct rs_worker *w)
 {
@@ -195,6 +315,24 @@ void rs_console_worker_stop(struct rs_worker *w)
 
 	if (!cw)
 		return;
+	/* RFB consoles still waiting for their browser hold no connection, so
+	 * the engine's stop did not end them: free them here. */
+	while (cw->sessions) {
+		struct session *s = cw->sessions;
+
+		cw->sessions = s->next;
+		if (s->re)
+			reg_remove(s->re);
+		if (s->hs) {
+			rs_rfb_client_release(&s->hs->cli);
+			explicit_bzero(s->hs, sizeof(*s->hs));
+			free(s->hs);
+		}
+		rs_spec_free(s->spec);
+		free(s->pending);
+		free(s->tmsg);
+		free(s);
+	}
 	if (cw->ports)
 		rs_portpool_free(cw->ports);
 	for (size_t i = 0; i < RS_MAX_CLUSTERS; i++)
@@ -290,7 +428,16 @@ static void target_desc(const struct rs_console_spec *sp, char *out, size_t len)
 
 const char *const rs_console_kind_names[RS_KINDS] = {"vnc", "pve-vnc", "pve-term"};
 
+static void emit_as(const struct session *s, enum rs_console_event_type type, uint64_t now_ms,
+		    const char *cause);
+
 static void emit(const struct session *s, enum rs_console_event_type type, uint64_t now_ms)
+{
+	emit_as(s, type, now_ms, rs_console_cause_names[s->cause]);
+}
+
+static void emit_as(const struct session *s, enum rs_console_event_type type, uint64_t now_ms,
+		    const char *cause)
 {
 	char target[200];
 	struct rs_console_event ev = {
@@ -303,7 +450,7 @@ static void emit(const struct session *s, enum rs_console_event_type type, uint6
 		.target_port = s->spec->port,
 		.client = s->client,
 		.user_agent = s->user_agent,
-		.cause = rs_console_cause_names[s->cause],
+		.cause = cause,
 		.duration_ms = now_ms - s->opened_ms,
 		.bytes_to_target = s->to_target,
 		.bytes_to_browser = s->to_browser,
@@ -319,7 +466,7 @@ static void log_closed(struct session *s)
 	rs_info("console", "console.closed token=%s cause=%s duration_ms=%llu to_target=%llu "
 			   "to_browser=%llu",
 		s->tokhash, rs_console_cause_names[s->cause],
-		(unsigned long long)(rs_worker_now(rs_conn_worker(s->br ? s->br : s->up)) -
+		(unsigned long long)(rs_worker_now(s->w) -
 				     s->opened_ms),
 		(unsigned long long)s->to_target, (unsigned long long)s->to_browser);
 }
@@ -335,7 +482,7 @@ static void session_end(struct session *s, enum rs_console_cause cause, uint16_t
 		CW_ADD(s->cw, active_kind[s->spec->kind], (uint64_t)-1);
 		if (s->cl >= 0)
 			CW_ADD(s->cw, cl_active[s->cl], (uint64_t)-1);
-		observe_duration(s->cw, rs_worker_now(rs_conn_worker(s->br ? s->br : s->up)) -
+		observe_duration(s->cw, rs_worker_now(s->w) -
 						s->relay_ms);
 	}
 	pthread_mutex_lock(&s->cw->lock);
@@ -346,10 +493,17 @@ static void session_end(struct session *s, enum rs_console_cause cause, uint16_t
 	CW_ADD(s->cw, causes_kind[s->spec->kind][cause], 1);
 	if (s->cl >= 0)
 		CW_ADD(s->cw, cl_causes[s->cl][cause], 1);
-	if (s->br) {
-		rs_timer_unlink(rs_worker_timers(rs_conn_worker(s->br)), &s->timer);
-		ws_close(s, code, reason);
+	rs_timer_unlink(rs_worker_timers(s->w), &s->timer);
+	if (s->re) { /* the link is spent for good: a later resume finds nothing */
+		reg_remove(s->re);
+		s->re = NULL;
 	}
+	if (s->detached) {
+		s->detached = false;
+		CW_ADD(s->cw, detached, (uint64_t)-1);
+	}
+	if (s->br)
+		ws_close(s, code, reason);
 	if (s->up)
 		rs_conn_close(s->up, RS_CLOSE_NORMAL, 0);
 	if (s->pve) {
@@ -358,7 +512,7 @@ static void session_end(struct session *s, enum rs_console_cause cause, uint16_t
 		s->refs--; /* the upstream's reference: it calls nothing any more */
 	}
 	log_closed(s);
-	emit(s, RS_CEV_CLOSED, rs_worker_now(rs_conn_worker(s->br ? s->br : s->up)));
+	emit(s, RS_CEV_CLOSED, rs_worker_now(s->w));
 }
 
 static void session_unref(struct session *s)
@@ -373,6 +527,10 @@ static void session_unref(struct session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	pthread_mutex_unlock(&s->cw->lock);
+	if (s->re) { /* never upgraded (the 101 could not be queued) */
+		reg_remove(s->re);
+		s->re = NULL;
+	}
 	if (s->hs) {
 		rs_rfb_client_release(&s->hs->cli);
 		explicit_bzero(s->hs, sizeof(*s->hs));
@@ -440,7 +598,7 @@ static void on_idle_check(struct rs_timer *t)
 
 	if (s->state != ST_RELAY || !s->br)
 		return;
-	w = rs_conn_worker(s->br);
+	w = s->w;
 	if (rs_worker_now(w) - s->last_activity_ms >= limit) {
 		session_end(s, RS_CC_IDLE_TIMEOUT, 1000, "the console was idle for too long");
 		return;
@@ -456,21 +614,23 @@ static void enter_relay(struct session *s)
 	explicit_bzero(s->hs, sizeof(*s->hs));
 	free(s->hs);
 	s->hs = NULL;
-	if (s->spec->password) {
+	/* A resumable plain VNC console may have to log in again (its upstream
+	 * is reopened on resume): the password stays until the session ends. */
+	if (s->spec->password && !s->re) {
 		explicit_bzero(s->spec->password, strlen(s->spec->password));
 		free(s->spec->password);
 		s->spec->password = NULL;
 	}
-	rs_timer_unlink(rs_worker_timers(rs_conn_worker(s->br)), &s->timer);
+	rs_timer_unlink(rs_worker_timers(s->w), &s->timer);
 	pthread_mutex_lock(&s->cw->lock);
 	s->state = ST_RELAY;
 	s->connected_s = rs_wall_s();
 	pthread_mutex_unlock(&s->cw->lock);
-	s->relay_ms = rs_worker_now(rs_conn_worker(s->br));
+	s->relay_ms = rs_worker_now(s->w);
 	s->last_activity_ms = s->relay_ms;
 	if (s->env->cfg->session_idle_timeout_s) {
 		s->timer.cb = on_idle_check;
-		rs_timer_link(rs_worker_timers(rs_conn_worker(s->br)), &s->timer,
+		rs_timer_link(rs_worker_timers(s->w), &s->timer,
 			      s->relay_ms + (uint64_t)s->env->cfg->session_idle_timeout_s * 1000);
 	}
 	CW_ADD(s->cw, active, 1);
@@ -500,7 +660,8 @@ static void enter_relay(struct session *s)
 		forward_to_target(s, NULL, p, n);
 		free(p);
 	}
-	emit(s, RS_CEV_OPENED, s->relay_ms);
+	if (!s->reopened) /* a resume is audited as console.resumed */
+		emit(s, RS_CEV_OPENED, s->relay_ms);
 }
 
 /* Move the browser-side RFB machine forward once the upstream outcome is
@@ -539,7 +700,7 @@ static void forward_to_target(struct session *s, struct rs_buf *buf, uint8_t *da
 	}
 	CW_ADD(s->cw, bytes_to_target, len);
 	s->to_target += len;
-	s->last_activity_ms = rs_worker_now(rs_conn_worker(s->br));
+	s->last_activity_ms = rs_worker_now(s->w);
 	/* Backpressure: a target that does not read stops the browser's reads. */
 	if (up_congested(s))
 		rs_conn_pause(s->br);
@@ -666,9 +827,15 @@ static void flush_pong(struct session *s)
 		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
 }
 
+static bool detach(struct session *s);
+static void close_conn_with(struct rs_conn *c, uint16_t code, const char *reason);
+
 static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
-	while (len && s->state != ST_CLOSING) {
+	struct rs_conn *br = s->br;
+
+	/* A close frame may detach the browser (resume): stop at once then. */
+	while (len && s->state != ST_CLOSING && s->br == br && br) {
 		struct rs_ws_event ev;
 		int n = rs_ws_parse(&s->ws, data, len, &ev);
 
@@ -698,6 +865,12 @@ static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, 
 			}
 			break;
 		case RS_WS_EV_CLOSE:
+			/* A page going away (reload: 1001) may come back within the
+			 * grace; 1000 is the page ending the console on purpose. */
+			if (ev.close_code != 1000 && detach(s)) {
+				close_conn_with(br, ev.close_code == 1005 ? 0 : ev.close_code, "");
+				return;
+			}
 			/* Echo the browser's code; with none, answer with an empty close. */
 			session_end(s, RS_CC_BROWSER_CLOSED,
 				    ev.close_code == 1005 ? 0 : ev.close_code, "");
@@ -722,7 +895,8 @@ static void br_on_eof(struct rs_conn *c)
 {
 	struct session *s = rs_conn_ctx(c);
 
-	session_end(s, RS_CC_BROWSER_CLOSED, 0, NULL);
+	if (!detach(s))
+		session_end(s, RS_CC_BROWSER_CLOSED, 0, NULL);
 	rs_conn_close(c, RS_CLOSE_PEER_EOF, 0);
 }
 
@@ -757,6 +931,10 @@ static void br_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 	struct session *s = rs_conn_ctx(c);
 
 	(void)err;
+	/* A reset or a broken network: the browser's reference moves to the
+	 * waiting console (its on_close no longer reaches us). */
+	if (why != RS_CLOSE_SHUTDOWN && why != RS_CLOSE_NOMEM && detach(s))
+		return;
 	session_end(s, why == RS_CLOSE_SHUTDOWN ? RS_CC_KILLED : RS_CC_BROWSER_CLOSED, 0, NULL);
 	rs_timer_unlink(rs_worker_timers(rs_conn_worker(c)), &s->timer);
 	s->br = NULL;
@@ -771,6 +949,286 @@ static const struct rs_conn_ops browser_ops = {
 	.on_close = br_on_close,
 };
 
+/* --- resume: detach and attach (console.resume_grace_s) --- */
+
+static void start_target(struct session *s, struct rs_worker *w);
+
+/* A browser connection its console let go of (replaced, or dropped while the
+ * console waits): it only finishes closing; input is discarded. */
+static void orphan_on_data(struct rs_conn *c, struct rs_buf *b, uint8_t *d, size_t n)
+{
+	(void)c, (void)b, (void)d, (void)n;
+}
+
+static void orphan_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
+{
+	(void)c, (void)why, (void)err;
+}
+
+static const struct rs_conn_ops orphan_ops = {
+	.on_data = orphan_on_data,
+	.on_close = orphan_on_close,
+};
+
+/* A close frame with <code> (0: none) to a connection no session owns. */
+static void close_conn_with(struct rs_conn *c, uint16_t code, const char *reason)
+{
+	uint8_t payload[125], hdr[14];
+	size_t n = code && rs_ws_close_code_sendable(code) ? rs_ws_close_payload(payload, code, reason)
+							   : 0;
+	size_t hlen = rs_ws_frame_header(hdr, RS_WS_OP_CLOSE, true, n, NULL);
+
+	if (rs_conn_send(c, hdr, hlen) || (n && rs_conn_send(c, payload, n)))
+		rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+	else
+		rs_conn_close_after_send(c);
+}
+
+static void on_grace_expired(struct rs_timer *t)
+{
+	struct session *s = rs_container_of(t, struct session, timer);
+
+	if (!s->detached)
+		return;
+	CW_ADD(s->cw, resumes[RS_RESUME_EXPIRED], 1);
+	session_end(s, RS_CC_RESUME_EXPIRED, 0, NULL);
+	session_unref(s); /* the waiting console's reference */
+}
+
+/* The browser leg of a resumable, relaying console dropped: keep the console
+ * for the grace instead of ending it. The browser connection's reference to
+ * the session becomes the waiting console's (a resuming browser takes it
+ * over); the caller closes that connection, whose callbacks no longer reach
+ * the session. False: not resumable, the caller ends the session. */
+static bool detach(struct session *s)
+{
+	struct rs_worker *w = s->w;
+	unsigned grace = s->env->cfg->resume_grace_s;
+
+	if (!s->re || !s->br || !grace || s->state != ST_RELAY || rs_worker_stopping(w) ||
+	    atomic_load(s->env->draining))
+		return false;
+	rs_conn_set_ops(s->br, &orphan_ops, NULL);
+	s->br = NULL;
+	s->detached = true;
+	CW_ADD(s->cw, detached, 1);
+	rs_timer_unlink(rs_worker_timers(w), &s->timer);
+	s->timer.cb = on_grace_expired;
+	rs_timer_link(rs_worker_timers(w), &s->timer, rs_worker_now(w) + (uint64_t)grace * 1000);
+	if (s->term) {
+		/* The shell lives on; the gone browser's backpressure must not
+		 * stall it (its output is dropped meanwhile). */
+		if (s->pve)
+			rs_pve_up_resume(s->pve);
+	} else {
+		/* RFB streams are stateful (zlib streams across messages, a
+		 * message cut by the drop): the upstream is closed now and
+		 * reopened when a browser resumes, which then gets a fresh
+		 * handshake and a full frame. */
+		CW_ADD(s->cw, active, (uint64_t)-1);
+		CW_ADD(s->cw, active_kind[s->spec->kind], (uint64_t)-1);
+		if (s->cl >= 0)
+			CW_ADD(s->cw, cl_active[s->cl], (uint64_t)-1);
+		observe_duration(s->cw, rs_worker_now(w) - s->relay_ms);
+		pthread_mutex_lock(&s->cw->lock);
+		s->state = ST_DETACHED;
+		pthread_mutex_unlock(&s->cw->lock);
+		if (s->up) {
+			rs_conn_close(s->up, RS_CLOSE_NORMAL, 0); /* its on_close drops its ref */
+			s->up = NULL;
+		}
+		if (s->have_src) { /* the next upstream takes a pair of its own */
+			rs_portpool_put(s->cw->ports, &s->src);
+			s->have_src = false;
+		}
+		if (s->pve) {
+			rs_pve_up_close(s->pve);
+			s->pve = NULL;
+			s->refs--; /* the upstream's reference: it calls nothing any more */
+		}
+	}
+	rs_info("console", "console.detached token=%s grace_s=%u", s->tokhash, grace);
+	return true;
+}
+
+/* An RFB console taken up again: a new upstream, the handshake as at the
+ * first upgrade (noVNC then asks for a full frame). */
+static void reopen(struct session *s)
+{
+	struct rs_rfb_out rout = {0};
+
+	s->hs = calloc(1, sizeof(*s->hs));
+	if (!s->hs) {
+		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+		return;
+	}
+	s->reopened = true;
+	pthread_mutex_lock(&s->cw->lock);
+	s->state = ST_HANDSHAKE;
+	pthread_mutex_unlock(&s->cw->lock);
+	s->t_upgrade_ns = rs_now_ns();
+	s->t_connected_ns = 0;
+	rs_rfb_server_init(&s->hs->srv);
+	rs_rfb_client_init(&s->hs->cli, s->spec->password);
+	rs_rfb_msgs_init(&s->msgs, &(struct rs_rfb_msgs_limits){
+					   .max_cut_text = s->env->cfg->rfb_max_cut_text,
+					   .max_encodings = s->env->cfg->rfb_max_encodings,
+				   });
+	s->timer.cb = on_handshake_timeout;
+	rs_timer_link(rs_worker_timers(s->w), &s->timer,
+		      rs_worker_now(s->w) + s->env->cfg->handshake_timeout_ms);
+	rs_rfb_server_start(&s->hs->srv, &rout);
+	send_rfb_out(s, &rout);
+	if (s->state == ST_CLOSING)
+		return;
+	start_target(s, s->w);
+	advance(s);
+}
+
+/* A browser's resume request, from the upgrade to the console's worker. */
+struct attach_req {
+	uint8_t key[SHA256_DIGEST_LENGTH], secret[SHA256_DIGEST_LENGTH];
+	char resp[512]; /* the 101, sent by the console's worker */
+	char client[48], user_agent[160];
+	uint8_t *rest; /* bytes after the upgrade request */
+	size_t rest_len;
+};
+
+static void attach_req_free(struct attach_req *a)
+{
+	free(a->rest);
+	explicit_bzero(a, sizeof(*a));
+	free(a);
+}
+
+static const char RESP_GONE[] = "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
+				"Content-Length: 51\r\nConnection: close\r\n\r\n"
+				"this console link has expired or was already used\n";
+static const char RESP_BUSY[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+				"Retry-After: 1\r\nContent-Length: 42\r\nConnection: close\r\n\r\n"
+				"this console is reconnecting; try again\n\n";
+
+/* On the console's worker: <c> (upgraded, nothing sent yet) takes the
+ * console up — after a drop, or replacing the browser holding it. */
+static void attach(struct console_worker *cw, struct rs_conn *c, struct attach_req *a,
+		   const uint8_t *carry, size_t carry_len)
+{
+	struct rs_worker *w = rs_conn_worker(c);
+	struct resume_entry *e;
+	struct session *s = NULL;
+	enum rs_resume_outcome outcome;
+
+	pthread_mutex_lock(&reg_lock);
+	e = reg_find_locked(a->key);
+	if (e && e->w == w && !CRYPTO_memcmp(e->secret, a->secret, sizeof(e->secret)))
+		s = e->s;
+	pthread_mutex_unlock(&reg_lock);
+	if (!s || (s->state != ST_RELAY && s->state != ST_DETACHED)) {
+		/* Ended meanwhile, or an RFB console still reopening (retry). */
+		CW_ADD(cw, resumes[RS_RESUME_FAILED], 1);
+		if (rs_conn_send_static(c, s ? RESP_BUSY : RESP_GONE,
+					s ? sizeof(RESP_BUSY) - 1 : sizeof(RESP_GONE) - 1))
+			rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+		else
+			rs_conn_close_after_send(c);
+		return;
+	}
+	if (rs_conn_send(c, a->resp, strlen(a->resp))) {
+		rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+		return;
+	}
+	if (s->br) {
+		/* One browser at a time: the newer one wins, the older one is
+		 * told why (the page does not reconnect on 4001). Its reference
+		 * passes to <c>. */
+		struct rs_conn *old = s->br;
+
+		outcome = RS_RESUME_REPLACED;
+		rs_conn_set_ops(old, &orphan_ops, NULL);
+		if (!s->close_sent)
+			close_conn_with(old, 4001, "replaced by another window");
+	} else {
+		outcome = RS_RESUME_RESUMED;
+		s->detached = false;
+		CW_ADD(cw, detached, (uint64_t)-1);
+	}
+	s->br = c;
+	s->close_sent = false;
+	s->pong_paused = false;
+	memset(&s->pong, 0, sizeof(s->pong));
+	free(s->tmsg);
+	s->tmsg = NULL;
+	s->tmsg_len = 0;
+	rs_ws_parser_init(&s->ws, true, s->env->cfg->ws_max_frame, s->env->cfg->ws_max_message);
+	rs_conn_set_ops(c, &browser_ops, s);
+	pthread_mutex_lock(&cw->lock);
+	s->id = rs_conn_id(c);
+	pthread_mutex_unlock(&cw->lock);
+	snprintf(s->client, sizeof(s->client), "%s", a->client);
+	snprintf(s->user_agent, sizeof(s->user_agent), "%s", a->user_agent);
+	rs_timer_unlink(rs_worker_timers(w), &s->timer);
+	CW_ADD(cw, resumes[outcome], 1);
+	rs_info("console", "console.resumed token=%s outcome=%s", s->tokhash,
+		rs_resume_outcome_names[outcome]);
+	emit_as(s, RS_CEV_RESUMED, rs_worker_now(w), rs_resume_outcome_names[outcome]);
+	if (s->state == ST_DETACHED) {
+		reopen(s);
+	} else {
+		s->last_activity_ms = rs_worker_now(w);
+		if (s->env->cfg->session_idle_timeout_s) {
+			s->timer.cb = on_idle_check;
+			rs_timer_link(rs_worker_timers(w), &s->timer,
+				      s->last_activity_ms +
+					      (uint64_t)s->env->cfg->session_idle_timeout_s * 1000);
+		}
+		if (s->pve)
+			rs_pve_up_resume(s->pve);
+		else if (s->up)
+			rs_conn_resume(s->up);
+		if (outcome == RS_RESUME_REPLACED && !s->term) {
+			/* The new page's RFB handshake needs a new upstream too. */
+			CW_ADD(s->cw, active, (uint64_t)-1);
+			CW_ADD(s->cw, active_kind[s->spec->kind], (uint64_t)-1);
+			if (s->cl >= 0)
+				CW_ADD(s->cw, cl_active[s->cl], (uint64_t)-1);
+			if (s->up) {
+				rs_conn_close(s->up, RS_CLOSE_NORMAL, 0);
+				s->up = NULL;
+			}
+			if (s->have_src) {
+				rs_portpool_put(s->cw->ports, &s->src);
+				s->have_src = false;
+			}
+			if (s->pve) {
+				rs_pve_up_close(s->pve);
+				s->pve = NULL;
+				s->refs--;
+			}
+			reopen(s);
+		}
+	}
+	if (a->rest_len && s->state != ST_CLOSING && s->br == c)
+		br_data_bytes(s, NULL, a->rest, a->rest_len);
+	if (carry_len && s->state != ST_CLOSING && s->br == c)
+		br_data_bytes(s, NULL, (uint8_t *)carry, carry_len);
+}
+
+static void adopt_browser(struct rs_conn *nc, const uint8_t *carry, size_t len, void *arg)
+{
+	struct attach_req *a = arg;
+
+	if (nc)
+		attach(cw_of(rs_conn_worker(nc)), nc, a, carry, len);
+	attach_req_free(a);
+}
+
+static void handoff_failed(struct rs_worker *from, int err, void *arg)
+{
+	(void)err;
+	CW_ADD(cw_of(from), resumes[RS_RESUME_FAILED], 1);
+	attach_req_free(arg);
+}
+
 /* --- target leg --- */
 
 /* Bytes from the target (TCP) or the Proxmox console (unwrapped). */
@@ -781,6 +1239,11 @@ static void target_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, s
 	size_t hlen;
 	int n;
 
+	if (s->state == ST_RELAY && !s->br) {
+		/* A terminal waiting for its browser: output is dropped (the
+		 * shell lives on; a resumed xterm.js starts from a blank screen). */
+		return;
+	}
 	if (s->state == ST_RELAY) {
 		hlen = rs_ws_frame_header(hdr, RS_WS_OP_BINARY, true, len, NULL);
 		if (rs_conn_send(s->br, hdr, hlen) ||
@@ -790,7 +1253,7 @@ static void target_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, s
 		}
 		CW_ADD(s->cw, bytes_to_browser, len);
 		s->to_browser += len;
-		s->last_activity_ms = rs_worker_now(rs_conn_worker(s->br));
+		s->last_activity_ms = rs_worker_now(s->w);
 		if (rs_conn_congested(s->br))
 			up_pause(s);
 		return;
@@ -883,7 +1346,8 @@ static void up_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 	struct session *s = rs_conn_ctx(c);
 	char reason[120];
 
-	s->up = NULL;
+	if (s->up == c) /* a resumed RFB console may already hold a new upstream */
+		s->up = NULL;
 	/* The pair is free once its socket is gone, not when the session is. */
 	if (s->have_src) {
 		rs_portpool_put(s->cw->ports, &s->src);
@@ -964,6 +1428,7 @@ static void pve_on_drain(void *arg)
 static void pve_on_end(void *arg, enum rs_console_cause cause, const char *reason)
 {
 	struct session *s = arg;
+	bool waiting = s->detached;
 
 	s->pve = NULL;
 	if (s->state == ST_HANDSHAKE && !s->term) {
@@ -974,6 +1439,8 @@ static void pve_on_end(void *arg, enum rs_console_cause cause, const char *reaso
 		session_end(s, cause, cause == RS_CC_TARGET_CLOSED ? 1000 : 4000 + (uint16_t)cause,
 			    reason);
 	}
+	if (waiting) /* the waiting console's reference: no browser will take it up */
+		session_unref(s);
 	session_unref(s);
 }
 
@@ -1089,6 +1556,76 @@ static void audit_rejected(const struct rs_console_env *env, const struct sockad
 	env->on_event(env->event_arg, &ev);
 }
 
+/* The token is spent: is it a resumable console, and does this browser hold
+ * its secret? True when answered here (attached, moved to the console's
+ * worker, or told to retry); false: refuse it like any used link. */
+static bool try_resume(struct rs_http_conn *hc, const struct rs_http_req *req, const uint8_t key[SHA256_DIGEST_LENGTH],
+		       const uint8_t secret[SHA256_DIGEST_LENGTH], const char *resp,
+		       const struct sockaddr *client)
+{
+	struct rs_conn *c = rs_http_conn_conn(hc);
+	struct rs_worker *self = rs_conn_worker(c), *w = NULL;
+	struct console_worker *cw = cw_of(self);
+	struct resume_entry *e;
+	struct attach_req *a;
+	bool ok = false;
+	int ret;
+
+	pthread_mutex_lock(&reg_lock);
+	e = reg_find_locked(key);
+	if (e) {
+		ok = !CRYPTO_memcmp(e->secret, secret, sizeof(e->secret));
+		w = e->w;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	if (!e)
+		return false;
+	if (!ok) {
+		/* A forwarded bare link (or a guess) stays a used link. */
+		CW_ADD(cw, resumes[RS_RESUME_REFUSED], 1);
+		return false;
+	}
+	if (w != self && rs_conn_filter_ctx(c)) {
+		/* TLS state does not move between workers (yet): the page's
+		 * back-off retries, and SO_REUSEPORT spreads its next
+		 * connection (see README, "Resume"). */
+		CW_ADD(cw, resume_elsewhere, 1);
+		rs_http_respond_error(hc, 503, "resume_retry", "this console is reconnecting; try again",
+				      "Retry-After: 1\r\n");
+		return true;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a) {
+		refuse(hc, cw, RS_CC_NOMEM, 503, "no_memory", "out of memory", NULL);
+		return true;
+	}
+	memcpy(a->key, key, sizeof(a->key));
+	memcpy(a->secret, secret, sizeof(a->secret));
+	snprintf(a->resp, sizeof(a->resp), "%s", resp);
+	rs_addr_str(client, a->client, sizeof(a->client));
+	copy_printable(a->user_agent, sizeof(a->user_agent), rs_http_req_header(req, "User-Agent"));
+	/* Upgrade without a byte: the console's worker sends the 101. */
+	c = rs_http_upgrade(hc, "", &a->rest, &a->rest_len);
+	if (!c) {
+		attach_req_free(a);
+		return true;
+	}
+	if (w == self) {
+		attach(cw, c, a, NULL, 0);
+		attach_req_free(a);
+		return true;
+	}
+	ret = rs_conn_hand_off(c, w, adopt_browser, handoff_failed, a);
+	if (ret) {
+		CW_ADD(cw, resumes[RS_RESUME_FAILED], 1);
+		attach_req_free(a);
+		rs_conn_close(c, RS_CLOSE_ERROR, -ret);
+		return true;
+	}
+	CW_ADD(cw, resume_handoffs, 1);
+	return true;
+}
+
 void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *hc,
 			const struct rs_http_req *req, const char *tok, size_t toklen)
 {
@@ -1106,6 +1643,8 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	struct rs_rfb_out rout = {0};
 	uint64_t t0 = rs_now_ns();
 	struct sockaddr_storage client;
+	uint8_t tkey[SHA256_DIGEST_LENGTH], secret[SHA256_DIGEST_LENGTH];
+	bool resumable;
 	int ret;
 
 	rs_http_client_addr(hc, req, &client);
@@ -1126,10 +1665,23 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 		return refuse(hc, cw, RS_CC_WS_HANDSHAKE, out.status, "bad_websocket_handshake",
 			      out.error,
 			      out.status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
+	snprintf(resp, sizeof(resp),
+		 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		 "Sec-WebSocket-Accept: %s\r\n%s\r\n",
+		 out.accept, out.echo_binary ? "Sec-WebSocket-Protocol: binary\r\n" : "");
+	resumable = env->cfg->resume_grace_s && resume_secret(req, secret);
 	/* The upgrade is where the token is spent: exactly once, on any worker. */
 	ret = rs_token_parse(tok, toklen, raw);
 	if (!ret)
+		token_key(raw, tkey);
+	if (!ret)
 		ret = rs_token_consume(env->tokens, raw, (struct sockaddr *)&client, &spec);
+	if (ret && ret != -EINVAL && ret != -EACCES && resumable &&
+	    try_resume(hc, req, tkey, secret, resp, (struct sockaddr *)&client)) {
+		explicit_bzero(raw, sizeof(raw));
+		explicit_bzero(secret, sizeof(secret));
+		return;
+	}
 	if (ret) {
 		char hash[9] = "-";
 
@@ -1176,9 +1728,24 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	rs_log_hash(raw, sizeof(raw), s->tokhash);
 	explicit_bzero(raw, sizeof(raw));
 	s->cw = cw;
+	s->w = w;
 	s->env = env;
 	s->spec = spec;
 	s->cl = -1;
+	if (resumable) {
+		/* Bound to SHA-256 of the page's secret: only this browser
+		 * (tab) may take the console up again after a drop. */
+		s->re = calloc(1, sizeof(*s->re));
+		if (s->re) {
+			memcpy(s->re->key, tkey, sizeof(tkey));
+			memcpy(s->re->secret, secret, sizeof(secret));
+			s->re->kind = spec->kind;
+			s->re->w = w;
+			s->re->s = s;
+			reg_add(s->re);
+		}
+	}
+	explicit_bzero(secret, sizeof(secret));
 	if (spec->kind != RS_CONSOLE_VNC) {
 		s->cl = RS_MAX_CLUSTERS;
 		for (size_t i = 0; spec->cluster && i < env->cfg->n_clusters && i < RS_MAX_CLUSTERS; i++)
@@ -1206,10 +1773,6 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 				       .max_cut_text = env->cfg->rfb_max_cut_text,
 				       .max_encodings = env->cfg->rfb_max_encodings,
 				   });
-	snprintf(resp, sizeof(resp),
-		 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-		 "Sec-WebSocket-Accept: %s\r\n%s\r\n",
-		 out.accept, out.echo_binary ? "Sec-WebSocket-Protocol: binary\r\n" : "");
 	c = rs_http_upgrade(hc, resp, &rest, &rest_len);
 	if (!c) {
 		CW_ADD(cw, causes[RS_CC_NOMEM], 1);
@@ -1258,7 +1821,7 @@ void rs_console_worker_stats(struct rs_worker *w, struct rs_console_stats *out)
 
 size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t max)
 {
-	static const char *const states[] = {"handshake", "relay", "closing"};
+	static const char *const states[] = {"handshake", "relay", "closing", "detached"};
 	struct console_worker *cw = cw_of_other(w);
 	uint64_t now = rs_worker_now(w);
 	size_t n = 0;
@@ -1277,7 +1840,7 @@ size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t 
 		i->id = s->id;
 		i->worker = rs_worker_id(w);
 		snprintf(i->kind, sizeof(i->kind), "%s", rs_console_kind_names[s->spec->kind]);
-		snprintf(i->state, sizeof(i->state), "%s", states[s->state]);
+		snprintf(i->state, sizeof(i->state), "%s", s->detached ? "detached" : states[s->state]);
 		snprintf(i->token_hash, sizeof(i->token_hash), "%s", s->tokhash);
 		snprintf(i->api_key, sizeof(i->api_key), "%s",
 			 s->spec->api_key_name ? s->spec->api_key_name : "");
@@ -1299,8 +1862,12 @@ size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t 
 int rs_console_kill(struct rs_worker *w, uint64_t id)
 {
 	for (struct session *s = cw_of(w)->sessions; s; s = s->next) {
-		if (s->br && rs_conn_id(s->br) == id && s->state != ST_CLOSING) {
+		if (s->upgraded && s->id == id && s->state != ST_CLOSING) {
+			bool waiting = s->detached;
+
 			session_end(s, RS_CC_KILLED, 1000, "the console was closed by an operator");
+			if (waiting) /* the waiting console's reference */
+				session_unref(s);
 			return 0;
 		}
 	}

@@ -1,0 +1,223 @@
+"""Resuming a console within console.resume_grace_s (issue 17): the page keeps
+a resume secret and opens /ws/<token>?resume=<secret>; after a drop the same
+browser takes the same console up again — a terminal keeps its shell, an RFB
+console gets a fresh handshake over a reopened upstream — while the bare link
+(or a wrong secret) stays a used link, a second window replaces the first
+(close 4001), and the grace ending closes the console (resume_expired)."""
+import base64
+import json
+import os
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import Xvnc
+from fakes import RawWS
+from test_proxmox import Sim, cluster, metric, closed, expect_desktop
+
+
+def secret():
+    return base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with tempfile.TemporaryDirectory(prefix="rs-resume-") as tmp:
+        x = Xvnc(tmp, None, "#2e8b57")
+        sim = Sim(tmp, x.port)
+        try:
+            yield sim
+        finally:
+            sim.stop()
+            x.stop()
+
+
+def start(daemon_factory, lab=None, grace=None, **extra):
+    cfg = {}
+    if lab is not None:
+        cfg["clusters"] = {"lab": cluster(lab)}
+    if grace is not None:
+        cfg["console"] = {"resume_grace_s": grace}
+    cfg.update(extra)
+    d = daemon_factory(cfg)
+    return d
+
+
+def ws(d, tok, sec=None):
+    return RawWS(d.port, "/ws/%s%s" % (tok, "?resume=" + sec if sec else ""))
+
+
+def term(d):
+    return d.create_console({"cluster": "lab", "vmid": 200, "type": "lxc", "console": "term"})["token"]
+
+
+def shell(w, cmd, want, timeout=10):
+    """Run <cmd> in the terminal; the output up to <want> (bytes)."""
+    w.send_frame(2, b"0:%d:" % len(cmd) + cmd)
+    out, deadline = b"", time.time() + timeout
+    while want not in out and time.time() < deadline:
+        op, _, p = w.recv_frame()
+        assert op == 2, (op, p)
+        out += p
+    assert want in out, out
+    return out
+
+
+def drop(w):
+    """The network goes away under the page: no close frame, a reset."""
+    w.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    w.s.close()
+
+
+def resumes(d, outcome):
+    return metric(d, "ringside_console_resumes_total", {"outcome": outcome})
+
+
+def gauge(d, name):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.metrics_port, timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+def wait_for(fn, timeout=5):
+    end = time.time() + timeout
+    while not fn() and time.time() < end:
+        time.sleep(0.05)
+    return fn()
+
+
+def page_status(d, tok):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/console/%s" % (d.port, tok), timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_terminal_keeps_its_shell_across_drops_on_either_worker(daemon_factory, lab, tmpdir_rs):
+    audit = os.path.join(tmpdir_rs, "audit.jsonl")
+    d = start(daemon_factory, lab, audit_log=audit)
+    tok, sec = term(d), secret()
+    w = ws(d, tok, sec)
+    assert w.status == 101, w.head
+    w.send_frame(2, b"1:100:30:")
+    mark = os.urandom(4).hex().encode()
+    shell(w, b"RS_KEPT=kept-%s; echo s''et-$RS_KEPT\n" % mark, b"set-kept-" + mark)
+    # e''nd: the typed line's echo never matches what the shell prints
+    pid = shell(w, b"echo pid-$$-e''nd\n", b"-end").split(b"pid-")[-1].split(b"-end")[0]
+    # Reconnect until one attempt landed on the other worker (SO_REUSEPORT
+    # spreads them): that one is moved there with its descriptor.
+    for i in range(16):
+        drop(w)
+        assert wait_for(lambda: gauge(d, "ringside_console_detached") == 1)
+        assert page_status(d, tok) == 200  # a reload finds its page
+        w = ws(d, tok, sec)
+        assert w.status == 101, w.head
+        w.send_frame(2, b"1:100:30:")
+        out = shell(w, b"echo got-$RS_KEPT-$$-e''nd\n", b"-end\r")
+        assert b"got-kept-%s-%s-end" % (mark, pid) in out, out  # same shell, same variable
+        if i >= 3 and gauge(d, "ringside_console_resume_handoffs_total") > 0:
+            break
+    assert gauge(d, "ringside_console_resume_handoffs_total") > 0
+    assert resumes(d, "resumed") == i + 1
+    assert closed(d, "browser_closed") == 0
+    w.close()
+    recs = [json.loads(line) for line in open(audit) if line.strip()]
+    res = [r for r in recs if r.get("event") == "console.resumed"]
+    assert len(res) == i + 1 and all(r["outcome"] == "resumed" for r in res), res
+    assert sec not in open(audit).read() and sec not in d.logs()
+
+
+def test_bare_link_or_wrong_secret_stays_used_and_a_second_window_replaces(daemon_factory, lab):
+    d = start(daemon_factory, lab)
+    tok, sec = term(d), secret()
+    a = ws(d, tok, sec)
+    assert a.status == 101
+    a.send_frame(2, b"1:100:30:")
+    shell(a, b"echo fi''rst-ok\n", b"first-ok\r")
+    # The link forwarded to someone else: refused like any used link.
+    for other in (None, secret()):
+        assert ws(d, tok, other).status == 404
+    assert resumes(d, "refused") == 1
+    assert closed(d, "token_invalid") == 2
+    # The same browser in a second window: it wins, the first learns why.
+    b = ws(d, tok, sec)
+    assert b.status == 101, b.head
+    op, _, p = a.recv_frame()
+    while op != 8:
+        op, _, p = a.recv_frame()
+    assert int.from_bytes(p[:2], "big") == 4001 and p[2:] == b"replaced by another window", p
+    b.send_frame(2, b"1:100:30:")
+    shell(b, b"echo sec''ond-ok\n", b"second-ok\r")
+    assert resumes(d, "replaced") == 1
+    b.close()
+
+
+def test_grace_ends_the_console_and_the_page_expires(daemon_factory, lab):
+    d = start(daemon_factory, lab, grace=1)
+    tok, sec = term(d), secret()
+    w = ws(d, tok, sec)
+    assert w.status == 101
+    w.send_frame(2, b"1:100:30:")
+    shell(w, b"echo u''p-ok\n", b"up-ok\r")
+    drop(w)
+    assert wait_for(lambda: closed(d, "resume_expired") == 1, timeout=5)
+    assert resumes(d, "expired") == 1
+    assert gauge(d, "ringside_console_detached") == 0
+    assert page_status(d, tok) == 404
+    assert ws(d, tok, sec).status == 404
+
+
+def test_grace_zero_or_no_secret_is_not_resumable(daemon_factory, lab):
+    d = start(daemon_factory, lab, grace=0)
+    tok, sec = term(d), secret()
+    w = ws(d, tok, sec)
+    assert w.status == 101
+    drop(w)
+    assert wait_for(lambda: closed(d, "browser_closed") == 1)
+    assert ws(d, tok, sec).status == 404
+    d2 = start(daemon_factory, lab)
+    tok = term(d2)
+    w = ws(d2, tok)
+    assert w.status == 101
+    drop(w)
+    assert wait_for(lambda: closed(d2, "browser_closed") == 1)
+    assert ws(d2, tok, sec).status == 404
+
+
+def test_page_closing_with_1000_ends_the_console(daemon_factory, lab):
+    d = start(daemon_factory, lab)
+    tok, sec = term(d), secret()
+    w = ws(d, tok, sec)
+    assert w.status == 101
+    w.send_frame(8, (1000).to_bytes(2, "big"))
+    assert wait_for(lambda: closed(d, "browser_closed") == 1)
+    assert ws(d, tok, sec).status == 404
+
+
+@pytest.mark.parametrize("kind", ["vnc", "pve-vnc"])
+def test_rfb_console_resumes_over_a_reopened_upstream(daemon_factory, lab, xvnc, kind):
+    d = start(daemon_factory, lab)
+    if kind == "vnc":
+        body = {"kind": "vnc", "host": "127.0.0.1", "port": xvnc.port, "password": xvnc.password}
+    else:
+        body = {"cluster": "lab", "vmid": 100}
+    tok, sec = d.create_console(body)["token"], secret()
+    w = expect_desktop(ws(d, tok, sec))
+    for i in range(4):
+        drop(w)
+        assert wait_for(lambda: gauge(d, "ringside_console_detached") == 1)
+        w = ws(d, tok, sec)
+        assert w.status == 101, w.head
+        expect_desktop(w)  # a fresh handshake, then the same VM's screen
+    assert resumes(d, "resumed") == 4
+    assert metric(d, "ringside_consoles_opened_total", {}) == 1
+    w.send_frame(8, (1000).to_bytes(2, "big"))  # the page ends it on purpose
+    assert wait_for(lambda: closed(d, "browser_closed") == 1)
+    assert gauge(d, "ringside_console_detached") == 0
