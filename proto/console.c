@@ -1346,8 +1346,14 @@ static void up_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 	struct session *s = rs_conn_ctx(c);
 	char reason[120];
 
-	if (s->up == c) /* a resumed RFB console may already hold a new upstream */
-		s->up = NULL;
+	if (s->up != c) {
+		/* An upstream a resume gave up (detach, or a second window):
+		 * its pair went back then; the session may already hold a new
+		 * upstream, whose handshake this must not fail. */
+		session_unref(s);
+		return;
+	}
+	s->up = NULL;
 	/* The pair is free once its socket is gone, not when the session is. */
 	if (s->have_src) {
 		rs_portpool_put(s->cw->ports, &s->src);

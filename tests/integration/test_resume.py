@@ -217,6 +217,16 @@ def test_rfb_console_resumes_over_a_reopened_upstream(daemon_factory, lab, xvnc,
         assert w.status == 101, w.head
         expect_desktop(w)  # a fresh handshake, then the same VM's screen
     assert resumes(d, "resumed") == 4
+    # A second window with the secret: it gets the screen, the first one 4001.
+    w2 = RawWS(d.port, "/ws/%s?resume=%s" % (tok, sec))
+    assert w2.status == 101, w2.head
+    expect_desktop(w2)
+    op, _, p = w.recv_frame()
+    while op != 8:
+        op, _, p = w.recv_frame()
+    assert int.from_bytes(p[:2], "big") == 4001, p
+    assert resumes(d, "replaced") == 1
+    w = w2
     assert metric(d, "ringside_consoles_opened_total", {}) == 1
     w.send_frame(8, (1000).to_bytes(2, "big"))  # the page ends it on purpose
     assert wait_for(lambda: closed(d, "browser_closed") == 1)
