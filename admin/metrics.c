@@ -176,11 +176,6 @@ long rs_metrics_render(struct rs_app *app, char **out)
 	       "Resuming connections moved from the worker that accepted them to the console's.");
 	fprintf(f, "ringside_console_resume_handoffs_total %llu\n",
 		(unsigned long long)cs.resume_handoffs);
-	family(f, "ringside_console_resume_retries_total", "counter",
-	       "Resuming TLS connections accepted by another worker than the console's: told to "
-	       "retry (503).");
-	fprintf(f, "ringside_console_resume_retries_total %llu\n",
-		(unsigned long long)cs.resume_elsewhere);
 	if (app->cfg->n_clusters || app->cfg->inline_upstreams) {
 		/* Bounded labels: configured clusters (the first RS_MAX_CLUSTERS), then "other". */
 		size_t ncl = RS_MIN(app->cfg->n_clusters, (size_t)RS_MAX_CLUSTERS);

@@ -212,6 +212,10 @@ struct rs_conn_filter {
 	void (*on_resume)(struct rs_conn *c, void *fctx);
 	/* The connection is gone (after ops->on_close): free <fctx>. */
 	void (*release)(void *fctx);
+	/* The connection moved to another worker (rs_conn_hand_off): <c> is
+	 * its new struct there; called on the new worker before any other
+	 * callback. Optional: a filter without it cannot move. */
+	void (*on_move)(struct rs_conn *c, void *fctx);
 };
 
 /* Install a filter (right after accept or connect, before any byte flows):
@@ -241,11 +245,15 @@ void rs_conn_filter_wait(struct rs_conn *c);
  * socket's direct descriptor goes to <to>'s table with IORING_OP_MSG_RING
  * (IORING_MSG_SEND_FD); on <to>'s thread a new struct rs_conn is made for it
  * and adopt() runs; the old struct ends here without a shutdown (its
- * on_close does not run: the owner gave it up). Plain connections only (a
- * TLS filter's state would have to move with it: -EOPNOTSUPP), with nothing
- * queued (-EBUSY). Bytes the peer sent before the receive stopped are
- * carried (at most RS_HANDOFF_CARRY_MAX, else the hand-off fails with
- * -EMSGSIZE). Exactly one of adopt / fail runs:
+ * on_close does not run: the owner gave it up). A filter moves with it (its
+ * on_move names the new struct; one without on_move: -EOPNOTSUPP); its
+ * context is then used only by the new worker (BoringSSL objects are not
+ * bound to a thread, only never used by two at once). The owner must have
+ * no bytes waiting for the filter (-EBUSY); wire bytes already queued are
+ * sent first. Bytes the peer sent before the receive stopped are carried (at
+ * most RS_HANDOFF_CARRY_MAX, else the hand-off fails with -EMSGSIZE) and
+ * reach the new struct — through its filter when it has one, else as
+ * <carry>. Exactly one of adopt / fail runs:
  * - adopt(nc, carry, len, arg) on <to>: <nc> NULL when <to> had no free slot
  *   (the socket is then closed); otherwise set its ops there; its receive is
  *   armed after adopt returns. <carry> is valid during the call.

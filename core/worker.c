@@ -104,6 +104,9 @@ struct rs_handoff {
 	rs_adopt_fn adopt;
 	rs_handoff_fail_fn fail;
 	void *arg;
+	const struct rs_conn_filter *filter; /* moves with the socket */
+	void *fctx;
+	bool filter_ready;
 	size_t carry_len;
 	uint8_t carry[RS_HANDOFF_CARRY_MAX];
 };
@@ -755,6 +758,8 @@ static void on_send(struct rs_conn *c, int res)
 		seg_done(c, s);
 	}
 	c->send_segs = 0;
+	if (c->flags & CF_HANDOFF)
+		handoff_try(c); /* it waited for the queued wire bytes */
 	if (c->sq_head || (c->flags & CF_CLOSE_AFTER_SEND))
 		mark_dirty(c);
 	if ((c->flags & CF_CONGESTED) && c->cost <= w->e->o.send_high_water / 2) {
@@ -1021,8 +1026,13 @@ static void on_handoff_sent(struct rs_conn *c, int res)
 {
 	struct io_uring_sqe *sqe;
 
-	if (res >= 0)
-		c->ho = NULL; /* the other worker owns the record (and the socket) now */
+	if (res >= 0) {
+		/* The other worker owns the record, the socket and the filter's
+		 * context now: this struct must not release them. */
+		c->ho = NULL;
+		c->filter = NULL;
+		c->fctx = NULL;
+	}
 	if (c->flags & CF_CLOSING)
 		return; /* the finalize reports a failure while the record is ours */
 	if (res < 0) {
@@ -1046,6 +1056,8 @@ static void on_adopt(struct rs_worker *w, struct rs_handoff *ho, int res)
 			io_uring_prep_close_direct(sqe, (unsigned)res);
 			io_uring_sqe_set_data64(sqe, 0);
 		}
+		if (ho->filter)
+			ho->filter->release(ho->fctx);
 		ho->adopt(NULL, NULL, 0, ho->arg);
 		free(ho);
 		return;
@@ -1053,7 +1065,21 @@ static void on_adopt(struct rs_worker *w, struct rs_handoff *ho, int res)
 	c->fd = res;
 	memcpy(&c->peer, &ho->peer, sizeof(ho->peer));
 	c->peer_len = ho->peer_len;
-	ho->adopt(c, ho->carry, ho->carry_len, ho->arg);
+	if (ho->filter) {
+		c->filter = ho->filter;
+		c->fctx = ho->fctx;
+		if (ho->filter_ready)
+			c->flags |= CF_FILTER_READY;
+		c->filter->on_move(c, c->fctx);
+		ho->adopt(c, NULL, 0, ho->arg);
+		/* Wire bytes read there, then whatever the filter held. */
+		if (ho->carry_len && !(c->flags & CF_CLOSING))
+			c->filter->on_recv(c, c->fctx, NULL, ho->carry, ho->carry_len);
+		if (c->filter->on_resume && !(c->flags & CF_CLOSING))
+			c->filter->on_resume(c, c->fctx);
+	} else {
+		ho->adopt(c, ho->carry, ho->carry_len, ho->arg);
+	}
 	explicit_bzero(ho->carry, ho->carry_len);
 	free(ho);
 	if (!(c->flags & CF_CLOSING))
@@ -1069,9 +1095,9 @@ int rs_conn_hand_off(struct rs_conn *c, struct rs_worker *to, rs_adopt_fn adopt,
 
 	if (c->flags & (CF_CLOSING | CF_CLOSE_AFTER_SEND | CF_HANDOFF | CF_CONNECTING))
 		return -EPIPE;
-	if (c->filter)
+	if (c->filter && !c->filter->on_move)
 		return -EOPNOTSUPP;
-	if (c->sq_head || c->pq_head)
+	if (c->pq_head || (c->flags & CF_FWAIT))
 		return -EBUSY;
 	if (to == c->w || !to->ring_ok)
 		return -EINVAL;
@@ -1084,6 +1110,9 @@ int rs_conn_hand_off(struct rs_conn *c, struct rs_worker *to, rs_adopt_fn adopt,
 	ho->adopt = adopt;
 	ho->fail = fail;
 	ho->arg = arg;
+	ho->filter = c->filter;
+	ho->fctx = c->fctx;
+	ho->filter_ready = c->flags & CF_FILTER_READY;
 	c->ho = ho;
 	c->ops = &handoff_ops;
 	c->ctx = NULL;

@@ -1591,15 +1591,6 @@ static bool try_resume(struct rs_http_conn *hc, const struct rs_http_req *req, c
 		CW_ADD(cw, resumes[RS_RESUME_REFUSED], 1);
 		return false;
 	}
-	if (w != self && rs_conn_filter_ctx(c)) {
-		/* TLS state does not move between workers (yet): the page's
-		 * back-off retries, and SO_REUSEPORT spreads its next
-		 * connection (see README, "Resume"). */
-		CW_ADD(cw, resume_elsewhere, 1);
-		rs_http_respond_error(hc, 503, "resume_retry", "this console is reconnecting; try again",
-				      "Retry-After: 1\r\n");
-		return true;
-	}
 	a = calloc(1, sizeof(*a));
 	if (!a) {
 		refuse(hc, cw, RS_CC_NOMEM, 503, "no_memory", "out of memory", NULL);

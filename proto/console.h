@@ -130,7 +130,6 @@ struct rs_console_stats {
 	uint64_t resumes[RS_RESUME__COUNT];
 	uint64_t detached;	   /* consoles waiting for their browser right now */
 	uint64_t resume_handoffs;  /* reconnections moved from the accepting worker */
-	uint64_t resume_elsewhere; /* TLS reconnections on another worker: refused, retry */
 };
 
 /* Per-worker console state (port pool, counters); call from the engine's

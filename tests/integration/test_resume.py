@@ -15,9 +15,10 @@ import urllib.request
 
 import pytest
 
-from conftest import Xvnc
+from conftest import Xvnc, free_port
 from fakes import RawWS
 from test_proxmox import Sim, cluster, metric, closed, expect_desktop
+from test_tls import client_ctx
 
 
 def secret():
@@ -48,7 +49,10 @@ def start(daemon_factory, lab=None, grace=None, **extra):
 
 
 def ws(d, tok, sec=None):
-    return RawWS(d.port, "/ws/%s%s" % (tok, "?resume=" + sec if sec else ""))
+    path = "/ws/%s%s" % (tok, "?resume=" + sec if sec else "")
+    if getattr(d, "tls_port", None):
+        return RawWS(d.tls_port, path, tls=client_ctx())
+    return RawWS(d.port, path)
 
 
 def term(d):
@@ -100,9 +104,17 @@ def page_status(d, tok):
         return e.code
 
 
-def test_terminal_keeps_its_shell_across_drops_on_either_worker(daemon_factory, lab, tmpdir_rs):
+@pytest.mark.parametrize("transport", ["ws", "wss"])
+def test_terminal_keeps_its_shell_across_drops_on_either_worker(daemon_factory, lab, tmpdir_rs,
+                                                                transport):
     audit = os.path.join(tmpdir_rs, "audit.jsonl")
-    d = start(daemon_factory, lab, audit_log=audit)
+    if transport == "wss":  # the BoringSSL connection moves with the socket
+        port = free_port()
+        d = start(daemon_factory, lab, audit_log=audit, tls_listen=["127.0.0.1:%d" % port],
+                  state_dir=tmpdir_rs)
+        d.tls_port = port
+    else:
+        d = start(daemon_factory, lab, audit_log=audit)
     tok, sec = term(d), secret()
     w = ws(d, tok, sec)
     assert w.status == 101, w.head
