@@ -16,6 +16,7 @@
 #include "proto/pve_up.h"
 #include "proto/rfb.h"
 #include "proto/rfb_msgs.h"
+#include "proto/rfb_srv.h"
 #include "proto/termproxy.h"
 #include "proto/ws.h"
 
@@ -102,6 +103,15 @@ struct session {
 	struct resume_entry *re; /* resumable: its registry entry (console.resume_grace_s) */
 	bool detached;           /* resumable and no browser attached: the grace runs */
 	bool reopened;           /* an RFB console's upstream was reopened for a resume */
+	/* A resumable RFB console keeps its upstream across a drop while <srv>
+	 * frames the target's messages (keep_up). The browser sees target
+	 * bytes only while <live>: from its ServerInit (replayed from the
+	 * cache) and the target's next message boundary on. */
+	struct rs_rfb_srv *srv;
+	bool keep_up, live, at_boundary, init_replayed, replay_init;
+	bool rehs;     /* a resumed browser's RFB security phase, answered by ringside */
+	uint8_t *bacc; /* the browser's SetEncodings / SetPixelFormat being read */
+	size_t bacc_len;
 	const struct rs_console_env *env;
 	struct rs_conn *br, *up;
 	struct rs_pve_up *pve; /* Proxmox kinds: the upstream leg instead of <up> */
@@ -331,6 +341,8 @@ void rs_console_worker_stop(struct rs_worker *w)
 		rs_spec_free(s->spec);
 		free(s->pending);
 		free(s->tmsg);
+		free(s->srv);
+		free(s->bacc);
 		free(s);
 	}
 	if (cw->ports)
@@ -539,6 +551,8 @@ static void session_unref(struct session *s)
 	rs_spec_free(s->spec);
 	free(s->pending);
 	free(s->tmsg);
+	free(s->srv);
+	free(s->bacc);
 	free(s);
 }
 
@@ -660,6 +674,16 @@ static void enter_relay(struct session *s)
 		forward_to_target(s, NULL, p, n);
 		free(p);
 	}
+	if (!s->term && s->re && !s->srv) {
+		/* Resumable RFB: frame the target's messages from its ServerInit
+		 * on, so a resumed browser can join the same upstream. */
+		s->srv = malloc(sizeof(*s->srv));
+		if (s->srv) {
+			rs_rfb_srv_init(s->srv);
+			s->keep_up = true;
+		}
+	}
+	s->live = true;
 	if (!s->reopened) /* a resume is audited as console.resumed */
 		emit(s, RS_CEV_OPENED, s->relay_ms);
 }
@@ -710,8 +734,108 @@ static void forward_to_target(struct session *s, struct rs_buf *buf, uint8_t *da
  * is checked first (known type, bounded length), so a hostile page cannot
  * hand the VNC server's parser what noVNC never sends. The bytes go on
  * unchanged, in one send. Terminal input was checked by term_chunk(). */
+static int ws_send(struct session *s, int opcode, const void *data, size_t len);
+
+/* Gather a small browser message (SetPixelFormat, SetEncodings) split over
+ * pieces; false when out of memory. */
+static bool bacc_add(struct session *s, const uint8_t *data, size_t len, bool first)
+{
+	uint8_t *p;
+
+	if (first)
+		s->bacc_len = 0;
+	p = realloc(s->bacc, s->bacc_len + len);
+	if (!p)
+		return false;
+	memcpy(p + s->bacc_len, data, len);
+	s->bacc = p;
+	s->bacc_len += len;
+	return true;
+}
+
+/* A resumable RFB console's browser stream, message by message: SetEncodings
+ * is narrowed to what rs_rfb_srv frames (stateless encodings), SetPixelFormat
+ * tells it the pixel size, and a resumed browser's ClientInit is answered
+ * with the cached ServerInit instead of reaching the target. */
+static void relay_rfb_pieces(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	uint8_t *run = data;
+	size_t run_len = 0;
+
+	while (len && s->state == ST_RELAY) {
+		struct rs_rfb_msg_ev ev;
+		int n = rs_rfb_msgs_feed(&s->msgs, data, len, &ev);
+		bool pass = true;
+
+		if (n < 0) {
+			if (run_len)
+				forward_to_target(s, buf, run, run_len);
+			rs_info("console", "token=%s browser_protocol: %s", s->tokhash, s->msgs.error);
+			session_end(s, RS_CC_BROWSER_PROTOCOL, 1008, s->msgs.error);
+			return;
+		}
+		if (ev.kind == RS_RFB_MSG_CLIENT_INIT && s->replay_init) {
+			size_t ilen;
+			const uint8_t *init = rs_rfb_srv_server_init(s->srv, &ilen);
+
+			pass = false;
+			s->replay_init = false;
+			if (!init || ws_send(s, RS_WS_OP_BINARY, init, ilen)) {
+				session_end(s, RS_CC_NOMEM, 1011, "the console could not be resumed");
+				return;
+			}
+			s->init_replayed = true;
+			if (s->at_boundary)
+				s->live = true;
+		} else if (ev.kind == RS_RFB_MSG_SET_PIXEL_FORMAT ||
+			   ev.kind == RS_RFB_MSG_SET_ENCODINGS) {
+			if (!bacc_add(s, data, (size_t)n, ev.first)) {
+				session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+				return;
+			}
+			pass = ev.kind == RS_RFB_MSG_SET_PIXEL_FORMAT;
+			if (ev.last && ev.kind == RS_RFB_MSG_SET_PIXEL_FORMAT && s->bacc_len >= 5)
+				rs_rfb_srv_set_bpp(s->srv, s->bacc[4]); /* a failure shows on the target side */
+		}
+		if (pass) {
+			if (!run_len)
+				run = data;
+			run_len += (size_t)n;
+		} else if (run_len) {
+			forward_to_target(s, buf, run, run_len);
+			run_len = 0;
+		}
+		if (!pass && ev.last && ev.kind == RS_RFB_MSG_SET_ENCODINGS && s->bacc_len >= 4) {
+			/* The same message with only the encodings it can frame
+			 * (noVNC decodes Raw, CopyRect, RRE and Hextile too). */
+			size_t k = 4;
+
+			for (size_t i = 4; i + 4 <= s->bacc_len; i += 4) {
+				int32_t e = (int32_t)((uint32_t)s->bacc[i] << 24 | (uint32_t)s->bacc[i + 1] << 16 |
+						      (uint32_t)s->bacc[i + 2] << 8 | s->bacc[i + 3]);
+
+				if (rs_rfb_srv_encoding_ok(e)) {
+					memmove(s->bacc + k, s->bacc + i, 4);
+					k += 4;
+				}
+			}
+			s->bacc[2] = (uint8_t)(((k - 4) / 4) >> 8);
+			s->bacc[3] = (uint8_t)((k - 4) / 4);
+			forward_to_target(s, NULL, s->bacc, k);
+		}
+		data += n;
+		len -= (size_t)n;
+	}
+	if (run_len && s->state == ST_RELAY)
+		forward_to_target(s, buf, run, run_len);
+}
+
 static void relay_to_target(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
+	if (s->srv && s->keep_up) {
+		relay_rfb_pieces(s, buf, data, len);
+		return;
+	}
 	if (!s->term && rs_rfb_msgs_check(&s->msgs, data, len)) {
 		rs_info("console", "token=%s browser_protocol: %s", s->tokhash, s->msgs.error);
 		session_end(s, RS_CC_BROWSER_PROTOCOL, 1008, s->msgs.error);
@@ -725,6 +849,34 @@ static void browser_payload(struct session *s, struct rs_buf *buf, uint8_t *data
 	struct rs_rfb_out out = {0};
 	int n;
 
+	if (s->state == ST_RELAY && s->rehs) {
+		/* A resumed browser's security phase: the upstream is ready. */
+		while (s->rehs && s->state == ST_RELAY) {
+			n = rs_rfb_server_feed(&s->hs->srv, data, len, &out);
+			if (n < 0) {
+				session_end(s, RS_CC_BROWSER_PROTOCOL, 1002, s->hs->srv.error);
+				return;
+			}
+			send_rfb_out(s, &out);
+			data += n;
+			len -= (size_t)n;
+			if (rs_rfb_server_waiting(&s->hs->srv)) {
+				rs_rfb_server_accept(&s->hs->srv, &out);
+				send_rfb_out(s, &out);
+			}
+			if (rs_rfb_server_done(&s->hs->srv)) {
+				explicit_bzero(s->hs, sizeof(*s->hs));
+				free(s->hs);
+				s->hs = NULL;
+				s->rehs = false;
+			} else if (!len || (!n && !rs_rfb_server_waiting(&s->hs->srv))) {
+				return;
+			}
+		}
+		if (len && s->state == ST_RELAY)
+			relay_to_target(s, buf, data, len);
+		return;
+	}
 	if (s->state == ST_RELAY) {
 		relay_to_target(s, buf, data, len);
 		return;
@@ -952,6 +1104,7 @@ static const struct rs_conn_ops browser_ops = {
 /* --- resume: detach and attach (console.resume_grace_s) --- */
 
 static void start_target(struct session *s, struct rs_worker *w);
+static void drop_upstream(struct session *s);
 
 /* A browser connection its console let go of (replaced, or dropped while the
  * console waits): it only finishes closing; input is discarded. */
@@ -1015,40 +1168,51 @@ static bool detach(struct session *s)
 	rs_timer_unlink(rs_worker_timers(w), &s->timer);
 	s->timer.cb = on_grace_expired;
 	rs_timer_link(rs_worker_timers(w), &s->timer, rs_worker_now(w) + (uint64_t)grace * 1000);
-	if (s->term) {
-		/* The shell lives on; the gone browser's backpressure must not
-		 * stall it (its output is dropped meanwhile). */
+	if (s->term || (s->srv && s->keep_up)) {
+		/* The shell lives on (its output is dropped meanwhile); an RFB
+		 * upstream stays authenticated, its messages dropped at their
+		 * boundaries until a resumed browser is live. The gone browser's
+		 * backpressure must not stall either. */
+		s->live = false;
+		s->init_replayed = false;
 		if (s->pve)
 			rs_pve_up_resume(s->pve);
+		else if (s->up)
+			rs_conn_resume(s->up);
 	} else {
-		/* RFB streams are stateful (zlib streams across messages, a
-		 * message cut by the drop): the upstream is closed now and
-		 * reopened when a browser resumes, which then gets a fresh
-		 * handshake and a full frame. */
-		CW_ADD(s->cw, active, (uint64_t)-1);
-		CW_ADD(s->cw, active_kind[s->spec->kind], (uint64_t)-1);
-		if (s->cl >= 0)
-			CW_ADD(s->cw, cl_active[s->cl], (uint64_t)-1);
-		observe_duration(s->cw, rs_worker_now(w) - s->relay_ms);
-		pthread_mutex_lock(&s->cw->lock);
-		s->state = ST_DETACHED;
-		pthread_mutex_unlock(&s->cw->lock);
-		if (s->up) {
-			rs_conn_close(s->up, RS_CLOSE_NORMAL, 0); /* its on_close drops its ref */
-			s->up = NULL;
-		}
-		if (s->have_src) { /* the next upstream takes a pair of its own */
-			rs_portpool_put(s->cw->ports, &s->src);
-			s->have_src = false;
-		}
-		if (s->pve) {
-			rs_pve_up_close(s->pve);
-			s->pve = NULL;
-			s->refs--; /* the upstream's reference: it calls nothing any more */
-		}
+		drop_upstream(s);
 	}
 	rs_info("console", "console.detached token=%s grace_s=%u", s->tokhash, grace);
 	return true;
+}
+
+/* An RFB console without a browser whose stream cannot be framed: the
+ * upstream is closed now and reopened when a browser resumes, which then
+ * gets a fresh handshake and a full frame. */
+static void drop_upstream(struct session *s)
+{
+	CW_ADD(s->cw, active, (uint64_t)-1);
+	CW_ADD(s->cw, active_kind[s->spec->kind], (uint64_t)-1);
+	if (s->cl >= 0)
+		CW_ADD(s->cw, cl_active[s->cl], (uint64_t)-1);
+	observe_duration(s->cw, rs_worker_now(s->w) - s->relay_ms);
+	pthread_mutex_lock(&s->cw->lock);
+	s->state = ST_DETACHED;
+	pthread_mutex_unlock(&s->cw->lock);
+	s->keep_up = false;
+	if (s->up) {
+		rs_conn_close(s->up, RS_CLOSE_NORMAL, 0); /* its on_close drops its ref */
+		s->up = NULL;
+	}
+	if (s->have_src) { /* the next upstream takes a pair of its own */
+		rs_portpool_put(s->cw->ports, &s->src);
+		s->have_src = false;
+	}
+	if (s->pve) {
+		rs_pve_up_close(s->pve);
+		s->pve = NULL;
+		s->refs--; /* the upstream's reference: it calls nothing any more */
+	}
 }
 
 /* An RFB console taken up again: a new upstream, the handshake as at the
@@ -1063,6 +1227,9 @@ static void reopen(struct session *s)
 		return;
 	}
 	s->reopened = true;
+	free(s->srv); /* a new upstream: enter_relay frames it from its ServerInit */
+	s->srv = NULL;
+	s->keep_up = false;
 	pthread_mutex_lock(&s->cw->lock);
 	s->state = ST_HANDSHAKE;
 	pthread_mutex_unlock(&s->cw->lock);
@@ -1185,7 +1352,28 @@ static void attach(struct console_worker *cw, struct rs_conn *c, struct attach_r
 			rs_pve_up_resume(s->pve);
 		else if (s->up)
 			rs_conn_resume(s->up);
-		if (outcome == RS_RESUME_REPLACED && !s->term) {
+		if (!s->term && s->srv && s->keep_up) {
+			/* Same upstream: ringside answers the new browser's
+			 * handshake and replays ServerInit from its cache. */
+			struct rs_rfb_out rout = {0};
+
+			s->hs = calloc(1, sizeof(*s->hs));
+			if (!s->hs) {
+				session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+				return;
+			}
+			s->live = false;
+			s->init_replayed = false;
+			s->replay_init = true;
+			s->rehs = true;
+			rs_rfb_server_init(&s->hs->srv);
+			rs_rfb_msgs_init(&s->msgs, &(struct rs_rfb_msgs_limits){
+							   .max_cut_text = s->env->cfg->rfb_max_cut_text,
+							   .max_encodings = s->env->cfg->rfb_max_encodings,
+						   });
+			rs_rfb_server_start(&s->hs->srv, &rout);
+			send_rfb_out(s, &rout);
+		} else if (outcome == RS_RESUME_REPLACED && !s->term) {
 			/* The new page's RFB handshake needs a new upstream too. */
 			CW_ADD(s->cw, active, (uint64_t)-1);
 			CW_ADD(s->cw, active_kind[s->spec->kind], (uint64_t)-1);
@@ -1231,6 +1419,79 @@ static void handoff_failed(struct rs_worker *from, int err, void *arg)
 
 /* --- target leg --- */
 
+/* Relay target bytes to the browser (one WebSocket message). */
+static void to_browser(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	uint8_t hdr[14];
+	size_t hlen = rs_ws_frame_header(hdr, RS_WS_OP_BINARY, true, len, NULL);
+
+	/* The engine already closes the browser leg (a reset): its on_close
+	 * decides between detaching and ending; its bytes are lost either way. */
+	if (rs_conn_closing(s->br))
+		return;
+	if (rs_conn_send(s->br, hdr, hlen) ||
+	    (buf ? rs_conn_send_buf(s->br, buf, data, len) : rs_conn_send(s->br, data, len))) {
+		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+		return;
+	}
+	CW_ADD(s->cw, bytes_to_browser, len);
+	s->to_browser += len;
+	s->last_activity_ms = rs_worker_now(s->w);
+	if (rs_conn_congested(s->br))
+		up_pause(s);
+}
+
+/* A resumable RFB console's target stream: framed message by message;
+ * what arrives while no browser is live (detached, or a resumed one before
+ * its ServerInit and the next boundary) is dropped at message boundaries. */
+static void target_rfb(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	uint8_t *run = data;
+	size_t run_len = 0;
+
+	while (len) {
+		bool at_end, fwd = s->live && s->br;
+		int n = rs_rfb_srv_feed(s->srv, data, len, &at_end);
+
+		if (n < 0) {
+			/* Not framable (an encoding the browser was not allowed
+			 * to ask for): no longer resumable over this upstream. */
+			rs_info("console", "token=%s resume: %s; a resume reopens the upstream",
+				s->tokhash, s->srv->error);
+			s->keep_up = false;
+			if (run_len)
+				to_browser(s, buf, run, run_len);
+			if (s->state != ST_RELAY)
+				return;
+			if (!s->br)
+				drop_upstream(s); /* detached: reopened on resume */
+			else if (!s->live)
+				session_end(s, RS_CC_TARGET_PROTOCOL, 1011,
+					    "the console could not be resumed");
+			else
+				to_browser(s, buf, data, len);
+			return;
+		}
+		if (fwd) {
+			if (!run_len)
+				run = data;
+			run_len += (size_t)n;
+		} else if (run_len) {
+			to_browser(s, buf, run, run_len);
+			run_len = 0;
+			if (s->state != ST_RELAY)
+				return;
+		}
+		data += n;
+		len -= (size_t)n;
+		s->at_boundary = at_end;
+		if (at_end && !s->live && s->init_replayed && s->br)
+			s->live = true;
+	}
+	if (run_len)
+		to_browser(s, buf, run, run_len);
+}
+
 /* Bytes from the target (TCP) or the Proxmox console (unwrapped). */
 static void target_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
@@ -1239,11 +1500,17 @@ static void target_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, s
 	size_t hlen;
 	int n;
 
+	if (s->state == ST_RELAY && s->srv && s->keep_up) {
+		target_rfb(s, buf, data, len);
+		return;
+	}
 	if (s->state == ST_RELAY && !s->br) {
 		/* A terminal waiting for its browser: output is dropped (the
 		 * shell lives on; a resumed xterm.js starts from a blank screen). */
 		return;
 	}
+	if (s->state == ST_RELAY && s->re && rs_conn_closing(s->br))
+		return; /* a reset browser leg of a resumable console: see to_browser */
 	if (s->state == ST_RELAY) {
 		hlen = rs_ws_frame_header(hdr, RS_WS_OP_BINARY, true, len, NULL);
 		if (rs_conn_send(s->br, hdr, hlen) ||

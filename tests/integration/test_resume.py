@@ -8,7 +8,9 @@ import base64
 import json
 import os
 import socket
+import struct
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -213,8 +215,119 @@ def test_page_closing_with_1000_ends_the_console(daemon_factory, lab):
     assert ws(d, tok, sec).status == 404
 
 
+class CountingProxy:
+    """A TCP forwarder in front of the VNC target: how many upstream
+    connections ringside opened."""
+
+    def __init__(self, port):
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(8)
+        self.port = self.ls.getsockname()[1]
+        self.accepted = 0
+        self.target = port
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            u = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self):
+        self.ls.close()
+
+
+def rfb_session(w):
+    """Handshake, ClientInit; the ServerInit (bytes) the browser got."""
+    assert w.rfb_client_handshake() == 0
+    w.send_frame(2, b"\x01")
+    head = w.recv_data(24)
+    return head + w.recv_data(struct.unpack(">I", head[20:24])[0])
+
+
+def request_frame(w, width, height):
+    # Tight and ZRLE first, as noVNC asks: a resumable console must not get them.
+    w.send_frame(2, b"\x02\x00" + struct.pack(">H", 3) + struct.pack(">iii", 7, 16, 0))
+    w.send_frame(2, struct.pack(">BBHHHH", 3, 0, 0, 0, width, height))
+
+
+def read_update(w):
+    """One whole FramebufferUpdate: it must start right at a message boundary."""
+    t, _, n = struct.unpack(">BBH", w.recv_data(4))
+    assert t == 0, "not at a message boundary: type %d" % t
+    area = 0
+    for _ in range(n):
+        x, y, rw, rh, enc = struct.unpack(">HHHHi", w.recv_data(12))
+        assert enc == 0, "encoding %d (only stateless ones are allowed while resumable)" % enc
+        w.recv_data(rw * rh * 4)
+        area += rw * rh
+    return area
+
+
 @pytest.mark.parametrize("kind", ["vnc", "pve-vnc"])
-def test_rfb_console_resumes_over_a_reopened_upstream(daemon_factory, lab, xvnc, kind):
+def test_rfb_console_resumes_on_the_same_upstream(daemon_factory, lab, xvnc, kind):
+    d = start(daemon_factory, lab)
+    proxy = CountingProxy(xvnc.port)
+    proxies = lambda: len([e for e in lab.control("/log") if e.get("path", "").endswith("vncproxy")])
+    before = proxies()
+    try:
+        if kind == "vnc":
+            body = {"kind": "vnc", "host": "127.0.0.1", "port": proxy.port, "password": xvnc.password}
+        else:
+            body = {"cluster": "lab", "vmid": 100}
+        tok, sec = d.create_console(body)["token"], secret()
+        w = ws(d, tok, sec)
+        init = rfb_session(w)
+        assert struct.unpack(">HH", init[:4]) == (1024, 768)
+        request_frame(w, 64, 64)
+        assert read_update(w) == 64 * 64
+        for i in range(3):
+            # Drop in the middle of a big frame: the rest is cut at its end.
+            w.send_frame(2, struct.pack(">BBHHHH", 3, 0, 0, 0, 1024, 768))
+            w.recv_data(1000)
+            drop(w)
+            assert wait_for(lambda: gauge(d, "ringside_console_detached") == 1), d.logs()[-3000:]
+            w = ws(d, tok, sec)
+            assert w.status == 101, w.head
+            assert rfb_session(w) == init  # replayed from the cache
+            request_frame(w, 64, 64)
+            assert read_update(w) == 64 * 64
+        assert resumes(d, "resumed") == 3
+        # Same upstream all along: one connection to the target, one vncproxy.
+        if kind == "vnc":
+            assert proxy.accepted == 1
+        else:
+            assert proxies() - before == 1
+        w.send_frame(8, (1000).to_bytes(2, "big"))
+        assert wait_for(lambda: closed(d, "browser_closed") == 1)
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("kind", ["vnc", "pve-vnc"])
+def test_rfb_console_resumes_and_a_second_window_replaces_the_first(daemon_factory, lab, xvnc, kind):
     d = start(daemon_factory, lab)
     if kind == "vnc":
         body = {"kind": "vnc", "host": "127.0.0.1", "port": xvnc.port, "password": xvnc.password}
