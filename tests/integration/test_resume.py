@@ -356,3 +356,75 @@ def test_rfb_console_resumes_and_a_second_window_replaces_the_first(daemon_facto
     w.send_frame(8, (1000).to_bytes(2, "big"))  # the page ends it on purpose
     assert wait_for(lambda: closed(d, "browser_closed") == 1)
     assert gauge(d, "ringside_console_detached") == 0
+
+
+class OddRfbTarget:
+    """A VNC server (security None) that sends a message type ringside
+    cannot frame right after its ServerInit: the console can then not keep
+    this upstream across a drop and reopens it. Counts its connections."""
+
+    def __init__(self):
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(8)
+        self.port = self.ls.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def serve(c):
+        def read(n):
+            b = b""
+            while len(b) < n:
+                d = c.recv(n - len(b))
+                if not d:
+                    raise EOFError
+                b += d
+            return b
+        try:
+            c.sendall(b"RFB 003.008\n")
+            read(12)
+            c.sendall(b"\x01\x01")  # one security type: None
+            read(1)
+            c.sendall(b"\x00\x00\x00\x00")
+            read(1)  # ClientInit
+            pf = bytes([32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0])
+            c.sendall(struct.pack(">HH", 640, 480) + pf + struct.pack(">I", 3) + b"odd")
+            c.sendall(b"\x63odd-message")  # type 99: no RFB server sends it
+            while c.recv(65536):
+                pass
+        except (OSError, EOFError):
+            pass
+        c.close()
+
+    def stop(self):
+        self.ls.close()
+
+
+def test_rfb_console_that_cannot_be_framed_reopens_its_upstream(daemon_factory):
+    d = start(daemon_factory, allowed_targets=["127.0.0.0/8"])
+    t = OddRfbTarget()
+    try:
+        tok = d.create_console({"kind": "vnc", "host": "127.0.0.1", "port": t.port})["token"]
+        sec = secret()
+        for i in range(2):
+            w = ws(d, tok, sec)
+            assert w.status == 101, w.head
+            init = rfb_session(w)
+            assert struct.unpack(">HH", init[:4]) == (640, 480)
+            assert w.recv_data(12) == b"\x63odd-message"  # relayed as it came
+            drop(w)
+            assert wait_for(lambda: gauge(d, "ringside_console_detached") == 1)
+        assert t.accepted == 2  # reopened for the resume
+        assert resumes(d, "resumed") == 1
+    finally:
+        t.stop()
