@@ -1357,11 +1357,15 @@ static void attach(struct console_worker *cw, struct rs_conn *c, struct attach_r
 			 * handshake and replays ServerInit from its cache. */
 			struct rs_rfb_out rout = {0};
 
-			s->hs = calloc(1, sizeof(*s->hs));
+			/* A window that dropped or was replaced mid-handshake
+			 * left its state: start over in it. */
+			if (!s->hs)
+				s->hs = calloc(1, sizeof(*s->hs));
 			if (!s->hs) {
 				session_end(s, RS_CC_NOMEM, 1011, "out of memory");
 				return;
 			}
+			memset(s->hs, 0, sizeof(*s->hs));
 			s->live = false;
 			s->init_replayed = false;
 			s->replay_init = true;

@@ -315,6 +315,17 @@ def test_rfb_console_resumes_on_the_same_upstream(daemon_factory, lab, xvnc, kin
             request_frame(w, 64, 64)
             assert read_update(w) == 64 * 64
         assert resumes(d, "resumed") == 3
+        # A window replaced in the middle of its handshake, then its successor.
+        a = ws(d, tok, sec)
+        assert a.recv_data(12) == b"RFB 003.008\n"
+        w = ws(d, tok, sec)
+        op, _, p = a.recv_frame()
+        while op != 8:
+            op, _, p = a.recv_frame()
+        assert int.from_bytes(p[:2], "big") == 4001, p
+        assert rfb_session(w) == init
+        request_frame(w, 64, 64)
+        assert read_update(w) == 64 * 64
         # Same upstream all along: one connection to the target, one vncproxy.
         if kind == "vnc":
             assert proxy.accepted == 1
