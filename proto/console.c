@@ -160,9 +160,23 @@ struct resume_entry {
 	uint8_t key[SHA256_DIGEST_LENGTH];
 	uint8_t secret[SHA256_DIGEST_LENGTH];
 	enum rs_console_kind kind;
+	bool bound;	    /* the link is bound to a client address (tokens.bind_client_ip) */
+	uint8_t addr[16];   /* ... this one, IPv4 as IPv4-mapped IPv6 */
 	struct rs_worker *w;
 	struct session *s;
 };
+
+/* <sa> as 16 bytes, IPv4 mapped into IPv6 (as the token table compares). */
+static void addr16(const struct sockaddr *sa, uint8_t out[16])
+{
+	memset(out, 0, 16);
+	if (sa->sa_family == AF_INET6) {
+		memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	} else if (sa->sa_family == AF_INET) {
+		out[10] = out[11] = 0xff;
+		memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	}
+}
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct resume_entry *reg[REG_BUCKETS];
@@ -1845,13 +1859,16 @@ static bool try_resume(struct rs_http_conn *hc, const struct rs_http_req *req, c
 	struct console_worker *cw = cw_of(self);
 	struct resume_entry *e;
 	struct attach_req *a;
-	bool ok = false;
+	bool ok = false, elsewhere = false;
+	uint8_t from[16];
 	int ret;
 
+	addr16(client, from);
 	pthread_mutex_lock(&reg_lock);
 	e = reg_find_locked(key);
 	if (e) {
 		ok = !CRYPTO_memcmp(e->secret, secret, sizeof(e->secret));
+		elsewhere = e->bound && memcmp(e->addr, from, sizeof(from));
 		w = e->w;
 	}
 	pthread_mutex_unlock(&reg_lock);
@@ -1861,6 +1878,13 @@ static bool try_resume(struct rs_http_conn *hc, const struct rs_http_req *req, c
 		/* A forwarded bare link (or a guess) stays a used link. */
 		CW_ADD(cw, resumes[RS_RESUME_REFUSED], 1);
 		return false;
+	}
+	if (elsewhere) {
+		/* A link bound to one client address stays bound on resume. */
+		CW_ADD(cw, resumes[RS_RESUME_REFUSED], 1);
+		refuse(hc, cw, RS_CC_TOKEN_IP, 403, "token_bound",
+		       "this console link belongs to another client address", NULL);
+		return true;
 	}
 	a = calloc(1, sizeof(*a));
 	if (!a) {
@@ -2008,6 +2032,9 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 			memcpy(s->re->key, tkey, sizeof(tkey));
 			memcpy(s->re->secret, secret, sizeof(secret));
 			s->re->kind = spec->kind;
+			s->re->bound = spec->bind_ip;
+			if (spec->bind_ip)
+				addr16((const struct sockaddr *)&spec->client_ip, s->re->addr);
 			s->re->w = w;
 			s->re->s = s;
 			reg_add(s->re);

@@ -439,3 +439,26 @@ def test_rfb_console_that_cannot_be_framed_reopens_its_upstream(daemon_factory):
         assert resumes(d, "resumed") == 1
     finally:
         t.stop()
+
+
+def test_a_link_bound_to_an_address_stays_bound_on_resume(daemon_factory, lab):
+    d = start(daemon_factory, lab, trusted_proxies=["127.0.0.0/8"])
+    tok = d.create_console({"cluster": "lab", "vmid": 200, "type": "lxc", "console": "term",
+                            "client_ip": "192.0.2.7"})["token"]
+    sec = secret()
+
+    def from_(ip):
+        return RawWS(d.port, "/ws/%s?resume=%s" % (tok, sec), extra_headers="X-Forwarded-For: %s\r\n" % ip)
+
+    w = from_("192.0.2.7")
+    assert w.status == 101, w.head
+    w.send_frame(2, b"1:100:30:")
+    shell(w, b"echo bo''und\n", b"bound\r")
+    drop(w)
+    assert wait_for(lambda: gauge(d, "ringside_console_detached") == 1)
+    assert from_("198.51.100.1").status == 403  # the secret alone is not enough
+    assert resumes(d, "refused") == 1
+    w = from_("192.0.2.7")
+    assert w.status == 101, w.head
+    assert resumes(d, "resumed") == 1
+    w.close()
