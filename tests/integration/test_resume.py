@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -17,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Xvnc, free_port
+from conftest import BIN, Xvnc, free_port
 from fakes import RawWS
 from test_proxmox import Sim, cluster, metric, closed, expect_desktop
 from test_tls import client_ctx
@@ -462,3 +463,36 @@ def test_a_link_bound_to_an_address_stays_bound_on_resume(daemon_factory, lab):
     assert w.status == 101, w.head
     assert resumes(d, "resumed") == 1
     w.close()
+
+
+@pytest.mark.parametrize("kind", ["pve-term", "vnc"])
+def test_a_waiting_console_is_listed_and_can_be_killed(daemon_factory, lab, xvnc, tmpdir_rs, kind):
+    sock = os.path.join(tmpdir_rs, "admin.sock")
+    d = start(daemon_factory, lab, admin_socket=sock)
+
+    def ctl(*args):
+        r = subprocess.run([BIN, "ctl", "--socket", sock, *args, "--json"], capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout) if r.stdout.strip() else None
+
+    sec = secret()
+    if kind == "vnc":
+        tok = d.create_console({"kind": "vnc", "host": "127.0.0.1", "port": xvnc.port,
+                                "password": xvnc.password})["token"]
+        w = ws(d, tok, sec)
+        rfb_session(w)
+    else:
+        tok = term(d)
+        w = ws(d, tok, sec)
+        w.send_frame(2, b"1:100:30:")
+        shell(w, b"echo wa''it\n", b"wait\r")
+    drop(w)
+    assert wait_for(lambda: gauge(d, "ringside_console_detached") == 1)
+    listed = ctl("sessions")
+    assert [s["state"] for s in listed] == ["detached"], listed
+    subprocess.run([BIN, "ctl", "--socket", sock, "kill", "%x" % listed[0]["id"]], check=True,
+                   capture_output=True, timeout=10)
+    assert wait_for(lambda: closed(d, "killed") == 1)
+    assert gauge(d, "ringside_console_detached") == 0
+    assert ws(d, tok, sec).status == 404
