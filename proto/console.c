@@ -109,6 +109,7 @@ struct session {
 	 * cache) and the target's next message boundary on. */
 	struct rs_rfb_srv *srv;
 	bool keep_up, live, at_boundary, init_replayed, replay_init;
+	bool client_init_sent; /* the target has had a ClientInit (so a ServerInit comes) */
 	bool rehs;     /* a resumed browser's RFB security phase, answered by ringside */
 	uint8_t *bacc; /* the browser's SetEncodings / SetPixelFormat being read */
 	size_t bacc_len;
@@ -788,7 +789,13 @@ static void relay_rfb_pieces(struct session *s, struct rs_buf *buf, uint8_t *dat
 			session_end(s, RS_CC_BROWSER_PROTOCOL, 1008, s->msgs.error);
 			return;
 		}
-		if (ev.kind == RS_RFB_MSG_CLIENT_INIT && s->replay_init) {
+		if (ev.kind == RS_RFB_MSG_CLIENT_INIT && s->replay_init && !s->client_init_sent) {
+			/* The first browser left before its ClientInit: this one's
+			 * goes to the target, whose ServerInit starts the stream. */
+			s->replay_init = false;
+			s->init_replayed = true;
+			s->live = true;
+		} else if (ev.kind == RS_RFB_MSG_CLIENT_INIT && s->replay_init) {
 			size_t ilen;
 			const uint8_t *init = rs_rfb_srv_server_init(s->srv, &ilen);
 
@@ -811,6 +818,8 @@ static void relay_rfb_pieces(struct session *s, struct rs_buf *buf, uint8_t *dat
 			if (ev.last && ev.kind == RS_RFB_MSG_SET_PIXEL_FORMAT && s->bacc_len >= 5)
 				rs_rfb_srv_set_bpp(s->srv, s->bacc[4]); /* a failure shows on the target side */
 		}
+		if (pass && ev.kind == RS_RFB_MSG_CLIENT_INIT)
+			s->client_init_sent = true;
 		if (pass) {
 			if (!run_len)
 				run = data;

@@ -507,3 +507,20 @@ def test_a_waiting_console_is_listed_and_can_be_killed(daemon_factory, lab, xvnc
     assert wait_for(lambda: closed(d, "killed") == 1)
     assert gauge(d, "ringside_console_detached") == 0
     assert ws(d, tok, sec).status == 404
+
+
+def test_vnc_browser_gone_before_its_client_init_resumes(daemon_factory, xvnc):
+    d = start(daemon_factory)
+    tok = d.create_console({"kind": "vnc", "host": "127.0.0.1", "port": xvnc.port,
+                            "password": xvnc.password})["token"]
+    sec = secret()
+    w = ws(d, tok, sec)
+    assert w.rfb_client_handshake() == 0  # security phase done, no ClientInit yet
+    assert wait_for(lambda: metric(d, "ringside_console_sessions_active", {}) == 1)
+    drop(w)
+    assert wait_for(lambda: gauge(d, "ringside_console_detached") == 1)
+    w = ws(d, tok, sec)
+    init = rfb_session(w)  # this ClientInit reaches the target, its ServerInit comes back
+    assert struct.unpack(">HH", init[:4]) == (1024, 768)
+    request_frame(w, 64, 64)
+    assert read_update(w) == 64 * 64
