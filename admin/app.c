@@ -23,7 +23,8 @@ static const char CACHE_STATIC[] = "Cache-Control: public, max-age=3600\r\n";
 
 static void on_console_event(void *arg, const struct rs_console_event *ev)
 {
-	static const char *const names[] = {"console.opened", "console.closed", "token.rejected"};
+	static const char *const names[] = {"console.opened", "console.closed", "token.rejected",
+					    "console.resumed"};
 	struct rs_app *app = arg;
 	json_t *o = json_pack("{s:s, s:s, s:s}", "token", ev->token_hash, "client", ev->client,
 			      "user_agent", ev->user_agent);
@@ -43,6 +44,10 @@ static void on_console_event(void *arg, const struct rs_console_event *ev)
 	}
 	if (ev->type == RS_CEV_REJECTED)
 		json_object_set_new(o, "reason", json_string(ev->cause));
+	if (ev->type == RS_CEV_RESUMED) {
+		json_object_set_new(o, "outcome", json_string(ev->cause));
+		json_object_set_new(o, "age_ms", json_integer((json_int_t)ev->duration_ms));
+	}
 	if (ev->type == RS_CEV_CLOSED) {
 		json_object_set_new(o, "cause", json_string(ev->cause));
 		json_object_set_new(o, "duration_ms", json_integer((json_int_t)ev->duration_ms));
@@ -556,6 +561,13 @@ static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc,
 	if (ret) {
 		explicit_bzero(raw, sizeof(raw));
 		return page_with(app, hc, language, -ENOENT, kind);
+	}
+	/* A spent token still shows its page while its console is resumable
+	 * (on this box): a reload must find the page, the resume secret guards
+	 * the upgrade. */
+	if (!rs_console_resumable(raw, &kind)) {
+		explicit_bzero(raw, sizeof(raw));
+		return page_with(app, hc, language, 0, kind);
 	}
 	pp = calloc(1, sizeof(*pp));
 	if (!pp) {

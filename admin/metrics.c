@@ -215,6 +215,18 @@ long rs_metrics_render(struct rs_app *app, char **out)
 	for (int k = 0; k < RS_KINDS; k++)
 		fprintf(f, "ringside_console_sessions_active{kind=\"%s\"} %llu\n", rs_console_kind_names[k],
 			(unsigned long long)cs.active_kind[k]);
+	family(f, "ringside_console_resumes_total", "counter",
+	       "Attempts to take a console up again with its resume secret, by outcome.");
+	for (int i = 0; i < RS_RESUME__COUNT; i++)
+		fprintf(f, "ringside_console_resumes_total{outcome=\"%s\"} %llu\n",
+			rs_resume_outcome_names[i], (unsigned long long)cs.resumes[i]);
+	family(f, "ringside_console_detached", "gauge",
+	       "Consoles whose browser leg dropped, waiting for it within console.resume_grace_s.");
+	fprintf(f, "ringside_console_detached %llu\n", (unsigned long long)cs.detached);
+	family(f, "ringside_console_resume_handoffs_total", "counter",
+	       "Resuming connections moved from the worker that accepted them to the console's.");
+	fprintf(f, "ringside_console_resume_handoffs_total %llu\n",
+		(unsigned long long)cs.resume_handoffs);
 	if (app->cfg->n_clusters || app->cfg->inline_upstreams) {
 		/* Bounded labels: configured clusters (the first RS_MAX_CLUSTERS), then "other". */
 		size_t ncl = RS_MIN(app->cfg->n_clusters, (size_t)RS_MAX_CLUSTERS);

@@ -47,6 +47,7 @@ static const struct uint_field uint_fields[] = {
 	F("limits.handshake_timeout_ms", handshake_timeout_ms, 100, 120000, 15000),
 	F("limits.upstream_upgrade_timeout_ms", upstream_upgrade_timeout_ms, 100, 120000, 5000),
 	F("limits.session_idle_timeout_s", session_idle_timeout_s, 0, 604800, 0),
+	F("console.resume_grace_s", resume_grace_s, 0, 3600, 30),
 	F("limits.max_conns", max_conns, 0, 1048576, 0),
 	F("limits.max_conns_per_client", max_conns_per_client, 0, 1048576, 0),
 	{"buffers.size", offsetof(struct rs_config, buf_size), 4096, 65536, 16384, true},

@@ -132,6 +132,9 @@ struct rs_config {
 	unsigned rfb_max_cut_text, rfb_max_encodings; /* browser→target RFB messages */
 	unsigned session_buffer_bytes;
 	unsigned connect_timeout_ms, handshake_timeout_ms, session_idle_timeout_s;
+	/* A console whose browser leg dropped waits this long for the same
+	 * browser (its resume secret) to take it up again; 0: not resumable. */
+	unsigned resume_grace_s;
 	/* Proxmox: from the vncwebsocket request to its 101 (pveproxy never
 	 * answers when its connect to the console port fails). */
 	unsigned upstream_upgrade_timeout_ms;

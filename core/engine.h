@@ -212,6 +212,10 @@ struct rs_conn_filter {
 	void (*on_resume)(struct rs_conn *c, void *fctx);
 	/* The connection is gone (after ops->on_close): free <fctx>. */
 	void (*release)(void *fctx);
+	/* The connection moved to another worker (rs_conn_hand_off): <c> is
+	 * its new struct there; called on the new worker before any other
+	 * callback. Optional: a filter without it cannot move. */
+	void (*on_move)(struct rs_conn *c, void *fctx);
 };
 
 /* Install a filter (right after accept or connect, before any byte flows):
@@ -233,6 +237,33 @@ void rs_conn_deliver(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_t 
  * rs_conn_pause/rs_conn_resume: the socket is read again after on_resume
  * unless the filter waits again or the owner has it paused. */
 void rs_conn_filter_wait(struct rs_conn *c);
+
+/* --- hand-off to another worker ---
+ *
+ * A browser's reconnection can be accepted by any worker (SO_REUSEPORT), while
+ * the console it resumes lives on one: the connection moves there. The
+ * socket's direct descriptor goes to <to>'s table with IORING_OP_MSG_RING
+ * (IORING_MSG_SEND_FD); on <to>'s thread a new struct rs_conn is made for it
+ * and adopt() runs; the old struct ends here without a shutdown (its
+ * on_close does not run: the owner gave it up). A filter moves with it (its
+ * on_move names the new struct; one without on_move: -EOPNOTSUPP); its
+ * context is then used only by the new worker (BoringSSL objects are not
+ * bound to a thread, only never used by two at once). The owner must have
+ * no bytes waiting for the filter (-EBUSY); wire bytes already queued are
+ * sent first. Bytes the peer sent before the receive stopped are carried (at
+ * most RS_HANDOFF_CARRY_MAX, else the hand-off fails with -EMSGSIZE) and
+ * reach the new struct — through its filter when it has one, else as
+ * <carry>. Exactly one of adopt / fail runs:
+ * - adopt(nc, carry, len, arg) on <to>: <nc> NULL when <to> had no free slot
+ *   (the socket is then closed); otherwise set its ops there; its receive is
+ *   armed after adopt returns. <carry> is valid during the call.
+ * - fail(from, -errno, arg) on the calling worker; the connection is closed.
+ * 0, or -errno with nothing changed (the caller still owns <c>). */
+#define RS_HANDOFF_CARRY_MAX 16384
+typedef void (*rs_adopt_fn)(struct rs_conn *nc, const uint8_t *carry, size_t len, void *arg);
+typedef void (*rs_handoff_fail_fn)(struct rs_worker *from, int err, void *arg);
+int rs_conn_hand_off(struct rs_conn *c, struct rs_worker *to, rs_adopt_fn adopt,
+		     rs_handoff_fail_fn fail, void *arg) RS_MUST_CHECK;
 
 /* Open an outgoing TCP connection from worker <w> to <dst>, optionally bound
  * to <src> (NULL: the kernel chooses). ops->on_connect reports the result

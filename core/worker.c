@@ -41,6 +41,8 @@ enum op {
 	OP_REGISTER,
 	OP_WAKE,
 	OP_ACCEPT_CANCEL,
+	OP_HANDOFF, /* IORING_OP_MSG_RING sending this conn's descriptor away */
+	OP_ADOPT,   /* posted by another ring: a descriptor arrived (user_data: record) */
 };
 
 /* user_data: op (8 bits) | generation (24 bits) | slot (32 bits). */
@@ -83,6 +85,30 @@ enum conn_flag {
 	CF_FWAIT = 1 << 14,       /* on w->fwait: the filter waits for a user buffer
 				   * (its own receive pause, apart from CF_PAUSED) */
 	CF_FILTER_READY = 1 << 15, /* the filter's handshake is done: owner bytes accepted */
+	CF_HANDOFF = 1 << 16,      /* moving to another worker: input is carried, not delivered */
+	CF_HANDOFF_SENT = 1 << 17, /* its MSG_RING is in flight */
+};
+
+/* A connection on its way to another worker (rs_conn_hand_off). Allocated by
+ * the sending worker; owned by the receiving worker once its OP_ADOPT
+ * completion arrives (the kernel posts it only when the descriptor was
+ * installed), by the sender again when its MSG_RING failed. */
+struct rs_handoff {
+	struct rs_worker *to;
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in sin;
+		struct sockaddr_in6 sin6;
+	} peer;
+	socklen_t peer_len;
+	rs_adopt_fn adopt;
+	rs_handoff_fail_fn fail;
+	void *arg;
+	const struct rs_conn_filter *filter; /* moves with the socket */
+	void *fctx;
+	bool filter_ready;
+	size_t carry_len;
+	uint8_t carry[RS_HANDOFF_CARRY_MAX];
 };
 
 union rs_sockaddr {
@@ -120,6 +146,7 @@ struct rs_conn {
 	int reg_fd_slot; /* in: the fd; out: the allocated table index */
 	unsigned connect_timeout_ms;
 	struct __kernel_timespec ts;
+	struct rs_handoff *ho; /* CF_HANDOFF */
 };
 
 struct listener {
@@ -193,6 +220,8 @@ static void conn_finalize(struct rs_conn *c);
 static void conn_arm_recv(struct rs_conn *c);
 static void arm_accept(struct rs_worker *w, unsigned i);
 static void on_linger_timeout(struct rs_timer *t);
+static void handoff_carry(struct rs_conn *c, const uint8_t *data, size_t len);
+static void handoff_try(struct rs_conn *c);
 
 /* The configured socket buffer sizes, on a plain descriptor (a listener,
  * whose accepted sockets inherit them, or an outgoing socket before it moves
@@ -394,6 +423,13 @@ static void conn_finalize(struct rs_conn *c)
 	STAT_ADD(w, closed, 1);
 	STAT_ADD(w, close_reasons[c->why], 1);
 	STAT_ADD(w, conns_live, (uint64_t)-1);
+	if (c->ho) { /* the hand-off failed before the descriptor moved */
+		struct rs_handoff *ho = c->ho;
+
+		c->ho = NULL;
+		ho->fail(w, c->err ? -c->err : -EPIPE, ho->arg);
+		free(ho);
+	}
 	if (c->ops && c->ops->on_close)
 		c->ops->on_close(c, c->why, c->err);
 	if (c->filter)
@@ -722,6 +758,8 @@ static void on_send(struct rs_conn *c, int res)
 		seg_done(c, s);
 	}
 	c->send_segs = 0;
+	if (c->flags & CF_HANDOFF)
+		handoff_try(c); /* it waited for the queued wire bytes */
 	if (c->sq_head || (c->flags & CF_CLOSE_AFTER_SEND))
 		mark_dirty(c);
 	if ((c->flags & CF_CONGESTED) && c->cost <= w->e->o.send_high_water / 2) {
@@ -796,6 +834,8 @@ static void on_recv(struct rs_conn *c, struct io_uring_cqe *cqe)
 		STAT_ADD(w, bytes_in, (uint64_t)res);
 		if (c->flags & (CF_CLOSING | CF_LINGER))
 			;
+		else if (c->flags & CF_HANDOFF)
+			handoff_carry(c, rs_buf_data(&w->pool, b), (size_t)res);
 		else if (c->filter)
 			c->filter->on_recv(c, c->fctx, b, rs_buf_data(&w->pool, b), (size_t)res);
 		else if (c->ops && c->ops->on_data)
@@ -805,6 +845,11 @@ static void on_recv(struct rs_conn *c, struct io_uring_cqe *cqe)
 		c->flags |= CF_EOF;
 		if (c->flags & CF_CLOSING)
 			return;
+		if (c->flags & CF_HANDOFF) {
+			/* The new owner's own receive sees the end too. */
+			handoff_try(c);
+			return;
+		}
 		if (c->flags & CF_LINGER)
 			rs_conn_close(c, c->why, c->err);
 		else if (c->ops && c->ops->on_eof)
@@ -829,6 +874,8 @@ static void on_recv(struct rs_conn *c, struct io_uring_cqe *cqe)
 	}
 	if (!(c->flags & CF_RECV_ARMED) && !(c->flags & (CF_REARM | CF_CLOSING)))
 		conn_arm_recv(c);
+	if (c->flags & CF_HANDOFF)
+		handoff_try(c);
 }
 
 /* --- transport filter --- */
@@ -936,6 +983,143 @@ static void on_linger_timeout(struct rs_timer *t)
 	struct rs_conn *c = rs_container_of(t, struct rs_conn, timer);
 
 	rs_conn_close(c, c->why, c->err);
+}
+
+/* --- hand-off to another worker --- */
+
+static void handoff_carry(struct rs_conn *c, const uint8_t *data, size_t len)
+{
+	struct rs_handoff *ho = c->ho;
+
+	if (len > sizeof(ho->carry) - ho->carry_len) {
+		rs_conn_close(c, RS_CLOSE_NOMEM, EMSGSIZE);
+		return;
+	}
+	memcpy(ho->carry + ho->carry_len, data, len);
+	ho->carry_len += len;
+}
+
+/* Send the descriptor once the receive has stopped (no byte may be read
+ * here after the other worker reads) and the send queue is empty. */
+static void handoff_try(struct rs_conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if ((c->flags & (CF_CLOSING | CF_HANDOFF_SENT | CF_RECV_ARMED | CF_SENDING)) ||
+	    !(c->flags & CF_HANDOFF) || c->sq_head || c->fd < 0)
+		return;
+	c->flags |= CF_HANDOFF_SENT;
+	sqe = conn_sqe(c, OP_HANDOFF);
+	/* liburing 2.3 has no io_uring_prep_msg_ring_fd: the kernel reads
+	 * fd (target ring), addr (command), addr3 (our fixed file), file_index
+	 * (slot there) and off (the target CQE's user_data), see
+	 * io_uring/msg_ring.c io_msg_ring_prep. */
+	io_uring_prep_rw(IORING_OP_MSG_RING, sqe, c->ho->to->ring.ring_fd,
+			 (void *)(uintptr_t)IORING_MSG_SEND_FD, 0,
+			 ((uint64_t)OP_ADOPT << 56) | (uint64_t)(uintptr_t)c->ho);
+	io_uring_sqe_set_data64(sqe, conn_ud(c, OP_HANDOFF));
+	sqe->addr3 = (uint64_t)c->fd;
+	sqe->file_index = IORING_FILE_INDEX_ALLOC;
+}
+
+static void on_handoff_sent(struct rs_conn *c, int res)
+{
+	struct io_uring_sqe *sqe;
+
+	if (res >= 0) {
+		/* The other worker owns the record, the socket and the filter's
+		 * context now: this struct must not release them. */
+		c->ho = NULL;
+		c->filter = NULL;
+		c->fctx = NULL;
+	}
+	if (c->flags & CF_CLOSING)
+		return; /* the finalize reports a failure while the record is ours */
+	if (res < 0) {
+		rs_conn_close(c, RS_CLOSE_ERROR, -res);
+		return;
+	}
+	/* Drop only our table entry: no shutdown, the socket lives on there. */
+	c->flags |= CF_CLOSING;
+	sqe = conn_sqe(c, OP_CLOSE);
+	io_uring_prep_close_direct(sqe, (unsigned)c->fd);
+}
+
+static void on_adopt(struct rs_worker *w, struct rs_handoff *ho, int res)
+{
+	struct io_uring_sqe *sqe;
+	struct rs_conn *c = res >= 0 ? conn_new(w) : NULL;
+
+	if (!c) {
+		if (res >= 0) {
+			sqe = get_sqe(w);
+			io_uring_prep_close_direct(sqe, (unsigned)res);
+			io_uring_sqe_set_data64(sqe, 0);
+		}
+		if (ho->filter)
+			ho->filter->release(ho->fctx);
+		ho->adopt(NULL, NULL, 0, ho->arg);
+		free(ho);
+		return;
+	}
+	c->fd = res;
+	memcpy(&c->peer, &ho->peer, sizeof(ho->peer));
+	c->peer_len = ho->peer_len;
+	if (ho->filter) {
+		c->filter = ho->filter;
+		c->fctx = ho->fctx;
+		if (ho->filter_ready)
+			c->flags |= CF_FILTER_READY;
+		c->filter->on_move(c, c->fctx);
+		ho->adopt(c, NULL, 0, ho->arg);
+		/* Wire bytes read there, then whatever the filter held. */
+		if (ho->carry_len && !(c->flags & CF_CLOSING))
+			c->filter->on_recv(c, c->fctx, NULL, ho->carry, ho->carry_len);
+		if (c->filter->on_resume && !(c->flags & CF_CLOSING))
+			c->filter->on_resume(c, c->fctx);
+	} else {
+		ho->adopt(c, ho->carry, ho->carry_len, ho->arg);
+	}
+	explicit_bzero(ho->carry, ho->carry_len);
+	free(ho);
+	if (!(c->flags & CF_CLOSING))
+		conn_arm_recv(c);
+}
+
+static const struct rs_conn_ops handoff_ops = {0};
+
+int rs_conn_hand_off(struct rs_conn *c, struct rs_worker *to, rs_adopt_fn adopt,
+		     rs_handoff_fail_fn fail, void *arg)
+{
+	struct rs_handoff *ho;
+
+	if (c->flags & (CF_CLOSING | CF_CLOSE_AFTER_SEND | CF_HANDOFF | CF_CONNECTING))
+		return -EPIPE;
+	if (c->filter && !c->filter->on_move)
+		return -EOPNOTSUPP;
+	if (c->pq_head || (c->flags & CF_FWAIT))
+		return -EBUSY;
+	if (to == c->w || !to->ring_ok)
+		return -EINVAL;
+	ho = calloc(1, sizeof(*ho));
+	if (!ho)
+		return -ENOMEM;
+	ho->to = to;
+	memcpy(&ho->peer, &c->peer, sizeof(ho->peer));
+	ho->peer_len = c->peer_len;
+	ho->adopt = adopt;
+	ho->fail = fail;
+	ho->arg = arg;
+	ho->filter = c->filter;
+	ho->fctx = c->fctx;
+	ho->filter_ready = c->flags & CF_FILTER_READY;
+	c->ho = ho;
+	c->ops = &handoff_ops;
+	c->ctx = NULL;
+	c->flags |= CF_HANDOFF | CF_PAUSED;
+	recv_cancel(c);
+	handoff_try(c);
+	return 0;
 }
 
 /* --- connect --- */
@@ -1133,6 +1317,10 @@ static void handle_cqe(struct rs_worker *w, struct io_uring_cqe *cqe)
 	case OP_WAKE:
 		on_wake(w);
 		return;
+	case OP_ADOPT:
+		on_adopt(w, (struct rs_handoff *)(uintptr_t)(ud & ((UINT64_C(1) << 56) - 1)),
+			 cqe->res);
+		return;
 	}
 	if (slot >= w->nslots)
 		return;
@@ -1153,6 +1341,9 @@ static void handle_cqe(struct rs_worker *w, struct io_uring_cqe *cqe)
 		break;
 	case OP_REGISTER:
 		on_registered(c, cqe->res);
+		break;
+	case OP_HANDOFF:
+		on_handoff_sent(c, cqe->res);
 		break;
 	case OP_CANCEL:
 		c->flags &= (uint32_t)~CF_CANCEL_PENDING;

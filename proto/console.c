@@ -4,6 +4,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
 #include "core/addr.h"
 #include "core/log.h"
 #include "core/text.h"
@@ -13,6 +16,7 @@
 #include "proto/pve_up.h"
 #include "proto/rfb.h"
 #include "proto/rfb_msgs.h"
+#include "proto/rfb_srv.h"
 #include "proto/termproxy.h"
 #include "proto/ws.h"
 
@@ -25,7 +29,11 @@ const char *const rs_console_cause_names[RS_CC__COUNT] = {
 	"vm_not_running",   "upstream_tls",     "upstream_unavailable", "upstream_protocol",
 	"console_unreachable", "terminal_refused", "nomem",   "key_consoles",
 	"store_unavailable",
+	"resume_expired",
 };
+
+const char *const rs_resume_outcome_names[RS_RESUME__COUNT] = {"resumed", "replaced", "refused",
+								 "expired", "failed"};
 
 const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"token", "connect", "upstream_api",
 								"target_auth",
@@ -75,7 +83,9 @@ static void observe_duration(struct console_worker *cw, uint64_t ms)
 	CW_ADD(cw, duration_sum_ms, ms);
 }
 
-enum sess_state { ST_HANDSHAKE = 0, ST_RELAY, ST_CLOSING };
+/* ST_DETACHED: an RFB console whose browser dropped; its upstream is closed
+ * and reopened when a browser resumes (see detach). */
+enum sess_state { ST_HANDSHAKE = 0, ST_RELAY, ST_CLOSING, ST_DETACHED };
 
 /* Only needed until both security phases are over; freed (and wiped) then,
  * so an established session carries no handshake state. */
@@ -87,8 +97,24 @@ struct handshake {
 	char fail_reason[200];
 };
 
+struct resume_entry;
+
 struct session {
 	struct console_worker *cw;
+	struct rs_worker *w; /* the worker both legs live on */
+	struct resume_entry *re; /* resumable: its registry entry (console.resume_grace_s) */
+	bool detached;           /* resumable and no browser attached: the grace runs */
+	bool reopened;           /* an RFB console's upstream was reopened for a resume */
+	/* A resumable RFB console keeps its upstream across a drop while <srv>
+	 * frames the target's messages (keep_up). The browser sees target
+	 * bytes only while <live>: from its ServerInit (replayed from the
+	 * cache) and the target's next message boundary on. */
+	struct rs_rfb_srv *srv;
+	bool keep_up, live, at_boundary, init_replayed, replay_init;
+	bool client_init_sent; /* the target has had a ClientInit (so a ServerInit comes) */
+	bool rehs;     /* a resumed browser's RFB security phase, answered by ringside */
+	uint8_t *bacc; /* the browser's SetEncodings / SetPixelFormat being read */
+	size_t bacc_len;
 	const struct rs_console_env *env;
 	struct rs_conn *br, *up;
 	struct rs_pve_up *pve; /* Proxmox kinds: the upstream leg instead of <up> */
@@ -121,6 +147,125 @@ struct session {
 	char user_agent[160];
 	uint8_t refs;
 };
+
+/* --- the registry of resumable consoles ---
+ *
+ * A reconnection may be accepted by any worker, the console lives on one:
+ * the registry says which. One global mutex, taken when a resumable console
+ * opens or ends and when a browser asks to resume — the control path, never
+ * per byte. Entries hold hashes only: SHA-256 of the token (the key) and of
+ * the resume secret. The session pointer is dereferenced only on its own
+ * worker, which alone ends it (and removes the entry first). */
+#define REG_BUCKETS 1024
+
+struct resume_entry {
+	struct resume_entry *next;
+	uint8_t key[SHA256_DIGEST_LENGTH];
+	uint8_t secret[SHA256_DIGEST_LENGTH];
+	enum rs_console_kind kind;
+	bool bound;	    /* the link is bound to a client address (tokens.bind_client_ip) */
+	uint8_t addr[16];   /* ... this one, IPv4 as IPv4-mapped IPv6 */
+	struct rs_worker *w;
+	struct session *s;
+};
+
+/* <sa> as 16 bytes, IPv4 mapped into IPv6 (as the token table compares). */
+static void addr16(const struct sockaddr *sa, uint8_t out[16])
+{
+	memset(out, 0, 16);
+	if (sa->sa_family == AF_INET6) {
+		memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	} else if (sa->sa_family == AF_INET) {
+		out[10] = out[11] = 0xff;
+		memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	}
+}
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct resume_entry *reg[REG_BUCKETS];
+
+static size_t reg_bucket(const uint8_t key[SHA256_DIGEST_LENGTH])
+{
+	return ((size_t)key[0] | (size_t)key[1] << 8) % REG_BUCKETS;
+}
+
+static void token_key(const uint8_t tok[16], uint8_t key[SHA256_DIGEST_LENGTH])
+{
+	SHA256(tok, 16, key);
+}
+
+static void reg_add(struct resume_entry *e)
+{
+	size_t b = reg_bucket(e->key);
+
+	pthread_mutex_lock(&reg_lock);
+	e->next = reg[b];
+	reg[b] = e;
+	pthread_mutex_unlock(&reg_lock);
+}
+
+static void reg_remove(struct resume_entry *e)
+{
+	size_t b = reg_bucket(e->key);
+
+	pthread_mutex_lock(&reg_lock);
+	for (struct resume_entry **p = &reg[b]; *p; p = &(*p)->next)
+		if (*p == e) {
+			*p = e->next;
+			break;
+		}
+	pthread_mutex_unlock(&reg_lock);
+	explicit_bzero(e, sizeof(*e));
+	free(e);
+}
+
+static struct resume_entry *reg_find_locked(const uint8_t key[SHA256_DIGEST_LENGTH])
+{
+	for (struct resume_entry *e = reg[reg_bucket(key)]; e; e = e->next)
+		if (!CRYPTO_memcmp(e->key, key, SHA256_DIGEST_LENGTH))
+			return e;
+	return NULL;
+}
+
+int rs_console_resumable(const uint8_t tok[16], enum rs_console_kind *kind)
+{
+	uint8_t key[SHA256_DIGEST_LENGTH];
+	struct resume_entry *e;
+	int ret = -ENOENT;
+
+	token_key(tok, key);
+	pthread_mutex_lock(&reg_lock);
+	e = reg_find_locked(key);
+	if (e) {
+		*kind = e->kind;
+		ret = 0;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	return ret;
+}
+
+/* The resume secret of "?resume=<43 base64url chars>" hashed into <out>;
+ * false when the query has none (or a malformed one: not resumable). */
+static bool resume_secret(const struct rs_http_req *req, uint8_t out[SHA256_DIGEST_LENGTH])
+{
+	const char *q = req->query, *end = q ? q + req->query_len : NULL;
+
+	while (q && q < end) {
+		const char *amp = memchr(q, '&', (size_t)(end - q));
+		const char *stop = amp ? amp : end;
+
+		if (stop - q == 7 + 43 && !memcmp(q, "resume=", 7)) {
+			for (const char *p = q + 7; p < stop; p++)
+				if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+				      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+					return false;
+			SHA256((const uint8_t *)q + 7, 43, out);
+			return true;
+		}
+		q = amp ? amp + 1 : NULL;
+	}
+	return false;
+}
 
 static struct console_worker *cw_of(struct rs_worker *w)
 {
@@ -201,6 +346,26 @@ void rs_console_worker_stop(struct rs_worker *w)
 	if (!cw)
 		return;
 	rs_redis_worker_stop(cw->redis, w);
+	/* RFB consoles still waiting for their browser hold no connection, so
+	 * the engine's stop did not end them: free them here. */
+	while (cw->sessions) {
+		struct session *s = cw->sessions;
+
+		cw->sessions = s->next;
+		if (s->re)
+			reg_remove(s->re);
+		if (s->hs) {
+			rs_rfb_client_release(&s->hs->cli);
+			explicit_bzero(s->hs, sizeof(*s->hs));
+			free(s->hs);
+		}
+		rs_spec_free(s->spec);
+		free(s->pending);
+		free(s->tmsg);
+		free(s->srv);
+		free(s->bacc);
+		free(s);
+	}
 	if (cw->ports)
 		rs_portpool_free(cw->ports);
 	for (size_t i = 0; i < RS_MAX_CLUSTERS; i++)
@@ -296,7 +461,16 @@ static void target_desc(const struct rs_console_spec *sp, char *out, size_t len)
 
 const char *const rs_console_kind_names[RS_KINDS] = {"vnc", "pve-vnc", "pve-term"};
 
+static void emit_as(const struct session *s, enum rs_console_event_type type, uint64_t now_ms,
+		    const char *cause);
+
 static void emit(const struct session *s, enum rs_console_event_type type, uint64_t now_ms)
+{
+	emit_as(s, type, now_ms, rs_console_cause_names[s->cause]);
+}
+
+static void emit_as(const struct session *s, enum rs_console_event_type type, uint64_t now_ms,
+		    const char *cause)
 {
 	char target[200];
 	struct rs_console_event ev = {
@@ -309,7 +483,7 @@ static void emit(const struct session *s, enum rs_console_event_type type, uint6
 		.target_port = s->spec->port,
 		.client = s->client,
 		.user_agent = s->user_agent,
-		.cause = rs_console_cause_names[s->cause],
+		.cause = cause,
 		.duration_ms = now_ms - s->opened_ms,
 		.bytes_to_target = s->to_target,
 		.bytes_to_browser = s->to_browser,
@@ -326,7 +500,7 @@ static void log_closed(struct session *s)
 	rs_info("console", "console.closed token=%s cause=%s duration_ms=%llu to_target=%llu "
 			   "to_browser=%llu",
 		s->tokhash, rs_console_cause_names[s->cause],
-		(unsigned long long)(rs_worker_now(rs_conn_worker(s->br ? s->br : s->up)) -
+		(unsigned long long)(rs_worker_now(s->w) -
 				     s->opened_ms),
 		(unsigned long long)s->to_target, (unsigned long long)s->to_browser);
 }
@@ -342,7 +516,7 @@ static void session_end(struct session *s, enum rs_console_cause cause, uint16_t
 		CW_ADD(s->cw, active_kind[s->spec->kind], (uint64_t)-1);
 		if (s->cl >= 0)
 			CW_ADD(s->cw, cl_active[s->cl], (uint64_t)-1);
-		observe_duration(s->cw, rs_worker_now(rs_conn_worker(s->br ? s->br : s->up)) -
+		observe_duration(s->cw, rs_worker_now(s->w) -
 						s->relay_ms);
 	}
 	pthread_mutex_lock(&s->cw->lock);
@@ -353,10 +527,17 @@ static void session_end(struct session *s, enum rs_console_cause cause, uint16_t
 	CW_ADD(s->cw, causes_kind[s->spec->kind][cause], 1);
 	if (s->cl >= 0)
 		CW_ADD(s->cw, cl_causes[s->cl][cause], 1);
-	if (s->br) {
-		rs_timer_unlink(rs_worker_timers(rs_conn_worker(s->br)), &s->timer);
-		ws_close(s, code, reason);
+	rs_timer_unlink(rs_worker_timers(s->w), &s->timer);
+	if (s->re) { /* the link is spent for good: a later resume finds nothing */
+		reg_remove(s->re);
+		s->re = NULL;
 	}
+	if (s->detached) {
+		s->detached = false;
+		CW_ADD(s->cw, detached, (uint64_t)-1);
+	}
+	if (s->br)
+		ws_close(s, code, reason);
 	if (s->up)
 		rs_conn_close(s->up, RS_CLOSE_NORMAL, 0);
 	if (s->pve) {
@@ -365,7 +546,7 @@ static void session_end(struct session *s, enum rs_console_cause cause, uint16_t
 		s->refs--; /* the upstream's reference: it calls nothing any more */
 	}
 	log_closed(s);
-	emit(s, RS_CEV_CLOSED, rs_worker_now(rs_conn_worker(s->br ? s->br : s->up)));
+	emit(s, RS_CEV_CLOSED, rs_worker_now(s->w));
 }
 
 static void session_unref(struct session *s)
@@ -380,6 +561,10 @@ static void session_unref(struct session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	pthread_mutex_unlock(&s->cw->lock);
+	if (s->re) { /* never upgraded (the 101 could not be queued) */
+		reg_remove(s->re);
+		s->re = NULL;
+	}
 	if (s->hs) {
 		rs_rfb_client_release(&s->hs->cli);
 		explicit_bzero(s->hs, sizeof(*s->hs));
@@ -388,6 +573,8 @@ static void session_unref(struct session *s)
 	rs_spec_free(s->spec);
 	free(s->pending);
 	free(s->tmsg);
+	free(s->srv);
+	free(s->bacc);
 	free(s);
 }
 
@@ -447,7 +634,7 @@ static void on_idle_check(struct rs_timer *t)
 
 	if (s->state != ST_RELAY || !s->br)
 		return;
-	w = rs_conn_worker(s->br);
+	w = s->w;
 	if (rs_worker_now(w) - s->last_activity_ms >= limit) {
 		session_end(s, RS_CC_IDLE_TIMEOUT, 1000, "the console was idle for too long");
 		return;
@@ -463,21 +650,23 @@ static void enter_relay(struct session *s)
 	explicit_bzero(s->hs, sizeof(*s->hs));
 	free(s->hs);
 	s->hs = NULL;
-	if (s->spec->password) {
+	/* A resumable plain VNC console may have to log in again (its upstream
+	 * is reopened on resume): the password stays until the session ends. */
+	if (s->spec->password && !s->re) {
 		explicit_bzero(s->spec->password, strlen(s->spec->password));
 		free(s->spec->password);
 		s->spec->password = NULL;
 	}
-	rs_timer_unlink(rs_worker_timers(rs_conn_worker(s->br)), &s->timer);
+	rs_timer_unlink(rs_worker_timers(s->w), &s->timer);
 	pthread_mutex_lock(&s->cw->lock);
 	s->state = ST_RELAY;
 	s->connected_s = rs_wall_s();
 	pthread_mutex_unlock(&s->cw->lock);
-	s->relay_ms = rs_worker_now(rs_conn_worker(s->br));
+	s->relay_ms = rs_worker_now(s->w);
 	s->last_activity_ms = s->relay_ms;
 	if (s->env->cfg->session_idle_timeout_s) {
 		s->timer.cb = on_idle_check;
-		rs_timer_link(rs_worker_timers(rs_conn_worker(s->br)), &s->timer,
+		rs_timer_link(rs_worker_timers(s->w), &s->timer,
 			      s->relay_ms + (uint64_t)s->env->cfg->session_idle_timeout_s * 1000);
 	}
 	CW_ADD(s->cw, active, 1);
@@ -507,7 +696,18 @@ static void enter_relay(struct session *s)
 		forward_to_target(s, NULL, p, n);
 		free(p);
 	}
-	emit(s, RS_CEV_OPENED, s->relay_ms);
+	if (!s->term && s->re && !s->srv) {
+		/* Resumable RFB: frame the target's messages from its ServerInit
+		 * on, so a resumed browser can join the same upstream. */
+		s->srv = malloc(sizeof(*s->srv));
+		if (s->srv) {
+			rs_rfb_srv_init(s->srv);
+			s->keep_up = true;
+		}
+	}
+	s->live = true;
+	if (!s->reopened) /* a resume is audited as console.resumed */
+		emit(s, RS_CEV_OPENED, s->relay_ms);
 }
 
 /* Move the browser-side RFB machine forward once the upstream outcome is
@@ -546,7 +746,7 @@ static void forward_to_target(struct session *s, struct rs_buf *buf, uint8_t *da
 	}
 	CW_ADD(s->cw, bytes_to_target, len);
 	s->to_target += len;
-	s->last_activity_ms = rs_worker_now(rs_conn_worker(s->br));
+	s->last_activity_ms = rs_worker_now(s->w);
 	/* Backpressure: a target that does not read stops the browser's reads. */
 	if (up_congested(s))
 		rs_conn_pause(s->br);
@@ -557,10 +757,122 @@ static void view_only_relay(struct session *s, struct rs_buf *buf, uint8_t *data
 /* Browser bytes for the target once relaying: on RFB consoles each message
  * is checked first (known type, bounded length), so a hostile page cannot
  * hand the VNC server's parser what noVNC never sends. The bytes go on
- * unchanged, in one send (view-only consoles: view_only_relay drops the
- * input among them). Terminal input was checked by term_chunk(). */
+ * unchanged, in one send (view-only consoles: view_only_relay, or
+ * relay_rfb_pieces for resumable ones, drops the input among them).
+ * Terminal input was checked by term_chunk(). */
+static int ws_send(struct session *s, int opcode, const void *data, size_t len);
+
+/* Gather a small browser message (SetPixelFormat, SetEncodings) split over
+ * pieces; false when out of memory. */
+static bool bacc_add(struct session *s, const uint8_t *data, size_t len, bool first)
+{
+	uint8_t *p;
+
+	if (first)
+		s->bacc_len = 0;
+	p = realloc(s->bacc, s->bacc_len + len);
+	if (!p)
+		return false;
+	memcpy(p + s->bacc_len, data, len);
+	s->bacc = p;
+	s->bacc_len += len;
+	return true;
+}
+
+/* A resumable RFB console's browser stream, message by message: SetEncodings
+ * is narrowed to what rs_rfb_srv frames (stateless encodings), SetPixelFormat
+ * tells it the pixel size, and a resumed browser's ClientInit is answered
+ * with the cached ServerInit instead of reaching the target. */
+static void relay_rfb_pieces(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	uint8_t *run = data;
+	size_t run_len = 0;
+
+	while (len && s->state == ST_RELAY) {
+		struct rs_rfb_msg_ev ev;
+		int n = rs_rfb_msgs_feed(&s->msgs, data, len, &ev);
+		bool pass = true;
+
+		if (n < 0) {
+			if (run_len)
+				forward_to_target(s, buf, run, run_len);
+			rs_info("console", "token=%s browser_protocol: %s", s->tokhash, s->msgs.error);
+			session_end(s, RS_CC_BROWSER_PROTOCOL, 1008, s->msgs.error);
+			return;
+		}
+		if (s->spec->view_only && rs_rfb_msg_is_input(ev.kind)) {
+			pass = false; /* a viewer's input never reaches the target */
+		} else if (ev.kind == RS_RFB_MSG_CLIENT_INIT && s->replay_init &&
+			   !s->client_init_sent) {
+			/* The first browser left before its ClientInit: this one's
+			 * goes to the target, whose ServerInit starts the stream. */
+			s->replay_init = false;
+			s->init_replayed = true;
+			s->live = true;
+		} else if (ev.kind == RS_RFB_MSG_CLIENT_INIT && s->replay_init) {
+			size_t ilen;
+			const uint8_t *init = rs_rfb_srv_server_init(s->srv, &ilen);
+
+			pass = false;
+			s->replay_init = false;
+			if (!init || ws_send(s, RS_WS_OP_BINARY, init, ilen)) {
+				session_end(s, RS_CC_NOMEM, 1011, "the console could not be resumed");
+				return;
+			}
+			s->init_replayed = true;
+			if (s->at_boundary)
+				s->live = true;
+		} else if (ev.kind == RS_RFB_MSG_SET_PIXEL_FORMAT ||
+			   ev.kind == RS_RFB_MSG_SET_ENCODINGS) {
+			if (!bacc_add(s, data, (size_t)n, ev.first)) {
+				session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+				return;
+			}
+			pass = ev.kind == RS_RFB_MSG_SET_PIXEL_FORMAT;
+			if (ev.last && ev.kind == RS_RFB_MSG_SET_PIXEL_FORMAT && s->bacc_len >= 5)
+				rs_rfb_srv_set_bpp(s->srv, s->bacc[4]); /* a failure shows on the target side */
+		}
+		if (pass && ev.kind == RS_RFB_MSG_CLIENT_INIT)
+			s->client_init_sent = true;
+		if (pass) {
+			if (!run_len)
+				run = data;
+			run_len += (size_t)n;
+		} else if (run_len) {
+			forward_to_target(s, buf, run, run_len);
+			run_len = 0;
+		}
+		if (!pass && ev.last && ev.kind == RS_RFB_MSG_SET_ENCODINGS && s->bacc_len >= 4) {
+			/* The same message with only the encodings it can frame
+			 * (noVNC decodes Raw, CopyRect, RRE and Hextile too). */
+			size_t k = 4;
+
+			for (size_t i = 4; i + 4 <= s->bacc_len; i += 4) {
+				int32_t e = (int32_t)((uint32_t)s->bacc[i] << 24 | (uint32_t)s->bacc[i + 1] << 16 |
+						      (uint32_t)s->bacc[i + 2] << 8 | s->bacc[i + 3]);
+
+				if (rs_rfb_srv_encoding_ok(e)) {
+					memmove(s->bacc + k, s->bacc + i, 4);
+					k += 4;
+				}
+			}
+			s->bacc[2] = (uint8_t)(((k - 4) / 4) >> 8);
+			s->bacc[3] = (uint8_t)((k - 4) / 4);
+			forward_to_target(s, NULL, s->bacc, k);
+		}
+		data += n;
+		len -= (size_t)n;
+	}
+	if (run_len && s->state == ST_RELAY)
+		forward_to_target(s, buf, run, run_len);
+}
+
 static void relay_to_target(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
+	if (s->srv && s->keep_up) {
+		relay_rfb_pieces(s, buf, data, len);
+		return;
+	}
 	if (!s->term && s->spec->view_only)
 		return view_only_relay(s, buf, data, len);
 	if (!s->term && rs_rfb_msgs_check(&s->msgs, data, len)) {
@@ -613,6 +925,34 @@ static void browser_payload(struct session *s, struct rs_buf *buf, uint8_t *data
 	struct rs_rfb_out out = {0};
 	int n;
 
+	if (s->state == ST_RELAY && s->rehs) {
+		/* A resumed browser's security phase: the upstream is ready. */
+		while (s->rehs && s->state == ST_RELAY) {
+			n = rs_rfb_server_feed(&s->hs->srv, data, len, &out);
+			if (n < 0) {
+				session_end(s, RS_CC_BROWSER_PROTOCOL, 1002, s->hs->srv.error);
+				return;
+			}
+			send_rfb_out(s, &out);
+			data += n;
+			len -= (size_t)n;
+			if (rs_rfb_server_waiting(&s->hs->srv)) {
+				rs_rfb_server_accept(&s->hs->srv, &out);
+				send_rfb_out(s, &out);
+			}
+			if (rs_rfb_server_done(&s->hs->srv)) {
+				explicit_bzero(s->hs, sizeof(*s->hs));
+				free(s->hs);
+				s->hs = NULL;
+				s->rehs = false;
+			} else if (!len || (!n && !rs_rfb_server_waiting(&s->hs->srv))) {
+				return;
+			}
+		}
+		if (len && s->state == ST_RELAY)
+			relay_to_target(s, buf, data, len);
+		return;
+	}
 	if (s->state == ST_RELAY) {
 		relay_to_target(s, buf, data, len);
 		return;
@@ -715,9 +1055,15 @@ static void flush_pong(struct session *s)
 		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
 }
 
+static bool detach(struct session *s);
+static void close_conn_with(struct rs_conn *c, uint16_t code, const char *reason);
+
 static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
 {
-	while (len && s->state != ST_CLOSING) {
+	struct rs_conn *br = s->br;
+
+	/* A close frame may detach the browser (resume): stop at once then. */
+	while (len && s->state != ST_CLOSING && s->br == br && br) {
 		struct rs_ws_event ev;
 		int n = rs_ws_parse(&s->ws, data, len, &ev);
 
@@ -747,6 +1093,12 @@ static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, 
 			}
 			break;
 		case RS_WS_EV_CLOSE:
+			/* A page going away (reload: 1001) may come back within the
+			 * grace; 1000 is the page ending the console on purpose. */
+			if (ev.close_code != 1000 && detach(s)) {
+				close_conn_with(br, ev.close_code == 1005 ? 0 : ev.close_code, "");
+				return;
+			}
 			/* Echo the browser's code; with none, answer with an empty close. */
 			session_end(s, RS_CC_BROWSER_CLOSED,
 				    ev.close_code == 1005 ? 0 : ev.close_code, "");
@@ -771,7 +1123,8 @@ static void br_on_eof(struct rs_conn *c)
 {
 	struct session *s = rs_conn_ctx(c);
 
-	session_end(s, RS_CC_BROWSER_CLOSED, 0, NULL);
+	if (!detach(s))
+		session_end(s, RS_CC_BROWSER_CLOSED, 0, NULL);
 	rs_conn_close(c, RS_CLOSE_PEER_EOF, 0);
 }
 
@@ -806,6 +1159,10 @@ static void br_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 	struct session *s = rs_conn_ctx(c);
 
 	(void)err;
+	/* A reset or a broken network: the browser's reference moves to the
+	 * waiting console (its on_close no longer reaches us). */
+	if (why != RS_CLOSE_SHUTDOWN && why != RS_CLOSE_NOMEM && detach(s))
+		return;
 	session_end(s, why == RS_CLOSE_SHUTDOWN ? RS_CC_KILLED : RS_CC_BROWSER_CLOSED, 0, NULL);
 	rs_timer_unlink(rs_worker_timers(rs_conn_worker(c)), &s->timer);
 	s->br = NULL;
@@ -820,7 +1177,400 @@ static const struct rs_conn_ops browser_ops = {
 	.on_close = br_on_close,
 };
 
+/* --- resume: detach and attach (console.resume_grace_s) --- */
+
+static void start_target(struct session *s, struct rs_worker *w);
+static void drop_upstream(struct session *s);
+
+/* A browser connection its console let go of (replaced, or dropped while the
+ * console waits): it only finishes closing; input is discarded. */
+static void orphan_on_data(struct rs_conn *c, struct rs_buf *b, uint8_t *d, size_t n)
+{
+	(void)c, (void)b, (void)d, (void)n;
+}
+
+static void orphan_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
+{
+	(void)c, (void)why, (void)err;
+}
+
+static const struct rs_conn_ops orphan_ops = {
+	.on_data = orphan_on_data,
+	.on_close = orphan_on_close,
+};
+
+/* A close frame with <code> (0: none) to a connection no session owns. */
+static void close_conn_with(struct rs_conn *c, uint16_t code, const char *reason)
+{
+	uint8_t payload[125], hdr[14];
+	size_t n = code && rs_ws_close_code_sendable(code) ? rs_ws_close_payload(payload, code, reason)
+							   : 0;
+	size_t hlen = rs_ws_frame_header(hdr, RS_WS_OP_CLOSE, true, n, NULL);
+
+	if (rs_conn_send(c, hdr, hlen) || (n && rs_conn_send(c, payload, n)))
+		rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+	else
+		rs_conn_close_after_send(c);
+}
+
+static void on_grace_expired(struct rs_timer *t)
+{
+	struct session *s = rs_container_of(t, struct session, timer);
+
+	if (!s->detached)
+		return;
+	CW_ADD(s->cw, resumes[RS_RESUME_EXPIRED], 1);
+	session_end(s, RS_CC_RESUME_EXPIRED, 0, NULL);
+	session_unref(s); /* the waiting console's reference */
+}
+
+/* The browser leg of a resumable, relaying console dropped: keep the console
+ * for the grace instead of ending it. The browser connection's reference to
+ * the session becomes the waiting console's (a resuming browser takes it
+ * over); the caller closes that connection, whose callbacks no longer reach
+ * the session. False: not resumable, the caller ends the session. */
+static bool detach(struct session *s)
+{
+	struct rs_worker *w = s->w;
+	unsigned grace = s->env->cfg->resume_grace_s;
+
+	if (!s->re || !s->br || !grace || s->state != ST_RELAY || rs_worker_stopping(w) ||
+	    atomic_load(s->env->draining))
+		return false;
+	rs_conn_set_ops(s->br, &orphan_ops, NULL);
+	s->br = NULL;
+	s->detached = true;
+	CW_ADD(s->cw, detached, 1);
+	rs_timer_unlink(rs_worker_timers(w), &s->timer);
+	s->timer.cb = on_grace_expired;
+	rs_timer_link(rs_worker_timers(w), &s->timer, rs_worker_now(w) + (uint64_t)grace * 1000);
+	if (s->term || (s->srv && s->keep_up)) {
+		/* The shell lives on (its output is dropped meanwhile); an RFB
+		 * upstream stays authenticated, its messages dropped at their
+		 * boundaries until a resumed browser is live. The gone browser's
+		 * backpressure must not stall either. */
+		s->live = false;
+		s->init_replayed = false;
+		if (s->pve)
+			rs_pve_up_resume(s->pve);
+		else if (s->up)
+			rs_conn_resume(s->up);
+	} else {
+		drop_upstream(s);
+	}
+	rs_info("console", "console.detached token=%s grace_s=%u", s->tokhash, grace);
+	return true;
+}
+
+/* An RFB console without a browser whose stream cannot be framed: the
+ * upstream is closed now and reopened when a browser resumes, which then
+ * gets a fresh handshake and a full frame. */
+static void drop_upstream(struct session *s)
+{
+	CW_ADD(s->cw, active, (uint64_t)-1);
+	CW_ADD(s->cw, active_kind[s->spec->kind], (uint64_t)-1);
+	if (s->cl >= 0)
+		CW_ADD(s->cw, cl_active[s->cl], (uint64_t)-1);
+	observe_duration(s->cw, rs_worker_now(s->w) - s->relay_ms);
+	pthread_mutex_lock(&s->cw->lock);
+	s->state = ST_DETACHED;
+	pthread_mutex_unlock(&s->cw->lock);
+	s->keep_up = false;
+	if (s->up) {
+		rs_conn_close(s->up, RS_CLOSE_NORMAL, 0); /* its on_close drops its ref */
+		s->up = NULL;
+	}
+	if (s->have_src) { /* the next upstream takes a pair of its own */
+		rs_portpool_put(s->cw->ports, &s->src);
+		s->have_src = false;
+	}
+	if (s->pve) {
+		rs_pve_up_close(s->pve);
+		s->pve = NULL;
+		s->refs--; /* the upstream's reference: it calls nothing any more */
+	}
+}
+
+/* An RFB console taken up again: a new upstream, the handshake as at the
+ * first upgrade (noVNC then asks for a full frame). */
+static void reopen(struct session *s)
+{
+	struct rs_rfb_out rout = {0};
+
+	s->hs = calloc(1, sizeof(*s->hs));
+	if (!s->hs) {
+		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+		return;
+	}
+	s->reopened = true;
+	free(s->srv); /* a new upstream: enter_relay frames it from its ServerInit */
+	s->srv = NULL;
+	s->keep_up = false;
+	pthread_mutex_lock(&s->cw->lock);
+	s->state = ST_HANDSHAKE;
+	pthread_mutex_unlock(&s->cw->lock);
+	s->t_upgrade_ns = rs_now_ns();
+	s->t_connected_ns = 0;
+	rs_rfb_server_init(&s->hs->srv);
+	rs_rfb_client_init(&s->hs->cli, s->spec->password);
+	rs_rfb_msgs_init(&s->msgs, &(struct rs_rfb_msgs_limits){
+					   .max_cut_text = s->env->cfg->rfb_max_cut_text,
+					   .max_encodings = s->env->cfg->rfb_max_encodings,
+				   });
+	s->timer.cb = on_handshake_timeout;
+	rs_timer_link(rs_worker_timers(s->w), &s->timer,
+		      rs_worker_now(s->w) + s->env->cfg->handshake_timeout_ms);
+	rs_rfb_server_start(&s->hs->srv, &rout);
+	send_rfb_out(s, &rout);
+	if (s->state == ST_CLOSING)
+		return;
+	start_target(s, s->w);
+	advance(s);
+}
+
+/* A browser's resume request, from the upgrade to the console's worker. */
+struct attach_req {
+	uint8_t key[SHA256_DIGEST_LENGTH], secret[SHA256_DIGEST_LENGTH];
+	char resp[512]; /* the 101, sent by the console's worker */
+	char client[48], user_agent[160];
+	uint8_t *rest; /* bytes after the upgrade request */
+	size_t rest_len;
+};
+
+static void attach_req_free(struct attach_req *a)
+{
+	free(a->rest);
+	explicit_bzero(a, sizeof(*a));
+	free(a);
+}
+
+static const char RESP_GONE[] = "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
+				"Content-Length: 51\r\nConnection: close\r\n\r\n"
+				"this console link has expired or was already used\n";
+static const char RESP_BUSY[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+				"Retry-After: 1\r\nContent-Length: 42\r\nConnection: close\r\n\r\n"
+				"this console is reconnecting; try again\n\n";
+
+/* On the console's worker: <c> (upgraded, nothing sent yet) takes the
+ * console up — after a drop, or replacing the browser holding it. */
+static void attach(struct console_worker *cw, struct rs_conn *c, struct attach_req *a,
+		   const uint8_t *carry, size_t carry_len)
+{
+	struct rs_worker *w = rs_conn_worker(c);
+	struct resume_entry *e;
+	struct session *s = NULL;
+	enum rs_resume_outcome outcome;
+
+	pthread_mutex_lock(&reg_lock);
+	e = reg_find_locked(a->key);
+	if (e && e->w == w && !CRYPTO_memcmp(e->secret, a->secret, sizeof(e->secret)))
+		s = e->s;
+	pthread_mutex_unlock(&reg_lock);
+	if (!s || (s->state != ST_RELAY && s->state != ST_DETACHED)) {
+		/* Ended meanwhile, or an RFB console still reopening (retry). */
+		CW_ADD(cw, resumes[RS_RESUME_FAILED], 1);
+		if (rs_conn_send_static(c, s ? RESP_BUSY : RESP_GONE,
+					s ? sizeof(RESP_BUSY) - 1 : sizeof(RESP_GONE) - 1))
+			rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+		else
+			rs_conn_close_after_send(c);
+		return;
+	}
+	if (rs_conn_send(c, a->resp, strlen(a->resp))) {
+		rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+		return;
+	}
+	if (s->br) {
+		/* One browser at a time: the newer one wins, the older one is
+		 * told why (the page does not reconnect on 4001). Its reference
+		 * passes to <c>. */
+		struct rs_conn *old = s->br;
+
+		outcome = RS_RESUME_REPLACED;
+		rs_conn_set_ops(old, &orphan_ops, NULL);
+		if (!s->close_sent)
+			close_conn_with(old, 4001, "replaced by another window");
+	} else {
+		outcome = RS_RESUME_RESUMED;
+		s->detached = false;
+		CW_ADD(cw, detached, (uint64_t)-1);
+	}
+	s->br = c;
+	s->close_sent = false;
+	s->pong_paused = false;
+	memset(&s->pong, 0, sizeof(s->pong));
+	free(s->tmsg);
+	s->tmsg = NULL;
+	s->tmsg_len = 0;
+	rs_ws_parser_init(&s->ws, true, s->env->cfg->ws_max_frame, s->env->cfg->ws_max_message);
+	rs_conn_set_ops(c, &browser_ops, s);
+	pthread_mutex_lock(&cw->lock);
+	s->id = rs_conn_id(c);
+	pthread_mutex_unlock(&cw->lock);
+	snprintf(s->client, sizeof(s->client), "%s", a->client);
+	snprintf(s->user_agent, sizeof(s->user_agent), "%s", a->user_agent);
+	rs_timer_unlink(rs_worker_timers(w), &s->timer);
+	CW_ADD(cw, resumes[outcome], 1);
+	rs_info("console", "console.resumed token=%s outcome=%s", s->tokhash,
+		rs_resume_outcome_names[outcome]);
+	emit_as(s, RS_CEV_RESUMED, rs_worker_now(w), rs_resume_outcome_names[outcome]);
+	if (s->state == ST_DETACHED) {
+		reopen(s);
+	} else {
+		s->last_activity_ms = rs_worker_now(w);
+		if (s->env->cfg->session_idle_timeout_s) {
+			s->timer.cb = on_idle_check;
+			rs_timer_link(rs_worker_timers(w), &s->timer,
+				      s->last_activity_ms +
+					      (uint64_t)s->env->cfg->session_idle_timeout_s * 1000);
+		}
+		if (s->pve)
+			rs_pve_up_resume(s->pve);
+		else if (s->up)
+			rs_conn_resume(s->up);
+		if (!s->term && s->srv && s->keep_up) {
+			/* Same upstream: ringside answers the new browser's
+			 * handshake and replays ServerInit from its cache. */
+			struct rs_rfb_out rout = {0};
+
+			/* A window that dropped or was replaced mid-handshake
+			 * left its state: start over in it. */
+			if (!s->hs)
+				s->hs = calloc(1, sizeof(*s->hs));
+			if (!s->hs) {
+				session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+				return;
+			}
+			memset(s->hs, 0, sizeof(*s->hs));
+			s->live = false;
+			s->init_replayed = false;
+			s->replay_init = true;
+			s->rehs = true;
+			rs_rfb_server_init(&s->hs->srv);
+			rs_rfb_msgs_init(&s->msgs, &(struct rs_rfb_msgs_limits){
+							   .max_cut_text = s->env->cfg->rfb_max_cut_text,
+							   .max_encodings = s->env->cfg->rfb_max_encodings,
+						   });
+			rs_rfb_server_start(&s->hs->srv, &rout);
+			send_rfb_out(s, &rout);
+		} else if (outcome == RS_RESUME_REPLACED && !s->term) {
+			/* The new page's RFB handshake needs a new upstream too. */
+			CW_ADD(s->cw, active, (uint64_t)-1);
+			CW_ADD(s->cw, active_kind[s->spec->kind], (uint64_t)-1);
+			if (s->cl >= 0)
+				CW_ADD(s->cw, cl_active[s->cl], (uint64_t)-1);
+			if (s->up) {
+				rs_conn_close(s->up, RS_CLOSE_NORMAL, 0);
+				s->up = NULL;
+			}
+			if (s->have_src) {
+				rs_portpool_put(s->cw->ports, &s->src);
+				s->have_src = false;
+			}
+			if (s->pve) {
+				rs_pve_up_close(s->pve);
+				s->pve = NULL;
+				s->refs--;
+			}
+			reopen(s);
+		}
+	}
+	if (a->rest_len && s->state != ST_CLOSING && s->br == c)
+		br_data_bytes(s, NULL, a->rest, a->rest_len);
+	if (carry_len && s->state != ST_CLOSING && s->br == c)
+		br_data_bytes(s, NULL, (uint8_t *)carry, carry_len);
+}
+
+static void adopt_browser(struct rs_conn *nc, const uint8_t *carry, size_t len, void *arg)
+{
+	struct attach_req *a = arg;
+
+	if (nc)
+		attach(cw_of(rs_conn_worker(nc)), nc, a, carry, len);
+	attach_req_free(a);
+}
+
+static void handoff_failed(struct rs_worker *from, int err, void *arg)
+{
+	(void)err;
+	CW_ADD(cw_of(from), resumes[RS_RESUME_FAILED], 1);
+	attach_req_free(arg);
+}
+
 /* --- target leg --- */
+
+/* Relay target bytes to the browser (one WebSocket message). */
+static void to_browser(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	uint8_t hdr[14];
+	size_t hlen = rs_ws_frame_header(hdr, RS_WS_OP_BINARY, true, len, NULL);
+
+	/* The engine already closes the browser leg (a reset): its on_close
+	 * decides between detaching and ending; its bytes are lost either way. */
+	if (rs_conn_closing(s->br))
+		return;
+	if (rs_conn_send(s->br, hdr, hlen) ||
+	    (buf ? rs_conn_send_buf(s->br, buf, data, len) : rs_conn_send(s->br, data, len))) {
+		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+		return;
+	}
+	CW_ADD(s->cw, bytes_to_browser, len);
+	s->to_browser += len;
+	s->last_activity_ms = rs_worker_now(s->w);
+	if (rs_conn_congested(s->br))
+		up_pause(s);
+}
+
+/* A resumable RFB console's target stream: framed message by message;
+ * what arrives while no browser is live (detached, or a resumed one before
+ * its ServerInit and the next boundary) is dropped at message boundaries. */
+static void target_rfb(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	uint8_t *run = data;
+	size_t run_len = 0;
+
+	while (len) {
+		bool at_end, fwd = s->live && s->br;
+		int n = rs_rfb_srv_feed(s->srv, data, len, &at_end);
+
+		if (n < 0) {
+			/* Not framable (an encoding the browser was not allowed
+			 * to ask for): no longer resumable over this upstream. */
+			rs_info("console", "token=%s resume: %s; a resume reopens the upstream",
+				s->tokhash, s->srv->error);
+			s->keep_up = false;
+			if (run_len)
+				to_browser(s, buf, run, run_len);
+			if (s->state != ST_RELAY)
+				return;
+			if (!s->br)
+				drop_upstream(s); /* detached: reopened on resume */
+			else if (!s->live)
+				session_end(s, RS_CC_TARGET_PROTOCOL, 1011,
+					    "the console could not be resumed");
+			else
+				to_browser(s, buf, data, len);
+			return;
+		}
+		if (fwd) {
+			if (!run_len)
+				run = data;
+			run_len += (size_t)n;
+		} else if (run_len) {
+			to_browser(s, buf, run, run_len);
+			run_len = 0;
+			if (s->state != ST_RELAY)
+				return;
+		}
+		data += n;
+		len -= (size_t)n;
+		s->at_boundary = at_end;
+		if (at_end && !s->live && s->init_replayed && s->br)
+			s->live = true;
+	}
+	if (run_len)
+		to_browser(s, buf, run, run_len);
+}
 
 /* Bytes from the target (TCP) or the Proxmox console (unwrapped). */
 static void target_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, size_t len)
@@ -830,6 +1580,17 @@ static void target_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, s
 	size_t hlen;
 	int n;
 
+	if (s->state == ST_RELAY && s->srv && s->keep_up) {
+		target_rfb(s, buf, data, len);
+		return;
+	}
+	if (s->state == ST_RELAY && !s->br) {
+		/* A terminal waiting for its browser: output is dropped (the
+		 * shell lives on; a resumed xterm.js starts from a blank screen). */
+		return;
+	}
+	if (s->state == ST_RELAY && s->re && rs_conn_closing(s->br))
+		return; /* a reset browser leg of a resumable console: see to_browser */
 	if (s->state == ST_RELAY) {
 		hlen = rs_ws_frame_header(hdr, RS_WS_OP_BINARY, true, len, NULL);
 		if (rs_conn_send(s->br, hdr, hlen) ||
@@ -839,7 +1600,7 @@ static void target_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, s
 		}
 		CW_ADD(s->cw, bytes_to_browser, len);
 		s->to_browser += len;
-		s->last_activity_ms = rs_worker_now(rs_conn_worker(s->br));
+		s->last_activity_ms = rs_worker_now(s->w);
 		if (rs_conn_congested(s->br))
 			up_pause(s);
 		return;
@@ -932,6 +1693,13 @@ static void up_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 	struct session *s = rs_conn_ctx(c);
 	char reason[120];
 
+	if (s->up != c) {
+		/* An upstream a resume gave up (detach, or a second window):
+		 * its pair went back then; the session may already hold a new
+		 * upstream, whose handshake this must not fail. */
+		session_unref(s);
+		return;
+	}
 	s->up = NULL;
 	/* The pair is free once its socket is gone, not when the session is. */
 	if (s->have_src) {
@@ -1013,6 +1781,7 @@ static void pve_on_drain(void *arg)
 static void pve_on_end(void *arg, enum rs_console_cause cause, const char *reason)
 {
 	struct session *s = arg;
+	bool waiting = s->detached;
 
 	s->pve = NULL;
 	if (s->state == ST_HANDSHAKE && !s->term) {
@@ -1023,6 +1792,8 @@ static void pve_on_end(void *arg, enum rs_console_cause cause, const char *reaso
 		session_end(s, cause, cause == RS_CC_TARGET_CLOSED ? 1000 : 4000 + (uint16_t)cause,
 			    reason);
 	}
+	if (waiting) /* the waiting console's reference: no browser will take it up */
+		session_unref(s);
 	session_unref(s);
 }
 
@@ -1138,6 +1909,14 @@ static void audit_rejected(const struct rs_console_env *env, const struct sockad
 	env->on_event(env->event_arg, &ev);
 }
 
+/* What an upgrade brings for a resume: the page's secret (hashed), the
+ * token's registry key and the 101 to answer with. Secrets: wiped. */
+struct resume_ask {
+	bool resumable;
+	uint8_t tkey[SHA256_DIGEST_LENGTH], secret[SHA256_DIGEST_LENGTH];
+	char resp[512];
+};
+
 /* A WebSocket upgrade waiting for the fleet store (GETDEL). */
 struct pending_upgrade {
 	const struct rs_console_env *env;
@@ -1147,13 +1926,14 @@ struct pending_upgrade {
 	struct sockaddr_storage client;
 	uint8_t raw[16];
 	uint64_t t0;
+	struct resume_ask ra;
 	struct rs_store_op *op;
 };
 
 static void upgrade_with(const struct rs_console_env *env, struct rs_http_conn *hc,
 			 const struct rs_http_req *req, const struct rs_ws_handshake_out *hout,
 			 const struct sockaddr_storage *clientp, uint8_t raw[16], uint64_t t0,
-			 int ret, struct rs_console_spec *spec);
+			 const struct resume_ask *ra, int ret, struct rs_console_spec *spec);
 
 static void on_consumed(void *arg, int err, struct rs_console_spec *spec,
 			enum rs_console_kind kind)
@@ -1162,7 +1942,8 @@ static void on_consumed(void *arg, int err, struct rs_console_spec *spec,
 	struct rs_http_conn *hc = pu->hc;
 
 	(void)kind;
-	upgrade_with(pu->env, hc, pu->req, &pu->out, &pu->client, pu->raw, pu->t0, err, spec);
+	upgrade_with(pu->env, hc, pu->req, &pu->out, &pu->client, pu->raw, pu->t0, &pu->ra, err,
+		     spec);
 	explicit_bzero(pu, sizeof(*pu));
 	free(pu);
 	rs_http_resume(hc);
@@ -1231,6 +2012,77 @@ static void refuse_unavailable(struct rs_http_conn *hc, struct console_worker *c
 		rs_conn_close_after_send(c);
 }
 
+/* The token is spent: is it a resumable console, and does this browser hold
+ * its secret? True when answered here (attached, moved to the console's
+ * worker, or told to retry); false: refuse it like any used link. */
+static bool try_resume(struct rs_http_conn *hc, const struct rs_http_req *req, const uint8_t key[SHA256_DIGEST_LENGTH],
+		       const uint8_t secret[SHA256_DIGEST_LENGTH], const char *resp,
+		       const struct sockaddr *client)
+{
+	struct rs_conn *c = rs_http_conn_conn(hc);
+	struct rs_worker *self = rs_conn_worker(c), *w = NULL;
+	struct console_worker *cw = cw_of(self);
+	struct resume_entry *e;
+	struct attach_req *a;
+	bool ok = false, elsewhere = false;
+	uint8_t from[16];
+	int ret;
+
+	addr16(client, from);
+	pthread_mutex_lock(&reg_lock);
+	e = reg_find_locked(key);
+	if (e) {
+		ok = !CRYPTO_memcmp(e->secret, secret, sizeof(e->secret));
+		elsewhere = e->bound && memcmp(e->addr, from, sizeof(from));
+		w = e->w;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	if (!e)
+		return false;
+	if (!ok) {
+		/* A forwarded bare link (or a guess) stays a used link. */
+		CW_ADD(cw, resumes[RS_RESUME_REFUSED], 1);
+		return false;
+	}
+	if (elsewhere) {
+		/* A link bound to one client address stays bound on resume. */
+		CW_ADD(cw, resumes[RS_RESUME_REFUSED], 1);
+		refuse(hc, cw, RS_CC_TOKEN_IP, 403, "token_bound",
+		       "this console link belongs to another client address", NULL);
+		return true;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a) {
+		refuse(hc, cw, RS_CC_NOMEM, 503, "no_memory", "out of memory", NULL);
+		return true;
+	}
+	memcpy(a->key, key, sizeof(a->key));
+	memcpy(a->secret, secret, sizeof(a->secret));
+	snprintf(a->resp, sizeof(a->resp), "%s", resp);
+	rs_addr_str(client, a->client, sizeof(a->client));
+	copy_printable(a->user_agent, sizeof(a->user_agent), rs_http_req_header(req, "User-Agent"));
+	/* Upgrade without a byte: the console's worker sends the 101. */
+	c = rs_http_upgrade(hc, "", &a->rest, &a->rest_len);
+	if (!c) {
+		attach_req_free(a);
+		return true;
+	}
+	if (w == self) {
+		attach(cw, c, a, NULL, 0);
+		attach_req_free(a);
+		return true;
+	}
+	ret = rs_conn_hand_off(c, w, adopt_browser, handoff_failed, a);
+	if (ret) {
+		CW_ADD(cw, resumes[RS_RESUME_FAILED], 1);
+		attach_req_free(a);
+		rs_conn_close(c, RS_CLOSE_ERROR, -ret);
+		return true;
+	}
+	CW_ADD(cw, resume_handoffs, 1);
+	return true;
+}
+
 void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *hc,
 			const struct rs_http_req *req, const char *tok, size_t toklen)
 {
@@ -1245,6 +2097,7 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	uint8_t raw[16];
 	uint64_t t0 = rs_now_ns();
 	struct sockaddr_storage client;
+	struct resume_ask ra = {0};
 	int ret;
 
 	rs_http_client_addr(hc, req, &client);
@@ -1265,17 +2118,26 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 		return refuse(hc, cw, RS_CC_WS_HANDSHAKE, out.status, "bad_websocket_handshake",
 			      out.error,
 			      out.status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
+	/* A resumable console is bound to SHA-256 of the page's secret. */
+	snprintf(ra.resp, sizeof(ra.resp),
+		 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		 "Sec-WebSocket-Accept: %s\r\n%s\r\n",
+		 out.accept, out.echo_binary ? "Sec-WebSocket-Protocol: binary\r\n" : "");
+	ra.resumable = env->cfg->resume_grace_s && resume_secret(req, ra.secret);
 	/* The upgrade is where the token is spent: exactly once, on any worker
 	 * (and, with a fleet store, on any box). */
 	ret = rs_token_parse(tok, toklen, raw);
 	if (ret) {
 		explicit_bzero(raw, sizeof(raw));
-		upgrade_with(env, hc, req, &out, &client, raw, t0, ret, NULL);
+		upgrade_with(env, hc, req, &out, &client, raw, t0, &ra, ret, NULL);
+		explicit_bzero(&ra, sizeof(ra));
 		return;
 	}
+	token_key(raw, ra.tkey);
 	pu = calloc(1, sizeof(*pu));
 	if (!pu) {
 		explicit_bzero(raw, sizeof(raw));
+		explicit_bzero(&ra, sizeof(ra));
 		return refuse(hc, cw, RS_CC_NOMEM, 503, "no_memory", "out of memory", NULL);
 	}
 	ret = rs_store_consume(env->store, w, raw, (struct sockaddr *)&client, &spec, on_consumed,
@@ -1289,32 +2151,39 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 		pu->client = client;
 		memcpy(pu->raw, raw, sizeof(raw));
 		pu->t0 = t0;
+		pu->ra = ra;
 		explicit_bzero(raw, sizeof(raw));
+		explicit_bzero(&ra, sizeof(ra));
 		rs_http_defer(hc, upgrade_gone, pu);
 		return;
 	}
 	free(pu);
-	upgrade_with(env, hc, req, &out, &client, raw, t0, ret, spec);
+	upgrade_with(env, hc, req, &out, &client, raw, t0, &ra, ret, spec);
 	explicit_bzero(raw, sizeof(raw));
+	explicit_bzero(&ra, sizeof(ra));
 }
 
-/* The token's fate is known (<ret>, <spec>): refuse, or open the console. */
+/* The token's fate is known (<ret>, <spec>): resume, refuse, or open the
+ * console. */
 static void upgrade_with(const struct rs_console_env *env, struct rs_http_conn *hc,
 			 const struct rs_http_req *req, const struct rs_ws_handshake_out *hout,
 			 const struct sockaddr_storage *clientp, uint8_t raw[16], uint64_t t0,
-			 int ret, struct rs_console_spec *spec)
+			 const struct resume_ask *ra, int ret, struct rs_console_spec *spec)
 {
 	struct rs_conn *c = rs_http_conn_conn(hc);
 	struct rs_worker *w = rs_conn_worker(c);
 	struct console_worker *cw = cw_of(w);
 	const struct rs_ws_handshake_out out = *hout;
 	struct sockaddr_storage client = *clientp;
-	char resp[512];
 	struct session *s;
 	uint8_t *rest = NULL;
 	size_t rest_len = 0;
 	struct rs_rfb_out rout = {0};
 
+	/* A spent token may be a console waiting for its browser (a reload). */
+	if (ret && ret != -EINVAL && ret != -EACCES && ret != -EAGAIN && ra->resumable &&
+	    try_resume(hc, req, ra->tkey, ra->secret, ra->resp, (struct sockaddr *)&client))
+		return;
 	if (ret) {
 		char hash[9] = "-";
 
@@ -1365,9 +2234,26 @@ static void upgrade_with(const struct rs_console_env *env, struct rs_http_conn *
 	}
 	rs_log_hash(raw, 16, s->tokhash);
 	s->cw = cw;
+	s->w = w;
 	s->env = env;
 	s->spec = spec;
 	s->cl = -1;
+	if (ra->resumable) {
+		/* Bound to SHA-256 of the page's secret: only this browser
+		 * (tab) may take the console up again after a drop. */
+		s->re = calloc(1, sizeof(*s->re));
+		if (s->re) {
+			memcpy(s->re->key, ra->tkey, sizeof(ra->tkey));
+			memcpy(s->re->secret, ra->secret, sizeof(ra->secret));
+			s->re->kind = spec->kind;
+			s->re->bound = spec->bind_ip;
+			if (spec->bind_ip)
+				addr16((const struct sockaddr *)&spec->client_ip, s->re->addr);
+			s->re->w = w;
+			s->re->s = s;
+			reg_add(s->re);
+		}
+	}
 	if (spec->kind != RS_CONSOLE_VNC) {
 		s->cl = RS_MAX_CLUSTERS;
 		for (size_t i = 0; spec->cluster && i < env->cfg->n_clusters && i < RS_MAX_CLUSTERS; i++)
@@ -1395,11 +2281,7 @@ static void upgrade_with(const struct rs_console_env *env, struct rs_http_conn *
 				       .max_cut_text = env->cfg->rfb_max_cut_text,
 				       .max_encodings = env->cfg->rfb_max_encodings,
 				   });
-	snprintf(resp, sizeof(resp),
-		 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-		 "Sec-WebSocket-Accept: %s\r\n%s\r\n",
-		 out.accept, out.echo_binary ? "Sec-WebSocket-Protocol: binary\r\n" : "");
-	c = rs_http_upgrade(hc, resp, &rest, &rest_len);
+	c = rs_http_upgrade(hc, ra->resp, &rest, &rest_len);
 	if (!c) {
 		CW_ADD(cw, causes[RS_CC_NOMEM], 1);
 		s->refs = 1;
@@ -1447,7 +2329,7 @@ void rs_console_worker_stats(struct rs_worker *w, struct rs_console_stats *out)
 
 size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t max)
 {
-	static const char *const states[] = {"handshake", "relay", "closing"};
+	static const char *const states[] = {"handshake", "relay", "closing", "detached"};
 	struct console_worker *cw = cw_of_other(w);
 	uint64_t now = rs_worker_now(w);
 	size_t n = 0;
@@ -1466,7 +2348,7 @@ size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t 
 		i->id = s->id;
 		i->worker = rs_worker_id(w);
 		snprintf(i->kind, sizeof(i->kind), "%s", rs_console_kind_names[s->spec->kind]);
-		snprintf(i->state, sizeof(i->state), "%s", states[s->state]);
+		snprintf(i->state, sizeof(i->state), "%s", s->detached ? "detached" : states[s->state]);
 		snprintf(i->token_hash, sizeof(i->token_hash), "%s", s->tokhash);
 		snprintf(i->api_key, sizeof(i->api_key), "%s",
 			 s->spec->api_key_name ? s->spec->api_key_name : "");
@@ -1488,8 +2370,12 @@ size_t rs_console_list(struct rs_worker *w, struct rs_console_info *out, size_t 
 int rs_console_kill(struct rs_worker *w, uint64_t id)
 {
 	for (struct session *s = cw_of(w)->sessions; s; s = s->next) {
-		if (s->br && rs_conn_id(s->br) == id && s->state != ST_CLOSING) {
+		if (s->upgraded && s->id == id && s->state != ST_CLOSING) {
+			bool waiting = s->detached;
+
 			session_end(s, RS_CC_KILLED, 1000, "the console was closed by an operator");
+			if (waiting) /* the waiting console's reference */
+				session_unref(s);
 			return 0;
 		}
 	}

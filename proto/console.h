@@ -49,13 +49,25 @@ enum rs_console_cause {
 	RS_CC_NOMEM,
 	RS_CC_KEY_CONSOLES,       /* refused: the link's API key has max_consoles open */
 	RS_CC_STORE_UNAVAILABLE,  /* the fleet store (Redis) could not say whether the link is good */
+	RS_CC_RESUME_EXPIRED,     /* the browser leg dropped and no browser resumed in the grace */
 	RS_CC__COUNT
 };
 extern const char *const rs_console_cause_names[RS_CC__COUNT];
 
 /* What the audit log records of a console; strings are valid only during the
  * callback. No secret is ever in here: the token appears as its hash. */
-enum rs_console_event_type { RS_CEV_OPENED = 0, RS_CEV_CLOSED, RS_CEV_REJECTED };
+enum rs_console_event_type { RS_CEV_OPENED = 0, RS_CEV_CLOSED, RS_CEV_REJECTED, RS_CEV_RESUMED };
+
+/* What became of an attempt to take up a console again (resume secret). */
+enum rs_resume_outcome {
+	RS_RESUME_RESUMED = 0, /* a browser took up a console whose browser leg had dropped */
+	RS_RESUME_REPLACED,    /* ... one that another browser held (that one got 4001) */
+	RS_RESUME_REFUSED,     /* wrong resume secret: refused like a used link */
+	RS_RESUME_EXPIRED,     /* the grace ended with no browser: upstream closed */
+	RS_RESUME_FAILED,      /* the console ended while the connection moved to its worker */
+	RS_RESUME__COUNT
+};
+extern const char *const rs_resume_outcome_names[RS_RESUME__COUNT];
 
 struct rs_console_event {
 	enum rs_console_event_type type;
@@ -64,7 +76,7 @@ struct rs_console_event {
 	const char *kind; /* rs_console_kind_names: the metrics' kind label */
 	uint16_t target_port;
 	const char *client, *user_agent;
-	const char *cause; /* CLOSED, REJECTED */
+	const char *cause; /* CLOSED, REJECTED; RESUMED: rs_resume_outcome_names */
 	uint64_t duration_ms, bytes_to_target, bytes_to_browser;
 	bool view_only; /* OPENED, CLOSED: the link was issued view-only */
 };
@@ -122,6 +134,10 @@ struct rs_console_stats {
 	uint64_t setup_sum_us[RS_STAGE__COUNT];
 	uint64_t duration[RS_DURATION_BUCKETS + 1];
 	uint64_t duration_sum_ms;
+	/* resume (console.resume_grace_s) */
+	uint64_t resumes[RS_RESUME__COUNT];
+	uint64_t detached;	   /* consoles waiting for their browser right now */
+	uint64_t resume_handoffs;  /* reconnections moved from the accepting worker */
 };
 
 /* Per-worker console state (port pool, counters); call from the engine's
@@ -138,6 +154,12 @@ void rs_console_worker_stop(struct rs_worker *w);
  * 101 and start the session — or answer an HTTP error before any upgrade. */
 void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *hc,
 			const struct rs_http_req *req, const char *tok, size_t toklen);
+
+/* GET /console/<token> after the upgrade spent the token: the console is
+ * resumable (its browser may reload the page). 0 and *kind, or -ENOENT. Any
+ * thread. The resume secret is checked at the upgrade, not here: the page
+ * itself is no secret. */
+int rs_console_resumable(const uint8_t tok[16], enum rs_console_kind *kind);
 
 /* Sum every worker's console counters (racy snapshot). */
 void rs_console_stats(struct rs_engine *e, struct rs_console_stats *out);

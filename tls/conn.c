@@ -271,7 +271,17 @@ static void f_release(void *fctx)
 	free(t);
 }
 
+/* The connection moved to another worker (a resumed console): BoringSSL's
+ * objects are not thread-bound; only the engine struct changes. */
+static void f_on_move(struct rs_conn *c, void *fctx)
+{
+	struct rs_tls_conn *t = fctx;
+
+	t->c = c;
+}
+
 static const struct rs_conn_filter tls_filter = {
+    .on_move = f_on_move,
     .on_recv = f_on_recv,
     .write = f_write,
     .shutdown = f_shutdown,

@@ -30,6 +30,10 @@ static void test_defaults(void **st)
 	assert_int_equal(c.token_ttl_s, 60);
 	assert_int_equal(c.max_body, 65536);
 	assert_int_equal(c.buf_size, 16384);
+	assert_int_equal(c.resume_grace_s, 30);
+	rs_config_release(&c);
+	assert_int_equal(load(&c, "{\"console\": {\"resume_grace_s\": 0}}"), 0);
+	assert_int_equal(c.resume_grace_s, 0); /* consoles are not resumable */
 	rs_config_release(&c);
 }
 
@@ -65,6 +69,8 @@ static void test_every_bad_value_names_its_key(void **st)
 	expect_error("{\"port_pool\": {\"source_addresses\": [\"host\"]}}",
 		     "'port_pool.source_addresses[0]'");
 	expect_error("{\"workers\": 1000}", "'workers'");
+	expect_error("{\"console\": {\"resume_grace_s\": 3601}}", "'console.resume_grace_s'");
+	expect_error("{\"console\": {\"resume_grace\": 5}}", "'console.resume_grace': unknown key");
 	expect_error("{\"router_port\": 70000}", "'router_port'");
 	expect_error("[1]", "top level");
 	expect_error("{\"a\": 1, \"a\": 2}", "invalid JSON");
