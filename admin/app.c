@@ -439,18 +439,21 @@ static const char *page_language(const struct rs_app *app, const struct rs_http_
 /* The page with its settings as attributes of <body> (no inline script:
  * the CSP stays strict), copied per request: the language may differ. */
 static void send_page(struct rs_app *app, struct rs_http_conn *hc, const char *language,
-		      const struct rs_asset *page, int status)
+		      bool view_only, const struct rs_asset *page, int status)
 {
 	const char *body = memmem(page->data, page->len, "<body", 5);
 	size_t at = body ? (size_t)(body - (const char *)page->data) + 5 : 0;
 	size_t alen = strlen(app->page_attrs), n;
-	char lang[24];
+	char lang[48];
 	char *out;
 
 	if (!body)
 		return rs_http_respond_static(hc, status, page->type, page->data, page->len,
 					      app->page_headers);
-	n = (size_t)snprintf(lang, sizeof(lang), " data-lang=\"%s\"", language);
+	/* A view-only link's page shows no input controls (ringside drops
+	 * the input anyway). */
+	n = (size_t)snprintf(lang, sizeof(lang), " data-lang=\"%s\"%s", language,
+			     view_only ? " data-view-only" : "");
 	out = malloc(page->len + n + alen);
 	if (!out)
 		return rs_http_respond_error(hc, 503, "overloaded", "out of memory", NULL);
@@ -483,7 +486,7 @@ static void serve_logo(struct rs_app *app, struct rs_http_conn *hc, const struct
 
 /* The page for a token whose state is known (<ret> 0: live, of <kind>). */
 static void page_with(struct rs_app *app, struct rs_http_conn *hc, const char *language, int ret,
-		      enum rs_console_kind kind)
+		      enum rs_console_kind kind, bool view_only)
 {
 	static const char unavailable[] =
 		"<!doctype html><html><head><meta charset=\"utf-8\"><title>Console</title></head>"
@@ -516,7 +519,7 @@ static void page_with(struct rs_app *app, struct rs_http_conn *hc, const char *l
 		rs_http_respond_error(hc, 500, "internal", "console page missing from build", NULL);
 		return;
 	}
-	send_page(app, hc, language, page, status);
+	send_page(app, hc, language, !ret && view_only, page, status);
 }
 
 struct pending_page {
@@ -532,8 +535,7 @@ static void on_page_peeked(void *arg, int err, struct rs_console_spec *spec,
 	struct pending_page *pp = arg;
 	struct rs_http_conn *hc = pp->hc;
 
-	(void)spec;
-	page_with(pp->app, hc, pp->language, err, kind);
+	page_with(pp->app, hc, pp->language, err, kind, spec && spec->view_only);
 	free(pp);
 	rs_http_resume(hc);
 }
@@ -551,6 +553,7 @@ static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc,
 {
 	const char *language = page_language(app, req);
 	enum rs_console_kind kind = RS_CONSOLE_VNC;
+	bool view_only = false;
 	struct pending_page *pp;
 	uint8_t raw[16];
 	int ret;
@@ -560,14 +563,14 @@ static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc,
 	ret = rs_token_parse(tok, toklen, raw);
 	if (ret) {
 		explicit_bzero(raw, sizeof(raw));
-		return page_with(app, hc, language, -ENOENT, kind);
+		return page_with(app, hc, language, -ENOENT, kind, false);
 	}
 	/* A spent token still shows its page while its console is resumable
 	 * (on this box): a reload must find the page, the resume secret guards
 	 * the upgrade. */
-	if (!rs_console_resumable(raw, &kind)) {
+	if (!rs_console_resumable(raw, &kind, &view_only)) {
 		explicit_bzero(raw, sizeof(raw));
-		return page_with(app, hc, language, 0, kind);
+		return page_with(app, hc, language, 0, kind, view_only);
 	}
 	pp = calloc(1, sizeof(*pp));
 	if (!pp) {
@@ -575,7 +578,7 @@ static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc,
 		return rs_http_respond_error(hc, 503, "no_memory", "out of memory", NULL);
 	}
 	ret = rs_store_peek(app->store, rs_conn_worker(rs_http_conn_conn(hc)), raw, &kind,
-			    on_page_peeked, pp, &pp->op);
+			    &view_only, on_page_peeked, pp, &pp->op);
 	explicit_bzero(raw, sizeof(raw));
 	if (ret == RS_STORE_PENDING) {
 		pp->app = app;
@@ -585,7 +588,7 @@ static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc,
 		return;
 	}
 	free(pp);
-	page_with(app, hc, language, ret, kind);
+	page_with(app, hc, language, ret, kind, view_only);
 }
 
 void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg)

@@ -28,6 +28,10 @@ enum slot_state { SLOT_EMPTY = 0, SLOT_RESERVED, SLOT_LIVE, SLOT_BUSY };
  * probability <= 1/2: 64 misses in a row mean a broken random source. */
 #define MAX_DRAWS 64
 
+/* A slot's kind word also says whether the link is view-only (the page
+ * shows no input controls for it). */
+#define KIND_VIEW_ONLY (1u << 8)
+
 struct slot {
 	_Atomic uint64_t word;
 	_Atomic uint64_t tok[2];
@@ -250,7 +254,8 @@ static void slot_fill(struct rs_token_table *t, struct slot *s, uint64_t word, c
 	atomic_store_explicit(&s->tok[1], w[1], memory_order_relaxed);
 	atomic_store_explicit(&s->expires_ms, expires, memory_order_relaxed);
 	atomic_store_explicit(&s->spec, spec, memory_order_relaxed);
-	atomic_store_explicit(&s->kind, (uint32_t)spec->kind, memory_order_relaxed);
+	atomic_store_explicit(&s->kind, (uint32_t)spec->kind | (spec->view_only ? KIND_VIEW_ONLY : 0),
+			      memory_order_relaxed);
 	atomic_store_explicit(&s->ip[0], ip[0], memory_order_relaxed);
 	atomic_store_explicit(&s->ip[1], ip[1], memory_order_relaxed);
 	atomic_store_explicit(&s->bound, spec->bind_ip, memory_order_relaxed);
@@ -412,7 +417,7 @@ static struct rs_console_spec *take(struct rs_token_table *t, struct slot *s, ui
 }
 
 int rs_token_peek(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES],
-		  enum rs_console_kind *kind)
+		  enum rs_console_kind *kind, bool *view_only)
 {
 	struct slot *s;
 	struct snap sn;
@@ -420,7 +425,9 @@ int rs_token_peek(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES],
 
 	if (lookup(t, tok, &s, &sn) && sn.expires > t->now()) {
 		if (kind)
-			*kind = (enum rs_console_kind)sn.kind;
+			*kind = (enum rs_console_kind)(sn.kind & ~KIND_VIEW_ONLY);
+		if (view_only)
+			*view_only = sn.kind & KIND_VIEW_ONLY;
 		ret = 0;
 	}
 	snap_wipe(&sn);

@@ -83,10 +83,10 @@ void rs_token_encode(const uint8_t in[RS_TOKEN_BYTES], char out[RS_TOKEN_TEXT + 
 int rs_token_parse(const char *text, size_t len, uint8_t out[RS_TOKEN_BYTES]);
 
 /* Is <tok> live and unexpired? Does not consume it (console pages are
- * prefetched by chat apps). 0 and *<kind> set (when <kind> is not NULL), or
- * -ENOENT. */
+ * prefetched by chat apps). 0 and *<kind>, *<view_only> set (each when not
+ * NULL), or -ENOENT. */
 int rs_token_peek(struct rs_token_table *t, const uint8_t tok[RS_TOKEN_BYTES],
-		  enum rs_console_kind *kind);
+		  enum rs_console_kind *kind, bool *view_only);
 
 /* Spend <tok>: exactly one caller ever succeeds, and then owns *<out>.
  * <client> (may be NULL) is the browser's address, checked when the spec is

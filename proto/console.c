@@ -163,6 +163,7 @@ struct resume_entry {
 	uint8_t key[SHA256_DIGEST_LENGTH];
 	uint8_t secret[SHA256_DIGEST_LENGTH];
 	enum rs_console_kind kind;
+	bool view_only;
 	bool bound;	    /* the link is bound to a client address (tokens.bind_client_ip) */
 	uint8_t addr[16];   /* ... this one, IPv4 as IPv4-mapped IPv6 */
 	struct rs_worker *w;
@@ -227,7 +228,7 @@ static struct resume_entry *reg_find_locked(const uint8_t key[SHA256_DIGEST_LENG
 	return NULL;
 }
 
-int rs_console_resumable(const uint8_t tok[16], enum rs_console_kind *kind)
+int rs_console_resumable(const uint8_t tok[16], enum rs_console_kind *kind, bool *view_only)
 {
 	uint8_t key[SHA256_DIGEST_LENGTH];
 	struct resume_entry *e;
@@ -238,6 +239,7 @@ int rs_console_resumable(const uint8_t tok[16], enum rs_console_kind *kind)
 	e = reg_find_locked(key);
 	if (e) {
 		*kind = e->kind;
+		*view_only = e->view_only;
 		ret = 0;
 	}
 	pthread_mutex_unlock(&reg_lock);
@@ -2246,6 +2248,7 @@ static void upgrade_with(const struct rs_console_env *env, struct rs_http_conn *
 			memcpy(s->re->key, ra->tkey, sizeof(ra->tkey));
 			memcpy(s->re->secret, ra->secret, sizeof(ra->secret));
 			s->re->kind = spec->kind;
+			s->re->view_only = spec->view_only;
 			s->re->bound = spec->bind_ip;
 			if (spec->bind_ip)
 				addr16((const struct sockaddr *)&spec->client_ip, s->re->addr);

@@ -156,10 +156,11 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 			const struct rs_http_req *req, const char *tok, size_t toklen);
 
 /* GET /console/<token> after the upgrade spent the token: the console is
- * resumable (its browser may reload the page). 0 and *kind, or -ENOENT. Any
+ * resumable (its browser may reload the page). 0 and *kind, *view_only, or
+ * -ENOENT. Any
  * thread. The resume secret is checked at the upgrade, not here: the page
  * itself is no secret. */
-int rs_console_resumable(const uint8_t tok[16], enum rs_console_kind *kind);
+int rs_console_resumable(const uint8_t tok[16], enum rs_console_kind *kind, bool *view_only);
 
 /* Sum every worker's console counters (racy snapshot). */
 void rs_console_stats(struct rs_engine *e, struct rs_console_stats *out);

@@ -603,13 +603,14 @@ static void on_peeked(void *arg, const redisReply *reply, int err)
 		return;
 	}
 	kind = spec->kind;
-	rs_spec_free(spec);
 	COUNT(op->s, RS_SO_PEEK_OK);
-	finish(op, 0, NULL, kind);
+	finish(op, 0, spec, kind); /* borrowed by the page for its view-only flag */
+	rs_spec_free(spec);
 }
 
 int rs_store_peek(struct rs_store *s, struct rs_worker *w, const uint8_t tok[RS_TOKEN_BYTES],
-		  enum rs_console_kind *kind, rs_store_cb cb, void *arg, struct rs_store_op **opp)
+		  enum rs_console_kind *kind, bool *view_only, rs_store_cb cb, void *arg,
+		  struct rs_store_op **opp)
 {
 	struct rs_store_op *op;
 	const char *argv[2];
@@ -618,7 +619,7 @@ int rs_store_peek(struct rs_store *s, struct rs_worker *w, const uint8_t tok[RS_
 	if (opp)
 		*opp = NULL;
 	if (!s->redis) {
-		ret = rs_token_peek(s->tokens, tok, kind);
+		ret = rs_token_peek(s->tokens, tok, kind, view_only);
 		COUNT(s, ret ? RS_SO_PEEK_MISSING : RS_SO_PEEK_OK);
 		return ret;
 	}

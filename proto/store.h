@@ -91,9 +91,12 @@ int rs_store_issue(struct rs_store *s, struct rs_worker *w, struct rs_console_sp
 		   uint32_t ttl_ms, char out[RS_TOKEN_TEXT + 1], rs_store_cb cb, void *arg,
 		   struct rs_store_op **op);
 
-/* Is <tok> live? (never consumes) */
+/* Is <tok> live? (never consumes) Embedded: *<kind> and *<view_only> set
+ * at once. Fleet: the callback gets the opened spec, borrowed for the call
+ * only (its kind and view_only flag; wiped and freed after). */
 int rs_store_peek(struct rs_store *s, struct rs_worker *w, const uint8_t tok[RS_TOKEN_BYTES],
-		  enum rs_console_kind *kind, rs_store_cb cb, void *arg, struct rs_store_op **op);
+		  enum rs_console_kind *kind, bool *view_only, rs_store_cb cb, void *arg,
+		  struct rs_store_op **op);
 
 /* Spend <tok> (exactly one caller across the fleet succeeds). Synchronous
  * success sets *<out>. A link bound to another address stays live (put back

@@ -324,3 +324,20 @@ def test_view_only_terminal_in_chromium(daemon_factory, term_lab):
     rec = open(term_lab.rec, "rb").read()
     assert rec.startswith(b"start\n"), rec
     assert b"input" not in rec and b"winch" not in rec, rec
+
+
+def test_view_only_page_offers_no_input(daemon):
+    """The page of a view-only link says so (data-view-only: noVNC's viewOnly,
+    no Ctrl-Alt-Del or type-text, xterm.js without stdin); an ordinary
+    link's page does not. ringside drops the input either way."""
+    import urllib.request
+
+    def page(view_only):
+        tok = daemon.create_console({"kind": "vnc", "host": "127.0.0.1", "port": 5999,
+                                     "view_only": view_only})["token"]
+        with urllib.request.urlopen("%s/console/%s" % (daemon.base, tok), timeout=5) as r:
+            body = r.read()
+        return body[body.index(b"<body"):body.index(b">", body.index(b"<body"))]
+
+    assert b" data-view-only" in page(True)
+    assert b"data-view-only" not in page(False)

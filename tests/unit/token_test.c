@@ -81,9 +81,26 @@ static void test_issue_peek_consume_once(void **st)
 				      "0123456789-_"),
 			 RS_TOKEN_TEXT);
 	assert_int_equal(rs_token_parse(text, 22, raw), 0);
-	assert_int_equal(rs_token_peek(t, raw, &kind), 0);
+	assert_int_equal(rs_token_peek(t, raw, &kind, NULL), 0);
 	assert_int_equal(kind, RS_CONSOLE_PVE_TERM);
-	assert_int_equal(rs_token_peek(t, raw, NULL), 0); /* peeking never consumes */
+	assert_int_equal(rs_token_peek(t, raw, NULL, NULL), 0); /* peeking never consumes */
+	{
+		/* A view-only link says so to the page, with its kind intact. */
+		struct rs_console_spec *vo = spec_kind("pw", RS_CONSOLE_PVE_VNC);
+		uint8_t vraw[16];
+		char vtext[RS_TOKEN_TEXT + 1];
+		bool view_only = false;
+
+		vo->view_only = true;
+		assert_int_equal(rs_token_issue(t, vo, 60000, vtext), 0);
+		assert_int_equal(rs_token_parse(vtext, 22, vraw), 0);
+		assert_int_equal(rs_token_peek(t, vraw, &kind, &view_only), 0);
+		assert_int_equal(kind, RS_CONSOLE_PVE_VNC);
+		assert_true(view_only);
+		assert_int_equal(rs_token_peek(t, raw, &kind, &view_only), 0);
+		assert_false(view_only);
+		assert_int_equal(rs_token_revoke(t, vraw), 0);
+	}
 	assert_int_equal(rs_token_consume(t, raw, NULL, &got), 0);
 	assert_int_equal(got->kind, RS_CONSOLE_PVE_TERM);
 	assert_string_equal(got->password, "pw");
@@ -91,10 +108,10 @@ static void test_issue_peek_consume_once(void **st)
 	got = (void *)1;
 	assert_int_equal(rs_token_consume(t, raw, NULL, &got), -ENOENT);
 	assert_null(got); /* *out is cleared on failure */
-	assert_int_equal(rs_token_peek(t, raw, &kind), -ENOENT);
+	assert_int_equal(rs_token_peek(t, raw, &kind, NULL), -ENOENT);
 	assert_int_equal(rs_token_revoke(t, raw), -ENOENT);
 	s = stats(t);
-	assert_int_equal(s.issued, 1);
+	assert_int_equal(s.issued, 2); /* and the view-only one, revoked */
 	assert_int_equal(s.consumed, 1);
 	assert_int_equal(s.rejected, 1);
 	assert_int_equal(s.live, 0);
@@ -113,11 +130,11 @@ static void test_near_miss_is_unknown(void **st)
 	for (int bit = 0; bit < 128; bit++) {
 		memcpy(other, raw, 16);
 		other[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-		assert_int_equal(rs_token_peek(t, other, NULL), -ENOENT);
+		assert_int_equal(rs_token_peek(t, other, NULL, NULL), -ENOENT);
 		assert_int_equal(rs_token_consume(t, other, NULL, &got), -ENOENT);
 		assert_int_equal(rs_token_revoke(t, other), -ENOENT);
 	}
-	assert_int_equal(rs_token_peek(t, raw, NULL), 0);
+	assert_int_equal(rs_token_peek(t, raw, NULL, NULL), 0);
 	assert_int_equal(stats(t).rejected, 128);
 	rs_token_table_free(t);
 }
@@ -198,7 +215,7 @@ static void test_text_round_trip(void **st)
 	for (int i = 0; i < 1000; i++) {
 		assert_int_equal(rs_token_issue(t, spec(NULL), 60000, text), 0);
 		assert_int_equal(rs_token_parse(text, 22, raw), 0);
-		assert_int_equal(rs_token_peek(t, raw, NULL), 0);
+		assert_int_equal(rs_token_peek(t, raw, NULL, NULL), 0);
 		assert_int_equal(rs_token_parse(text, 22, again), 0);
 		assert_memory_equal(raw, again, 16);
 		assert_int_equal(rs_token_revoke(t, raw), 0);
@@ -220,9 +237,9 @@ static void test_expiry_with_fake_clock(void **st)
 	issue_raw(t, spec("pw"), 1000, a);
 	issue_raw(t, spec("pw"), 1000, b);
 	fake_now += 999;
-	assert_int_equal(rs_token_peek(t, a, NULL), 0);
+	assert_int_equal(rs_token_peek(t, a, NULL, NULL), 0);
 	fake_now += 1; /* exactly TTL: expired */
-	assert_int_equal(rs_token_peek(t, a, NULL), -ENOENT);
+	assert_int_equal(rs_token_peek(t, a, NULL, NULL), -ENOENT);
 	/* consuming an expired token fails and reclaims it at once */
 	assert_int_equal(rs_token_consume(t, a, NULL, &got), -ENOENT);
 	assert_null(got);
@@ -239,7 +256,7 @@ static void test_expiry_with_fake_clock(void **st)
 	assert_int_equal(s.consumed, 0);
 	/* TTL 0 is expired on arrival */
 	issue_raw(t, spec(NULL), 0, a);
-	assert_int_equal(rs_token_peek(t, a, NULL), -ENOENT);
+	assert_int_equal(rs_token_peek(t, a, NULL, NULL), -ENOENT);
 	assert_int_equal(rs_token_sweep(t, fake_now), 1);
 	rs_token_table_free(t);
 }
@@ -264,15 +281,15 @@ static void test_sweep_100k(void **st)
 	assert_int_equal(rs_token_issue(t, extra, 1000, text), -ENOSPC); /* full */
 	fake_now += 999;
 	assert_int_equal(rs_token_sweep(t, fake_now), 0);
-	assert_int_equal(rs_token_peek(t, last, NULL), 0);
+	assert_int_equal(rs_token_peek(t, last, NULL, NULL), 0);
 	fake_now += 1;
 	assert_int_equal(rs_token_sweep(t, fake_now), 100000);
 	s = stats(t);
 	assert_int_equal(s.live, 0);
 	assert_int_equal(s.expired, 100000);
 	assert_int_equal(s.issued, 100000);
-	assert_int_equal(rs_token_peek(t, first, NULL), -ENOENT);
-	assert_int_equal(rs_token_peek(t, last, NULL), -ENOENT);
+	assert_int_equal(rs_token_peek(t, first, NULL, NULL), -ENOENT);
+	assert_int_equal(rs_token_peek(t, last, NULL, NULL), -ENOENT);
 	assert_int_equal(rs_token_sweep(t, fake_now + 5000), 0);
 	/* the whole capacity is usable again */
 	assert_int_equal(rs_token_issue(t, extra, 1000, text), 0);
@@ -424,11 +441,11 @@ static void test_revoke_and_revoke_by_hash(void **st)
 	k[0] ^= 1;
 	rs_log_hash(k, 16, other);
 	assert_int_equal(rs_token_revoke_hash(t, other), -ENOENT);
-	assert_int_equal(rs_token_peek(t, raw, NULL), 0);
+	assert_int_equal(rs_token_peek(t, raw, NULL, NULL), 0);
 	assert_int_equal(rs_token_revoke_hash(t, upper), 0); /* either case */
-	assert_int_equal(rs_token_peek(t, raw, NULL), -ENOENT);
+	assert_int_equal(rs_token_peek(t, raw, NULL, NULL), -ENOENT);
 	assert_int_equal(rs_token_revoke_hash(t, hash), -ENOENT);
-	assert_int_equal(rs_token_peek(t, keep, NULL), 0); /* the other token is untouched */
+	assert_int_equal(rs_token_peek(t, keep, NULL, NULL), 0); /* the other token is untouched */
 	assert_int_equal(stats(t).revoked, 2);
 	assert_int_equal(stats(t).live, 1);
 	rs_token_table_free(t);
@@ -474,7 +491,7 @@ static void test_bound_ipv4(void **st)
 	assert_int_equal(rs_token_consume(t, raw, NULL, &got), -EACCES);
 	assert_int_equal(rs_token_consume(t, raw, (struct sockaddr *)&v6, &got), -EACCES);
 	assert_int_equal(rs_token_consume(t, raw, (struct sockaddr *)&unix_addr, &got), -EACCES);
-	assert_int_equal(rs_token_peek(t, raw, NULL), 0); /* still live for its owner */
+	assert_int_equal(rs_token_peek(t, raw, NULL, NULL), 0); /* still live for its owner */
 	assert_int_equal(stats(t).rejected, 4);
 	/* a dual-stack listener reports the IPv4 browser as ::ffff:a.b.c.d */
 	assert_int_equal(rs_token_consume(t, raw, (struct sockaddr *)&mapped, &got), 0);
@@ -659,7 +676,7 @@ static void *stress_worker(void *arg)
 			rs_token_sweep(stress_t, rs_now_ms());
 			break;
 		case 2:
-			(void)rs_token_peek(stress_t, raw, NULL);
+			(void)rs_token_peek(stress_t, raw, NULL, NULL);
 			break;
 		default:
 			if (!rs_token_consume(stress_t, raw, NULL, &got)) {
@@ -773,7 +790,7 @@ static void test_return_keeps_the_link(void **st)
 	assert_int_equal(atomic_load(&u.pending), 1);
 	assert_int_equal(stats(t).live, 1);
 	assert_int_equal(stats(t).returned, 1);
-	assert_int_equal(rs_token_peek(t, raw, NULL), 0);
+	assert_int_equal(rs_token_peek(t, raw, NULL, NULL), 0);
 	assert_int_equal(rs_token_consume(t, raw, NULL, &again), 0);
 	assert_ptr_equal(again, got);
 	assert_string_equal(again->password, "pw");

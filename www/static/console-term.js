@@ -141,6 +141,8 @@ function connect() {
   ws.onclose = (e) => { onClose(e, opened); };
 }
 
+// A view-only link: ringside drops the input anyway; the terminal takes none.
+if (document.body.dataset.viewOnly !== undefined) term.options.disableStdin = true;
 term.onData((d) => sendInput(d));
 term.onBinary((d) => {
   const b = new Uint8Array(d.length);

@@ -17,6 +17,7 @@ let everConnected = false;
 let failure = null; // a security failure reported by noVNC
 let lastPosted = '';
 let retryTimer = null;
+const viewOnly = document.body.dataset.viewOnly !== undefined; // a view-only link
 const backoff = new Backoff();
 
 // One place for every state: the page (data-state, data-reason for tests
@@ -120,6 +121,9 @@ function connect() {
     return;
   }
   window.ringsideSocket = sock; // for tests: the live WebSocket
+  // A view-only link: ringside drops the input anyway; the page says so by
+  // sending none and offering no input controls.
+  rfb.viewOnly = viewOnly;
   rfb.scaleViewport = $('scale').checked;
   rfb.resizeSession = false;
   rfb.focusOnClick = true;
@@ -156,6 +160,10 @@ function typeText(text) {
 
 applyBranding('console');
 
+if (viewOnly) {
+  $('typeform').style.display = 'none';
+  $('cad').style.display = 'none';
+}
 $('typeform').addEventListener('submit', (e) => {
   e.preventDefault();
   if (!rfb || !connected) return;
