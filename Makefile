@@ -20,7 +20,7 @@ LLHTTP_INC := -I/usr/share/include/llhttp
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
         -Wno-missing-field-initializers
 BASE_CFLAGS := -std=gnu11 -g -D_GNU_SOURCE -I. $(SSL_CFLAGS) $(LLHTTP_INC) -pthread -MMD -MP
-LIBS := -luring -ljansson $(SSL_LIBS) -lpthread
+LIBS := -luring -ljansson -lhiredis $(SSL_LIBS) -lpthread
 
 ifeq ($(VARIANT),release)
   OPT := -O2

@@ -126,11 +126,10 @@ struct rs_redis *rs_redis_of(struct rs_redis_pool *p, struct rs_worker *w);
 /* Send a command of <argc> arguments (<lens> NULL: NUL-terminated strings).
  * Returns 0 and then <cb> runs exactly once, later (never inside this call),
  * unless cancelled; *<req> (when not NULL) is a handle valid until <cb> runs
- * or rs_redis_cancel. Returns -EAGAIN (queue full), -ENOMEM, -EINVAL: <cb>
- * will not run. While the client has no ready connection, the command waits
- * (bounded, with its deadline running) for the connection being made; when
- * none is being made (back-off after failures) it fails at once through <cb>
- * with -ENOTCONN. */
+ * or rs_redis_cancel. Returns -EAGAIN (queue full), -ENOMEM, -EINVAL, or
+ * -ENOTCONN (no connection ready nor being made: back-off after failures):
+ * then <cb> will not run and nothing was sent. While a connection is being
+ * made the command waits for it (bounded, its deadline running). */
 int rs_redis_cmd(struct rs_redis *r, rs_redis_cb cb, void *arg, int argc, const char **argv,
 		 const size_t *lens, struct rs_redis_req **req) RS_MUST_CHECK;
 
