@@ -364,7 +364,6 @@ static void unlock_vm(struct rs_pve_up *u)
 	u->locked = false;
 }
 
-
 static void wipe_str(char **s)
 {
 	if (*s) {
@@ -629,9 +628,10 @@ static void on_fleet_locked(void *arg, const redisReply *reply, int err)
 			 * lock alone rather than hold the console — a password reset
 			 * by another box is still caught by rs_pve_up_retry_auth. */
 			atomic_fetch_add(&u->pve->ct.vmlock_errors, 1);
-			rs_warn("pve", "cluster %s: VM %u: the fleet's VM lock is unavailable (%s): "
-				"going on with this box's lock", u->cl->name, u->vmid,
-				err ? strerror(-err) : "refused");
+			rs_warn("pve",
+				"cluster %s: VM %u: the fleet's VM lock is unavailable (%s): "
+				"going on with this box's lock",
+				u->cl->name, u->vmid, err ? strerror(-err) : "refused");
 		}
 		if (!u->c)
 			start_attempt(u, false); /* from on_lock_retry: no connection yet */
@@ -656,14 +656,14 @@ static bool fleet_lock(struct rs_pve_up *u)
 	if (!p->fleet || u->own || u->term)
 		return false;
 	rs_random(&nonce, sizeof(nonce));
-	snprintf(u->lock_key, sizeof(u->lock_key), "%svmlock:%s:%u", p->fleet_prefix,
-		 u->cl->name, u->vmid);
+	snprintf(u->lock_key, sizeof(u->lock_key), "%svmlock:%s:%u", p->fleet_prefix, u->cl->name,
+		 u->vmid);
 	snprintf(u->lock_val, sizeof(u->lock_val), "%s/%016llx", p->fleet_node,
 		 (unsigned long long)nonce);
 	snprintf(px, sizeof(px), "%llu",
-		 (unsigned long long)RS_MIN(RS_MAX(u->deadline_ms > now ? u->deadline_ms - now : 0,
-						   FLEET_LOCK_MIN_MS),
-					    FLEET_LOCK_MAX_MS));
+		 (unsigned long long)RS_MIN(
+		     RS_MAX(u->deadline_ms > now ? u->deadline_ms - now : 0, FLEET_LOCK_MIN_MS),
+		     FLEET_LOCK_MAX_MS));
 	argv[0] = "SET", argv[1] = u->lock_key, argv[2] = u->lock_val;
 	argv[3] = "NX", argv[4] = "PX", argv[5] = px;
 	if (!r || rs_redis_cmd(r, on_fleet_locked, u, 6, argv, NULL, &u->lock_req)) {
