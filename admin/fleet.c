@@ -47,16 +47,22 @@ const char *rs_fleet_node(const struct rs_fleet *f)
 	return f->node;
 }
 
+struct rs_redis_pool *rs_fleet_pool(const struct rs_fleet *f)
+{
+	return f->pool;
+}
+
 json_t *rs_fleet_session_json(const struct rs_fleet *f, const struct rs_console_info *i)
 {
 	/* No target address, client address or secret: the fleet view lives
 	 * in Redis, which must open nothing. */
-	return json_pack("{s:I, s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "id",
-			 (json_int_t)i->id, "box", f->node, "worker", (int)i->worker, "kind",
-			 i->kind, "state", i->state, "token", i->token_hash, "api_key", i->api_key,
-			 "label", i->label, "vmid", (json_int_t)i->vmid, "age_ms",
-			 (json_int_t)i->age_ms, "bytes_to_target", (json_int_t)i->bytes_to_target,
-			 "bytes_to_browser", (json_int_t)i->bytes_to_browser);
+	return json_pack(
+	    "{s:I, s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "id",
+	    (json_int_t)i->id, "box", f->node, "worker", (int)i->worker, "kind", i->kind, "state",
+	    i->state, "token", i->token_hash, "api_key", i->api_key, "label", i->label, "vmid",
+	    (json_int_t)i->vmid, "created_s", (json_int_t)i->created_s, "connected_s",
+	    (json_int_t)i->connected_s, "age_ms", (json_int_t)i->age_ms, "bytes_to_target",
+	    (json_int_t)i->bytes_to_target, "bytes_to_browser", (json_int_t)i->bytes_to_browser);
 }
 
 static char *local_sessions(struct rs_fleet *f)

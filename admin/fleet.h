@@ -53,6 +53,7 @@ void rs_fleet_worker_stop(struct rs_fleet *f, struct rs_worker *w);
 void rs_fleet_free(struct rs_fleet *f);
 
 const char *rs_fleet_node(const struct rs_fleet *f);
+struct rs_redis_pool *rs_fleet_pool(const struct rs_fleet *f);
 
 /* The other boxes' sessions as of the last heartbeat: a new JSON array of
  * objects (the fields above, "box" naming the holder). */

@@ -4,10 +4,12 @@
 #include <strings.h>
 
 #include "admin/app.h"
+#include "admin/fleet.h"
 #include "admin/metrics.h"
 #include "core/token.h"
 #include "proto/console.h"
 #include "proto/pve_up.h"
+#include "proto/redis.h"
 #include "tls/server.h"
 
 #ifndef RS_VERSION
@@ -42,6 +44,53 @@ static const char *const route_names[RS_APP_ROUTES] = {
 	"other", "healthz", "static", "console_page", "websocket", "api_consoles", "api_stats", "root",
 };
 
+
+/* The fleet view and the Redis client under it (admin/fleet.h, proto/redis.h). */
+static void fleet_metrics(FILE *f, struct rs_fleet *fl)
+{
+	struct rs_fleet_stats fs;
+	struct rs_redis_stats rs;
+
+	rs_fleet_stats_get(fl, &fs);
+	rs_redis_stats_get(rs_fleet_pool(fl), &rs);
+	family(f, "ringside_fleet_boxes", "gauge",
+	       "Other boxes alive in the fleet view (their heartbeat not expired).");
+	fprintf(f, "ringside_fleet_boxes %llu\n", (unsigned long long)fs.boxes);
+	family(f, "ringside_fleet_sessions", "gauge", "Sessions the other boxes publish.");
+	fprintf(f, "ringside_fleet_sessions %llu\n", (unsigned long long)fs.sessions);
+	family(f, "ringside_fleet_heartbeats_total", "counter",
+	       "This box's heartbeats (publish and read the fleet view), by result.");
+	fprintf(f, "ringside_fleet_heartbeats_total{result=\"ok\"} %llu\n",
+		(unsigned long long)fs.heartbeats);
+	fprintf(f, "ringside_fleet_heartbeats_total{result=\"error\"} %llu\n",
+		(unsigned long long)fs.heartbeat_errors);
+	family(f, "ringside_fleet_kills_total", "counter",
+	       "Kills across boxes: sent to another box, received, and sessions they ended here.");
+	fprintf(f, "ringside_fleet_kills_total{event=\"sent\"} %llu\n",
+		(unsigned long long)fs.kills_sent);
+	fprintf(f, "ringside_fleet_kills_total{event=\"received\"} %llu\n",
+		(unsigned long long)fs.kills_received);
+	fprintf(f, "ringside_fleet_kills_total{event=\"done\"} %llu\n",
+		(unsigned long long)fs.kills_done);
+	family(f, "ringside_redis_command_seconds", "histogram",
+	       "Redis command latency, sent to answered (every worker).");
+	histogram(f, "ringside_redis_command_seconds", "", rs_redis_lat_le_s, RS_REDIS_LAT_BUCKETS,
+		  rs.lat, (double)rs.lat_sum_us / 1e6);
+	family(f, "ringside_redis_errors_total", "counter", "Redis commands that failed, by cause.");
+	for (int c = 0; c < RS_REDIS_E__COUNT; c++)
+		fprintf(f, "ringside_redis_errors_total{cause=\"%s\"} %llu\n", rs_redis_err_names[c],
+			(unsigned long long)rs.errors[c]);
+	family(f, "ringside_redis_failovers_total", "counter",
+	       "Changes of Redis master followed (through Sentinel).");
+	fprintf(f, "ringside_redis_failovers_total %llu\n", (unsigned long long)rs.failovers);
+	family(f, "ringside_redis_connections", "gauge", "Redis connections ready now.");
+	fprintf(f, "ringside_redis_connections %llu\n", (unsigned long long)rs.connected);
+	family(f, "ringside_redis_pending", "gauge", "Redis commands queued or in flight now.");
+	fprintf(f, "ringside_redis_pending %llu\n", (unsigned long long)rs.pending);
+	family(f, "ringside_redis_reconnects_total", "counter",
+	       "Redis connections made again after a loss.");
+	fprintf(f, "ringside_redis_reconnects_total %llu\n", (unsigned long long)rs.reconnects);
+}
 
 static const char *cluster_label(const struct rs_app *app, size_t c, size_t ncl)
 {
@@ -138,7 +187,19 @@ long rs_metrics_render(struct rs_app *app, char **out)
 		       "Proxmox login tickets obtained (user/password clusters).");
 		fprintf(f, "ringside_pve_logins_total %llu\n",
 			(unsigned long long)atomic_load(&pc->login_renewals));
+		family(f, "ringside_pve_vmlock_waits_total", "counter",
+		       "VNC consoles that waited while another box authenticated on the same VM "
+		       "(the fleet's VM lock).");
+		fprintf(f, "ringside_pve_vmlock_waits_total %llu\n",
+			(unsigned long long)atomic_load(&pc->vmlock_waits));
+		family(f, "ringside_pve_vmlock_errors_total", "counter",
+		       "Fleet VM locks Redis could not grant or release (the console went on with "
+		       "this box's lock; a lock not released expires).");
+		fprintf(f, "ringside_pve_vmlock_errors_total %llu\n",
+			(unsigned long long)atomic_load(&pc->vmlock_errors));
 	}
+	if (app->fleet)
+		fleet_metrics(f, app->fleet);
 
 	family(f, "ringside_consoles_opened_total", "counter",
 	       "Console WebSocket upgrades that consumed a token, by kind.");
