@@ -307,8 +307,9 @@ class Box:
                     "auth_failures_per_window": 0},
             "allowed_targets": ["127.0.0.0/8", "::1"],
             "metrics_listen": "%s:%d" % (host, self.metrics_port),
-            "fleet": fleet,
         }
+        if fleet is not None:  # None: the embedded table (the bench's baseline)
+            cfg["fleet"] = fleet
         for k, v in [*TORTURE.items(), *(overrides or {}).items()]:
             if isinstance(v, dict) and isinstance(cfg.get(k), dict):
                 cfg[k].update(v)
