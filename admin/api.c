@@ -555,25 +555,98 @@ static int check_target(const struct rs_keyset_key *k, const struct rs_console_s
 		    "the target is outside the allowed_targets of API key '%s'", k->name);
 }
 
-int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, const struct rs_keyset *ks,
-		 int key, struct rs_console_spec *spec, char token[], struct rs_api_error *e)
+/* What the log and the audit record of an issue say (no secret in here). */
+struct issue_note {
+	char key[80], target[300], label[260], client[48];
+	const char *kind;
+	uint32_t ttl;
+};
+
+static void log_issued(struct rs_app *app, const struct issue_note *n, const char *token)
+{
+	uint8_t raw[16];
+	char hash[9];
+
+	rs_token_parse(token, RS_TOKEN_TEXT, raw);
+	rs_log_hash(raw, sizeof(raw), hash);
+	explicit_bzero(raw, sizeof(raw));
+	rs_info("api", "token.issued key=%s token=%s target=%s:%s ttl=%u label=%s", n->key, hash,
+		n->kind, n->target, n->ttl, rs_log_q(n->label));
+	rs_audit_emit(app->audit, "token.issued",
+		      json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "token", hash, "api_key",
+				n->key, "label", n->label, "kind", n->kind, "target", n->target,
+				"ttl", (int)n->ttl, "api_client", n->client));
+}
+
+static void store_unavailable(struct rs_api_error *e)
+{
+	fail(e, 503, "store_unavailable",
+	     "the link store (Redis) is unavailable; retry in a moment");
+}
+
+/* An issue waiting for the fleet store. */
+struct pending_issue {
+	struct rs_app *app;
+	struct rs_http_conn *hc;
+	rs_api_issue_done done;
+	struct rs_store_op *op;
+	struct issue_note note;
+	char token[RS_TOKEN_TEXT + 1];
+};
+
+static void on_issued(void *arg, int err, struct rs_console_spec *spec, enum rs_console_kind kind)
+{
+	struct pending_issue *pi = arg;
+	struct rs_http_conn *hc = pi->hc;
+	struct rs_api_error e = {0};
+
+	(void)spec;
+	(void)kind;
+	if (err) {
+		store_unavailable(&e);
+		pi->done(hc, NULL, pi->note.ttl, &e);
+	} else {
+		log_issued(pi->app, &pi->note, pi->token);
+		pi->done(hc, pi->token, pi->note.ttl, NULL);
+	}
+	explicit_bzero(pi, sizeof(*pi));
+	free(pi);
+	rs_http_resume(hc);
+}
+
+static void issue_gone(void *arg)
+{
+	struct pending_issue *pi = arg;
+
+	rs_store_cancel(pi->op);
+	explicit_bzero(pi, sizeof(*pi));
+	free(pi);
+}
+
+void rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, const struct rs_keyset *ks,
+		  int key, struct rs_console_spec *spec, rs_api_issue_done done)
 {
 	const struct rs_keyset_key *k = &ks->keys[key];
-	char hash[9], target[300], label[260], client[48];
-	const char *kind;
-	uint8_t raw[16];
-	uint32_t ttl;
+	struct rs_api_error e = {0};
+	struct pending_issue *pi;
+	struct issue_note *n;
 	int ret;
 
-	ret = check_target(k, spec, e);
+	pi = calloc(1, sizeof(*pi));
+	if (!pi) {
+		fail(&e, 503, "no_memory", "out of memory");
+		goto out_free;
+	}
+	n = &pi->note;
+	ret = check_target(k, spec, &e);
 	if (ret)
 		goto out_free;
 	if (!rs_usage_take(&k->state->usage.pending, k->max_pending)) {
 		atomic_fetch_add(&key_pending_refused, 1);
-		ret = fail(e, 429, "key_pending_limit",
-			   "API key '%s' has %u pending console links (its max_pending); wait "
-			   "until some are used or expire, or revoke some",
-			   k->name, k->max_pending);
+		fail(&e, 429, "key_pending_limit",
+		     "API key '%s' has %u pending console links (its max_pending); wait "
+		     "until some are used or expire, or revoke some",
+		     k->name, k->max_pending);
 		goto out_free;
 	}
 	/* From here the spec holds one pending unit: the token table gives it
@@ -584,45 +657,75 @@ int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, const struct rs_ke
 	spec->created_s = rs_wall_s();
 	spec->expires_s = spec->created_s + spec->ttl_s;
 	if (spec->kind == RS_CONSOLE_VNC || !spec->cluster)
-		snprintf(target, sizeof(target), "%s:%u%s%s", spec->host, spec->port,
+		snprintf(n->target, sizeof(n->target), "%s:%u%s%s", spec->host, spec->port,
 			 spec->node ? "/" : "", spec->node ? spec->node : "");
 	else
-		snprintf(target, sizeof(target), "%s/%s/%u", spec->cluster,
+		snprintf(n->target, sizeof(n->target), "%s/%s/%u", spec->cluster,
 			 spec->node ? spec->node : "-", spec->vmid);
-	kind = spec->kind == RS_CONSOLE_VNC ? "vnc" : spec->kind == RS_CONSOLE_PVE_VNC ? "pve-vnc"
-										      : "pve-term";
-	snprintf(label, sizeof(label), "%s", spec->label ? spec->label : "");
-	ttl = spec->ttl_s;
-	ret = rs_token_issue(app->tokens, spec, ttl * 1000u, token);
+	n->kind = spec->kind == RS_CONSOLE_VNC	       ? "vnc"
+		  : spec->kind == RS_CONSOLE_PVE_VNC ? "pve-vnc"
+						     : "pve-term";
+	snprintf(n->label, sizeof(n->label), "%s", spec->label ? spec->label : "");
+	snprintf(n->key, sizeof(n->key), "%s", k->name);
+	rs_conn_peer_str(rs_http_conn_conn(hc), n->client, sizeof(n->client));
+	n->ttl = spec->ttl_s;
+	ret = rs_store_issue(app->store, rs_conn_worker(rs_http_conn_conn(hc)), spec,
+			     n->ttl * 1000u, pi->token, on_issued, pi, &pi->op);
+	if (ret == RS_STORE_PENDING) {
+		/* <spec> is the store's; the answer comes from on_issued. */
+		pi->app = app;
+		pi->hc = hc;
+		pi->done = done;
+		rs_http_defer(hc, issue_gone, pi);
+		return;
+	}
 	if (ret) {
 		atomic_fetch_sub(&k->state->usage.pending, 1);
 		if (ret == -ENOSPC)
-			fail(e, 503, "token_table_full",
+			fail(&e, 503, "token_table_full",
 			     "too many pending console links; retry later");
 		else if (ret == -EINVAL)
-			fail(e, 400, "invalid_request",
+			fail(&e, 400, "invalid_request",
 			     "the console request cannot be issued (invalid client address)");
+		else if (ret == -EAGAIN)
+			store_unavailable(&e);
 		else
-			fail(e, 503, "issue_failed", "the link could not be issued (%s); retry",
+			fail(&e, 503, "issue_failed", "the link could not be issued (%s); retry",
 			     strerror(-ret));
 		goto out_free;
 	}
 	/* <spec> now belongs to the table: only the copies above are used. */
-	rs_token_parse(token, RS_TOKEN_TEXT, raw);
-	rs_log_hash(raw, sizeof(raw), hash);
-	explicit_bzero(raw, sizeof(raw));
-	rs_info("api", "token.issued key=%s token=%s target=%s:%s ttl=%u label=%s", k->name, hash,
-		kind, target, ttl, rs_log_q(label));
-	rs_conn_peer_str(rs_http_conn_conn(hc), client, sizeof(client));
-	rs_audit_emit(app->audit, "token.issued",
-		      json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "token", hash, "api_key",
-				k->name, "label", label, "kind", kind, "target", target, "ttl",
-				(int)ttl, "api_client", client));
-	return 0;
+	log_issued(app, n, pi->token);
+	done(hc, pi->token, n->ttl, NULL);
+	explicit_bzero(pi, sizeof(*pi));
+	free(pi);
+	return;
 out_free:
 	spec->usage = NULL; /* rs_spec_free must not give back what was not taken */
 	rs_spec_free(spec);
-	return ret < 0 ? ret : -EINVAL;
+	free(pi);
+	done(hc, NULL, 0, &e);
+}
+
+static void create_reply(struct rs_http_conn *hc, const char *token, uint32_t ttl,
+			 const struct rs_api_error *e)
+{
+	struct rs_app *app = rs_http_conn_server(hc)->arg;
+	char expires[32], body[512];
+	int n;
+
+	if (e)
+		return rs_http_respond_error(hc, e->status, e->code, e->message,
+					     e->status == 429 || e->status == 503
+						     ? "Retry-After: 1\r\n"
+						     : NULL);
+	format_time(rs_wall_s() + ttl, expires);
+	n = snprintf(body, sizeof(body),
+		     "{\"token\":\"%s\",\"url\":\"%s/console/%s\",\"expires_at\":\"%s\","
+		     "\"expires_in\":%u}\n",
+		     token, app->cfg->public_url, token, expires, ttl);
+	rs_http_respond(hc, 201, "application/json", body, (size_t)n, NULL);
+	explicit_bzero(body, sizeof(body));
 }
 
 static void create_console(struct rs_app *app, struct rs_http_conn *hc,
@@ -631,9 +734,6 @@ static void create_console(struct rs_app *app, struct rs_http_conn *hc,
 	const struct rs_http_header *ct = rs_http_req_header(req, "Content-Type");
 	struct rs_console_spec *spec;
 	struct rs_api_error e = {0};
-	char token[RS_TOKEN_TEXT + 1], expires[32], body[512];
-	uint32_t ttl;
-	int n;
 
 	if (!ct || ct->value_len < 16 || strncasecmp(ct->value, "application/json", 16))
 		return rs_http_respond_error(hc, 415, "unsupported_media_type",
@@ -643,18 +743,46 @@ static void create_console(struct rs_app *app, struct rs_http_conn *hc,
 					     "this appliance is draining; try another", NULL);
 	if (rs_api_parse_console(app->cfg, req->body, req->body_len, &spec, &e))
 		return rs_http_respond_error(hc, e.status, e.code, e.message, NULL);
-	ttl = spec->ttl_s;
-	if (rs_api_issue(app, hc, ks, key, spec, token, &e))
-		return rs_http_respond_error(hc, e.status, e.code, e.message,
-					     e.status == 429 ? "Retry-After: 1\r\n" : NULL);
-	format_time(rs_wall_s() + ttl, expires);
-	n = snprintf(body, sizeof(body),
-		     "{\"token\":\"%s\",\"url\":\"%s/console/%s\",\"expires_at\":\"%s\","
-		     "\"expires_in\":%u}\n",
-		     token, app->cfg->public_url, token, expires, ttl);
-	rs_http_respond(hc, 201, "application/json", body, (size_t)n, NULL);
-	explicit_bzero(body, sizeof(body));
-	explicit_bzero(token, sizeof(token));
+	rs_api_issue(app, hc, ks, key, spec, create_reply);
+}
+
+static void revoke_reply(struct rs_http_conn *hc, int ret)
+{
+	if (ret == -EAGAIN) {
+		struct rs_api_error e = {0};
+
+		store_unavailable(&e);
+		return rs_http_respond_error(hc, e.status, e.code, e.message, "Retry-After: 1\r\n");
+	}
+	if (ret)
+		return rs_http_respond_error(hc, 404, "not_found",
+					     "no such pending console link", NULL);
+	rs_http_respond(hc, 204, NULL, NULL, 0, NULL);
+}
+
+struct pending_revoke {
+	struct rs_http_conn *hc;
+	struct rs_store_op *op;
+};
+
+static void on_revoked(void *arg, int err, struct rs_console_spec *spec, enum rs_console_kind kind)
+{
+	struct pending_revoke *pr = arg;
+	struct rs_http_conn *hc = pr->hc;
+
+	(void)spec;
+	(void)kind;
+	free(pr);
+	revoke_reply(hc, err);
+	rs_http_resume(hc);
+}
+
+static void revoke_gone(void *arg)
+{
+	struct pending_revoke *pr = arg;
+
+	rs_store_cancel(pr->op);
+	free(pr);
 }
 
 static void revoke_console(struct rs_app *app, struct rs_http_conn *hc,
@@ -662,16 +790,29 @@ static void revoke_console(struct rs_app *app, struct rs_http_conn *hc,
 {
 	const char *tok = req->path + strlen("/api/v1/consoles/");
 	size_t len = req->path_len - strlen("/api/v1/consoles/");
+	struct pending_revoke *pr;
 	uint8_t raw[16];
 	int ret = rs_token_parse(tok, len, raw);
 
-	if (!ret)
-		ret = rs_token_revoke(app->tokens, raw);
+	if (ret) {
+		explicit_bzero(raw, sizeof(raw));
+		return revoke_reply(hc, -ENOENT);
+	}
+	pr = calloc(1, sizeof(*pr));
+	if (!pr) {
+		explicit_bzero(raw, sizeof(raw));
+		return rs_http_respond_error(hc, 503, "no_memory", "out of memory", NULL);
+	}
+	ret = rs_store_revoke(app->store, rs_conn_worker(rs_http_conn_conn(hc)), raw, on_revoked,
+			      pr, &pr->op);
 	explicit_bzero(raw, sizeof(raw));
-	if (ret)
-		return rs_http_respond_error(hc, 404, "not_found",
-					     "no such pending console link", NULL);
-	rs_http_respond(hc, 204, NULL, NULL, 0, NULL);
+	if (ret == RS_STORE_PENDING) {
+		pr->hc = hc;
+		rs_http_defer(hc, revoke_gone, pr);
+		return;
+	}
+	free(pr);
+	revoke_reply(hc, ret);
 }
 
 static void append(char **p, size_t *left, const char *fmt, ...) RS_PRINTF(3, 4);

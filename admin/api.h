@@ -87,12 +87,20 @@ int rs_api_auth(struct rs_app *app, const struct rs_keyset *ks, struct rs_http_c
 /* Take one request from key <key>'s rate bucket (api.rate_limit_*). */
 bool rs_api_rate_ok(struct rs_app *app, const struct rs_keyset *ks, int key);
 
+/* The answer to an issue: <token> (valid during the call) when <e> is NULL,
+ * else the error to answer in the API's own shape. */
+typedef void (*rs_api_issue_done)(struct rs_http_conn *hc, const char *token, uint32_t ttl_s,
+				  const struct rs_api_error *e);
+
 /* Issue a token for <spec> (ownership passes; freed on failure) on behalf of
  * key <key> of <ks>: checks the key's target list and pending-link limit,
- * logs and audits. <token> receives its text. 0, or -errno with <e> filled
- * (the caller answers in its API's shape). */
-int rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, const struct rs_keyset *ks,
-		 int key, struct rs_console_spec *spec, char token[], struct rs_api_error *e);
+ * writes it to the store, logs and audits, then answers through <done> —
+ * at once with the embedded table, or, with a fleet store, once Redis has
+ * answered (the request is deferred meanwhile; <done> is not called if the
+ * client has gone). A store that cannot be reached gives 503
+ * store_unavailable. */
+void rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, const struct rs_keyset *ks,
+		  int key, struct rs_console_spec *spec, rs_api_issue_done done);
 
 /* For the HTTP server's on_head: answer 401 from the head of a request
  * whose body is not read yet when it carries no valid key; else nothing. */

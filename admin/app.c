@@ -101,6 +101,40 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 			 cfg->token_capacity);
 		return -ENOMEM;
 	}
+	if (cfg->fleet.enabled) {
+		const struct rs_fleet_conf *f = &cfg->fleet;
+		struct rs_redis_opts ro = {
+			.address = f->address,
+			.sentinels = (const char *const *)f->sentinels,
+			.n_sentinels = f->n_sentinels,
+			.master = f->master,
+			.username = f->username,
+			.password = f->password,
+			.db = f->db,
+			.tls = f->tls,
+			.tls_ca_file = f->tls_ca_file,
+			.tls_insecure = f->tls_insecure,
+			.timeout_ms = f->timeout_ms,
+			.connect_timeout_ms = f->connect_timeout_ms,
+			.max_pending = f->max_pending,
+		};
+		/* One client slot per possible worker (config caps workers at 256). */
+		int ret = rs_redis_pool_new(&app->redis, &ro, 256, err, errlen);
+
+		if (ret)
+			return ret;
+	}
+	{
+		struct rs_store_opts so = {
+			.tokens = app->tokens,
+			.redis = app->redis,
+			.key_prefix = cfg->fleet.key_prefix,
+			.consume_replicas = cfg->fleet.consume_replicas,
+			.wait_timeout_ms = cfg->fleet.consume_wait_ms,
+		};
+
+		rs_store_new(&app->store, &so);
+	}
 	atomic_store(&app->keys, rs_keyset_new(cfg, NULL));
 	app->trusted_proxies = rs_xcalloc(cfg->n_trusted_proxies + 1, sizeof(struct rs_cidr));
 	for (size_t i = 0; i < cfg->n_trusted_proxies; i++)
@@ -142,6 +176,7 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 	/* Its own counts: a busy API client does not lock its own scraper out. */
 	app->metrics_http.clients = rs_http_clients_new();
 	app->console.tokens = app->tokens;
+	app->console.store = app->store;
 	app->console.cfg = cfg;
 	app->console.draining = &app->draining;
 	app->console.on_event = on_console_event;
@@ -152,6 +187,10 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 
 void rs_app_release(struct rs_app *app)
 {
+	rs_store_free(app->store);
+	app->store = NULL;
+	rs_redis_pool_free(app->redis);
+	app->redis = NULL;
 	rs_token_table_free(app->tokens);
 	app->tokens = NULL;
 	rs_keyset_free(atomic_exchange(&app->keys, NULL));
@@ -277,17 +316,26 @@ static const char PAGE_HEADERS[] =
 	"Content-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; "
 	"img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'\r\n";
 
-static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc, const char *tok,
-			       size_t toklen)
+/* The page for a token whose state is known (<ret> 0: live, of <kind>). */
+static void page_with(struct rs_app *app, struct rs_http_conn *hc, int ret,
+		      enum rs_console_kind kind)
 {
+	static const char unavailable[] =
+		"<!doctype html><html><head><meta charset=\"utf-8\"><title>Console</title></head>"
+		"<body><h1>Console service temporarily unavailable</h1><p>The console service "
+		"cannot check this link right now. Try again in a moment; the link stays valid "
+		"until it expires.</p></body></html>\n";
 	const struct rs_asset *page = NULL;
-	enum rs_console_kind kind;
-	uint8_t raw[16];
 	int status = 404;
 
-	/* Looking at the page never consumes the token: link previewers and
-	 * chat apps fetch links before the person does. */
-	if (!rs_token_parse(tok, toklen, raw) && !rs_token_peek(app->tokens, raw, &kind)) {
+	if (ret == -EAGAIN) {
+		rs_http_respond_static(hc, 503, "text/html; charset=utf-8", unavailable,
+				       sizeof(unavailable) - 1,
+				       "Retry-After: 1\r\nCache-Control: no-store\r\n"
+				       "Referrer-Policy: no-referrer\r\n");
+		return;
+	}
+	if (!ret) {
 		/* The terminal page exists once the xterm.js page is built in. */
 		if (kind == RS_CONSOLE_PVE_TERM)
 			page = find_asset(app, "/pages/console-term.html", 24);
@@ -295,7 +343,6 @@ static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc, cons
 			page = find_asset(app, "/pages/console-vnc.html", 23);
 		status = 200;
 	}
-	explicit_bzero(raw, sizeof(raw));
 	if (!page) {
 		page = find_asset(app, "/pages/expired.html", 19);
 		status = 404;
@@ -305,6 +352,65 @@ static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc, cons
 		return;
 	}
 	rs_http_respond_static(hc, status, page->type, page->data, page->len, PAGE_HEADERS);
+}
+
+struct pending_page {
+	struct rs_app *app;
+	struct rs_http_conn *hc;
+	struct rs_store_op *op;
+};
+
+static void on_page_peeked(void *arg, int err, struct rs_console_spec *spec,
+			   enum rs_console_kind kind)
+{
+	struct pending_page *pp = arg;
+	struct rs_http_conn *hc = pp->hc;
+
+	(void)spec;
+	page_with(pp->app, hc, err, kind);
+	free(pp);
+	rs_http_resume(hc);
+}
+
+static void page_gone(void *arg)
+{
+	struct pending_page *pp = arg;
+
+	rs_store_cancel(pp->op);
+	free(pp);
+}
+
+static void serve_console_page(struct rs_app *app, struct rs_http_conn *hc, const char *tok,
+			       size_t toklen)
+{
+	enum rs_console_kind kind = RS_CONSOLE_VNC;
+	struct pending_page *pp;
+	uint8_t raw[16];
+	int ret;
+
+	/* Looking at the page never consumes the token: link previewers and
+	 * chat apps fetch links before the person does. */
+	ret = rs_token_parse(tok, toklen, raw);
+	if (ret) {
+		explicit_bzero(raw, sizeof(raw));
+		return page_with(app, hc, -ENOENT, kind);
+	}
+	pp = calloc(1, sizeof(*pp));
+	if (!pp) {
+		explicit_bzero(raw, sizeof(raw));
+		return rs_http_respond_error(hc, 503, "no_memory", "out of memory", NULL);
+	}
+	ret = rs_store_peek(app->store, rs_conn_worker(rs_http_conn_conn(hc)), raw, &kind,
+			    on_page_peeked, pp, &pp->op);
+	explicit_bzero(raw, sizeof(raw));
+	if (ret == RS_STORE_PENDING) {
+		pp->app = app;
+		pp->hc = hc;
+		rs_http_defer(hc, page_gone, pp);
+		return;
+	}
+	free(pp);
+	page_with(app, hc, ret, kind);
 }
 
 void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg)

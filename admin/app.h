@@ -12,6 +12,7 @@
 #include "core/token.h"
 #include "proto/console.h"
 #include "proto/http_server.h"
+#include "proto/store.h"
 
 #include <stdatomic.h>
 
@@ -37,6 +38,9 @@ struct rs_app {
 	struct rs_config *cfg;
 	struct rs_engine *engine;
 	struct rs_token_table *tokens;
+	/* Where links live: the table above, or the fleet's Redis (proto/store.h). */
+	struct rs_store *store;
+	struct rs_redis_pool *redis; /* NULL without a `fleet` section */
 	struct rs_http_server http;
 	struct rs_http_server metrics_http;
 	struct rs_console_env console;

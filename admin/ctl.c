@@ -421,10 +421,18 @@ int rs_ctl_execute(struct rs_app *app, const char *line, char **result)
 	} else if (!strcmp(argv[0], "revoke")) {
 		if (argc < 2 || strlen(argv[1]) != 8)
 			ret = err_out(&o, "%s", "usage: revoke <token-hash> (8 hex digits from the logs)");
-		else if (rs_token_revoke_hash(app->tokens, argv[1]))
-			ret = err_out(&o, "%s", "no pending console link with that hash");
-		else
-			ret = ok(&o, "revoked", "{\"revoked\":true}");
+		else {
+			/* With a fleet store: on every box's links, through Redis. */
+			int r = rs_store_revoke_hash(app->store, app->engine, argv[1]);
+
+			if (r == -EAGAIN)
+				ret = err_out(&o, "%s", "store_unavailable: the link store (Redis) "
+							"did not answer; try again");
+			else if (r)
+				ret = err_out(&o, "%s", "no pending console link with that hash");
+			else
+				ret = ok(&o, "revoked", "{\"revoked\":true}");
+		}
 	} else if (!strcmp(argv[0], "drain") || !strcmp(argv[0], "undrain")) {
 		bool on = !strcmp(argv[0], "drain");
 

@@ -171,6 +171,57 @@ long rs_metrics_render(struct rs_app *app, char **out)
 			(unsigned long long)rs_tls_server_ticket_rotations(app->tls));
 	}
 
+	{
+		uint64_t so[RS_SO__COUNT];
+
+		rs_store_outcomes(app->store, so);
+		family(f, "ringside_store_links_total", "counter",
+		       "Console link operations on the token store (embedded or fleet), by "
+		       "outcome.");
+		for (int i = 0; i < RS_SO__COUNT; i++)
+			fprintf(f, "ringside_store_links_total{store=\"%s\",outcome=\"%s\"} %llu\n",
+				app->redis ? "redis" : "embedded", rs_store_outcome_names[i],
+				(unsigned long long)so[i]);
+	}
+	if (app->redis) {
+		struct rs_redis_stats rst;
+		uint64_t cum = 0;
+
+		rs_redis_stats_get(app->redis, &rst);
+		family(f, "ringside_redis_commands_total", "counter", "Commands sent to Redis.");
+		fprintf(f, "ringside_redis_commands_total %llu\n", (unsigned long long)rst.commands);
+		family(f, "ringside_redis_errors_total", "counter",
+		       "Redis commands that failed, by cause.");
+		for (int i = 0; i < RS_REDIS_E__COUNT; i++)
+			fprintf(f, "ringside_redis_errors_total{cause=\"%s\"} %llu\n",
+				rs_redis_err_names[i], (unsigned long long)rst.errors[i]);
+		family(f, "ringside_redis_latency_seconds", "histogram",
+		       "Time from sending a Redis command to its answer.");
+		for (int i = 0; i < RS_REDIS_LAT_BUCKETS; i++) {
+			cum += rst.lat[i];
+			fprintf(f, "ringside_redis_latency_seconds_bucket{le=\"%g\"} %llu\n",
+				rs_redis_lat_le_s[i], (unsigned long long)cum);
+		}
+		cum += rst.lat[RS_REDIS_LAT_BUCKETS];
+		fprintf(f, "ringside_redis_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+			(unsigned long long)cum);
+		fprintf(f, "ringside_redis_latency_seconds_sum %.6f\n", (double)rst.lat_sum_us / 1e6);
+		fprintf(f, "ringside_redis_latency_seconds_count %llu\n", (unsigned long long)cum);
+		family(f, "ringside_redis_failovers_total", "counter",
+		       "Changes of Redis master followed through Sentinel.");
+		fprintf(f, "ringside_redis_failovers_total %llu\n", (unsigned long long)rst.failovers);
+		family(f, "ringside_redis_connections", "gauge", "Redis connections ready now.");
+		fprintf(f, "ringside_redis_connections %llu\n", (unsigned long long)rst.connected);
+		family(f, "ringside_redis_connects_total", "counter",
+		       "Redis connection attempts, by result.");
+		fprintf(f, "ringside_redis_connects_total{result=\"ok\"} %llu\n",
+			(unsigned long long)rst.connects);
+		fprintf(f, "ringside_redis_connects_total{result=\"failed\"} %llu\n",
+			(unsigned long long)rst.connect_failures);
+		family(f, "ringside_redis_pending", "gauge", "Redis commands waiting for an answer.");
+		fprintf(f, "ringside_redis_pending %llu\n", (unsigned long long)rst.pending);
+	}
+
 	if (app->pve) {
 		const struct rs_pve_counters *pc = rs_pve_counters(app->pve);
 

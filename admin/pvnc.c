@@ -249,6 +249,18 @@ void rs_pvnc_check_head(struct rs_app *app, struct rs_http_conn *hc, const struc
 	(void)auth(app, atomic_load(&app->keys), hc, req);
 }
 
+/* ProxmoxVNC's answer shapes: {"status":"success","token":…} or an error. */
+static void create_reply(struct rs_http_conn *hc, const char *token, uint32_t ttl_s,
+			 const struct rs_api_error *e)
+{
+	(void)ttl_s;
+	if (e)
+		return reply(hc, e->status,
+			     json_pack("{s:s, s:s, s:s}", "status", "error", "code", e->code,
+				       "message", e->message));
+	reply(hc, 200, json_pack("{s:s, s:s}", "status", "success", "token", token));
+}
+
 void rs_pvnc_create(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
 {
 	const struct rs_http_header *ct = rs_http_req_header(req, "Content-Type");
@@ -256,10 +268,9 @@ void rs_pvnc_create(struct rs_app *app, struct rs_http_conn *hc, const struct rs
 	 * must not turn the key index into one of another (shorter) set. */
 	const struct rs_keyset *ks = atomic_load(&app->keys);
 	struct rs_console_spec *spec;
-	struct rs_api_error e = {0};
 	const uint8_t *params;
 	size_t plen;
-	char token[RS_TOKEN_TEXT + 1], msg[200];
+	char msg[200];
 	int key, ret;
 
 	if (req->method != HTTP_POST)
@@ -289,12 +300,7 @@ void rs_pvnc_create(struct rs_app *app, struct rs_http_conn *hc, const struct rs
 			     : ret == -ENOMEM ? 503
 					      : 400,
 			     msg);
-	if (rs_api_issue(app, hc, ks, key, spec, token, &e))
-		return reply(hc, e.status,
-			     json_pack("{s:s, s:s, s:s}", "status", "error", "code", e.code,
-				       "message", e.message));
-	reply(hc, 200, json_pack("{s:s, s:s}", "status", "success", "token", token));
-	explicit_bzero(token, sizeof(token));
+	rs_api_issue(app, hc, ks, key, spec, create_reply);
 }
 
 static void iso_time(int64_t t, char out[32])

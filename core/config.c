@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -178,6 +179,19 @@ void rs_config_init(struct rs_config *c)
 	c->admin_socket = rs_xstrdup("");
 }
 
+static void free_fleet(struct rs_fleet_conf *f)
+{
+	free(f->node);
+	free(f->address);
+	free(f->username);
+	wipe_free(f->password);
+	free(f->tls_ca_file);
+	free(f->key_prefix);
+	free_list(&f->sentinels, &f->n_sentinels);
+	free(f->master);
+	memset(f, 0, sizeof(*f));
+}
+
 void rs_config_release(struct rs_config *c)
 {
 	free_list(&c->listen, &c->n_listen);
@@ -206,6 +220,7 @@ void rs_config_release(struct rs_config *c)
 	}
 	free(c->config_path);
 	free(c->_pvnc_public_ip);
+	free_fleet(&c->fleet);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -721,6 +736,168 @@ static int need_string(json_t *v, const char *key, char *err, size_t errlen)
 	return 0;
 }
 
+static int fleet_uint(json_t *v, const char *path, unsigned mn, unsigned mx, unsigned *out,
+		      char *err, size_t errlen)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < mn || json_integer_value(v) > mx)
+		return errf(err, errlen, "config: '%s': must be an integer from %u to %u", path, mn,
+			    mx);
+	*out = (unsigned)json_integer_value(v);
+	return 0;
+}
+
+static int fleet_str(json_t *v, const char *path, char **out, char *err, size_t errlen)
+{
+	if (!json_is_string(v))
+		return errf(err, errlen, "config: '%s': must be a string", path);
+	if (out == NULL)
+		return 0;
+	free(*out);
+	*out = rs_xstrdup(json_string_value(v));
+	return 0;
+}
+
+static int fleet_bool(json_t *v, const char *path, bool *out, char *err, size_t errlen)
+{
+	if (!json_is_boolean(v))
+		return errf(err, errlen, "config: '%s': must be true or false", path);
+	*out = json_is_true(v);
+	return 0;
+}
+
+/* fleet: {"node", "redis": {...}, "sentinel": {"addresses", "master"}} */
+static int set_fleet(struct rs_config *c, json_t *obj, char *err, size_t errlen)
+{
+	struct rs_fleet_conf *f = &c->fleet;
+	const char *k;
+	json_t *v;
+	int ret = 0;
+
+	if (!json_is_object(obj))
+		return errf(err, errlen, "config: 'fleet': must be an object");
+	f->enabled = true;
+	json_object_foreach(obj, k, v)
+	{
+		if (!strcmp(k, "node")) {
+			ret = fleet_str(v, "fleet.node", &f->node, err, errlen);
+		} else if (!strcmp(k, "redis") || !strcmp(k, "sentinel")) {
+			const char *k2;
+			json_t *v2;
+			char path[128];
+
+			if (!json_is_object(v))
+				return errf(err, errlen, "config: 'fleet.%s': must be an object", k);
+			json_object_foreach(v, k2, v2)
+			{
+				snprintf(path, sizeof(path), "fleet.%s.%s", k, k2);
+				if (!strcmp(path, "fleet.redis.address"))
+					ret = fleet_str(v2, path, &f->address, err, errlen);
+				else if (!strcmp(path, "fleet.redis.username"))
+					ret = fleet_str(v2, path, &f->username, err, errlen);
+				else if (!strcmp(path, "fleet.redis.password")) {
+					ret = fleet_str(v2, path, NULL, err, errlen);
+					if (!ret) {
+						wipe_free(f->password);
+						f->password = rs_xstrdup(json_string_value(v2));
+					}
+				} else if (!strcmp(path, "fleet.redis.db"))
+					ret = fleet_uint(v2, path, 0, 65535, &f->db, err, errlen);
+				else if (!strcmp(path, "fleet.redis.tls"))
+					ret = fleet_bool(v2, path, &f->tls, err, errlen);
+				else if (!strcmp(path, "fleet.redis.tls_insecure"))
+					ret = fleet_bool(v2, path, &f->tls_insecure, err, errlen);
+				else if (!strcmp(path, "fleet.redis.tls_ca_file"))
+					ret = fleet_str(v2, path, &f->tls_ca_file, err, errlen);
+				else if (!strcmp(path, "fleet.redis.key_prefix"))
+					ret = fleet_str(v2, path, &f->key_prefix, err, errlen);
+				else if (!strcmp(path, "fleet.redis.timeout_ms"))
+					ret = fleet_uint(v2, path, 10, 60000, &f->timeout_ms, err,
+							 errlen);
+				else if (!strcmp(path, "fleet.redis.connect_timeout_ms"))
+					ret = fleet_uint(v2, path, 10, 60000, &f->connect_timeout_ms,
+							 err, errlen);
+				else if (!strcmp(path, "fleet.redis.max_pending"))
+					ret = fleet_uint(v2, path, 1, 1000000, &f->max_pending, err,
+							 errlen);
+				else if (!strcmp(path, "fleet.redis.consume_replicas"))
+					ret = fleet_uint(v2, path, 0, 16, &f->consume_replicas, err,
+							 errlen);
+				else if (!strcmp(path, "fleet.redis.consume_wait_ms"))
+					ret = fleet_uint(v2, path, 1, 60000, &f->consume_wait_ms, err,
+							 errlen);
+				else if (!strcmp(path, "fleet.sentinel.addresses"))
+					ret = get_string_list(v2, path, &f->sentinels, &f->n_sentinels,
+							      err, errlen);
+				else if (!strcmp(path, "fleet.sentinel.master"))
+					ret = fleet_str(v2, path, &f->master, err, errlen);
+				else
+					return errf(err, errlen, "config: '%s': unknown key", path);
+				if (ret)
+					return ret;
+			}
+		} else {
+			return errf(err, errlen, "config: 'fleet.%s': unknown key", k);
+		}
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int validate_fleet(struct rs_fleet_conf *f, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char host[256];
+
+	if (!f->enabled)
+		return 0;
+	if (!f->key_prefix)
+		f->key_prefix = rs_xstrdup("rs:");
+	if (!f->timeout_ms)
+		f->timeout_ms = 500;
+	if (!f->connect_timeout_ms)
+		f->connect_timeout_ms = 1000;
+	if (!f->max_pending)
+		f->max_pending = 1024;
+	if (!f->consume_wait_ms)
+		f->consume_wait_ms = f->timeout_ms / 2;
+	if (!f->node) {
+		if (gethostname(host, sizeof(host)))
+			snprintf(host, sizeof(host), "ringside");
+		host[sizeof(host) - 1] = 0;
+		f->node = rs_xstrdup(host);
+	}
+	if (f->address && f->n_sentinels)
+		return errf(err, errlen,
+			    "config: 'fleet': give either 'redis.address' or 'sentinel', not both");
+	if (!f->address && !f->n_sentinels)
+		return errf(err, errlen,
+			    "config: 'fleet': needs 'redis.address' or 'sentinel.addresses'");
+	if (f->address && rs_parse_hostport(f->address, &ss, &len))
+		return errf(err, errlen,
+			    "config: 'fleet.redis.address': '%s' is not host:port with a numeric "
+			    "address",
+			    f->address);
+	for (size_t i = 0; i < f->n_sentinels; i++)
+		if (rs_parse_hostport(f->sentinels[i], &ss, &len))
+			return errf(err, errlen,
+				    "config: 'fleet.sentinel.addresses[%zu]': '%s' is not host:port "
+				    "with a numeric address",
+				    i, f->sentinels[i]);
+	if (f->n_sentinels && (!f->master || !*f->master))
+		return errf(err, errlen, "config: 'fleet.sentinel.master': needed with sentinels");
+	if (f->username && !f->password)
+		return errf(err, errlen, "config: 'fleet.redis.username': needs a password");
+	if (f->consume_wait_ms >= f->timeout_ms)
+		return errf(err, errlen,
+			    "config: 'fleet.redis.consume_wait_ms': must be below timeout_ms (%u)",
+			    f->timeout_ms);
+	if (strlen(f->key_prefix) > 64)
+		return errf(err, errlen, "config: 'fleet.redis.key_prefix': at most 64 characters");
+	return 0;
+}
+
 static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 {
 	const char *k;
@@ -740,6 +917,8 @@ static int apply(struct rs_config *c, json_t *root, char *err, size_t errlen)
 			c->_listen_set = true;
 		} else if (!strcmp(k, "clusters")) {
 			ret = set_clusters(c, v, err, errlen);
+		} else if (!strcmp(k, "fleet")) {
+			ret = set_fleet(c, v, err, errlen);
 		} else if (!strcmp(k, "inline_upstreams")) {
 			free_inline(c);
 			c->inline_upstreams = rs_xcalloc(1, sizeof(*c->inline_upstreams));
@@ -887,6 +1066,9 @@ int rs_config_validate(struct rs_config *c, char *err, size_t errlen)
 	if (!c->n_listen && !c->n_tls_listen)
 		return errf(err, errlen,
 			    "config: 'listen': needs at least one address (or one in 'tls_listen')");
+	ret = validate_fleet(&c->fleet, err, errlen);
+	if (ret)
+		return ret;
 	for (size_t i = 0; i < c->n_listen; i++)
 		if (rs_parse_hostport(c->listen[i], &ss, &len))
 			return errf(err, errlen,

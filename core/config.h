@@ -43,6 +43,24 @@ struct rs_cluster_conf {
 	size_t n_source_addresses;
 };
 
+/* The `fleet` section: links shared by several boxes through Redis (absent:
+ * the embedded token table). The password is wiped on release. */
+struct rs_fleet_conf {
+	bool enabled;   /* the section is present */
+	char *node;     /* this box's name in the fleet (default: the host name) */
+	char *address;  /* redis.address "host:port" (numeric), or sentinels below */
+	char *username, *password;
+	unsigned db;
+	bool tls, tls_insecure;
+	char *tls_ca_file;
+	char *key_prefix; /* "rs:" */
+	unsigned timeout_ms, connect_timeout_ms, max_pending;
+	unsigned consume_replicas, consume_wait_ms;
+	char **sentinels; /* sentinel.addresses */
+	size_t n_sentinels;
+	char *master;     /* sentinel.master */
+};
+
 struct rs_config {
 	char **listen; /* "host:port" entries */
 	size_t n_listen;
@@ -103,6 +121,7 @@ struct rs_config {
 	size_t n_source_addresses;
 	unsigned port_min, port_max;
 	unsigned drain_timeout_s;
+	struct rs_fleet_conf fleet;
 	char *config_path;
 	/* ProxmoxVNC compatibility, resolved by rs_config_validate(). */
 	char *_pvnc_public_ip;

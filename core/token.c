@@ -136,6 +136,11 @@ static void encode(const uint8_t in[RS_TOKEN_BYTES], char out[RS_TOKEN_TEXT + 1]
 	out[o] = 0;
 }
 
+void rs_token_encode(const uint8_t in[RS_TOKEN_BYTES], char out[RS_TOKEN_TEXT + 1])
+{
+	encode(in, out);
+}
+
 /* Value of one base64url character, or -1; no branch or table depends on
  * <c>. Each term is (c - base) when lo <= c <= hi and 0 otherwise: the AND of
  * (lo - 1 - c) and (c - hi - 1) is negative exactly inside the range, and

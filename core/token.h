@@ -74,6 +74,9 @@ uint64_t rs_token_next_expiry(struct rs_token_table *t);
 int rs_token_issue(struct rs_token_table *t, struct rs_console_spec *spec, uint32_t ttl_ms,
 		   char out[RS_TOKEN_TEXT + 1]);
 
+/* The text form of <in> (the fleet store mints its tokens itself). */
+void rs_token_encode(const uint8_t in[RS_TOKEN_BYTES], char out[RS_TOKEN_TEXT + 1]);
+
 /* Decode the <len> bytes at <text> into <out>. 0, or -EINVAL unless they are
  * exactly 22 base64url characters in canonical form (the unused low bits of
  * the last one zero). No branch depends on the characters' values. */

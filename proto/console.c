@@ -24,6 +24,7 @@ const char *const rs_console_cause_names[RS_CC__COUNT] = {
 	"idle_timeout",     "upstream_auth",    "upstream_permission", "vm_not_found",
 	"vm_not_running",   "upstream_tls",     "upstream_unavailable", "upstream_protocol",
 	"console_unreachable", "terminal_refused", "nomem",   "key_consoles",
+	"store_unavailable",
 };
 
 const char *const rs_console_stage_names[RS_STAGE__COUNT] = {"token", "connect", "upstream_api",
@@ -48,6 +49,7 @@ struct console_worker {
 	pthread_mutex_t lock;
 	struct session *sessions;
 	char start_err[300]; /* the start hook's failure, "" when none */
+	struct rs_redis_pool *redis; /* the fleet store's (NULL: embedded) */
 };
 
 #define CW_ADD(cw, field, n)                                                                       \
@@ -184,6 +186,9 @@ void rs_console_worker_start(struct rs_worker *w, void *arg)
 		cw->cl_ports[i] = build_pool(w, cfg, cfg->clusters[i].source_addresses,
 					     cfg->clusters[i].n_source_addresses, what, cw);
 	}
+	/* The fleet store's Redis client of this worker, driven by its ring. */
+	cw->redis = rs_store_redis(env->store);
+	rs_redis_worker_start(cw->redis, w);
 	/* Everything above is visible to a thread that sees the pointer. */
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	rs_worker_set_data(w, cw);
@@ -195,6 +200,7 @@ void rs_console_worker_stop(struct rs_worker *w)
 
 	if (!cw)
 		return;
+	rs_redis_worker_stop(cw->redis, w);
 	if (cw->ports)
 		rs_portpool_free(cw->ports);
 	for (size_t i = 0; i < RS_MAX_CLUSTERS; i++)
@@ -1089,6 +1095,99 @@ static void audit_rejected(const struct rs_console_env *env, const struct sockad
 	env->on_event(env->event_arg, &ev);
 }
 
+/* A WebSocket upgrade waiting for the fleet store (GETDEL). */
+struct pending_upgrade {
+	const struct rs_console_env *env;
+	struct rs_http_conn *hc;
+	const struct rs_http_req *req;
+	struct rs_ws_handshake_out out;
+	struct sockaddr_storage client;
+	uint8_t raw[16];
+	uint64_t t0;
+	struct rs_store_op *op;
+};
+
+static void upgrade_with(const struct rs_console_env *env, struct rs_http_conn *hc,
+			 const struct rs_http_req *req, const struct rs_ws_handshake_out *hout,
+			 const struct sockaddr_storage *clientp, uint8_t raw[16], uint64_t t0,
+			 int ret, struct rs_console_spec *spec);
+
+static void on_consumed(void *arg, int err, struct rs_console_spec *spec,
+			enum rs_console_kind kind)
+{
+	struct pending_upgrade *pu = arg;
+	struct rs_http_conn *hc = pu->hc;
+
+	(void)kind;
+	upgrade_with(pu->env, hc, pu->req, &pu->out, &pu->client, pu->raw, pu->t0, err, spec);
+	explicit_bzero(pu, sizeof(*pu));
+	free(pu);
+	rs_http_resume(hc);
+}
+
+/* The browser went away while the store was asked: the link may be spent
+ * (GETDEL sent), never handed out twice. */
+static void upgrade_gone(void *arg)
+{
+	struct pending_upgrade *pu = arg;
+
+	rs_store_cancel(pu->op);
+	explicit_bzero(pu, sizeof(*pu));
+	free(pu);
+}
+
+static void closing_on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t len)
+{
+	(void)c;
+	(void)buf;
+	(void)data;
+	(void)len;
+}
+
+static void closing_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
+{
+	(void)c;
+	(void)why;
+	(void)err;
+}
+
+static const struct rs_conn_ops closing_ops = {
+	.on_data = closing_on_data,
+	.on_close = closing_on_close,
+};
+
+/* The store cannot say whether the link is good: accept the WebSocket and
+ * close it at once with 1013 (try again later) and a reason the console
+ * page shows, rather than an HTTP error the browser hides. */
+static void refuse_unavailable(struct rs_http_conn *hc, struct console_worker *cw,
+			       const struct rs_ws_handshake_out *out)
+{
+	static const char reason[] = "console service temporarily unavailable; try again in a "
+				     "moment";
+	uint8_t frame[RS_WS_MAX_HEADER + RS_WS_MAX_CONTROL], payload[RS_WS_MAX_CONTROL], *rest;
+	char resp[512];
+	size_t n, h, rest_len;
+	struct rs_conn *c;
+
+	CW_ADD(cw, causes[RS_CC_STORE_UNAVAILABLE], 1);
+	snprintf(resp, sizeof(resp),
+		 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		 "Sec-WebSocket-Accept: %s\r\n%s\r\n",
+		 out->accept, out->echo_binary ? "Sec-WebSocket-Protocol: binary\r\n" : "");
+	c = rs_http_upgrade(hc, resp, &rest, &rest_len);
+	if (!c)
+		return;
+	free(rest);
+	rs_conn_set_ops(c, &closing_ops, NULL);
+	n = rs_ws_close_payload(payload, 1013, reason);
+	h = rs_ws_frame_header(frame, RS_WS_OP_CLOSE, true, n, NULL);
+	memcpy(frame + h, payload, n);
+	if (rs_conn_send(c, frame, h + n))
+		rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+	else
+		rs_conn_close_after_send(c);
+}
+
 void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *hc,
 			const struct rs_http_req *req, const char *tok, size_t toklen)
 {
@@ -1098,12 +1197,9 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	struct rs_ws_handshake_in in = {0};
 	struct rs_ws_handshake_out out = {0};
 	char upgrade[64], connection[128], key[64], version[16], protocol[256], origin[256];
-	char resp[512];
 	struct rs_console_spec *spec = NULL;
-	struct session *s;
-	uint8_t raw[16], *rest = NULL;
-	size_t rest_len = 0;
-	struct rs_rfb_out rout = {0};
+	struct pending_upgrade *pu;
+	uint8_t raw[16];
 	uint64_t t0 = rs_now_ns();
 	struct sockaddr_storage client;
 	int ret;
@@ -1126,16 +1222,66 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 		return refuse(hc, cw, RS_CC_WS_HANDSHAKE, out.status, "bad_websocket_handshake",
 			      out.error,
 			      out.status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
-	/* The upgrade is where the token is spent: exactly once, on any worker. */
+	/* The upgrade is where the token is spent: exactly once, on any worker
+	 * (and, with a fleet store, on any box). */
 	ret = rs_token_parse(tok, toklen, raw);
-	if (!ret)
-		ret = rs_token_consume(env->tokens, raw, (struct sockaddr *)&client, &spec);
+	if (ret) {
+		explicit_bzero(raw, sizeof(raw));
+		upgrade_with(env, hc, req, &out, &client, raw, t0, ret, NULL);
+		return;
+	}
+	pu = calloc(1, sizeof(*pu));
+	if (!pu) {
+		explicit_bzero(raw, sizeof(raw));
+		return refuse(hc, cw, RS_CC_NOMEM, 503, "no_memory", "out of memory", NULL);
+	}
+	ret = rs_store_consume(env->store, w, raw, (struct sockaddr *)&client, &spec, on_consumed,
+			       pu, &pu->op);
+	if (ret == RS_STORE_PENDING) {
+		/* Answered when the store has: the request stays valid meanwhile. */
+		pu->env = env;
+		pu->hc = hc;
+		pu->req = req;
+		pu->out = out;
+		pu->client = client;
+		memcpy(pu->raw, raw, sizeof(raw));
+		pu->t0 = t0;
+		explicit_bzero(raw, sizeof(raw));
+		rs_http_defer(hc, upgrade_gone, pu);
+		return;
+	}
+	free(pu);
+	upgrade_with(env, hc, req, &out, &client, raw, t0, ret, spec);
+	explicit_bzero(raw, sizeof(raw));
+}
+
+/* The token's fate is known (<ret>, <spec>): refuse, or open the console. */
+static void upgrade_with(const struct rs_console_env *env, struct rs_http_conn *hc,
+			 const struct rs_http_req *req, const struct rs_ws_handshake_out *hout,
+			 const struct sockaddr_storage *clientp, uint8_t raw[16], uint64_t t0,
+			 int ret, struct rs_console_spec *spec)
+{
+	struct rs_conn *c = rs_http_conn_conn(hc);
+	struct rs_worker *w = rs_conn_worker(c);
+	struct console_worker *cw = cw_of(w);
+	const struct rs_ws_handshake_out out = *hout;
+	struct sockaddr_storage client = *clientp;
+	char resp[512];
+	struct session *s;
+	uint8_t *rest = NULL;
+	size_t rest_len = 0;
+	struct rs_rfb_out rout = {0};
+
 	if (ret) {
 		char hash[9] = "-";
 
 		if (ret != -EINVAL)
-			rs_log_hash(raw, sizeof(raw), hash);
-		explicit_bzero(raw, sizeof(raw));
+			rs_log_hash(raw, 16, hash);
+		if (ret == -EAGAIN) {
+			audit_rejected(env, (struct sockaddr *)&client, req, hash,
+				       RS_CC_STORE_UNAVAILABLE);
+			return refuse_unavailable(hc, cw, &out);
+		}
 		audit_rejected(env, (struct sockaddr *)&client, req, hash,
 			       ret == -EACCES ? RS_CC_TOKEN_IP : RS_CC_TOKEN_INVALID);
 		if (ret == -EACCES)
@@ -1151,10 +1297,10 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 		char hash[9];
 		bool kept;
 
-		rs_log_hash(raw, sizeof(raw), hash);
-		kept = !rs_token_return(env->tokens, raw, spec);
-		explicit_bzero(raw, sizeof(raw));
-		if (!kept)
+		rs_log_hash(raw, 16, hash);
+		/* A fleet store takes <spec> whatever happens; the table only on success. */
+		kept = !rs_store_return(env->store, w, raw, spec);
+		if (!kept && !rs_store_fleet(env->store))
 			rs_spec_free(spec);
 		audit_rejected(env, (struct sockaddr *)&client, req, hash, RS_CC_KEY_CONSOLES);
 		return refuse(hc, cw, RS_CC_KEY_CONSOLES, 429, "key_console_limit",
@@ -1170,11 +1316,9 @@ void rs_console_upgrade(const struct rs_console_env *env, struct rs_http_conn *h
 	if (!s || !s->hs) {
 		free(s);
 		rs_spec_free(spec);
-		explicit_bzero(raw, sizeof(raw));
 		return refuse(hc, cw, RS_CC_NOMEM, 503, "no_memory", "out of memory", NULL);
 	}
-	rs_log_hash(raw, sizeof(raw), s->tokhash);
-	explicit_bzero(raw, sizeof(raw));
+	rs_log_hash(raw, 16, s->tokhash);
 	s->cw = cw;
 	s->env = env;
 	s->spec = spec;

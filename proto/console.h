@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/engine.h"
 #include "core/token.h"
+#include "proto/store.h"
 #include "proto/http_server.h"
 
 /* Why a console ended or failed to open: one counter each. */
@@ -47,6 +48,7 @@ enum rs_console_cause {
 	RS_CC_TERMINAL_REFUSED,   /* termproxy closed before its OK (ticket refused) */
 	RS_CC_NOMEM,
 	RS_CC_KEY_CONSOLES,       /* refused: the link's API key has max_consoles open */
+	RS_CC_STORE_UNAVAILABLE,  /* the fleet store (Redis) could not say whether the link is good */
 	RS_CC__COUNT
 };
 extern const char *const rs_console_cause_names[RS_CC__COUNT];
@@ -70,6 +72,7 @@ struct rs_pve;
 
 struct rs_console_env {
 	struct rs_token_table *tokens;
+	struct rs_store *store; /* where links live (proto/store.h): consumed through it */
 	struct rs_pve *pve; /* Proxmox clusters (NULL when none are configured) */
 	const struct rs_config *cfg;
 	_Atomic bool *draining;

@@ -23,6 +23,13 @@ struct rs_http_conn {
 	bool counted;	   /* holds one of its client's connections */
 	uint64_t accepted_ms;
 	unsigned route;
+	/* A deferred answer (rs_http_defer): the unfed rest of that receive,
+	 * copied, and who to tell if the connection goes first. */
+	bool deferred;
+	uint8_t *held;
+	size_t held_len;
+	void (*on_gone)(void *arg);
+	void *gone_arg;
 };
 
 /* --- connections per client ---
@@ -346,6 +353,10 @@ struct rs_http_server *rs_http_conn_server(struct rs_http_conn *hc)
 
 static void hc_free(struct rs_http_conn *hc)
 {
+	if (hc->held) {
+		explicit_bzero(hc->held, hc->held_len);
+		free(hc->held);
+	}
 	if (hc->counted)
 		clients_release(hc->srv->clients, rs_conn_peer(hc->c));
 	rs_timer_unlink(rs_worker_timers(rs_conn_worker(hc->c)), &hc->timer);
@@ -449,6 +460,26 @@ static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t
 		hc->in_rest = data;
 		hc->in_rest_len = len;
 		hc->srv->handler(hc, req, hc->srv->arg);
+		if (hc->deferred && !hc->responded && !hc->upgraded) {
+			/* Answered later: keep the unread rest, read nothing more. */
+			if (len) {
+				hc->held = malloc(len);
+				if (!hc->held) {
+					hc->deferred = false;
+					rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+					return;
+				}
+				memcpy(hc->held, data, len);
+				hc->held_len = len;
+			}
+			hc->in_rest = hc->held;
+			hc->in_rest_len = hc->held_len;
+			rs_timer_unlink(rs_worker_timers(rs_conn_worker(c)), &hc->timer);
+			rs_conn_pause(c);
+			return;
+		}
+		hc->deferred = false;
+		hc->on_gone = NULL;
 		if (hc->upgraded) {
 			hc_free(hc);
 			return;
@@ -477,6 +508,11 @@ static void on_eof(struct rs_conn *c)
 
 	if (client_refused(hc))
 		return;
+	if (hc->deferred) {
+		/* The answer still comes; then the connection closes. */
+		hc->close_after = true;
+		return;
+	}
 	if (!rs_conn_queued(c)) {
 		/* Nothing left to say: free the slot now, not after a linger. */
 		rs_conn_close(c, RS_CLOSE_PEER_EOF, 0);
@@ -530,9 +566,63 @@ static void on_stop(struct rs_conn *c)
 
 static void on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 {
+	struct rs_http_conn *hc = rs_conn_ctx(c);
+
 	(void)why;
 	(void)err;
-	hc_free(rs_conn_ctx(c));
+	if (hc->deferred && hc->on_gone)
+		hc->on_gone(hc->gone_arg);
+	hc_free(hc);
+}
+
+void rs_http_defer(struct rs_http_conn *hc, void (*on_gone)(void *arg), void *arg)
+{
+	hc->deferred = true;
+	hc->on_gone = on_gone;
+	hc->gone_arg = arg;
+}
+
+void rs_http_resume(struct rs_http_conn *hc)
+{
+	struct rs_conn *c = hc->c;
+	uint8_t *held = hc->held;
+	size_t len = hc->held_len;
+
+	hc->deferred = false;
+	hc->on_gone = NULL;
+	hc->held = NULL;
+	hc->held_len = 0;
+	if (hc->upgraded) {
+		/* The connection is the upgrade owner's: it reads again. */
+		if (!rs_conn_closing(c))
+			rs_conn_resume(c);
+		hc->held = held; /* freed with the HTTP state */
+		hc->held_len = len;
+		hc_free(hc);
+		return;
+	}
+	if (!hc->responded)
+		rs_http_respond_error(hc, 500, "internal", "no response", NULL);
+	hc->cur = NULL;
+	rs_http_parser_next(&hc->parser);
+	if (rs_conn_closing(c) || hc->close_after) {
+		if (held) {
+			explicit_bzero(held, len);
+			free(held);
+		}
+		if (!rs_conn_closing(c) && !rs_conn_queued(c))
+			rs_conn_close(c, RS_CLOSE_PEER_EOF, 0);
+		else if (!rs_conn_closing(c))
+			rs_conn_close_after_send(c);
+		return;
+	}
+	rs_conn_resume(c);
+	/* Requests pipelined behind the deferred one, then the held bytes. */
+	on_data(c, NULL, held ? held : (uint8_t *)"", len);
+	if (held) {
+		explicit_bzero(held, len);
+		free(held);
+	}
 }
 
 static const struct rs_conn_ops http_ops = {

@@ -87,6 +87,18 @@ void rs_http_respond_static(struct rs_http_conn *hc, int status, const char *con
 void rs_http_respond_error(struct rs_http_conn *hc, int status, const char *code,
 			   const char *message, const char *extra_headers);
 
+/* Answer later: the handler returns without answering (the answer needs a
+ * store round trip). The connection stops reading and its request timers
+ * stop; the request (and its headers) stays valid until rs_http_resume.
+ * If the connection closes meanwhile, <on_gone>(<arg>) runs from its close
+ * (the owner cancels its pending work) and the owner must not touch <hc>
+ * again. Call it at most once per request, from the handler. */
+void rs_http_defer(struct rs_http_conn *hc, void (*on_gone)(void *arg), void *arg);
+/* The deferred request has been answered (rs_http_respond*) or upgraded
+ * (rs_http_upgrade): go on with the connection (pipelined requests, reads).
+ * Not inside the handler itself. <hc> may be gone (freed, upgraded) after. */
+void rs_http_resume(struct rs_http_conn *hc);
+
 /* Take the connection over after a successful upgrade: sends <response>
  * (the 101 head), detaches the HTTP layer and returns the engine connection,
  * whose ops the caller must set before returning. Bytes that followed the

@@ -254,7 +254,7 @@ static void on_timer(struct rs_timer *t)
 	struct rs_redis *r = rc->r;
 
 	if (rc->state == RC_IDLE) {
-		if (!r->stopping) {
+		if (!r->stopping && !rs_worker_stopping(r->w)) {
 			P_ADD(r->p, reconnects, 1);
 			rc_connect(rc);
 		}
