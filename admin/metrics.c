@@ -45,14 +45,12 @@ static const char *const route_names[RS_APP_ROUTES] = {
 };
 
 
-/* The fleet view and the Redis client under it (admin/fleet.h, proto/redis.h). */
+/* The fleet view (admin/fleet.h); the Redis client's families are above. */
 static void fleet_metrics(FILE *f, struct rs_fleet *fl)
 {
 	struct rs_fleet_stats fs;
-	struct rs_redis_stats rs;
 
 	rs_fleet_stats_get(fl, &fs);
-	rs_redis_stats_get(rs_fleet_pool(fl), &rs);
 	family(f, "ringside_fleet_boxes", "gauge",
 	       "Other boxes alive in the fleet view (their heartbeat not expired).");
 	fprintf(f, "ringside_fleet_boxes %llu\n", (unsigned long long)fs.boxes);
@@ -72,24 +70,6 @@ static void fleet_metrics(FILE *f, struct rs_fleet *fl)
 		(unsigned long long)fs.kills_received);
 	fprintf(f, "ringside_fleet_kills_total{event=\"done\"} %llu\n",
 		(unsigned long long)fs.kills_done);
-	family(f, "ringside_redis_command_seconds", "histogram",
-	       "Redis command latency, sent to answered (every worker).");
-	histogram(f, "ringside_redis_command_seconds", "", rs_redis_lat_le_s, RS_REDIS_LAT_BUCKETS,
-		  rs.lat, (double)rs.lat_sum_us / 1e6);
-	family(f, "ringside_redis_errors_total", "counter", "Redis commands that failed, by cause.");
-	for (int c = 0; c < RS_REDIS_E__COUNT; c++)
-		fprintf(f, "ringside_redis_errors_total{cause=\"%s\"} %llu\n", rs_redis_err_names[c],
-			(unsigned long long)rs.errors[c]);
-	family(f, "ringside_redis_failovers_total", "counter",
-	       "Changes of Redis master followed (through Sentinel).");
-	fprintf(f, "ringside_redis_failovers_total %llu\n", (unsigned long long)rs.failovers);
-	family(f, "ringside_redis_connections", "gauge", "Redis connections ready now.");
-	fprintf(f, "ringside_redis_connections %llu\n", (unsigned long long)rs.connected);
-	family(f, "ringside_redis_pending", "gauge", "Redis commands queued or in flight now.");
-	fprintf(f, "ringside_redis_pending %llu\n", (unsigned long long)rs.pending);
-	family(f, "ringside_redis_reconnects_total", "counter",
-	       "Redis connections made again after a loss.");
-	fprintf(f, "ringside_redis_reconnects_total %llu\n", (unsigned long long)rs.reconnects);
 }
 
 static const char *cluster_label(const struct rs_app *app, size_t c, size_t ncl)
