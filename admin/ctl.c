@@ -73,6 +73,7 @@ static const char HELP[] =
 	"                           --fleet: every box's (other boxes as of their last heartbeat)\n"
 	"  session <id>             one console\n"
 	"  kill <id>                close a console (on whichever worker, or box, holds it)\n"
+	"  kill <box>/<id>          in a fleet: console <id> of box <box> (ids are per box)\n"
 	"  revoke <token-hash>      revoke an unused console link by its 8-hex-digit log hash\n"
 	"  drain                    refuse new consoles; open ones continue\n"
 	"  undrain                  accept new consoles again\n"
@@ -332,12 +333,14 @@ static int parse_id(const char *s, uint64_t *id)
 	return (!*s || *end || errno || !*id) ? -EINVAL : 0;
 }
 
-static int kill_elsewhere(struct rs_app *app, struct out *o, uint64_t id)
+/* Another box's session: <on> names the box, or NULL for the first other
+ * box that lists <id>. */
+static int kill_elsewhere(struct rs_app *app, struct out *o, const char *on, uint64_t id)
 {
 	char box[64];
 	json_t *j;
 
-	if (!app->fleet || rs_fleet_kill(app->fleet, id, box, sizeof(box)))
+	if (!app->fleet || rs_fleet_kill(app->fleet, on, id, box, sizeof(box)))
 		return err_out(o, "%s", "no such session");
 	rs_info("ctl", "session %llx on box %s: kill sent by an operator", (unsigned long long)id,
 		rs_log_q(box));
@@ -356,16 +359,24 @@ static int kill_elsewhere(struct rs_app *app, struct out *o, uint64_t id)
 static int cmd_kill(struct rs_app *app, struct out *o, const char *arg)
 {
 	struct kill_req k = {0};
+	const char *slash = arg ? strchr(arg, '/') : NULL;
+	char box[64] = "";
 	unsigned wi;
 
-	if (!arg || parse_id(arg, &k.id))
-		return err_out(o, "%s", "usage: kill <id> (hexadecimal, from 'sessions')");
+	if (slash) { /* <box>/<id>: this box's own, or another's */
+		snprintf(box, sizeof(box), "%.*s", (int)(slash - arg), arg);
+		arg = slash + 1;
+	}
+	if (!arg || parse_id(arg, &k.id) || (slash && !box[0]))
+		return err_out(o, "%s", "usage: kill [<box>/]<id> (hexadecimal, from 'sessions')");
+	if (box[0] && (!app->fleet || strcmp(box, rs_fleet_node(app->fleet))))
+		return kill_elsewhere(app, o, box, k.id);
 	wi = (unsigned)(k.id >> 48);
 	/* The id names the worker that owns the session: the kill runs there.
 	 * Not ours: the box that lists it in the fleet view ends it. */
 	if (wi >= rs_engine_workers(app->engine) ||
 	    rs_worker_call(rs_engine_worker(app->engine, wi), kill_on_worker, &k) || k.ret)
-		return kill_elsewhere(app, o, k.id);
+		return kill_elsewhere(app, o, NULL, k.id);
 	rs_info("ctl", "session %llx killed by an operator", (unsigned long long)k.id);
 	fprintf(o->f, "OK\n%s", o->json ? "{\"killed\":true}\n" : "killed\n");
 	return 0;

@@ -248,21 +248,21 @@ static void publish_on_worker(struct rs_worker *w, void *arg)
 	free(k);
 }
 
-int rs_fleet_kill(struct rs_fleet *f, uint64_t id, char *box, size_t boxlen)
+int rs_fleet_kill(struct rs_fleet *f, const char *box, uint64_t id, char *owner, size_t ownerlen)
 {
 	struct kill_msg *k;
 	json_t *others = rs_fleet_others(f), *s;
-	const char *owner = NULL;
 	size_t i;
 	int ret = -ENOENT;
 
-	json_array_foreach (others, i, s) {
-		if ((uint64_t)json_integer_value(json_object_get(s, "id")) == id) {
-			owner = json_string_value(json_object_get(s, "box"));
+	json_array_foreach(others, i, s)
+	{
+		if (!box && (uint64_t)json_integer_value(json_object_get(s, "id")) == id) {
+			box = json_string_value(json_object_get(s, "box"));
 			break;
 		}
 	}
-	if (!owner)
+	if (!box)
 		goto free_others;
 	ret = -ENOMEM;
 	k = calloc(1, sizeof(*k));
@@ -270,9 +270,9 @@ int rs_fleet_kill(struct rs_fleet *f, uint64_t id, char *box, size_t boxlen)
 		goto free_others;
 	k->f = f;
 	k->id = id;
-	snprintf(k->box, sizeof(k->box), "%s", owner);
-	if (box)
-		snprintf(box, boxlen, "%s", owner);
+	snprintf(k->box, sizeof(k->box), "%s", box);
+	if (owner)
+		snprintf(owner, ownerlen, "%s", box);
 	ret = rs_worker_post(f->w0, publish_on_worker, k);
 	if (ret)
 		free(k);

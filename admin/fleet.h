@@ -63,11 +63,11 @@ json_t *rs_fleet_others(struct rs_fleet *f);
 struct rs_console_info;
 json_t *rs_fleet_session_json(const struct rs_fleet *f, const struct rs_console_info *i);
 
-/* End session <id> on the box that lists it in the fleet view (a PUBLISH
- * on that box's channel, sent from worker 0). <box> (may be NULL: the
- * first box listing <id>) receives the owner's name. 0, -ENOENT (no other
- * box lists it) or -ENOMEM. */
-int rs_fleet_kill(struct rs_fleet *f, uint64_t id, char *box, size_t boxlen);
+/* End session <id> on box <box> (NULL: the first other box listing <id> in
+ * the fleet view — ids are unique per box only) with a PUBLISH on that
+ * box's channel, sent from worker 0; <owner> receives the box's name. 0,
+ * -ENOENT (<box> NULL and no other box lists <id>) or -ENOMEM. */
+int rs_fleet_kill(struct rs_fleet *f, const char *box, uint64_t id, char *owner, size_t ownerlen);
 
 void rs_fleet_stats_get(struct rs_fleet *f, struct rs_fleet_stats *out);
 

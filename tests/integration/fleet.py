@@ -420,19 +420,22 @@ class Fleet:
 
     HOSTS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 
-    def __init__(self, tmp, box_overrides=None, use_sentinel=True, boxes=3, fleet_extra=None):
+    def __init__(self, tmp, box_overrides=None, use_sentinel=True, boxes=3, fleet_extra=None,
+                 replicas=1):
         self.tmp = tmp
-        self.procs = []
         self.master = Redis(tmp, "redis-a")
-        self.replica = Redis(tmp, "redis-b", replicaof=self.master)
-        _wait(lambda: self.master.cmd("INFO", "replication").count(b"state=online") == 1, 10,
-              "replication", log=self.replica.log)
+        self.replicas = [Redis(tmp, "redis-%s" % "bcd"[i], replicaof=self.master)
+                         for i in range(replicas)]
+        self.replica = self.replicas[0]
+        _wait(lambda: self.master.cmd("INFO", "replication").count(b"state=online") == replicas,
+              10, "replication", log=self.replica.log)
         self.sentinel = Sentinel(tmp, self.master) if use_sentinel else None
         self.boxes = []
         for i, host in enumerate(self.HOSTS[:boxes]):
             node = "box-%s" % "abc"[i]
-            fs = fleet_section(node, redis=self.master, sentinel=self.sentinel,
-                               **(fleet_extra or {}))
+            fs = fleet_section(node, redis=self.master, sentinel=self.sentinel)
+            for k, v in (fleet_extra or {}).items():
+                fs[k].update(v) if isinstance(fs.get(k), dict) else fs.__setitem__(k, v)
             self.boxes.append(Box(tmp, host, node, fs, box_overrides))
         self.lb = HAProxy(tmp, [(b.host, b.port) for b in self.boxes])
 
@@ -449,7 +452,7 @@ class Fleet:
     def current_master(self):
         """The Redis instance Sentinel names as master now."""
         addr = self.sentinel.master_addr() if self.sentinel else ("127.0.0.1", self.master.port)
-        return next(r for r in (self.master, self.replica) if r.port == addr[1])
+        return next(r for r in (self.master, *self.replicas) if r.port == addr[1])
 
     def stop(self):
         errors = []
@@ -463,6 +466,7 @@ class Fleet:
                 b.stderr.close()
         if self.sentinel:
             self.sentinel.stop()
-        self.replica.stop()
+        for r in self.replicas:
+            r.stop()
         self.master.stop()
         return errors
