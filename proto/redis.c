@@ -75,7 +75,7 @@ struct rs_redis_pool {
 	char **sentinels;
 	size_t n_sentinels;
 	char *master_name, *username, *password;
-	unsigned db, timeout_ms, connect_timeout_ms, max_pending;
+	unsigned db, timeout_ms, connect_timeout_ms, max_pending, conns;
 	struct rs_tls_client *tls;
 	unsigned nworkers;
 	struct rs_redis **clients;
@@ -93,6 +93,15 @@ struct rs_redis_pool {
 #define P_SUB(p, field, v) atomic_fetch_sub_explicit(&(p)->field, (v), memory_order_relaxed)
 
 static void rc_connect(struct rconn *rc);
+
+static void gone_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
+{
+	(void)c;
+	(void)why;
+	(void)err;
+}
+
+static const struct rs_conn_ops gone_ops = {.on_close = gone_on_close};
 static const struct rs_conn_ops redis_ops;
 static void sentinel_answer(struct rconn *rc, const redisReply *reply);
 static void rc_drop(struct rconn *rc, int err);
@@ -242,8 +251,12 @@ static void rc_drop(struct rconn *rc, int err)
 		P_ADD(rc->r->p, disconnects, 1);
 	}
 	rc->c = NULL;
-	if (c)
+	if (c) {
 		rs_conn_close(c, RS_CLOSE_NORMAL, 0);
+		/* Its close completes later, maybe after the client is freed
+		 * (worker stop): nothing of it may reach <rc> again. */
+		rs_conn_set_ops(c, &gone_ops, NULL);
+	}
 	fail_all(rc, err);
 	arm_backoff(rc);
 }
@@ -273,7 +286,13 @@ static void on_timer(struct rs_timer *t)
 				rc->host, rc->port, r->p->timeout_ms);
 			if (rc->state == RC_SENTINEL)
 				rc->sentinel_i++;
-			rc_drop(rc, -ETIMEDOUT);
+			/* The late one says so; those behind it lose their
+			 * connection. Off the FIFO first: its callback may send. */
+			if (q == rc->head && !q->buf) {
+				pop(rc);
+				req_done(rc, q, NULL, -ETIMEDOUT);
+			}
+			rc_drop(rc, -ECONNRESET);
 			return;
 		}
 	}
@@ -551,6 +570,7 @@ static void sentinel_answer(struct rconn *rc, const redisReply *reply)
 	pthread_mutex_unlock(&p->mu);
 	rc->c = NULL;
 	rs_conn_close(old, RS_CLOSE_NORMAL, 0);
+	rs_conn_set_ops(old, &gone_ops, NULL);
 	set_dst(rc, addr);
 	rc->state = RC_CONNECTING;
 	ret = rc->dstlen ? start_conn(rc) : -EINVAL;
@@ -693,6 +713,7 @@ int rs_redis_pool_new(struct rs_redis_pool **out, const struct rs_redis_opts *o,
 	p->timeout_ms = o->timeout_ms ? o->timeout_ms : 500;
 	p->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 1000;
 	p->max_pending = o->max_pending ? o->max_pending : 1024;
+	p->conns = o->conns && o->conns < RS_REDIS_CONNS ? o->conns : RS_REDIS_CONNS;
 	p->nworkers = nworkers;
 	p->clients = rs_xcalloc(nworkers ? nworkers : 1, sizeof(*p->clients));
 	if (!p->address && !(p->n_sentinels && p->master_name)) {
@@ -762,10 +783,10 @@ void rs_redis_worker_start(struct rs_redis_pool *p, struct rs_worker *w)
 	r = rs_xcalloc(1, sizeof(*r));
 	r->p = p;
 	r->w = w;
-	r->nrc = RS_REDIS_CONNS + (id == 0 && p->n_subs ? 1 : 0);
+	r->nrc = p->conns + (id == 0 && p->n_subs ? 1 : 0);
 	for (unsigned i = 0; i < r->nrc; i++) {
 		r->rc[i].r = r;
-		r->rc[i].sub = i == RS_REDIS_CONNS;
+		r->rc[i].sub = i == p->conns;
 		r->rc[i].sentinel_i = id + i; /* spread the first questions */
 		rs_timer_init(&r->rc[i].timer, on_timer);
 	}
@@ -827,7 +848,7 @@ int rs_redis_cmd(struct rs_redis *r, rs_redis_cb cb, void *arg, int argc, const 
 		return -EAGAIN;
 	}
 	/* The ready connection with the fewest commands; else one on its way. */
-	for (unsigned i = 0; i < RS_REDIS_CONNS; i++) {
+	for (unsigned i = 0; i < p->conns; i++) {
 		struct rconn *rc = &r->rc[i];
 
 		if (rc->state == RC_READY && (!best || best->state != RC_READY || rc->n < best->n))
@@ -906,7 +927,7 @@ int rs_redis_subscribe(struct rs_redis_pool *p, const char *channel, rs_redis_ms
 
 bool rs_redis_ready(const struct rs_redis *r)
 {
-	for (unsigned i = 0; r && i < RS_REDIS_CONNS; i++)
+	for (unsigned i = 0; r && i < r->p->conns; i++)
 		if (r->rc[i].state == RC_READY)
 			return true;
 	return false;

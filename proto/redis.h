@@ -66,6 +66,7 @@ struct rs_redis_opts {
 	unsigned timeout_ms;               /* per command; 0: 500 */
 	unsigned connect_timeout_ms;       /* 0: 1000 */
 	unsigned max_pending;              /* per worker; 0: 1024 */
+	unsigned conns;                    /* per worker, 1..RS_REDIS_CONNS; 0: RS_REDIS_CONNS */
 };
 
 /* Why a command failed (the err argument of rs_redis_cb). */

@@ -89,9 +89,11 @@ static void put(struct wbuf *b, uint8_t tag, const void *v, size_t len)
 			b->bad = true;
 			return;
 		}
-		memcpy(n, b->p, b->len);
-		explicit_bzero(b->p, b->cap);
-		free(b->p);
+		if (b->p) {
+			memcpy(n, b->p, b->len);
+			explicit_bzero(b->p, b->cap);
+			free(b->p);
+		}
 		b->p = n;
 		b->cap = cap;
 	}

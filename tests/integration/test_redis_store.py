@@ -1,0 +1,286 @@
+"""The fleet token store on a real redis-server: links shared by daemons,
+consumed exactly once, sealed at rest, and outages answered, counted and
+recovered from."""
+import base64
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import API_KEY, BIN, free_port, wait_port
+from fakes import RawWS, Target, echo_target
+from rs import Conn
+
+REDIS = "/usr/bin/redis-server"
+REDIS_CLI = "/usr/bin/redis-cli"
+
+pytestmark = pytest.mark.skipif(not os.path.exists(REDIS), reason="redis-server not installed")
+
+
+class Redis:
+    """A throw-away redis-server on loopback, nothing saved; stopped by PID."""
+
+    def __init__(self, tmp, port=None):
+        self.port = port or free_port()
+        self.tmp = tmp
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.tmp, "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_port(self.port, 10, self.proc), "redis-server did not start"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def cli(self, *args):
+        out = subprocess.run([REDIS_CLI, "-p", str(self.port), "--no-raw", *args],
+                             capture_output=True, timeout=10)
+        return out.stdout
+
+    def raw(self, *args):
+        out = subprocess.run([REDIS_CLI, "-p", str(self.port), "--raw", *args],
+                             capture_output=True, timeout=10)
+        return out.stdout
+
+
+@pytest.fixture
+def redis(tmpdir_rs):
+    r = Redis(tmpdir_rs)
+    yield r
+    r.stop()
+
+
+def fleet_cfg(redis, node, **extra):
+    red = {"address": "127.0.0.1:%d" % redis.port, "key_prefix": "rs:", "timeout_ms": 400}
+    red.update(extra)
+    return {"fleet": {"node": node, "redis": red}}
+
+
+def metric(d, series):
+    """The value of one exact series ("name{labels}") on the metrics listener."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.metrics_port, timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def page(d, tok):
+    c = Conn(d.port)
+    c.send("GET /console/%s HTTP/1.1\r\nHost: x\r\n\r\n" % tok)
+    st, h, body = c.response()
+    c.close()
+    return st, h, body
+
+
+def vnc_link(d, port, **kw):
+    body = {"kind": "vnc", "host": "127.0.0.1", "port": port}
+    body.update(kw)
+    return d.create_console(body)
+
+
+def test_fleet_link_minted_on_one_box_opens_on_another(daemon_factory, redis):
+    a = daemon_factory(fleet_cfg(redis, "box-a"))
+    b = daemon_factory(fleet_cfg(redis, "box-b"))
+    t = Target(echo_target)
+    tok = vnc_link(a, t.port, password="vncpass1", label="ticket-4711")["token"]
+    # The page (through either box) does not consume the link.
+    for d in (b, a, b):
+        st, _, body = page(d, tok)
+        assert st == 200 and b"/static/console-vnc.js" in body
+    # Box B opens the console; the relay works end to end.
+    ws = RawWS(b.port, "/ws/" + tok)
+    assert ws.status == 101, ws.head
+    assert ws.rfb_client_handshake() == 0
+    ws.send_frame(2, b"\x01")  # ClientInit
+    assert ws.recv_data(1) == b"\x01"
+    cut = struct.pack(">BxxxI", 6, 5) + b"hello"  # ClientCutText, echoed back
+    ws.send_frame(2, cut)
+    assert ws.recv_data(len(cut)) == cut
+    ws.close()
+    # Spent across the fleet: neither box honours it again.
+    assert RawWS(a.port, "/ws/" + tok).status == 404
+    assert page(a, tok)[0] == 404
+    assert metric(b, 'ringside_store_links_total{store="redis",outcome="consumed"}') == 1
+    t.stop()
+
+
+def test_fleet_exactly_one_of_64_concurrent_upgrades_wins(daemon_factory, redis):
+    a = daemon_factory(fleet_cfg(redis, "box-a"))
+    b = daemon_factory(fleet_cfg(redis, "box-b"))
+    t = Target(echo_target)
+    tok = vnc_link(a, t.port)["token"]
+    statuses = []
+    lock = threading.Lock()
+    go = threading.Event()
+
+    def race(d):
+        go.wait()
+        ws = RawWS(d.port, "/ws/" + tok)
+        with lock:
+            statuses.append(ws.status)
+        if ws.status == 101:
+            assert ws.rfb_client_handshake() == 0
+        ws.close()
+
+    threads = [threading.Thread(target=race, args=((a, b)[i % 2],)) for i in range(64)]
+    for th in threads:
+        th.start()
+    go.set()
+    for th in threads:
+        th.join(30)
+    assert len(statuses) == 64
+    assert statuses.count(101) == 1, statuses
+    assert statuses.count(404) == 63, statuses
+    t.stop()
+
+
+def test_fleet_redis_holds_nothing_in_the_clear(daemon_factory, redis):
+    a = daemon_factory(fleet_cfg(redis, "box-a"))
+    secret_pw = "Pw-Sekr1t"
+    host_tag = "127.0.0.1"
+    toks = [vnc_link(a, 5901 + i, password=secret_pw + str(i), label="lbl-%d" % i)["token"]
+            for i in range(5)]
+    keys = redis.raw("--scan").split()
+    assert len(keys) == 10, keys  # tok: and rev: per link
+    dump = b"".join(keys)
+    for k in keys:
+        dump += redis.raw("GET", k) + redis.cli("DUMP", k)
+    for tok in toks:
+        assert tok.encode() not in dump
+        raw = base64.urlsafe_b64decode(tok + "==")
+        assert raw not in dump and raw.hex().encode() not in dump
+    assert secret_pw.encode() not in dump
+    assert host_tag.encode() not in dump and b"5901" not in dump
+    assert b"lbl-" not in dump and b"test" not in dump  # label, API key name
+
+
+def test_fleet_revoke_from_any_box(daemon_factory, redis, tmpdir_rs):
+    sock = os.path.join(tmpdir_rs, "a.sock")
+    a = daemon_factory({**fleet_cfg(redis, "box-a"), "admin_socket": sock})
+    b = daemon_factory(fleet_cfg(redis, "box-b"))
+    tok = vnc_link(a, 5901)["token"]
+    req = urllib.request.Request(b.base + "/api/v1/consoles/" + tok, method="DELETE",
+                                 headers={"Authorization": "Bearer " + API_KEY})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 204
+    assert page(a, tok)[0] == 404
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    assert e.value.code == 404
+    # By the hash the logs show (box B minted it), through box A's admin socket.
+    tok2 = vnc_link(b, 5901)["token"]
+    hashes = re.findall(r"token\.issued key=test token=([0-9a-f]{8})", b.logs())
+    assert hashes, b.logs()[-2000:]
+    assert page(a, tok2)[0] == 200
+    r = subprocess.run([BIN, "ctl", "--socket", sock, "revoke", hashes[-1]],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert page(a, tok2)[0] == 404
+    r = subprocess.run([BIN, "ctl", "--socket", sock, "revoke", hashes[-1]],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0
+    assert metric(a, 'ringside_store_links_total{store="redis",outcome="revoked"}') == 1
+
+
+def test_fleet_redis_down_answers_503_then_old_links_work_again(daemon_factory, redis):
+    a = daemon_factory(fleet_cfg(redis, "box-a"))
+    t = Target(echo_target)
+    tok = vnc_link(a, t.port)["token"]
+    # Snapshot by hand (the server itself saves nothing), so the restart
+    # below brings the link back as a persistent Redis would.
+    assert b"OK" in redis.cli("SAVE")
+    redis.stop()
+    time.sleep(0.2)
+    # The API: 503 store_unavailable with Retry-After, quickly.
+    t0 = time.time()
+    c = Conn(a.port)
+    body = b'{"kind":"vnc","host":"127.0.0.1","port":%d}' % t.port
+    c.send(b"POST /api/v1/consoles HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+           API_KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " +
+           str(len(body)).encode() + b"\r\n\r\n" + body)
+    st, h, b = c.response()
+    c.close()
+    assert st == 503 and b"store_unavailable" in b and h.get("retry-after") == "1", (st, h, b)
+    assert time.time() - t0 < 2
+    # The page: a readable 503.
+    st, h, body = page(a, tok)
+    assert st == 503 and b"temporarily unavailable" in body
+    # The upgrade: a WebSocket closed with 1013 and a readable reason.
+    ws = RawWS(a.port, "/ws/" + tok)
+    assert ws.status == 101, ws.head
+    code, reason = ws.expect_close()
+    assert code == 1013 and "temporarily unavailable" in reason
+    ws.close()
+    assert metric(a, 'ringside_store_links_total{store="redis",outcome="store_unavailable"}') >= 3
+    assert metric(a, 'ringside_consoles_closed_total{kind="none",cause="store_unavailable"}') == 1
+    # Redis back (same port): the link minted before the outage works.
+    redis.start()
+    end = time.time() + 10
+    while time.time() < end and page(a, tok)[0] != 200:
+        time.sleep(0.1)
+    assert page(a, tok)[0] == 200
+    ws = RawWS(a.port, "/ws/" + tok)
+    assert ws.status == 101, ws.head
+    assert ws.rfb_client_handshake() == 0
+    ws.close()
+    t.stop()
+
+
+def test_fleet_slow_redis_times_out_without_blocking_and_pipelining_holds(daemon_factory, redis):
+    a = daemon_factory(fleet_cfg(redis, "box-a"))
+    tok = vnc_link(a, 5901)["token"]
+    # Requests pipelined behind a page that waits for Redis are answered
+    # after it, in order.
+    c = Conn(a.port)
+    c.send("GET /console/%s HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+           "GET /console/%s HTTP/1.1\r\nHost: x\r\n\r\n" % (tok, tok + "x"))
+    assert c.response()[0] == 200
+    st, _, body = c.response()
+    assert st == 200 and body == b"ok\n"
+    assert c.response()[0] == 404
+    c.close()
+    # Redis stalls (stopped, not gone: connections hang): a browser that
+    # gives up while its page waits costs nothing; the API answers 503
+    # within the command timeout; the worker serves others meanwhile.
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    try:
+        gone = Conn(a.port)
+        gone.send("GET /console/%s HTTP/1.1\r\nHost: x\r\n\r\n" % tok)
+        gone.close()
+        c = Conn(a.port)
+        t0 = time.time()
+        body = b'{"kind":"vnc","host":"127.0.0.1","port":5901}'
+        c.send(b"POST /api/v1/consoles HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+               API_KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " +
+               str(len(body)).encode() + b"\r\n\r\n" + body)
+        h = Conn(a.port)
+        h.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert h.response()[0] == 200
+        assert time.time() - t0 < 0.3  # answered while the API request waits
+        h.close()
+        st, hd, b = c.response()
+        assert st == 503 and b"store_unavailable" in b and hd["retry-after"] == "1"
+        assert time.time() - t0 < 2
+        c.close()
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    assert metric(a, 'ringside_redis_errors_total{cause="timeout"}') >= 1
+    # Once Redis answers again the same link is still good.
+    end = time.time() + 10
+    while time.time() < end and page(a, tok)[0] != 200:
+        time.sleep(0.1)
+    assert page(a, tok)[0] == 200
