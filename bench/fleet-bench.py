@@ -51,6 +51,7 @@ def run_client(box, rfb_port, scenario, conns, batch):
 
 
 def measure(box, redis, rfb_port, scenario, conns, batch):
+    print("fleet-bench: %s %s %d" % (box.node, scenario, conns), file=sys.stderr, flush=True)
     r0 = cpu_s(box.pid)
     d0 = cpu_s(redis.proc.pid) if redis else 0.0
     t0 = time.time()
