@@ -10,7 +10,6 @@ import json
 import signal
 import socket
 import struct
-import tempfile
 import threading
 import time
 
@@ -20,15 +19,7 @@ from conftest import API_KEY, Xvnc
 from fleet import WS, Fleet, http, metric
 from test_proxmox import Sim, cluster
 
-VNC_PW = "secret12"
-
-
-@pytest.fixture(scope="module")
-def xvnc():
-    with tempfile.TemporaryDirectory(prefix="rs-fleet-x-") as tmp:
-        x = Xvnc(tmp, VNC_PW)
-        yield x
-        x.stop()
+VNC_PW = "secret12"  # conftest's session-wide Xvnc (fixture xvnc)
 
 
 def start_lab(tmp, **kw):
