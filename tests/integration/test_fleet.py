@@ -145,6 +145,7 @@ def test_master_killed_sentinel_promotes_and_no_link_is_consumed_twice(tmp_path,
             assert time.time() < deadline, "no new link 20 s after the master died"
             time.sleep(0.2)
         took = time.time() - t0
+        print("failover: new links after %.2f s" % took)
         promoted = lab.current_master()
         assert promoted is not old and promoted.role() == "master"
         fresh = json.loads(body)["token"]
@@ -189,7 +190,9 @@ def test_redis_stopped_answers_503_and_recovers(tmp_path, xvnc):
         ws = open_console(b.host, b.port, before)
         assert ws.status != 101 or b"unavailable" in ws.s.recv(4096)
         ws.close()
-        assert metric(b.metrics(), "ringside_redis_errors_total") >= 1
+        text = b.metrics()
+        assert metric(text, "ringside_redis_errors_total") >= 1
+        assert metric(text, "ringside_store_links_total", {"outcome": "store_unavailable"}) >= 2
         lab.master.start()
         deadline = time.time() + 10
         while http(b.base + "/api/v1/consoles", "POST", vnc_body(xvnc))[0] != 201:
