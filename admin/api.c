@@ -555,6 +555,16 @@ static int check_target(const struct rs_keyset_key *k, const struct rs_console_s
 		    "the target is outside the allowed_targets of API key '%s'", k->name);
 }
 
+struct rs_key_usage *rs_api_key_usage(struct rs_app *app, const char *name)
+{
+	const struct rs_keyset *ks = atomic_load(&app->keys);
+
+	for (size_t i = 0; ks && name && i < ks->n; i++)
+		if (!strcmp(ks->keys[i].name, name))
+			return &ks->keys[i].state->usage;
+	return NULL;
+}
+
 /* What the log and the audit record of an issue say (no secret in here). */
 struct issue_note {
 	char key[80], target[300], label[260], client[48];

@@ -102,6 +102,11 @@ typedef void (*rs_api_issue_done)(struct rs_http_conn *hc, const char *token, ui
 void rs_api_issue(struct rs_app *app, struct rs_http_conn *hc, const struct rs_keyset *ks,
 		  int key, struct rs_console_spec *spec, rs_api_issue_done done);
 
+/* The usage record of the API key named <name> in the set in force (NULL:
+ * no such key now): a fleet's consumed link finds its key's open-console
+ * count by name, since the record itself cannot travel through Redis. */
+struct rs_key_usage *rs_api_key_usage(struct rs_app *app, const char *name);
+
 /* For the HTTP server's on_head: answer 401 from the head of a request
  * whose body is not read yet when it carries no valid key; else nothing. */
 void rs_api_check_head(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);

@@ -88,6 +88,11 @@ static unsigned conns_per_client(const struct rs_config *cfg)
 
 static void on_head(struct rs_http_conn *hc, const struct rs_http_req *req, void *arg);
 
+static struct rs_key_usage *key_usage(void *arg, const char *key_name)
+{
+	return rs_api_key_usage(arg, key_name);
+}
+
 int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t errlen)
 {
 	memset(app, 0, sizeof(*app));
@@ -177,6 +182,8 @@ int rs_app_init(struct rs_app *app, struct rs_config *cfg, char *err, size_t err
 	app->metrics_http.clients = rs_http_clients_new();
 	app->console.tokens = app->tokens;
 	app->console.store = app->store;
+	app->console.key_usage = key_usage;
+	app->console.key_usage_arg = app;
 	app->console.cfg = cfg;
 	app->console.draining = &app->draining;
 	app->console.on_event = on_console_event;

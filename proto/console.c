@@ -1290,9 +1290,11 @@ static void upgrade_with(const struct rs_console_env *env, struct rs_http_conn *
 		return refuse(hc, cw, RS_CC_TOKEN_INVALID, 404, "token_invalid",
 			      "this console link has expired or was already used", NULL);
 	}
+	if (rs_store_fleet(env->store) && !spec->usage && env->key_usage)
+		spec->usage = env->key_usage(env->key_usage_arg, spec->api_key_name);
 	/* Per-key open-console limit, on the key's shared record (atomic, any
-	 * worker). The link goes back into the table: it works once a console
-	 * of that key has closed. */
+	 * worker; per box in a fleet). The link goes back into the store: it
+	 * works once a console of that key has closed. */
 	if (!rs_spec_open_console(spec)) {
 		char hash[9];
 		bool kept;

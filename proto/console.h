@@ -73,6 +73,10 @@ struct rs_pve;
 struct rs_console_env {
 	struct rs_token_table *tokens;
 	struct rs_store *store; /* where links live (proto/store.h): consumed through it */
+	/* A fleet's link comes back from Redis without its key's usage record:
+	 * found again by the key's name (NULL: not counted). */
+	struct rs_key_usage *(*key_usage)(void *arg, const char *key_name);
+	void *key_usage_arg;
 	struct rs_pve *pve; /* Proxmox clusters (NULL when none are configured) */
 	const struct rs_config *cfg;
 	_Atomic bool *draining;

@@ -321,8 +321,10 @@ struct rs_conn *rs_http_upgrade(struct rs_http_conn *hc, const char *response, u
 		*rest = malloc(plen + hc->in_rest_len);
 		if (!*rest)
 			goto out_fail;
-		memcpy(*rest, pr, plen);
-		memcpy(*rest + plen, hc->in_rest, hc->in_rest_len);
+		if (plen)
+			memcpy(*rest, pr, plen);
+		if (hc->in_rest_len) /* held bytes of a deferred upgrade, or this receive's */
+			memcpy(*rest + plen, hc->in_rest, hc->in_rest_len);
 		*rest_len = plen + hc->in_rest_len;
 	}
 	if (rs_conn_send(c, response, strlen(response)))
@@ -330,6 +332,10 @@ struct rs_conn *rs_http_upgrade(struct rs_http_conn *hc, const char *response, u
 	count_status(hc, 101);
 	hc->responded = true;
 	hc->upgraded = true;
+	/* A deferred request paused reading; the new owner reads from here
+	 * (and may pause again itself while it handles <rest>). */
+	if (hc->deferred)
+		rs_conn_resume(c);
 	/* From here the connection belongs to the caller; the HTTP state is freed
 	 * when the handler returns (see on_data). */
 	return c;
@@ -614,9 +620,8 @@ void rs_http_resume(struct rs_http_conn *hc)
 	hc->held = NULL;
 	hc->held_len = 0;
 	if (hc->upgraded) {
-		/* The connection is the upgrade owner's: it reads again. */
-		if (!rs_conn_closing(c))
-			rs_conn_resume(c);
+		/* The connection is the upgrade owner's (reading again since
+		 * rs_http_upgrade): only the HTTP state is left to free. */
 		hc->held = held; /* freed with the HTTP state */
 		hc->held_len = len;
 		hc_free(hc);

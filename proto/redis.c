@@ -11,20 +11,21 @@
 const double rs_redis_lat_le_s[RS_REDIS_LAT_BUCKETS] = {0.0005, 0.001, 0.002, 0.005, 0.01,
 							0.025,	0.05,  0.1,   0.25,  0.5};
 const char *const rs_redis_err_names[RS_REDIS_E__COUNT] = {
-	"unavailable", "queue_full", "timeout", "connection_lost", "protocol", "reply",
+    "unavailable", "queue_full", "timeout", "connection_lost", "protocol", "reply",
 };
 
-#define BACKOFF_MIN_MS 50u
-#define BACKOFF_MAX_MS 2000u
-#define MAX_SUBS 16
+#define BACKOFF_MIN_MS	   50u
+#define BACKOFF_MAX_MS	   2000u
+#define MAX_SUBS	   16
+#define RETRY_ON_DEMAND_MS 100u
 
 struct rconn;
 
 enum rc_state {
-	RC_IDLE = 0,	/* nothing: a reconnect is due (timer) */
-	RC_SENTINEL,	/* asking a sentinel where the master is */
-	RC_CONNECTING,	/* TCP (and TLS) to the node */
-	RC_READY,	/* commands flow */
+	RC_IDLE = 0,   /* nothing: a reconnect is due (timer) */
+	RC_SENTINEL,   /* asking a sentinel where the master is */
+	RC_CONNECTING, /* TCP (and TLS) to the node */
+	RC_READY,      /* commands flow */
 	RC_STOPPED,
 };
 
@@ -42,12 +43,13 @@ struct rconn {
 	struct rs_redis *r;
 	struct rs_conn *c;
 	enum rc_state state;
-	bool sub;	    /* the subscriber connection (worker 0) */
+	bool sub; /* the subscriber connection (worker 0) */
 	redisReader *rd;
 	struct rs_redis_req *head, *tail; /* FIFO: sent (or waiting to be sent), oldest first */
-	unsigned n;	    /* entries in the FIFO */
-	struct rs_timer timer; /* command deadline, or back-off */
+	unsigned n;			  /* entries in the FIFO */
+	struct rs_timer timer;		  /* command deadline, or back-off */
 	unsigned backoff_ms;
+	uint64_t attempt_ms; /* when the last connect began */
 	unsigned sentinel_i;
 	struct sockaddr_storage dst;
 	socklen_t dstlen;
@@ -118,7 +120,7 @@ static void req_done(struct rconn *rc, struct rs_redis_req *q, const redisReply 
 		P_SUB(p, pending, 1);
 	}
 	if (err) {
-		enum rs_redis_err_cause cause = err == -ETIMEDOUT     ? RS_REDIS_E_TIMEOUT
+		enum rs_redis_err_cause cause = err == -ETIMEDOUT    ? RS_REDIS_E_TIMEOUT
 						: err == -ECONNRESET ? RS_REDIS_E_CONN_LOST
 						: err == -EPROTO     ? RS_REDIS_E_PROTOCOL
 								     : RS_REDIS_E_UNAVAILABLE;
@@ -362,6 +364,17 @@ static void node_ready(struct rconn *rc)
 	rc->backoff_ms = 0;
 	P_ADD(p, connects, 1);
 	P_ADD(p, connected, 1);
+	/* Redis is back (or the new master is up): siblings sleeping in
+	 * back-off try now rather than up to BACKOFF_MAX_MS later. */
+	for (unsigned i = 0; i < p->conns; i++) {
+		struct rconn *o = &rc->r->rc[i];
+
+		if (o != rc && o->state == RC_IDLE && !rc->r->stopping) {
+			o->backoff_ms = 0;
+			rs_timer_link(rs_worker_timers(rc->r->w), &o->timer,
+				      rs_worker_now(rc->r->w));
+		}
+	}
 	/* The handshake jumps the queue: commands that waited come after it. */
 	{
 		struct rs_redis_req *waiting = rc->head;
@@ -523,6 +536,7 @@ static void rc_connect(struct rconn *rc)
 	struct rs_redis_pool *p = rc->r->p;
 	int ret;
 
+	rc->attempt_ms = rs_worker_now(rc->r->w);
 	if (p->n_sentinels) {
 		set_dst(rc, p->sentinels[rc->sentinel_i % p->n_sentinels]);
 		rc->state = RC_SENTINEL;
@@ -680,10 +694,10 @@ static void on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 }
 
 static const struct rs_conn_ops redis_ops = {
-	.on_data = on_data,
-	.on_connect = on_connect,
-	.on_stop = on_stop,
-	.on_close = on_close,
+    .on_data = on_data,
+    .on_connect = on_connect,
+    .on_stop = on_stop,
+    .on_close = on_close,
 };
 
 /* --- public --- */
@@ -693,8 +707,8 @@ static char *dup_or_null(const char *s)
 	return s ? rs_xstrdup(s) : NULL;
 }
 
-int rs_redis_pool_new(struct rs_redis_pool **out, const struct rs_redis_opts *o,
-		      unsigned nworkers, char *err, size_t errlen)
+int rs_redis_pool_new(struct rs_redis_pool **out, const struct rs_redis_opts *o, unsigned nworkers,
+		      char *err, size_t errlen)
 {
 	struct rs_redis_pool *p = rs_xcalloc(1, sizeof(*p));
 	int ret = 0;
@@ -733,9 +747,8 @@ int rs_redis_pool_new(struct rs_redis_pool **out, const struct rs_redis_opts *o,
 		}
 	}
 	if (o->tls) {
-		struct rs_tls_client_opts to = {.name = "redis",
-						.ca_file = o->tls_ca_file,
-						.insecure = o->tls_insecure};
+		struct rs_tls_client_opts to = {
+		    .name = "redis", .ca_file = o->tls_ca_file, .insecure = o->tls_insecure};
 
 		ret = rs_tls_client_new(&p->tls, &to, err, errlen);
 		if (ret)
@@ -858,6 +871,21 @@ int rs_redis_cmd(struct rs_redis *r, rs_redis_cb cb, void *arg, int argc, const 
 			best = rc;
 	}
 	if (!best) {
+		/* Every connection is backing off. A command is a reason to try
+		 * now (at most one attempt per RETRY_ON_DEMAND_MS): Redis may be
+		 * back, and its caller waits at most its deadline either way. */
+		struct rconn *rc = &r->rc[0];
+
+		if (rc->state == RC_IDLE && !rs_worker_stopping(r->w) &&
+		    rs_worker_now(r->w) >= rc->attempt_ms + RETRY_ON_DEMAND_MS) {
+			rs_timer_unlink(rs_worker_timers(r->w), &rc->timer);
+			P_ADD(p, reconnects, 1);
+			rc_connect(rc);
+			if (rc->state == RC_CONNECTING || rc->state == RC_SENTINEL)
+				best = rc;
+		}
+	}
+	if (!best) {
 		P_ADD(p, errors[RS_REDIS_E_UNAVAILABLE], 1);
 		return -ENOTCONN;
 	}
@@ -913,8 +941,7 @@ void rs_redis_cancel(struct rs_redis_req *req)
 		req->cb = NULL;
 }
 
-int rs_redis_subscribe(struct rs_redis_pool *p, const char *channel, rs_redis_msg_cb cb,
-		       void *arg)
+int rs_redis_subscribe(struct rs_redis_pool *p, const char *channel, rs_redis_msg_cb cb, void *arg)
 {
 	if (p->n_subs >= MAX_SUBS)
 		return -ENOSPC;

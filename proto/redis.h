@@ -44,7 +44,7 @@
 
 #include <hiredis/hiredis.h>
 
-#define RS_REDIS_CONNS 2 /* connections per worker */
+#define RS_REDIS_CONNS	     2	/* connections per worker */
 #define RS_REDIS_LAT_BUCKETS 10 /* upper bounds in rs_redis_lat_le_s, then +Inf */
 extern const double rs_redis_lat_le_s[RS_REDIS_LAT_BUCKETS];
 
@@ -54,29 +54,29 @@ struct rs_redis_req;
 
 /* Connection settings (strings copied by rs_redis_pool_new). */
 struct rs_redis_opts {
-	const char *address;               /* "host:port"; NULL with sentinels */
-	const char *const *sentinels;      /* "host:port" each */
+	const char *address;	      /* "host:port"; NULL with sentinels */
+	const char *const *sentinels; /* "host:port" each */
 	size_t n_sentinels;
-	const char *master;                /* the Sentinel master name */
-	const char *username, *password;   /* AUTH; NULL: none */
-	unsigned db;                       /* SELECT, when not 0 */
-	bool tls;                          /* through tls/client.c */
-	const char *tls_ca_file;           /* NULL: the system store */
+	const char *master;		 /* the Sentinel master name */
+	const char *username, *password; /* AUTH; NULL: none */
+	unsigned db;			 /* SELECT, when not 0 */
+	bool tls;			 /* through tls/client.c */
+	const char *tls_ca_file;	 /* NULL: the system store */
 	bool tls_insecure;
-	unsigned timeout_ms;               /* per command; 0: 500 */
-	unsigned connect_timeout_ms;       /* 0: 1000 */
-	unsigned max_pending;              /* per worker; 0: 1024 */
-	unsigned conns;                    /* per worker, 1..RS_REDIS_CONNS; 0: RS_REDIS_CONNS */
+	unsigned timeout_ms;	     /* per command; 0: 500 */
+	unsigned connect_timeout_ms; /* 0: 1000 */
+	unsigned max_pending;	     /* per worker; 0: 1024 */
+	unsigned conns;		     /* per worker, 1..RS_REDIS_CONNS; 0: RS_REDIS_CONNS */
 };
 
 /* Why a command failed (the err argument of rs_redis_cb). */
 enum rs_redis_err_cause {
 	RS_REDIS_E_UNAVAILABLE = 0, /* not connected (connecting, backing off): -ENOTCONN */
-	RS_REDIS_E_QUEUE_FULL,      /* max_pending reached: -EAGAIN */
-	RS_REDIS_E_TIMEOUT,         /* no answer within timeout_ms: -ETIMEDOUT */
-	RS_REDIS_E_CONN_LOST,       /* the connection broke with the command in flight: -ECONNRESET */
-	RS_REDIS_E_PROTOCOL,        /* unparsable answer: -EPROTO */
-	RS_REDIS_E_REPLY,           /* Redis answered an error (-ERR, -READONLY …), counted by callers */
+	RS_REDIS_E_QUEUE_FULL,	    /* max_pending reached: -EAGAIN */
+	RS_REDIS_E_TIMEOUT,	    /* no answer within timeout_ms: -ETIMEDOUT */
+	RS_REDIS_E_CONN_LOST, /* the connection broke with the command in flight: -ECONNRESET */
+	RS_REDIS_E_PROTOCOL,  /* unparsable answer: -EPROTO */
+	RS_REDIS_E_REPLY, /* Redis answered an error (-ERR, -READONLY …), counted by callers */
 	RS_REDIS_E__COUNT
 };
 extern const char *const rs_redis_err_names[RS_REDIS_E__COUNT];
@@ -84,8 +84,8 @@ extern const char *const rs_redis_err_names[RS_REDIS_E__COUNT];
 struct rs_redis_stats {
 	uint64_t commands, replies, errors[RS_REDIS_E__COUNT];
 	uint64_t connects, connect_failures, disconnects, failovers, reconnects;
-	uint64_t pending; /* now, over every worker */
-	uint64_t connected; /* connections now ready */
+	uint64_t pending;			/* now, over every worker */
+	uint64_t connected;			/* connections now ready */
 	uint64_t lat[RS_REDIS_LAT_BUCKETS + 1]; /* per bucket, not cumulative; last: +Inf */
 	uint64_t lat_sum_us;
 	uint64_t pubsub_messages;
@@ -108,8 +108,8 @@ typedef void (*rs_redis_msg_cb)(void *arg, const char *channel, const char *msg,
 
 /* Build the pool for <nworkers> workers. 0, or -errno with <err> filled
  * (bad address, TLS set-up). Control thread. */
-int rs_redis_pool_new(struct rs_redis_pool **out, const struct rs_redis_opts *o,
-		      unsigned nworkers, char *err, size_t errlen);
+int rs_redis_pool_new(struct rs_redis_pool **out, const struct rs_redis_opts *o, unsigned nworkers,
+		      char *err, size_t errlen);
 /* Free the pool; every worker's client must be stopped (rs_redis_worker_stop)
  * or never started. Wipes the password. NULL is accepted. */
 void rs_redis_pool_free(struct rs_redis_pool *p);
@@ -143,8 +143,7 @@ void rs_redis_cancel(struct rs_redis_req *req);
  * re-subscribed after every reconnect). Call before rs_engine_start (control
  * thread). At most 16 channels. 0, -ENOSPC or -ENOMEM. To publish, send
  * PUBLISH through rs_redis_cmd. */
-int rs_redis_subscribe(struct rs_redis_pool *p, const char *channel, rs_redis_msg_cb cb,
-		       void *arg);
+int rs_redis_subscribe(struct rs_redis_pool *p, const char *channel, rs_redis_msg_cb cb, void *arg);
 
 /* Is at least one connection of <r> ready (for health checks)? */
 bool rs_redis_ready(const struct rs_redis *r);

@@ -13,8 +13,8 @@
 #include <openssl/hkdf.h>
 
 const char *const rs_store_outcome_names[RS_SO__COUNT] = {
-	"issued",    "peek_ok", "peek_missing",	   "consumed", "consume_missing",
-	"consume_bound", "revoked", "store_unavailable", "replicas_short", "corrupt",
+    "issued",	     "peek_ok", "peek_missing",	     "consumed",       "consume_missing",
+    "consume_bound", "revoked", "store_unavailable", "replicas_short", "corrupt",
 };
 
 struct rs_store {
@@ -45,7 +45,7 @@ struct rs_store_op {
 
 static const char HKDF_INFO[] = "ringside fleet link v1";
 #define BLOB_VERSION 1
-#define NONCE_LEN 12
+#define NONCE_LEN    12
 
 /* ---- sealing ------------------------------------------------------------ */
 
@@ -63,8 +63,22 @@ void rs_store_key(const char *prefix, const uint8_t tok[RS_TOKEN_BYTES], char *o
 /* The serialized spec: tag (1 byte), length (2 bytes, big endian), value;
  * numbers as 8 bytes big endian. Unknown tags are skipped on reading. */
 enum {
-	T_KIND = 1, T_HOST, T_PORT, T_PASSWORD, T_LABEL, T_KEYNAME, T_CREATED, T_EXPIRES,
-	T_TTL, T_CLIENT, T_CLUSTER, T_NODE, T_USER, T_VMID, T_PVETYPE, T_MAXCON,
+	T_KIND = 1,
+	T_HOST,
+	T_PORT,
+	T_PASSWORD,
+	T_LABEL,
+	T_KEYNAME,
+	T_CREATED,
+	T_EXPIRES,
+	T_TTL,
+	T_CLIENT,
+	T_CLUSTER,
+	T_NODE,
+	T_USER,
+	T_VMID,
+	T_PVETYPE,
+	T_MAXCON,
 };
 
 struct wbuf {
@@ -123,8 +137,8 @@ static int derive(const uint8_t tok[RS_TOKEN_BYTES], uint8_t key[32])
 {
 	return HKDF(key, 32, EVP_sha256(), tok, RS_TOKEN_BYTES, NULL, 0, (const uint8_t *)HKDF_INFO,
 		    sizeof(HKDF_INFO) - 1)
-		       ? 0
-		       : -ENOMEM;
+		   ? 0
+		   : -ENOMEM;
 }
 
 int rs_store_seal(const uint8_t tok[RS_TOKEN_BYTES], const char *key_name,
@@ -234,14 +248,30 @@ static int parse_spec(const uint8_t *p, size_t len, struct rs_console_spec *s)
 		v = p + i;
 		i += n;
 		switch (tag) {
-		case T_HOST: str = &s->host; break;
-		case T_PASSWORD: str = &s->password; break;
-		case T_LABEL: str = &s->label; break;
-		case T_KEYNAME: str = &s->api_key_name; break;
-		case T_CLUSTER: str = &s->cluster; break;
-		case T_NODE: str = &s->node; break;
-		case T_USER: str = &s->user; break;
-		case T_PVETYPE: str = &s->pve_type; break;
+		case T_HOST:
+			str = &s->host;
+			break;
+		case T_PASSWORD:
+			str = &s->password;
+			break;
+		case T_LABEL:
+			str = &s->label;
+			break;
+		case T_KEYNAME:
+			str = &s->api_key_name;
+			break;
+		case T_CLUSTER:
+			str = &s->cluster;
+			break;
+		case T_NODE:
+			str = &s->node;
+			break;
+		case T_USER:
+			str = &s->user;
+			break;
+		case T_PVETYPE:
+			str = &s->pve_type;
+			break;
 		case T_CLIENT:
 			if (n != sizeof(s->client_ip))
 				return -EBADMSG;
@@ -267,22 +297,51 @@ static int parse_spec(const uint8_t *p, size_t len, struct rs_console_spec *s)
 				return -EBADMSG;
 			s->kind = (enum rs_console_kind)get_u64(v);
 			break;
-		case T_PORT: s->port = (uint16_t)get_u64(v); break;
-		case T_CREATED: s->created_s = (int64_t)get_u64(v); break;
-		case T_EXPIRES: s->expires_s = (int64_t)get_u64(v); break;
-		case T_TTL: s->ttl_s = (uint32_t)get_u64(v); break;
-		case T_VMID: s->vmid = (uint32_t)get_u64(v); break;
-		case T_MAXCON: s->max_consoles = (unsigned)get_u64(v); break;
-		default: break;
+		case T_PORT:
+			s->port = (uint16_t)get_u64(v);
+			break;
+		case T_CREATED:
+			s->created_s = (int64_t)get_u64(v);
+			break;
+		case T_EXPIRES:
+			s->expires_s = (int64_t)get_u64(v);
+			break;
+		case T_TTL:
+			s->ttl_s = (uint32_t)get_u64(v);
+			break;
+		case T_VMID:
+			s->vmid = (uint32_t)get_u64(v);
+			break;
+		case T_MAXCON:
+			s->max_consoles = (unsigned)get_u64(v);
+			break;
+		default:
+			break;
 		}
 	}
+	return 0;
+}
+
+int rs_store_decode_spec(const uint8_t *p, size_t len, struct rs_console_spec **out)
+{
+	struct rs_console_spec *spec = rs_spec_new();
+	int ret;
+
+	*out = NULL;
+	if (!spec)
+		return -ENOMEM;
+	ret = parse_spec(p, len, spec);
+	if (ret) {
+		rs_spec_free(spec);
+		return ret;
+	}
+	*out = spec;
 	return 0;
 }
 
 int rs_store_open(const uint8_t tok[RS_TOKEN_BYTES], const char *key_name, const uint8_t *blob,
 		  size_t len, struct rs_console_spec **out)
 {
-	struct rs_console_spec *spec = NULL;
 	uint8_t key[32], *plain = NULL;
 	EVP_AEAD_CTX ctx;
 	size_t plain_len = 0;
@@ -311,17 +370,7 @@ int rs_store_open(const uint8_t tok[RS_TOKEN_BYTES], const char *key_name, const
 		goto out_key;
 	}
 	EVP_AEAD_CTX_cleanup(&ctx);
-	spec = rs_spec_new();
-	if (!spec) {
-		ret = -ENOMEM;
-		goto out_key;
-	}
-	ret = parse_spec(plain, plain_len, spec);
-	if (ret) {
-		rs_spec_free(spec);
-		goto out_key;
-	}
-	*out = spec;
+	ret = rs_store_decode_spec(plain, plain_len, out);
 out_key:
 	if (plain) {
 		explicit_bzero(plain, len);
@@ -367,9 +416,9 @@ struct rs_redis_pool *rs_store_redis(const struct rs_store *s)
 void rs_store_outcomes(const struct rs_store *s, uint64_t out[RS_SO__COUNT])
 {
 	for (int i = 0; i < RS_SO__COUNT; i++)
-		out[i] = s ? atomic_load_explicit(&((struct rs_store *)s)->out[i],
-						  memory_order_relaxed)
-			   : 0;
+		out[i] =
+		    s ? atomic_load_explicit(&((struct rs_store *)s)->out[i], memory_order_relaxed)
+		      : 0;
 }
 
 static void op_free(struct rs_store_op *op)
@@ -732,7 +781,7 @@ int rs_store_consume(struct rs_store *s, struct rs_worker *w, const uint8_t tok[
 	*out = NULL;
 	if (!s->redis) {
 		ret = rs_token_consume(s->tokens, tok, client, out);
-		COUNT(s, !ret		   ? RS_SO_CONSUMED
+		COUNT(s, !ret		  ? RS_SO_CONSUMED
 			 : ret == -EACCES ? RS_SO_CONSUME_BOUND
 					  : RS_SO_CONSUME_MISSING);
 		return ret;
@@ -873,11 +922,10 @@ static void on_hash_revoked(void *arg, const redisReply *reply, int err)
 }
 
 /* GET the index, DEL both keys: one script, one round trip. */
-static const char REVOKE_LUA[] =
-	"local t = redis.call('GET', KEYS[1]) "
-	"if not t then return 0 end "
-	"redis.call('DEL', KEYS[1]) "
-	"return redis.call('DEL', ARGV[1] .. t)";
+static const char REVOKE_LUA[] = "local t = redis.call('GET', KEYS[1]) "
+				 "if not t then return 0 end "
+				 "redis.call('DEL', KEYS[1]) "
+				 "return redis.call('DEL', ARGV[1] .. t)";
 
 static void revoke_hash_on_worker(struct rs_worker *w, void *arg)
 {

@@ -53,11 +53,11 @@ enum rs_store_outcome {
 	RS_SO_PEEK_MISSING,
 	RS_SO_CONSUMED,
 	RS_SO_CONSUME_MISSING,
-	RS_SO_CONSUME_BOUND,	  /* another client address: put back */
+	RS_SO_CONSUME_BOUND, /* another client address: put back */
 	RS_SO_REVOKED,
-	RS_SO_UNAVAILABLE,	  /* an operation failed because the store is unavailable */
-	RS_SO_REPLICAS_SHORT,	  /* WAIT saw fewer than consume_replicas acknowledge */
-	RS_SO_CORRUPT,		  /* a value that does not open with its token */
+	RS_SO_UNAVAILABLE,    /* an operation failed because the store is unavailable */
+	RS_SO_REPLICAS_SHORT, /* WAIT saw fewer than consume_replicas acknowledge */
+	RS_SO_CORRUPT,	      /* a value that does not open with its token */
 	RS_SO__COUNT
 };
 extern const char *const rs_store_outcome_names[RS_SO__COUNT];
@@ -65,7 +65,7 @@ extern const char *const rs_store_outcome_names[RS_SO__COUNT];
 struct rs_store_opts {
 	struct rs_token_table *tokens; /* the embedded table (always there) */
 	struct rs_redis_pool *redis;   /* NULL: embedded mode */
-	const char *key_prefix;        /* "rs:" */
+	const char *key_prefix;	       /* "rs:" */
 	unsigned consume_replicas;     /* WAIT N after GETDEL; 0: none */
 	unsigned wait_timeout_ms;      /* WAIT's timeout */
 };
@@ -138,5 +138,9 @@ int rs_store_seal(const uint8_t tok[RS_TOKEN_BYTES], const char *key_name,
  * -ENOMEM. */
 int rs_store_open(const uint8_t tok[RS_TOKEN_BYTES], const char *key_name, const uint8_t *blob,
 		  size_t len, struct rs_console_spec **out);
+
+/* The serialized spec inside a sealed blob, once opened: a new spec in
+ * *<out>, or -EBADMSG / -ENOMEM. Pure (exposed for fuzzing). */
+int rs_store_decode_spec(const uint8_t *p, size_t len, struct rs_console_spec **out);
 
 #endif

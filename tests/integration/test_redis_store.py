@@ -28,15 +28,20 @@ pytestmark = pytest.mark.skipif(not os.path.exists(REDIS), reason="redis-server 
 class Redis:
     """A throw-away redis-server on loopback, nothing saved; stopped by PID."""
 
-    def __init__(self, tmp, port=None):
+    def __init__(self, tmp, port=None, extra=()):
         self.port = port or free_port()
         self.tmp = tmp
+        self.extra = list(extra)
         self.start()
 
     def start(self):
+        listen = (["--port", "0", "--tls-port", str(self.port)] if "--tls-cert-file" in self.extra
+                  else ["--port", str(self.port)])
         self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.tmp, "--daemonize", "no", "--loglevel", "warning"],
+            [REDIS, *listen, "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.tmp, "--daemonize", "no", "--loglevel", "warning",
+             "--repl-diskless-sync-delay", "0",
+             *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert wait_port(self.port, 10, self.proc), "redis-server did not start"
 
@@ -284,3 +289,237 @@ def test_fleet_slow_redis_times_out_without_blocking_and_pipelining_holds(daemon
     while time.time() < end and page(a, tok)[0] != 200:
         time.sleep(0.1)
     assert page(a, tok)[0] == 200
+
+
+SENTINEL = "/usr/bin/redis-sentinel"
+
+
+class Sentinel:
+    def __init__(self, tmp, master_port):
+        self.port = free_port()
+        self.conf = os.path.join(tmp, "sentinel-%d.conf" % self.port)
+        with open(self.conf, "w") as f:
+            f.write("port %d\nbind 127.0.0.1\ndir %s\n"
+                    "sentinel monitor ringside 127.0.0.1 %d 1\n"
+                    "sentinel down-after-milliseconds ringside 400\n"
+                    "sentinel failover-timeout ringside 2000\n"
+                    "sentinel parallel-syncs ringside 1\n" % (self.port, tmp, master_port))
+        self.proc = subprocess.Popen([SENTINEL, self.conf, "--loglevel", "warning"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_port(self.port, 10, self.proc), "redis-sentinel did not start"
+
+    def master(self):
+        out = subprocess.run([REDIS_CLI, "-p", str(self.port), "--raw", "SENTINEL",
+                              "get-master-addr-by-name", "ringside"],
+                             capture_output=True, text=True, timeout=5).stdout.split()
+        return int(out[1]) if len(out) == 2 else None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.mark.skipif(not os.path.exists(SENTINEL), reason="redis-sentinel not installed")
+def test_fleet_follows_the_master_sentinel_elects(daemon_factory, redis, tmpdir_rs):
+    replica = Redis(tmpdir_rs)
+    replica.cli("REPLICAOF", "127.0.0.1", str(redis.port))
+    sentinel = Sentinel(tmpdir_rs, redis.port)
+    try:
+        a = daemon_factory({"fleet": {"node": "box-a", "redis": {"timeout_ms": 400},
+                                      "sentinel": {"addresses": ["127.0.0.1:%d" % sentinel.port],
+                                                   "master": "ringside"}}})
+        t = Target(echo_target)
+        tok = vnc_link(a, t.port)["token"]
+        # The link reaches the replica before the master goes away.
+        end = time.time() + 10
+        while time.time() < end and not replica.raw("--scan").strip():
+            time.sleep(0.05)
+        assert len(replica.raw("--scan").split()) == 2
+        redis.proc.kill()  # the master dies at once
+        redis.proc.wait()
+        t0 = time.time()
+        while time.time() < t0 + 15 and sentinel.master() != replica.port:
+            time.sleep(0.1)
+        assert sentinel.master() == replica.port, "sentinel did not promote the replica"
+        # New links work again through the elected master, and the old one
+        # (replicated before the failure) opens exactly once.
+        while time.time() < t0 + 20:
+            try:
+                tok2 = vnc_link(a, t.port)["token"]
+                break
+            except AssertionError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("no new link after the failover: " + a.logs()[-2000:])
+        print("new links after %.1f s" % (time.time() - t0))
+        # A worker whose connections are still backing off says "try again"
+        # (1013) without touching the link: the browser's retry opens it.
+        for _ in range(50):
+            ws = RawWS(a.port, "/ws/" + tok)
+            assert ws.status == 101, ws.head
+            first = ws.recv_frame()
+            if first[0] != 8:
+                break
+            assert struct.unpack(">H", first[2][:2])[0] == 1013
+            ws.close()
+            time.sleep(0.1)
+        assert first[2] == b"RFB 003.008\n"
+        ws.close()
+        assert RawWS(a.port, "/ws/" + tok).status == 404
+        assert page(a, tok2)[0] == 200
+        assert metric(a, "ringside_redis_failovers_total") >= 1
+        t.stop()
+    finally:
+        sentinel.stop()
+        replica.stop()
+
+
+def test_fleet_over_tls_with_auth(daemon_factory, tmpdir_rs):
+    cert, key = os.path.join(tmpdir_rs, "redis-cert.pem"), os.path.join(tmpdir_rs, "redis-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    r = Redis(tmpdir_rs, extra=["--tls-cert-file", cert, "--tls-key-file", key,
+                                "--tls-ca-cert-file", cert, "--tls-auth-clients", "no",
+                                "--requirepass", "redis-Pw-1"])
+    try:
+        a = daemon_factory(fleet_cfg(r, "box-a", tls=True, tls_ca_file=cert, password="redis-Pw-1",
+                                     db=3))
+        t = Target(echo_target)
+        tok = vnc_link(a, t.port)["token"]
+        assert page(a, tok)[0] == 200
+        ws = RawWS(a.port, "/ws/" + tok)
+        assert ws.status == 101 and ws.rfb_client_handshake() == 0
+        ws.close()
+        assert page(a, tok)[0] == 404
+        out = subprocess.run([REDIS_CLI, "-p", str(r.port), "--tls", "--cacert", cert, "-a",
+                              "redis-Pw-1", "--no-auth-warning", "-n", "3", "DBSIZE"],
+                             capture_output=True, text=True, timeout=10).stdout
+        assert out.strip() == "1", out  # the rev: index left; the link itself is spent
+        assert "redis-Pw-1" not in a.logs()
+        t.stop()
+    finally:
+        r.stop()
+
+
+def test_fleet_bound_link_stays_for_its_owner(daemon_factory, redis):
+    a = daemon_factory(fleet_cfg(redis, "box-a"))
+    b = daemon_factory(fleet_cfg(redis, "box-b"))
+    t = Target(echo_target)
+    tok = vnc_link(a, t.port, client_ip="127.0.0.1")["token"]
+    tok_other = vnc_link(a, t.port, client_ip="192.0.2.7")["token"]
+    ws = RawWS(b.port, "/ws/" + tok_other)
+    assert ws.status == 403 and "token_bound" in ws.head + ws.s.recv(4096).decode()
+    ws.close()
+    # Spent by nobody: written back for its rightful owner, on every box.
+    assert page(a, tok_other)[0] == 200
+    ws = RawWS(b.port, "/ws/" + tok)
+    assert ws.status == 101 and ws.rfb_client_handshake() == 0
+    ws.close()
+    assert metric(b, 'ringside_store_links_total{store="redis",outcome="consume_bound"}') == 1
+    t.stop()
+
+
+def test_fleet_consume_waits_for_replicas(daemon_factory, redis, tmpdir_rs):
+    t = Target(echo_target)
+    # No replica: WAIT 1 sees none, so the console is refused (and counted)
+    # rather than opened on a consumption a failover could undo.
+    a = daemon_factory(fleet_cfg(redis, "box-a", consume_replicas=1, consume_wait_ms=100))
+    tok = vnc_link(a, t.port)["token"]
+    ws = RawWS(a.port, "/ws/" + tok)
+    assert ws.status == 101
+    code, reason = ws.expect_close()
+    assert code == 1013 and "temporarily unavailable" in reason
+    ws.close()
+    assert metric(a, 'ringside_store_links_total{store="redis",outcome="replicas_short"}') == 1
+    # With a replica attached, the same setting opens consoles.
+    replica = Redis(tmpdir_rs)
+    try:
+        replica.cli("REPLICAOF", "127.0.0.1", str(redis.port))
+        end = time.time() + 10
+        while time.time() < end and b"state=online" not in redis.raw("INFO", "replication"):
+            time.sleep(0.05)
+        # (a generous WAIT: the replica acknowledges within a loaded box's time)
+        b = daemon_factory(fleet_cfg(redis, "box-b", consume_replicas=1, consume_wait_ms=1500,
+                                     timeout_ms=2000))
+        tok = vnc_link(b, t.port)["token"]
+        ws = RawWS(b.port, "/ws/" + tok)
+        assert ws.status == 101 and ws.rfb_client_handshake() == 0
+        ws.close()
+        assert metric(b, 'ringside_store_links_total{store="redis",outcome="consumed"}') == 1
+    finally:
+        replica.stop()
+        t.stop()
+
+
+def test_fleet_bytes_sent_with_the_upgrade_survive_the_store_round_trip(daemon_factory, redis):
+    a = daemon_factory(fleet_cfg(redis, "box-a"))
+    t = Target(echo_target)
+    tok = vnc_link(a, t.port)["token"]
+    s = socket.create_connection(("127.0.0.1", a.port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    mask = os.urandom(4)
+    payload = b"RFB 003.008\n"
+    frame = bytes([0x82, 0x80 | len(payload)]) + mask + bytes(
+        b ^ mask[i % 4] for i, b in enumerate(payload))
+    # The client's RFB version rides in the same segment as the upgrade,
+    # while the upgrade waits for Redis: it must reach the session.
+    s.sendall(("GET /ws/%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Protocol: binary\r\n\r\n" % (tok, key)).encode() + frame)
+    buf = b""
+    while b"\x01\x01" not in buf.split(b"\r\n\r\n", 1)[-1]:
+        chunk = s.recv(4096)
+        assert chunk, buf
+        buf += chunk
+    assert buf.startswith(b"HTTP/1.1 101")
+    body = buf.split(b"\r\n\r\n", 1)[1]
+    assert b"RFB 003.008\n" in body and body.endswith(b"\x01\x01")  # security types: None
+    s.close()
+    t.stop()
+
+
+def test_fleet_proxmoxvnc_create_and_inline_credentials_sealed(daemon_factory, redis):
+    from test_api_hardening import INLINE, KEYS, create
+    a = daemon_factory({**fleet_cfg(redis, "box-a"), "api_keys": KEYS, "inline_upstreams": INLINE})
+    b = daemon_factory({**fleet_cfg(redis, "box-b"), "api_keys": KEYS, "inline_upstreams": INLINE})
+    st, _, body = create(a, KEYS[0]["key"], {"hostname": "127.0.0.1", "port": "8006",
+                                             "node": "pve-secret-node", "username": "u@pve",
+                                             "password": "Inline-Pw-77", "vmid": "100"})
+    assert st == 200 and body["status"] == "success", body
+    tok = body["token"]
+    st, _, _ = page(b, tok)
+    assert st == 200  # minted through ProxmoxVNC's route on A, live on B
+    dump = b"".join(redis.raw("GET", k) + k for k in redis.raw("--scan").split())
+    for secret in (tok.encode(), b"Inline-Pw-77", b"pve-secret-node", b"u@pve", b"127.0.0.1"):
+        assert secret not in dump, secret
+    # Redis down: /create answers in its own shape, 503 store_unavailable.
+    redis.stop()
+    st, _, body = create(a, KEYS[0]["key"])
+    assert st == 503 and body["status"] == "error" and body["code"] == "store_unavailable", body
+
+
+def test_fleet_key_console_limit_counts_per_box_and_keeps_the_link(daemon_factory, redis):
+    a = daemon_factory({**fleet_cfg(redis, "box-a"),
+                        "api_keys": [{"name": "test", "key": API_KEY, "max_consoles": 1}]})
+    t = Target(echo_target)
+    tok1 = vnc_link(a, t.port)["token"]
+    tok2 = vnc_link(a, t.port)["token"]
+    ws1 = RawWS(a.port, "/ws/" + tok1)
+    assert ws1.status == 101 and ws1.rfb_client_handshake() == 0
+    ws2 = RawWS(a.port, "/ws/" + tok2)
+    assert ws2.status == 429 and "key_console_limit" in ws2.head + ws2.s.recv(4096).decode()
+    ws2.close()
+    ws1.close()
+    # The refused link went back to Redis: it opens once the first console is gone.
+    end = time.time() + 10
+    while time.time() < end:
+        ws2 = RawWS(a.port, "/ws/" + tok2)
+        if ws2.status != 429:
+            break
+        ws2.close()
+        time.sleep(0.1)
+    assert ws2.status == 101 and ws2.rfb_client_handshake() == 0
+    ws2.close()
+    t.stop()

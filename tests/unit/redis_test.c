@@ -155,12 +155,13 @@ static void test_fleet_config(void **state)
 	rs_config_init(&c);
 	assert_int_equal(rs_config_validate(&c, err, sizeof(err)), 0);
 	assert_false(c.fleet.enabled); /* absent: the embedded table */
-	assert_int_equal(rs_config_load_string(&c,
-					       "{\"fleet\":{\"node\":\"box-a\",\"redis\":{\"address\":"
-					       "\"127.0.0.1:6379\",\"username\":\"rs\",\"password\":"
-					       "\"pw\",\"db\":2,\"consume_replicas\":1}}}",
-					       err, sizeof(err)),
-			 0);
+	assert_int_equal(
+	    rs_config_load_string(&c,
+				  "{\"fleet\":{\"node\":\"box-a\",\"redis\":{\"address\":"
+				  "\"127.0.0.1:6379\",\"username\":\"rs\",\"password\":"
+				  "\"pw\",\"db\":2,\"consume_replicas\":1}}}",
+				  err, sizeof(err)),
+	    0);
 	assert_int_equal(rs_config_validate(&c, err, sizeof(err)), 0);
 	assert_true(c.fleet.enabled);
 	assert_string_equal(c.fleet.node, "box-a");
@@ -172,23 +173,24 @@ static void test_fleet_config(void **state)
 	rs_config_release(&c);
 
 	rs_config_init(&c);
-	assert_int_equal(rs_config_load_string(&c,
-					       "{\"fleet\":{\"sentinel\":{\"addresses\":[\"127.0.0.1:"
-					       "26379\"],\"master\":\"ringside\"}}}",
-					       err, sizeof(err)),
-			 0);
+	assert_int_equal(
+	    rs_config_load_string(&c,
+				  "{\"fleet\":{\"sentinel\":{\"addresses\":[\"127.0.0.1:"
+				  "26379\"],\"master\":\"ringside\"}}}",
+				  err, sizeof(err)),
+	    0);
 	assert_int_equal(rs_config_validate(&c, err, sizeof(err)), 0);
 	assert_int_equal(c.fleet.n_sentinels, 1);
 	rs_config_release(&c);
 
 	static const char *const bad[] = {
-		"{\"fleet\":{}}",
-		"{\"fleet\":{\"redis\":{\"address\":\"redis.example:6379\"}}}",
-		"{\"fleet\":{\"redis\":{\"adress\":\"127.0.0.1:6379\"}}}",
-		"{\"fleet\":{\"sentinel\":{\"addresses\":[\"127.0.0.1:26379\"]}}}",
-		"{\"fleet\":{\"redis\":{\"address\":\"127.0.0.1:6379\",\"timeout_ms\":100,"
-		"\"consume_wait_ms\":100}}}",
-		"{\"fleet\":{\"redis\":{\"address\":\"127.0.0.1:6379\",\"username\":\"x\"}}}",
+	    "{\"fleet\":{}}",
+	    "{\"fleet\":{\"redis\":{\"address\":\"redis.example:6379\"}}}",
+	    "{\"fleet\":{\"redis\":{\"adress\":\"127.0.0.1:6379\"}}}",
+	    "{\"fleet\":{\"sentinel\":{\"addresses\":[\"127.0.0.1:26379\"]}}}",
+	    "{\"fleet\":{\"redis\":{\"address\":\"127.0.0.1:6379\",\"timeout_ms\":100,"
+	    "\"consume_wait_ms\":100}}}",
+	    "{\"fleet\":{\"redis\":{\"address\":\"127.0.0.1:6379\",\"username\":\"x\"}}}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int ret;
@@ -268,8 +270,8 @@ static void cmd_on_worker(struct rs_worker *w, void *arg)
 {
 	struct cmd_ctx *c = arg;
 
-	c->ret = rs_redis_cmd(rs_redis_of(c->p, w), on_reply, c->res, c->argc, c->argv, NULL,
-			      &c->req);
+	c->ret =
+	    rs_redis_cmd(rs_redis_of(c->p, w), on_reply, c->res, c->argc, c->argv, NULL, &c->req);
 	if (!c->ret && c->cancel)
 		rs_redis_cancel(c->req);
 }
@@ -326,13 +328,18 @@ static int peer_accept(int lfd)
 	return accept(lfd, NULL, NULL);
 }
 
-static struct rs_redis_pool *client_for(struct sockaddr_in *addr, const char *user,
-					const char *pw, unsigned db, unsigned max_pending)
+static struct rs_redis_pool *client_for(struct sockaddr_in *addr, const char *user, const char *pw,
+					unsigned db, unsigned max_pending)
 {
 	struct rs_redis_pool *p = NULL;
 	char hp[64], err[200];
-	struct rs_redis_opts o = {.address = hp, .username = user, .password = pw, .db = db,
-				  .timeout_ms = 150, .max_pending = max_pending, .conns = 1};
+	struct rs_redis_opts o = {.address = hp,
+				  .username = user,
+				  .password = pw,
+				  .db = db,
+				  .timeout_ms = 150,
+				  .max_pending = max_pending,
+				  .conns = 1};
 
 	snprintf(hp, sizeof(hp), "127.0.0.1:%u", ntohs(addr->sin_port));
 	assert_int_equal(rs_redis_pool_new(&p, &o, 1, err, sizeof(err)), 0);
@@ -501,18 +508,107 @@ static void test_client_refuses_when_unreachable(void **state)
 	rs_redis_pool_free(p);
 }
 
+struct sub_seen {
+	_Atomic int n;
+	char channel[32], msg[32];
+	bool on_worker0;
+};
+
+static void on_message(void *arg, const char *channel, const char *msg, size_t len)
+{
+	struct sub_seen *seen = arg;
+
+	snprintf(seen->channel, sizeof(seen->channel), "%s", channel);
+	snprintf(seen->msg, sizeof(seen->msg), "%.*s", (int)len, msg);
+	atomic_fetch_add(&seen->n, 1);
+}
+
+/* Read what is there within 2 s (at least one byte) into <buf>. */
+static size_t peer_read(int fd, char *buf, size_t cap)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	ssize_t r;
+
+	assert_int_equal(poll(&pfd, 1, 2000), 1);
+	r = read(fd, buf, cap - 1);
+	assert_true(r > 0);
+	buf[r] = 0;
+	return (size_t)r;
+}
+
+static void test_client_subscriber_delivers_messages(void **state)
+{
+	static const char sub_cmd[] = "*3\r\n$9\r\nSUBSCRIBE\r\n$4\r\nkill\r\n$5\r\nother\r\n";
+	struct harness h = {0};
+	struct sockaddr_in addr;
+	struct sub_seen seen = {0}, other = {0};
+	struct rs_redis_pool *p;
+	char buf[512];
+	int lfd, fd[2], sub = -1;
+
+	(void)state;
+	if (!h_start(&h, (struct rs_engine_opts){.buf_size = 4096, .buf_count = 64}))
+		skip();
+	lfd = h_listen(&addr, 8, 0);
+	p = client_for(&addr, NULL, NULL, 0, 0);
+	assert_int_equal(rs_redis_subscribe(p, "kill", on_message, &seen), 0);
+	assert_int_equal(rs_redis_subscribe(p, "other", on_message, &other), 0);
+	assert_int_equal(rs_worker_call(h.w, start_on_worker, p), 0);
+	/* Worker 0 opens its command connection and the subscriber. */
+	fd[0] = peer_accept(lfd);
+	fd[1] = peer_accept(lfd);
+	for (int i = 0; i < 2 && sub < 0; i++) {
+		struct pollfd pfd = {.fd = fd[i], .events = POLLIN};
+
+		if (poll(&pfd, 1, 500) == 1) {
+			peer_read(fd[i], buf, sizeof(buf));
+			assert_string_equal(buf, sub_cmd);
+			sub = fd[i];
+		}
+	}
+	assert_true(sub >= 0);
+	{
+		static const char confirm[] =
+		    "*3\r\n$9\r\nsubscribe\r\n$4\r\nkill\r\n:1\r\n"
+		    "*3\r\n$9\r\nsubscribe\r\n$5\r\nother\r\n:2\r\n"
+		    "*3\r\n$7\r\nmessage\r\n$4\r\nkill\r\n$9\r\nbox-a 42\0\r\n";
+		static const char msg2[] = "*3\r\n$7\r\nmessage\r\n$5\r\nother\r\n$2\r\nhi\r\n";
+
+		assert_int_equal(write(sub, confirm, sizeof(confirm) - 1),
+				 (ssize_t)sizeof(confirm) - 1);
+		for (int i = 0; i < 2000 && atomic_load(&seen.n) < 1; i++)
+			usleep(1000);
+		assert_int_equal(atomic_load(&seen.n), 1);
+		assert_string_equal(seen.channel, "kill");
+		assert_string_equal(seen.msg, "box-a 42");
+		assert_int_equal(write(sub, msg2, sizeof(msg2) - 1), (ssize_t)sizeof(msg2) - 1);
+		for (int i = 0; i < 2000 && atomic_load(&other.n) < 1; i++)
+			usleep(1000);
+		assert_int_equal(atomic_load(&other.n), 1);
+		assert_string_equal(other.msg, "hi");
+		assert_int_equal(atomic_load(&seen.n), 1);
+	}
+	assert_int_equal(rs_worker_call(h.w, stop_on_worker, p), 0);
+	close(fd[0]);
+	close(fd[1]);
+	close(lfd);
+	h_stop(&h);
+	rs_redis_pool_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_seal_round_trip),
-		cmocka_unit_test(test_seal_wrong_token_key_or_tamper_fails),
-		cmocka_unit_test(test_seal_leaves_no_plaintext),
-		cmocka_unit_test(test_fleet_config),
-		cmocka_unit_test(test_reply_parsing),
-		cmocka_unit_test(test_client_pipelines_in_order),
-		cmocka_unit_test(test_client_timeout_recycles_and_reconnects),
-		cmocka_unit_test(test_client_cancel_bound_and_auth),
-		cmocka_unit_test(test_client_refuses_when_unreachable),
+	    cmocka_unit_test(test_seal_round_trip),
+	    cmocka_unit_test(test_seal_wrong_token_key_or_tamper_fails),
+	    cmocka_unit_test(test_seal_leaves_no_plaintext),
+	    cmocka_unit_test(test_fleet_config),
+	    cmocka_unit_test(test_reply_parsing),
+	    cmocka_unit_test(test_client_pipelines_in_order),
+	    cmocka_unit_test(test_client_timeout_recycles_and_reconnects),
+	    cmocka_unit_test(test_client_cancel_bound_and_auth),
+	    cmocka_unit_test(test_client_refuses_when_unreachable),
+	    cmocka_unit_test(test_client_subscriber_delivers_messages),
 	};
 
 	rs_log_set_level(RS_LOG_ERROR);
