@@ -10,6 +10,7 @@ import json
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -373,6 +374,10 @@ def test_fleet_view_lists_every_box_and_kill_reaches_the_owner(lab, xvnc):
     for node in ("box-a", "box-c"):
         consoles[node].send_frame(2, b"\x03\x00\x00\x00\x00\x00\x00\x10\x00\x10")
         assert consoles[node].recv_frame()[0] == 2
+    # The fleet's families next to the store's: one exposition promtool accepts.
+    check = subprocess.run(["promtool", "check", "metrics"], input=a.metrics().encode(),
+                           capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
     # An id no box lists.
     rc, _, err = a.ctl("kill", "7fffffffffff")
     assert rc != 0 and "no such session" in err
