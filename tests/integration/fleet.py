@@ -47,6 +47,16 @@ def _wait(pred, timeout, what, proc=None, log=None):
     raise RuntimeError("%s: not ready in %ss: %s" % (what, timeout, _tail(log)))
 
 
+def _wait_started(proc, pred, timeout, what, log):
+    """_wait for a process just started; one that does not come up is
+    stopped (by its PID) before the error goes up."""
+    try:
+        _wait(pred, timeout, what, proc, log)
+    except BaseException:
+        _stop(proc, signal.SIGKILL)
+        raise
+
+
 def _tail(path, n=3000):
     try:
         return open(path, errors="replace").read()[-n:] if path else ""
@@ -133,8 +143,8 @@ class Redis:
     def start(self):
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        _wait(lambda: self.client().cmd("PING") == "PONG", 10, "redis " + self.name,
-              self.proc, self.log)
+        _wait_started(self.proc, lambda: self.client().cmd("PING") == "PONG", 10,
+                      "redis " + self.name, self.log)
 
     def client(self):
         return Resp(self.port, self.password)
@@ -204,8 +214,8 @@ class Sentinel:
         # Sentinel rewrites its file (it must be writable and its own).
         self.proc = subprocess.Popen([SENTINEL, self.conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        _wait(lambda: self.master_addr() == ("127.0.0.1", master.port), 10, "sentinel",
-              self.proc, self.log)
+        _wait_started(self.proc, lambda: self.master_addr() == ("127.0.0.1", master.port), 10,
+                      "sentinel", self.log)
 
     def cmd(self, *args):
         c = Resp(self.port)
@@ -258,8 +268,9 @@ backend boxes
         # -db: stay in the foreground, one process, so its PID is the one to stop.
         self.proc = subprocess.Popen([HAPROXY, "-db", "-f", self.conf], stdout=self.out,
                                      stderr=self.out)
-        _wait(lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None,
-              10, "haproxy", self.proc, self.log)
+        _wait_started(self.proc, lambda: socket.create_connection(("127.0.0.1", self.port),
+                                                                  0.2).close() is None,
+                      10, "haproxy", self.log)
 
     def stop(self):
         _stop(self.proc, signal.SIGUSR1)  # soft stop
@@ -329,8 +340,8 @@ class Box:
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         self.proc = subprocess.Popen([BIN, "--config", self.cfg_path], stdout=self.stderr,
                                      stderr=self.stderr, env=env)
-        _wait(lambda: http(self.base + "/healthz")[0] == 200, 15, "ringside " + self.node,
-              self.proc, self.log + ".stderr")
+        _wait_started(self.proc, lambda: http(self.base + "/healthz")[0] == 200, 15,
+                      "ringside " + self.node, self.log + ".stderr")
 
     @property
     def pid(self):
@@ -423,14 +434,22 @@ class Fleet:
     def __init__(self, tmp, box_overrides=None, use_sentinel=True, boxes=3, fleet_extra=None,
                  replicas=1):
         self.tmp = tmp
+        self.master, self.replicas, self.sentinel, self.boxes, self.lb = None, [], None, [], None
+        try:
+            self._start(tmp, box_overrides, use_sentinel, boxes, fleet_extra, replicas)
+        except BaseException:
+            self.stop()  # a lab that failed halfway leaves nothing running
+            raise
+
+    def _start(self, tmp, box_overrides, use_sentinel, boxes, fleet_extra, replicas):
         self.master = Redis(tmp, "redis-a")
-        self.replicas = [Redis(tmp, "redis-%s" % "bcd"[i], replicaof=self.master)
-                         for i in range(replicas)]
+        for i in range(replicas):
+            self.replicas.append(Redis(tmp, "redis-%s" % "bcd"[i], replicaof=self.master))
         self.replica = self.replicas[0]
         _wait(lambda: self.master.cmd("INFO", "replication").count(b"state=online") == replicas,
               10, "replication", log=self.replica.log)
-        self.sentinel = Sentinel(tmp, self.master) if use_sentinel else None
-        self.boxes = []
+        if use_sentinel:
+            self.sentinel = Sentinel(tmp, self.master)
         for i, host in enumerate(self.HOSTS[:boxes]):
             node = "box-%s" % "abc"[i]
             fs = fleet_section(node, redis=self.master, sentinel=self.sentinel)
@@ -456,7 +475,8 @@ class Fleet:
 
     def stop(self):
         errors = []
-        self.lb.stop()
+        if self.lb:
+            self.lb.stop()
         for b in self.boxes:
             if b.alive():
                 rc = b.stop()
@@ -468,5 +488,6 @@ class Fleet:
             self.sentinel.stop()
         for r in self.replicas:
             r.stop()
-        self.master.stop()
+        if self.master:
+            self.master.stop()
         return errors
