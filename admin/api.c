@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "admin/api.h"
+#include "admin/fleet.h"
 #include "core/addr.h"
 #include "admin/app.h"
 #include "admin/audit.h"
@@ -1018,4 +1019,75 @@ void rs_api_consoles(struct rs_app *app, struct rs_http_conn *hc, const struct r
 		create_console(app, hc, req, ks, key);
 	else
 		revoke_console(app, hc, req);
+}
+
+/* The caller's sessions (all of them for an admin key): this box's live
+ * ones and, in a fleet, every other box's as of its last heartbeat. No
+ * target or client address: the fleet view never carries one, and a box
+ * answers the same whichever box the balancer picked. */
+static json_t *session_json(const struct rs_console_info *i)
+{
+	return json_pack("{s:I, s:i, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "id",
+			 (json_int_t)i->id, "worker", (int)i->worker, "kind", i->kind, "state",
+			 i->state, "token", i->token_hash, "api_key", i->api_key, "label", i->label,
+			 "vmid", (json_int_t)i->vmid, "age_ms", (json_int_t)i->age_ms,
+			 "bytes_to_target", (json_int_t)i->bytes_to_target, "bytes_to_browser",
+			 (json_int_t)i->bytes_to_browser);
+}
+
+static json_t *session_list(struct rs_app *app, const struct rs_keyset_key *k)
+{
+	json_t *arr = json_array(), *others, *v;
+	struct rs_console_info *items = malloc(4096 * sizeof(*items));
+	size_t i;
+
+	if (!arr || !items)
+		goto out;
+	for (unsigned wi = 0; wi < rs_engine_workers(app->engine); wi++) {
+		size_t n = rs_console_list(rs_engine_worker(app->engine, wi), items, 4096);
+
+		for (size_t j = 0; j < RS_MIN(n, (size_t)4096); j++)
+			if (k->admin || !strcmp(items[j].api_key, k->name))
+				json_array_append_new(arr, app->fleet ? rs_fleet_session_json(
+									    app->fleet, &items[j])
+								      : session_json(&items[j]));
+	}
+	if (!app->fleet)
+		goto out;
+	others = rs_fleet_others(app->fleet);
+	json_array_foreach(others, i, v)
+	{
+		const char *key = json_string_value(json_object_get(v, "api_key"));
+
+		if (k->admin || (key && !strcmp(key, k->name)))
+			json_array_append(arr, v);
+	}
+	json_decref(others);
+out:
+	free(items);
+	return arr;
+}
+
+void rs_api_sessions(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
+{
+	const struct rs_keyset *ks = atomic_load(&app->keys);
+	json_t *body;
+	char *text;
+	int key;
+
+	if (!(req->method == HTTP_GET || req->method == HTTP_HEAD))
+		return rs_http_respond_error(hc, 405, "method_not_allowed", "use GET",
+					     "Allow: GET, HEAD\r\n");
+	key = auth_or_answer(app, ks, hc, req);
+	if (key < 0)
+		return;
+	body = json_pack("{s:o, s:o}", "box",
+			 app->fleet ? json_string(rs_fleet_node(app->fleet)) : json_null(),
+			 "sessions", session_list(app, &ks->keys[key]));
+	text = body ? json_dumps(body, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+	json_decref(body);
+	if (!text)
+		return rs_http_respond_error(hc, 503, "no_memory", "out of memory", NULL);
+	rs_http_respond(hc, 200, "application/json", text, strlen(text), NULL);
+	free(text);
 }

@@ -136,6 +136,11 @@ void rs_api_openapi(struct rs_app *app, struct rs_http_conn *hc, const struct rs
 /* GET /api/v1/stats: counters as JSON (same API keys). */
 void rs_api_stats(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
 
+/* GET /api/v1/sessions: the caller's open consoles (every one for an admin
+ * key), fleet-wide when a fleet is configured (other boxes as of their last
+ * heartbeat); no target or client address. */
+void rs_api_sessions(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req);
+
 /* Per-key usage for ProxmoxVNC's /status: pending links of key <key>. */
 unsigned rs_api_key_pending(const struct rs_keyset *ks, int key);
 

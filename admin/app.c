@@ -648,6 +648,10 @@ void rs_app_route(struct rs_http_conn *hc, const struct rs_http_req *req, void *
 		rs_http_set_route(hc, RS_ROUTE_API_STATS);
 		return rs_api_stats(app, hc, req);
 	}
+	if (path_is(req, "/api/v1/sessions")) {
+		rs_http_set_route(hc, RS_ROUTE_API_STATS);
+		return rs_api_sessions(app, hc, req);
+	}
 	if (path_is(req, "/api/v1/consoles") ||
 	    path_prefix(req, "/api/v1/consoles/", &rest, &rest_len)) {
 		rs_http_set_route(hc, RS_ROUTE_API_CONSOLES);

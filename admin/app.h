@@ -19,6 +19,7 @@
 struct rs_asset;
 struct rs_tls_server;
 struct rs_cidr;
+struct rs_fleet;
 
 /* Routes of the console listener, for the per-route response counters. */
 enum rs_app_route {
@@ -49,6 +50,7 @@ struct rs_app {
 	struct rs_audit *audit;
 	struct rs_tls_server *tls; /* NULL without tls_listen */
 	struct rs_pve *pve;        /* NULL without clusters */
+	struct rs_fleet *fleet;    /* NULL without a fleet (admin/fleet.h) */
 	struct rs_cidr *trusted_proxies;
 	/* The console page (console.* config), built at start, read-only after:
 	 * its security headers, its settings as body attributes, the logo. */

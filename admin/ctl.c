@@ -15,6 +15,7 @@
 
 #include "admin/app.h"
 #include "admin/ctl.h"
+#include "admin/fleet.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "core/token.h"
@@ -69,8 +70,10 @@ static const char HELP[] =
 	"  help                     this list\n"
 	"  stats                    totals and per-worker figures\n"
 	"  sessions [filter]        open consoles (filter: text in key, label, target or client)\n"
+	"                           --fleet: every box's (other boxes as of their last heartbeat)\n"
 	"  session <id>             one console\n"
-	"  kill <id>                close a console (on whichever worker holds it)\n"
+	"  kill <id>                close a console (on whichever worker, or box, holds it)\n"
+	"  kill <box>/<id>          in a fleet: console <id> of box <box> (ids are per box)\n"
 	"  revoke <token-hash>      revoke an unused console link by its 8-hex-digit log hash\n"
 	"  drain                    refuse new consoles; open ones continue\n"
 	"  undrain                  accept new consoles again\n"
@@ -186,14 +189,51 @@ static bool matches(const struct rs_console_info *i, const char *filter)
 	       strstr(i->token_hash, filter) || strstr(i->state, filter);
 }
 
+/* Other boxes' sessions (fleet.h) matching <filter>: no target or client
+ * address is published, so the filter sees key, label, token, state, box. */
+static int add_fleet(struct rs_app *app, json_t *arr, const char *filter, const uint64_t *only)
+{
+	json_t *others = rs_fleet_others(app->fleet), *v;
+	size_t k;
+	int found = 0;
+
+	json_array_foreach(others, k, v)
+	{
+		const char *fields[] = {"api_key", "label", "token", "state", "box"};
+		bool hit = !filter;
+
+		for (size_t f = 0; !hit && f < RS_ARRAY_SIZE(fields); f++) {
+			const char *t = json_string_value(json_object_get(v, fields[f]));
+
+			hit = t && strstr(t, filter);
+		}
+		if (only ? (uint64_t)json_integer_value(json_object_get(v, "id")) != *only : !hit)
+			continue;
+		json_array_append(arr, v);
+		found++;
+	}
+	json_decref(others);
+	return found;
+}
+
+static const char *str(json_t *v, const char *key)
+{
+	const char *s = json_string_value(json_object_get(v, key));
+
+	return s ? s : "-";
+}
+
 /* <only>: a single session id (0 is a valid id: worker 0, slot 0,
- * generation 0), or NULL for a list filtered by <filter>. */
+ * generation 0), or NULL for a list filtered by <filter>.
+ * <fleet>: other boxes' sessions too, each entry naming its box. */
 static int cmd_sessions(struct rs_app *app, struct out *o, const char *filter,
-			const uint64_t *only)
+			const uint64_t *only, bool fleet)
 {
 	struct rs_engine *e = app->engine;
 	json_t *arr = json_array();
 	int found = 0;
+
+	fleet = fleet && app->fleet;
 
 	for (unsigned wi = 0; wi < rs_engine_workers(e); wi++) {
 		struct list_req r = {.max = 4096};
@@ -213,14 +253,20 @@ static int cmd_sessions(struct rs_app *app, struct out *o, const char *filter,
 		}
 		for (size_t k = 0; k < RS_MIN(r.n, r.max); k++) {
 			const struct rs_console_info *i = &r.items[k];
+			json_t *v;
 
 			if ((only && i->id != *only) || (!only && !matches(i, filter)))
 				continue;
-			json_array_append_new(arr, info_json(i));
+			v = info_json(i);
+			if (fleet)
+				json_object_set_new(v, "box", json_string(rs_fleet_node(app->fleet)));
+			json_array_append_new(arr, v);
 			found++;
 		}
 		free(r.items);
 	}
+	if (fleet && !(only && found))
+		found += add_fleet(app, arr, filter, only);
 	if (only && !found) {
 		json_decref(arr);
 		return err_out(o, "%s", "no such session");
@@ -236,27 +282,25 @@ static int cmd_sessions(struct rs_app *app, struct out *o, const char *filter,
 		json_t *v;
 
 		if (!only)
-			fprintf(o->f, "%-16s %-6s %-4s %-9s %-8s %-24s %-40s %-10s %10s %12s\n", "ID", "WORKER",
-				"KIND", "STATE", "TOKEN", "TARGET", "CLIENT", "AGE_S", "TO_TARGET",
-				"TO_BROWSER");
+			fprintf(o->f, "%s%-16s %-6s %-4s %-9s %-8s %-24s %-40s %-10s %10s %12s\n",
+				fleet ? "BOX              " : "", "ID", "WORKER", "KIND", "STATE",
+				"TOKEN", "TARGET", "CLIENT", "AGE_S", "TO_TARGET", "TO_BROWSER");
 		json_array_foreach(arr, k, v)
 		{
+			if (fleet) /* another box's target and client are not published: "-" */
+				fprintf(o->f, "%-16.16s ", str(v, "box"));
 			fprintf(o->f, "%-16llx %-6lld %-4s %-9s %-8s %-24s %-40s %-10.1f %10lld %12lld\n",
 				(unsigned long long)json_integer_value(json_object_get(v, "id")),
-				json_integer_value(json_object_get(v, "worker")),
-				json_string_value(json_object_get(v, "kind")),
-				json_string_value(json_object_get(v, "state")),
-				json_string_value(json_object_get(v, "token")),
-				json_string_value(json_object_get(v, "target")),
-				json_string_value(json_object_get(v, "client")),
+				json_integer_value(json_object_get(v, "worker")), str(v, "kind"),
+				str(v, "state"), str(v, "token"), str(v, "target"), str(v, "client"),
 				(double)json_integer_value(json_object_get(v, "age_ms")) / 1000.0,
 				json_integer_value(json_object_get(v, "bytes_to_target")),
 				json_integer_value(json_object_get(v, "bytes_to_browser")));
 			if (only) {
 				/* An API client chose the label: the operator's terminal
 				 * gets no control or bidi override from it. */
-				const char *key = json_string_value(json_object_get(v, "api_key"));
-				const char *label = json_string_value(json_object_get(v, "label"));
+				const char *key = str(v, "api_key");
+				const char *label = str(v, "label");
 				char ckey[256], clabel[800];
 
 				rs_text_sanitize(ckey, sizeof(ckey), key, strlen(key));
@@ -290,19 +334,50 @@ static int parse_id(const char *s, uint64_t *id)
 	return (!*s || *end || errno) ? -EINVAL : 0;
 }
 
+/* Another box's session: <on> names the box, or NULL for the first other
+ * box that lists <id>. */
+static int kill_elsewhere(struct rs_app *app, struct out *o, const char *on, uint64_t id)
+{
+	char box[64];
+	json_t *j;
+
+	if (!app->fleet || rs_fleet_kill(app->fleet, on, id, box, sizeof(box)))
+		return err_out(o, "%s", "no such session");
+	rs_info("ctl", "session %llx on box %s: kill sent by an operator", (unsigned long long)id,
+		rs_log_q(box));
+	fprintf(o->f, "OK\n");
+	if (!o->json) {
+		fprintf(o->f, "kill sent to box %s\n", box);
+		return 0;
+	}
+	j = json_pack("{s:b, s:s}", "killed", 1, "box", box);
+	json_dumpf(j, o->f, JSON_COMPACT | JSON_ENSURE_ASCII);
+	fputc('\n', o->f);
+	json_decref(j);
+	return 0;
+}
+
 static int cmd_kill(struct rs_app *app, struct out *o, const char *arg)
 {
 	struct kill_req k = {0};
+	const char *slash = arg ? strchr(arg, '/') : NULL;
+	char box[64] = "";
 	unsigned wi;
 
-	if (!arg || parse_id(arg, &k.id))
-		return err_out(o, "%s", "usage: kill <id> (hexadecimal, from 'sessions')");
+	if (slash) { /* <box>/<id>: this box's own, or another's */
+		snprintf(box, sizeof(box), "%.*s", (int)(slash - arg), arg);
+		arg = slash + 1;
+	}
+	if (!arg || parse_id(arg, &k.id) || (slash && !box[0]))
+		return err_out(o, "%s", "usage: kill [<box>/]<id> (hexadecimal, from 'sessions')");
+	if (box[0] && (!app->fleet || strcmp(box, rs_fleet_node(app->fleet))))
+		return kill_elsewhere(app, o, box, k.id);
 	wi = (unsigned)(k.id >> 48);
-	if (wi >= rs_engine_workers(app->engine))
-		return err_out(o, "%s", "no such session");
-	/* The id names the worker that owns the session: the kill runs there. */
-	if (rs_worker_call(rs_engine_worker(app->engine, wi), kill_on_worker, &k) || k.ret)
-		return err_out(o, "%s", "no such session");
+	/* The id names the worker that owns the session: the kill runs there.
+	 * Not ours: the box that lists it in the fleet view ends it. */
+	if (wi >= rs_engine_workers(app->engine) ||
+	    rs_worker_call(rs_engine_worker(app->engine, wi), kill_on_worker, &k) || k.ret)
+		return kill_elsewhere(app, o, NULL, k.id);
 	rs_info("ctl", "session %llx killed by an operator", (unsigned long long)k.id);
 	fprintf(o->f, "OK\n%s", o->json ? "{\"killed\":true}\n" : "killed\n");
 	return 0;
@@ -319,6 +394,7 @@ int rs_ctl_execute(struct rs_app *app, const char *line, char **result)
 	struct out o = {0};
 	char buf[REQ_MAX + 1], *argv[8], *save = NULL, *tok;
 	int argc = 0, ret = 0;
+	bool fleet = false;
 
 	o.f = open_memstream(&o.buf, &o.len);
 	if (!o.f)
@@ -328,6 +404,8 @@ int rs_ctl_execute(struct rs_app *app, const char *line, char **result)
 	     tok = strtok_r(NULL, " \t\r\n", &save)) {
 		if (!strcmp(tok, "--json"))
 			o.json = true;
+		else if (!strcmp(tok, "--fleet"))
+			fleet = true;
 		else
 			argv[argc++] = tok;
 	}
@@ -342,14 +420,14 @@ int rs_ctl_execute(struct rs_app *app, const char *line, char **result)
 		fprintf(o.f, "OK\n");
 		cmd_stats(app, &o);
 	} else if (!strcmp(argv[0], "sessions")) {
-		ret = cmd_sessions(app, &o, argc > 1 ? argv[1] : NULL, NULL);
+		ret = cmd_sessions(app, &o, argc > 1 ? argv[1] : NULL, NULL, fleet);
 	} else if (!strcmp(argv[0], "session")) {
 		uint64_t id;
 
 		if (argc < 2 || parse_id(argv[1], &id))
 			ret = err_out(&o, "%s", "usage: session <id>");
 		else
-			ret = cmd_sessions(app, &o, NULL, &id);
+			ret = cmd_sessions(app, &o, NULL, &id, fleet);
 	} else if (!strcmp(argv[0], "kill")) {
 		ret = cmd_kill(app, &o, argc > 1 ? argv[1] : NULL);
 	} else if (!strcmp(argv[0], "revoke")) {

@@ -10,10 +10,12 @@
 #include "admin/app.h"
 #include "admin/audit.h"
 #include "admin/ctl.h"
+#include "admin/fleet.h"
 #include "admin/tlscheck.h"
 #include "core/config.h"
 #include "core/engine.h"
 #include "core/log.h"
+#include "proto/pve_up.h"
 #include "tls/server.h"
 
 #ifndef RS_VERSION
@@ -166,6 +168,15 @@ int main(int argc, char **argv)
 		goto out_app;
 	}
 	rs_engine_on_worker_start(app.engine, rs_console_worker_start, &app.console);
+	/* A fleet: the view and kills across boxes (subscribed before the
+	 * workers start), and the per-VM lock across boxes. */
+	if (app.redis && rs_fleet_new(&app.fleet, app.engine, app.redis, cfg.fleet.key_prefix,
+				      cfg.fleet.node)) {
+		rs_error("main", "fleet: cannot subscribe to the kill channel");
+		goto out_engine;
+	}
+	if (app.redis && app.pve)
+		rs_pve_set_fleet(app.pve, app.redis, cfg.fleet.key_prefix, cfg.fleet.node);
 	/* The admin socket comes first: a second instance is refused before it
 	 * touches any port, and the socket exists once the daemon answers. */
 	ctl = rs_ctl_start(&app, err, sizeof(err));
@@ -177,6 +188,10 @@ int main(int argc, char **argv)
 	    rs_engine_start(app.engine, err, sizeof(err)) ||
 	    rs_console_workers_ready(app.engine, err, sizeof(err))) {
 		rs_error("main", "%s", err);
+		goto out_engine;
+	}
+	if (app.fleet && rs_fleet_start(app.fleet)) {
+		rs_error("main", "fleet: cannot start the heartbeat");
 		goto out_engine;
 	}
 	atomic_store(&app.running, true);
@@ -218,8 +233,14 @@ int main(int argc, char **argv)
 out_engine:
 	rs_ctl_stop(ctl);
 	rs_engine_stop(app.engine, 0);
+	/* The workers are joined: the heartbeat's timer is disarmed from here,
+	 * before the Redis clients (and their pending answers) go. */
+	if (app.fleet)
+		rs_fleet_worker_stop(app.fleet, rs_engine_worker(app.engine, 0));
 	for (unsigned i = 0; i < rs_engine_workers(app.engine); i++)
 		rs_console_worker_stop(rs_engine_worker(app.engine, i));
+	rs_fleet_free(app.fleet);
+	app.fleet = NULL;
 	rs_engine_free(app.engine);
 out_app:
 	rs_app_release(&app);

@@ -4,10 +4,12 @@
 #include <strings.h>
 
 #include "admin/app.h"
+#include "admin/fleet.h"
 #include "admin/metrics.h"
 #include "core/token.h"
 #include "proto/console.h"
 #include "proto/pve_up.h"
+#include "proto/redis.h"
 #include "tls/server.h"
 
 #ifndef RS_VERSION
@@ -42,6 +44,33 @@ static const char *const route_names[RS_APP_ROUTES] = {
 	"other", "healthz", "static", "console_page", "websocket", "api_consoles", "api_stats", "root",
 };
 
+
+/* The fleet view (admin/fleet.h); the Redis client's families are above. */
+static void fleet_metrics(FILE *f, struct rs_fleet *fl)
+{
+	struct rs_fleet_stats fs;
+
+	rs_fleet_stats_get(fl, &fs);
+	family(f, "ringside_fleet_boxes", "gauge",
+	       "Other boxes alive in the fleet view (their heartbeat not expired).");
+	fprintf(f, "ringside_fleet_boxes %llu\n", (unsigned long long)fs.boxes);
+	family(f, "ringside_fleet_sessions", "gauge", "Sessions the other boxes publish.");
+	fprintf(f, "ringside_fleet_sessions %llu\n", (unsigned long long)fs.sessions);
+	family(f, "ringside_fleet_heartbeats_total", "counter",
+	       "This box's heartbeats (publish and read the fleet view), by result.");
+	fprintf(f, "ringside_fleet_heartbeats_total{result=\"ok\"} %llu\n",
+		(unsigned long long)fs.heartbeats);
+	fprintf(f, "ringside_fleet_heartbeats_total{result=\"error\"} %llu\n",
+		(unsigned long long)fs.heartbeat_errors);
+	family(f, "ringside_fleet_kills_total", "counter",
+	       "Kills across boxes: sent to another box, received, and sessions they ended here.");
+	fprintf(f, "ringside_fleet_kills_total{event=\"sent\"} %llu\n",
+		(unsigned long long)fs.kills_sent);
+	fprintf(f, "ringside_fleet_kills_total{event=\"received\"} %llu\n",
+		(unsigned long long)fs.kills_received);
+	fprintf(f, "ringside_fleet_kills_total{event=\"done\"} %llu\n",
+		(unsigned long long)fs.kills_done);
+}
 
 static const char *cluster_label(const struct rs_app *app, size_t c, size_t ncl)
 {
@@ -189,7 +218,19 @@ long rs_metrics_render(struct rs_app *app, char **out)
 		       "Proxmox login tickets obtained (user/password clusters).");
 		fprintf(f, "ringside_pve_logins_total %llu\n",
 			(unsigned long long)atomic_load(&pc->login_renewals));
+		family(f, "ringside_pve_vmlock_waits_total", "counter",
+		       "VNC consoles that waited while another box authenticated on the same VM "
+		       "(the fleet's VM lock).");
+		fprintf(f, "ringside_pve_vmlock_waits_total %llu\n",
+			(unsigned long long)atomic_load(&pc->vmlock_waits));
+		family(f, "ringside_pve_vmlock_errors_total", "counter",
+		       "Fleet VM locks Redis could not grant or release (the console went on with "
+		       "this box's lock; a lock not released expires).");
+		fprintf(f, "ringside_pve_vmlock_errors_total %llu\n",
+			(unsigned long long)atomic_load(&pc->vmlock_errors));
 	}
+	if (app->fleet)
+		fleet_metrics(f, app->fleet);
 
 	family(f, "ringside_consoles_opened_total", "counter",
 	       "Console WebSocket upgrades that consumed a token, by kind.");

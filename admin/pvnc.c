@@ -9,6 +9,7 @@
 
 #include "admin/api.h"
 #include "admin/app.h"
+#include "admin/fleet.h"
 #include "admin/pvnc.h"
 #include "core/addr.h"
 #include "core/token.h"
@@ -340,6 +341,49 @@ static void duration(uint64_t ms, char out[32])
 		snprintf(out, 32, "%llus", (unsigned long long)s);
 }
 
+/* A fleet: the other boxes' sessions as of their last heartbeat, each entry
+ * with its "box" (another box's Proxmox node name is not published: ""). */
+static void fleet_status(struct rs_app *app, const char *key, bool all, json_t *list,
+			 size_t *total, size_t *active)
+{
+	json_t *others = rs_fleet_others(app->fleet), *v, *e;
+	int64_t now = rs_wall_s();
+	size_t i;
+
+	json_array_foreach(list, i, e)
+		json_object_set_new(e, "box", json_string(rs_fleet_node(app->fleet)));
+	json_array_foreach(others, i, v)
+	{
+		const char *k = json_string_value(json_object_get(v, "api_key"));
+		const char *state = json_string_value(json_object_get(v, "state"));
+		int64_t created = json_integer_value(json_object_get(v, "created_s"));
+		int64_t conn = json_integer_value(json_object_get(v, "connected_s"));
+		char created_at[32], connected[32] = "", age[32], cdur[32] = "", vmid[16];
+		bool live = state && !strcmp(state, "relay");
+
+		if (!all && (!k || strcmp(k, key)))
+			continue;
+		(*total)++;
+		*active += live;
+		iso_time(created, created_at);
+		if (conn) {
+			iso_time(conn, connected);
+			duration((uint64_t)(now - conn) * 1000, cdur);
+		}
+		duration((uint64_t)json_integer_value(json_object_get(v, "age_ms")), age);
+		snprintf(vmid, sizeof(vmid), "%lld", json_integer_value(json_object_get(v, "vmid")));
+		e = json_pack("{s:s?, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s?}", "session_id",
+			      json_string_value(json_object_get(v, "token")), "node", "", "vmid",
+			      vmid, "created_at", created_at, "connected_at", connected,
+			      "connected_duration", cdur, "status", live ? "active" : "connecting",
+			      "age", age, "kind", json_string_value(json_object_get(v, "kind")),
+			      "box", json_string_value(json_object_get(v, "box")));
+		if (e)
+			json_array_append_new(list, e);
+	}
+	json_decref(others);
+}
+
 void rs_pvnc_status(struct rs_app *app, struct rs_http_conn *hc, const struct rs_http_req *req)
 {
 	const struct rs_keyset *ks = atomic_load(&app->keys);
@@ -399,6 +443,8 @@ void rs_pvnc_status(struct rs_app *app, struct rs_http_conn *hc, const struct rs
 			total += n - MAX_SESSIONS_LISTED;
 	}
 	free(info);
+	if (app->fleet)
+		fleet_status(app, ks->keys[key].name, all, list, &total, &active);
 	rs_token_stats_get(app->tokens, &ts);
 	pending = all ? ts.live : rs_api_key_pending(ks, key);
 	root = json_pack("{s:I, s:I, s:I, s:I, s:o}", "total_sessions", (json_int_t)total,

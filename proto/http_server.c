@@ -432,6 +432,27 @@ static void on_data(struct rs_conn *c, struct rs_buf *buf, uint8_t *data, size_t
 	(void)buf;
 	if (client_refused(hc))
 		return;
+	if (hc->deferred && len) {
+		/* A receive already under way when the connection paused: its bytes
+		 * wait behind the held rest for rs_http_resume. */
+		uint8_t *more = malloc(hc->held_len + len);
+
+		if (!more) {
+			rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+			return;
+		}
+		if (hc->held) {
+			memcpy(more, hc->held, hc->held_len);
+			explicit_bzero(hc->held, hc->held_len);
+			free(hc->held);
+		}
+		memcpy(more + hc->held_len, data, len);
+		hc->held = more;
+		hc->held_len += len;
+		hc->in_rest = hc->held;
+		hc->in_rest_len = hc->held_len;
+		return;
+	}
 	/* Feed until the parser has neither new bytes nor a buffered pipelined
 	 * request left: a feed of 0 bytes parses what is already buffered. */
 	while (!hc->close_after) {

@@ -10,6 +10,7 @@
 #include "proto/http_resp.h"
 #include "proto/pve.h"
 #include "proto/pve_up.h"
+#include "proto/redis.h"
 #include "proto/ws.h"
 #include "tls/boringssl.h"
 #include "tls/client.h"
@@ -19,6 +20,10 @@
 #define TICKET_RENEW_MS (3600 * 1000) /* tickets live 2 h; renew at half */
 #define LOCK_RETRY_MS	20
 #define MAX_LOCKS	4096
+/* The fleet's VM lock lives at most this long when its box dies holding it;
+ * a live box releases it as soon as the VNC authentication is over. */
+#define FLEET_LOCK_MIN_MS 2000
+#define FLEET_LOCK_MAX_MS 30000
 
 struct endpoint {
 	char host[256];
@@ -57,6 +62,9 @@ struct rs_pve {
 	pthread_mutex_t locks_mu;
 	struct vmlock locks[MAX_LOCKS];
 	size_t n_locks;
+	/* A fleet (rs_pve_set_fleet): the per-VM lock also holds across boxes. */
+	struct rs_redis_pool *fleet;
+	char fleet_prefix[64], fleet_node[64];
 };
 
 enum step {
@@ -120,6 +128,12 @@ struct rs_pve_up {
 	char last_reason[200];
 	struct rs_timer timer;
 	uint64_t deadline_ms;
+	/* The fleet's VM lock: <lock_req> is the SET NX in flight (then
+	 * <locked> is true: the box's own lock is held first), <flocked> when
+	 * Redis granted it; <lock_val> tells our hold from another's. */
+	struct rs_redis_req *lock_req;
+	bool flocked;
+	char lock_key[200], lock_val[96];
 };
 
 /* --- clusters --- */
@@ -299,7 +313,56 @@ void rs_pve_vm_unlock(struct rs_pve *p, const void *cl, uint32_t vmid)
 	pthread_mutex_unlock(&p->locks_mu);
 }
 
+void rs_pve_set_fleet(struct rs_pve *p, struct rs_redis_pool *pool, const char *key_prefix,
+		      const char *node)
+{
+	p->fleet = pool;
+	snprintf(p->fleet_prefix, sizeof(p->fleet_prefix), "%s", key_prefix ? key_prefix : "");
+	snprintf(p->fleet_node, sizeof(p->fleet_node), "%s", node ? node : "");
+}
+
 /* --- helpers --- */
+
+/* Compare-and-delete: only the holder's own value releases the lock (one
+ * that expired and was taken by another box stays theirs). */
+static const char unlock_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
+    "else return 0 end";
+
+static void on_fleet_unlocked(void *arg, const redisReply *reply, int err)
+{
+	struct rs_pve *p = arg;
+
+	if (err || !reply || reply->type == REDIS_REPLY_ERROR)
+		atomic_fetch_add(&p->ct.vmlock_errors, 1); /* it expires on its own */
+}
+
+static void fleet_unlock(struct rs_pve_up *u)
+{
+	struct rs_redis *r = rs_redis_of(u->pve->fleet, u->w);
+	const char *argv[] = {"EVAL", unlock_lua, "1", u->lock_key, u->lock_val};
+
+	if (!r || rs_redis_cmd(r, on_fleet_unlocked, u->pve, 5, argv, NULL, NULL))
+		atomic_fetch_add(&u->pve->ct.vmlock_errors, 1);
+}
+
+/* Let go of the VM's lock, the fleet's first (a SET still in flight may
+ * have been executed: it is released like a granted one). */
+static void unlock_vm(struct rs_pve_up *u)
+{
+	if (!u->locked)
+		return;
+	if (u->lock_req) {
+		rs_redis_cancel(u->lock_req);
+		u->lock_req = NULL;
+		fleet_unlock(u);
+	} else if (u->flocked) {
+		fleet_unlock(u);
+	}
+	u->flocked = false;
+	rs_pve_vm_unlock(u->pve, u->cl, u->vmid);
+	u->locked = false;
+}
 
 static void wipe_str(char **s)
 {
@@ -312,8 +375,7 @@ static void wipe_str(char **s)
 
 static void free_up(struct rs_pve_up *u)
 {
-	if (u->locked)
-		rs_pve_vm_unlock(u->pve, u->cl, u->vmid);
+	unlock_vm(u);
 	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
 	wipe_str(&u->ticket);
 	wipe_str(&u->csrf);
@@ -359,10 +421,7 @@ static void end(struct rs_pve_up *u, enum rs_console_cause cause, const char *re
 	u->ended = true;
 	u->attempt++;
 	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
-	if (u->locked) {
-		rs_pve_vm_unlock(u->pve, u->cl, u->vmid);
-		u->locked = false;
-	}
+	unlock_vm(u);
 	u->ops->on_end(u->arg, cause, reason);
 	if (u->c)
 		rs_conn_close(u->c, RS_CLOSE_NORMAL, 0);
@@ -453,10 +512,7 @@ static void failover(struct rs_pve_up *u, enum rs_console_cause cause, const cha
 	snprintf(u->last_reason, sizeof(u->last_reason), "%s",
 		 cause == RS_CC_UPSTREAM_TLS ? "the Proxmox server's certificate was not accepted"
 					     : "the Proxmox cluster could not be reached");
-	if (u->locked) {
-		rs_pve_vm_unlock(u->pve, u->cl, u->vmid);
-		u->locked = false;
-	}
+	unlock_vm(u);
 	attempt_over(u);
 	u->ep++;
 	if (u->ep < u->cl->n_ep)
@@ -521,6 +577,8 @@ static void next_step(struct rs_pve_up *u);
 static void on_lock_retry(struct rs_timer *t);
 static void protocol_error(struct rs_pve_up *u, const char *what);
 
+static bool fleet_lock(struct rs_pve_up *u);
+
 static void wait_lock(struct rs_pve_up *u)
 {
 	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
@@ -540,11 +598,80 @@ static void on_lock_retry(struct rs_timer *t)
 	} else if (rs_pve_vm_lock(u->pve, u->cl, u->vmid)) {
 		u->locked = true;
 		arm_deadline(u);
-		start_attempt(u, false);
+		if (!fleet_lock(u)) /* else the fleet's answer takes it up */
+			start_attempt(u, false);
 	} else {
 		wait_lock(u);
 	}
 	release(u);
+}
+
+static void on_fleet_locked(void *arg, const redisReply *reply, int err)
+{
+	struct rs_pve_up *u = arg;
+
+	hold(u);
+	u->lock_req = NULL;
+	if (!err && reply && reply->type == REDIS_REPLY_NIL) {
+		/* Another box authenticates on this VM: wait as for our own. */
+		atomic_fetch_add(&u->pve->ct.vmlock_waits, 1);
+		rs_pve_vm_unlock(u->pve, u->cl, u->vmid);
+		u->locked = false;
+		u->step = S_LOCK;
+		attempt_over(u);
+		wait_lock(u);
+	} else {
+		if (!err && reply && reply->type == REDIS_REPLY_STATUS) {
+			u->flocked = true;
+		} else {
+			/* Redis is unreachable or refused: go on with this box's
+			 * lock alone rather than hold the console — a password reset
+			 * by another box is still caught by rs_pve_up_retry_auth. */
+			atomic_fetch_add(&u->pve->ct.vmlock_errors, 1);
+			rs_warn("pve",
+				"cluster %s: VM %u: the fleet's VM lock is unavailable (%s): "
+				"going on with this box's lock",
+				u->cl->name, u->vmid, err ? strerror(-err) : "refused");
+		}
+		if (!u->c)
+			start_attempt(u, false); /* from on_lock_retry: no connection yet */
+		else if (u->tls_ready)
+			next_step(u); /* else on_tls takes up the step */
+	}
+	release(u);
+}
+
+/* Ask Redis for the VM's lock across the fleet (this box's own lock is held
+ * already). True when the SET is in flight (on_fleet_locked takes the
+ * console up), false when there is no fleet or the command could not be
+ * sent (then the box's lock alone serialises, counted). */
+static bool fleet_lock(struct rs_pve_up *u)
+{
+	struct rs_pve *p = u->pve;
+	struct rs_redis *r = p->fleet ? rs_redis_of(p->fleet, u->w) : NULL;
+	uint64_t now = rs_worker_now(u->w), nonce = 0;
+	char px[24];
+	const char *argv[6];
+
+	if (!p->fleet || u->own || u->term)
+		return false;
+	rs_random(&nonce, sizeof(nonce));
+	snprintf(u->lock_key, sizeof(u->lock_key), "%svmlock:%s:%u", p->fleet_prefix, u->cl->name,
+		 u->vmid);
+	snprintf(u->lock_val, sizeof(u->lock_val), "%s/%016llx", p->fleet_node,
+		 (unsigned long long)nonce);
+	snprintf(px, sizeof(px), "%llu",
+		 (unsigned long long)RS_MIN(
+		     RS_MAX(u->deadline_ms > now ? u->deadline_ms - now : 0, FLEET_LOCK_MIN_MS),
+		     FLEET_LOCK_MAX_MS));
+	argv[0] = "SET", argv[1] = u->lock_key, argv[2] = u->lock_val;
+	argv[3] = "NX", argv[4] = "PX", argv[5] = px;
+	if (!r || rs_redis_cmd(r, on_fleet_locked, u, 6, argv, NULL, &u->lock_req)) {
+		u->lock_req = NULL;
+		atomic_fetch_add(&p->ct.vmlock_errors, 1);
+		return false;
+	}
+	return true;
 }
 
 static void on_deadline(struct rs_timer *t)
@@ -605,7 +732,13 @@ static void next_step(struct rs_pve_up *u)
 				return;
 			}
 			u->locked = true;
+			if (fleet_lock(u)) {
+				u->step = S_LOCK;
+				return; /* on_fleet_locked takes the step up */
+			}
 		}
+		if (u->lock_req)
+			return; /* a reconnection while the fleet's answer is awaited */
 		u->step = S_PROXY;
 		n = u->term ? rs_pve_req_termproxy(req, sizeof(req), host, &auth, u->node,
 						   type_of(u), u->vmid)
@@ -1290,10 +1423,7 @@ void rs_pve_up_resume(struct rs_pve_up *u)
 
 void rs_pve_up_auth_done(struct rs_pve_up *u)
 {
-	if (u->locked) {
-		rs_pve_vm_unlock(u->pve, u->cl, u->vmid);
-		u->locked = false;
-	}
+	unlock_vm(u);
 }
 
 bool rs_pve_up_retry_auth(struct rs_pve_up *u)

@@ -37,6 +37,9 @@ bool rs_pve_has_cluster(const struct rs_pve *p, const char *name);
 
 struct rs_pve_counters {
 	_Atomic uint64_t failovers, api_errors, login_renewals, insecure_conns;
+	/* The fleet's VM lock: consoles that waited for another box, and locks
+	 * that could not be taken or released through Redis. */
+	_Atomic uint64_t vmlock_waits, vmlock_errors;
 };
 const struct rs_pve_counters *rs_pve_counters(const struct rs_pve *p);
 
@@ -89,5 +92,17 @@ void rs_pve_up_close(struct rs_pve_up *u);
  * without a lock. */
 bool rs_pve_vm_lock(struct rs_pve *p, const void *cl, uint32_t vmid);
 void rs_pve_vm_unlock(struct rs_pve *p, const void *cl, uint32_t vmid);
+
+/* A fleet: the per-VM lock also holds across boxes, as the Redis key
+ * `<key_prefix>vmlock:<cluster>:<vmid>` = "<node>/<nonce>", taken with
+ * SET NX PX (it expires on its own when a box dies holding it, after the
+ * console's handshake timeout, 2..30 s) after this box's own lock, and
+ * released by compare-and-delete when the VNC authentication is over. When
+ * Redis cannot answer, a console goes on with this box's lock alone
+ * (counted in vmlock_errors). Control thread, before any console opens;
+ * <pool> outlives <p>'s consoles. */
+struct rs_redis_pool;
+void rs_pve_set_fleet(struct rs_pve *p, struct rs_redis_pool *pool, const char *key_prefix,
+		      const char *node);
 
 #endif
