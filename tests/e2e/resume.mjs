@@ -286,7 +286,7 @@ async function pve() {
   let s = await settled(page, 20000);
   check('terminal: connected', s && s.state === 'connected', JSON.stringify(s));
   const mark = Math.random().toString(36).slice(2, 10);
-  await page.click('#screen');
+  await page.click('#screen', { timeout: 5000 });
   // s''et: the typed line's echo never matches what the shell prints
   await page.keyboard.type(`RS_KEPT=kept-${mark}; echo s''et-$RS_KEPT-$$\n`);
   check('a variable is set in the shell', await termShows(page, new RegExp(`^set-kept-${mark}-\\d+$`, 'm')));
@@ -296,7 +296,7 @@ async function pve() {
   s = await settled(page, 8000);
   check('reload: the terminal is connected again before the shell prints anything',
     s && s.state === 'connected', JSON.stringify(s));
-  await page.click('#screen');
+  await page.click('#screen', { timeout: 5000 });
   await page.keyboard.type('echo g\'\'ot-$RS_KEPT-$$\n');
   const same = await termShows(page, new RegExp(`^got-kept-${mark}-${pid}$`, 'm'));
   check('... the same shell: the variable set before the reload is still set (same PID)', same,
