@@ -13,8 +13,12 @@
 //   - the tab leaves and stays away longer than the grace: the console ends
 //     (resume_expired), coming back finds the expired page;
 //   - the console in an iframe of a panel on an allowed origin (another
-//     loopback address): reloading the panel resumes it (sessionStorage is
-//     kept per tab and top-level site, so the frame finds its secret).
+//     loopback address, so a cross-site frame): reloading the panel resumes
+//     it in Chromium as shipped (third-party storage partitioned: the frame's
+//     sessionStorage is kept per tab and top-level site). Playwright starts
+//     Chromium with partitioning off, where a third-party frame's storage is
+//     blocked outright: there the secret lives in memory only and a reload
+//     cannot resume (checked too, as the known limit).
 //   env: RINGSIDE_URL RINGSIDE_KEY VNC_PORT VNC_PASSWORD COLOUR GRACE_S METRICS_URL
 //        ALLOWED_ORIGIN
 // MODE=pve: Proxmox (simulator) consoles.

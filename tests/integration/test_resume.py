@@ -546,7 +546,7 @@ def test_browser_reload_resumes_the_vnc_console_at_top_level_and_framed(daemon_f
     fresh browser context is refused; after the grace the expired page; the
     same reload inside an iframe of an allowed origin (tests/e2e/resume.mjs)."""
     allowed = "http://127.0.0.2:%d" % free_port()
-    grace = 3
+    grace = 5  # room for a fresh context to load and be refused on a busy machine
     d = daemon_factory({"console": {"resume_grace_s": grace, "frame_ancestors": [allowed]}})
     run_browser(dict(MODE="vnc", RINGSIDE_URL=d.base, VNC_PORT=str(xvnc.port),
                      VNC_PASSWORD=xvnc.password, COLOUR=xvnc.colour, GRACE_S=str(grace),
