@@ -11,22 +11,29 @@
 //     the title, the logo, the accent colour.
 //   env: RINGSIDE_URL RINGSIDE_KEY VNC_PORT VNC_PASSWORD ALLOWED_ORIGIN OTHER_ORIGIN
 //        TITLE ACCENT
-// MODE=reconnect: the page's side of resume.
+// MODE=reconnect: the page's side of resume, against ringside's.
 //   - the WebSocket carries ?resume=<32 random bytes, base64url>, kept in
 //     sessionStorage under rs-resume:<token>;
-//   - a dropped connection (the test's TCP proxy resets it): "reconnecting…",
-//     a try after the back-off with the same secret, and — the current
-//     server refusing a used link — the expired screen with the support link;
+//   - a dropped connection (the test's TCP proxy resets it, then refuses
+//     connections for a while): "reconnecting…", tries after the back-off
+//     with the same secret, and once the network is back the same console
+//     resumes (`ringside ctl sessions`: one session, detached meanwhile;
+//     ringside_console_resumes_total{outcome="resumed"}; the desktop shows);
+//   - dropped again and ended by an operator while detached: the retry is
+//     refused — the expired screen with the support link, no more tries;
 //   - a console closed by an operator (1000): "disconnected", no reconnect.
-//   env: RINGSIDE_URL RINGSIDE_KEY VNC_PORT VNC_PASSWORD RINGSIDE_BIN CTL_SOCK SUPPORT_URL
+//   env: RINGSIDE_URL RINGSIDE_KEY VNC_PORT VNC_PASSWORD COLOUR RINGSIDE_BIN CTL_SOCK
+//        SUPPORT_URL METRICS_URL
 // MODE=codes: what each close code does, against a scripted RFB server
-//   (Playwright's WebSocket routing) — the server side of resume is not in
-//   ringside yet: 1001 → reconnecting, then a successful try → connected
-//   again; 4001 → "replaced", final; 1011 → failed with the reason; 1000 →
-//   ended; and the back-off's schedule and 30 s limit.
+//   (Playwright's WebSocket routing), so each code can be sent at will:
+//   1001 → reconnecting, then a successful try → connected again; 4001 →
+//   "replaced", final; 1011 → failed with the reason; 1000 → ended; and the
+//   back-off's schedule and 30 s limit.
 //   env: RINGSIDE_URL RINGSIDE_KEY VNC_PORT VNC_PASSWORD
-// MODE=term: the same drop on the xterm.js page (a Proxmox LXC terminal).
-//   env: RINGSIDE_URL RINGSIDE_KEY CLUSTER
+// MODE=term: the same drop on the xterm.js page (a Proxmox LXC terminal):
+//   "reconnecting…", a try with the same secret, connected again on the same
+//   shell (a variable set before the drop is still set).
+//   env: RINGSIDE_URL RINGSIDE_KEY CLUSTER METRICS_URL
 import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -69,6 +76,42 @@ async function until(fn, ms = 10000, step = 25) {
     await sleep(step);
   }
 }
+
+// The sum of a Prometheus family's series whose labels contain <labels>.
+async function metric(name, labels) {
+  const text = await (await fetch(env('METRICS_URL'))).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = line.match(/^([a-z_]+)(\{[^}]*\})? (\S+)$/);
+    if (m && m[1] === name && (m[2] || '').includes(labels)) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+// The middle pixel of noVNC's canvas, and whether it has the desktop's colour.
+const pixel = (page) => page.evaluate(() => {
+  const c = document.querySelector('#screen canvas');
+  if (!c || !c.width) return null;
+  const d = c.getContext('2d').getImageData(c.width >> 1, c.height >> 1, 1, 1).data;
+  return [d[0], d[1], d[2]];
+});
+async function screenShows(page, ms = 5000) {
+  const colour = env('COLOUR', '#2e8b57');
+  const want = [1, 3, 5].map((i) => parseInt(colour.slice(i, i + 2), 16));
+  return !!(await until(async () => {
+    const px = await pixel(page);
+    return px && px.every((v, k) => Math.abs(v - want[k]) <= 8);
+  }, ms, 100));
+}
+
+// xterm.js's buffer as text (the page exposes its Terminal as window.ringsideTerm).
+const termText = (page) => page.evaluate(() => {
+  const b = window.ringsideTerm.buffer.active;
+  const out = [];
+  for (let y = 0; y < b.length; y++) out.push(b.getLine(y).translateToString(true));
+  return out.join('\n');
+});
+const termShows = async (page, re, ms = 6000) => !!(await until(async () => re.test(await termText(page)), ms, 100));
 
 // Listens on host:port (another loopback address = another origin); closed at the end.
 function listen(server, host, port) {
@@ -264,7 +307,12 @@ async function reconnect() {
     JSON.stringify(wsOpened));
 
   // The network drops and stays down for a while: the page says so and
-  // keeps trying by itself (ringside unreachable: not a refusal).
+  // keeps trying by itself (ringside unreachable: not a refusal); when the
+  // network is back, a try with the same secret resumes the same console.
+  const ctl = (...a) => execFileSync(env('RINGSIDE_BIN'), ['ctl', '--socket', env('CTL_SOCK'), ...a], { encoding: 'utf8' });
+  // Session ids are 64-bit: read them as BigInt, not through JSON numbers.
+  const sessions = () => [...ctl('sessions', 'page-e2e', '--json').matchAll(/"id":\s*(\d+)[^}]*?"state":\s*"(\w+)"/g)]
+    .map((m) => ({ id: BigInt(m[1]), state: m[2] }));
   const tCut = Date.now();
   p.refuse = true;
   p.cut();
@@ -275,18 +323,45 @@ async function reconnect() {
   const during = await page.evaluate(() => document.body.dataset.state);
   check('while the network is down it keeps trying (0.5 s, then 1 s later) and stays "reconnecting"',
     wsOpened.length >= 3 && during === 'reconnecting', JSON.stringify({ n: wsOpened.length, during }));
+  const waiting = sessions();
+  check('meanwhile ringside holds the console, detached', waiting.length === 1 && waiting[0].state === 'detached',
+    JSON.stringify(waiting, (k, v) => typeof v === 'bigint' ? String(v) : v));
   p.refuse = false;
-  await until(() => page.evaluate(() => document.body.dataset.state === 'failed'), 10000);
+  await until(() => page.evaluate(() => document.body.dataset.state === 'connected'), 10000);
   const retry = wsOpened[1];
   check('it tried again after the back-off (>= 0.4 s), with the same resume secret',
     retry && retry.t - tCut >= 400 && retry.url === wsOpened[0].url, JSON.stringify({ retry, tCut }));
+  const back = await page.evaluate(() => ({ state: document.body.dataset.state,
+    status: document.getElementById('status').textContent }));
+  check('network back: the page resumes by itself and is "Connected" again',
+    back.state === 'connected' && back.status === 'Connected', JSON.stringify(back));
+  const after = sessions();
+  check('... on the same console: still one session, attached (not detached)',
+    after.length === 1 && after[0].state !== 'detached', JSON.stringify(after, (k, v) => typeof v === 'bigint' ? String(v) : v));
+  check('... counted as resumed: ringside_console_resumes_total{outcome="resumed"} 1',
+    (await metric('ringside_console_resumes_total', 'outcome="resumed"')) === 1);
+  check('... and no second console was opened: ringside_consoles_opened_total 1',
+    (await metric('ringside_consoles_opened_total', '')) === 1, String(await metric('ringside_consoles_opened_total', '')));
+  check('... the screen shows the desktop again', await screenShows(page), JSON.stringify(await pixel(page)));
+  check('every try carried the same secret', wsOpened.every((w) => w.url === wsOpened[0].url), JSON.stringify(wsOpened));
+
+  // Dropped again, and while it waits an operator ends the detached
+  // console: the next try is refused — the expired screen, final.
+  const n0 = wsOpened.length;
+  p.refuse = true;
+  p.cut();
+  const det = await until(() => { const s = sessions(); return s.length === 1 && s[0].state === 'detached' && s[0]; }, 5000);
+  check('dropped again: detached', !!det);
+  if (det) ctl('kill', det.id.toString(16));
+  p.refuse = false;
+  await until(() => page.evaluate(() => document.body.dataset.state === 'failed'), 10000);
   const end = await page.evaluate(() => ({
     state: document.body.dataset.state, reason: document.body.dataset.reason,
     title: document.getElementById('otitle').textContent,
     support: document.querySelector('a.support:not([hidden])') && document.querySelector('a.support').href,
   }));
-  check('refused (the server does not resume yet): the expired screen',
-    end.reason === 'expired' && /expired or was already used/.test(end.title), JSON.stringify(end));
+  check('the console ended while detached: the retry is refused, the expired screen',
+    end.reason === 'expired' && /expired or was already used/.test(end.title) && wsOpened.length > n0, JSON.stringify(end));
   check('... with console.support_url as a link', end.support === env('SUPPORT_URL'), JSON.stringify(end));
   const tries = wsOpened.length;
   check('no more tries after the refusal', (await sleep(1200), wsOpened.length === tries), String(wsOpened.length));
@@ -300,9 +375,7 @@ async function reconnect() {
   p2.on('websocket', (ws) => opened2.push(ws.url()));
   await p2.goto(second.url);
   await until(() => p2.evaluate(() => document.body.dataset.state === 'connected'), 15000);
-  const ctl = (...a) => execFileSync(env('RINGSIDE_BIN'), ['ctl', '--socket', env('CTL_SOCK'), ...a], { encoding: 'utf8' });
-  // Session ids are 64-bit: read them as BigInt, not through JSON numbers.
-  const ids = [...ctl('sessions', 'page-e2e', '--json').matchAll(/"id":\s*(\d+)/g)].map((m) => BigInt(m[1]));
+  const ids = sessions().map((x) => x.id);
   check('one live session to close', ids.length === 1, String(ids));
   ctl('kill', ids[ids.length - 1].toString(16));
   await until(() => p2.evaluate(() => document.body.dataset.state !== 'connected'), 5000);
@@ -329,17 +402,29 @@ async function termReconnect() {
   check('its WebSocket carries the resume secret from sessionStorage',
     /^[A-Za-z0-9_-]{43}$/.test(secret || '') && wsOpened[0].url.endsWith(`?resume=${secret}`),
     JSON.stringify({ secret, wsOpened }));
+  // A shell variable, set before the drop.
+  const mark = Math.random().toString(36).slice(2, 10);
+  await page.click('#screen');
+  await page.keyboard.type(`RS_KEPT=kept-${mark}; echo s''et-$RS_KEPT\n`);
+  check('a variable is set in the shell', await termShows(page, new RegExp(`^set-kept-${mark}$`, 'm')));
   const tCut = Date.now();
   p.cut();
   const seen = await until(() => page.evaluate(() => document.body.dataset.state === 'reconnecting' &&
     document.getElementById('status').textContent), 5000, 10);
   check('after a drop the terminal page shows "Reconnecting…"', seen === 'Reconnecting…', String(seen));
-  await until(() => page.evaluate(() => document.body.dataset.state === 'failed'), 10000);
+  await until(() => page.evaluate(() => document.body.dataset.state === 'connected'), 10000);
   const retry = wsOpened[1];
   check('it tried again after the back-off with the same secret',
     retry && retry.t - tCut >= 400 && retry.url === wsOpened[0].url, JSON.stringify(wsOpened));
-  check('refused (the server does not resume yet): the expired screen',
-    (await page.evaluate(() => document.body.dataset.reason)) === 'expired');
+  check('... and the terminal is connected again', (await page.evaluate(() => document.body.dataset.state)) === 'connected');
+  await page.click('#screen');
+  await page.keyboard.type('echo g\'\'ot-$RS_KEPT\n');
+  check('the same shell: the variable set before the drop is still set',
+    await termShows(page, new RegExp(`^got-kept-${mark}$`, 'm')), JSON.stringify((await termText(page)).slice(-300)));
+  check('counted as resumed: ringside_console_resumes_total{outcome="resumed"} 1',
+    (await metric('ringside_console_resumes_total', 'outcome="resumed"')) === 1);
+  check('one console opened, one WebSocket per try', (await metric('ringside_consoles_opened_total', '')) === 1 &&
+    wsOpened.length === 2, JSON.stringify(wsOpened));
   await page.close();
 }
 

@@ -100,9 +100,15 @@ try {
 
   const again = await ctx.newPage();
   await again.goto(url);
+  // While the first tab holds the console the link still serves the console
+  // page (a reload must find it); this tab's WebSocket, without that tab's
+  // resume secret, is what gets refused: wait for the page to settle.
+  await again.waitForFunction(() => !['connecting', 'reconnecting'].includes(document.body.dataset.state),
+    null, { timeout: 10000 });
   const expiredText = await again.textContent('body');
-  check('the same link a second time shows the expired/used page',
+  check('the same link a second time (another tab) shows the expired/used page',
     /expired or was already used/.test(expiredText), expiredText.slice(0, 120));
+  check('... and the first tab keeps its console', (await page.evaluate(() => document.body.dataset.state)) === 'connected');
   await again.screenshot({ path: path.join(outDir, 'expired.png') });
 
   received.push(Buffer.from(await page.content()));

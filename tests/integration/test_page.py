@@ -173,8 +173,8 @@ def test_browser_reconnects_after_a_drop(daemon_factory, xvnc, tmpdir_rs):
     support = "https://help.example.com/console"
     d = daemon_factory({"admin_socket": sock, "console": {"support_url": support}})
     run_e2e(dict(MODE="reconnect", RINGSIDE_URL=d.base, VNC_PORT=str(xvnc.port),
-                 VNC_PASSWORD=xvnc.password, RINGSIDE_BIN=BIN, CTL_SOCK=sock,
-                 SUPPORT_URL=support))
+                 VNC_PASSWORD=xvnc.password, COLOUR=xvnc.colour, RINGSIDE_BIN=BIN, CTL_SOCK=sock,
+                 SUPPORT_URL=support, METRICS_URL="http://127.0.0.1:%d/metrics" % d.metrics_port))
 
 
 @chromium

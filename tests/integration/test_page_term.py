@@ -15,6 +15,7 @@ from test_proxmox import lab, rs  # noqa: F401 (fixtures)
 def test_terminal_page_reconnects_after_a_drop(rs, lab):  # noqa: F811
     d = rs()
     env = dict(os.environ, MODE="term", RINGSIDE_URL=d.base, RINGSIDE_KEY=API_KEY, CLUSTER="lab",
+               METRICS_URL="http://127.0.0.1:%d/metrics" % d.metrics_port,
                NODE_PATH=os.path.join(ROOT, "www/node_modules"))
     out = subprocess.run(["node", os.path.join(ROOT, "tests/e2e/page.mjs")], env=env,
                          capture_output=True, text=True, timeout=120)

@@ -7,6 +7,7 @@ console gets a fresh handshake over a reopened upstream — while the bare link
 import base64
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -19,6 +20,7 @@ import urllib.request
 import pytest
 
 from conftest import BIN, Xvnc, free_port
+from conftest import API_KEY, ROOT
 from fakes import RawWS
 from test_proxmox import Sim, cluster, metric, closed, expect_desktop
 from test_tls import client_ctx
@@ -524,3 +526,42 @@ def test_vnc_browser_gone_before_its_client_init_resumes(daemon_factory, xvnc):
     assert struct.unpack(">HH", init[:4]) == (1024, 768)
     request_frame(w, 64, 64)
     assert read_update(w) == 64 * 64
+
+
+def run_browser(env):
+    env = dict(os.environ, RINGSIDE_KEY=API_KEY, NODE_PATH=os.path.join(ROOT, "www/node_modules"), **env)
+    out = subprocess.run(["node", os.path.join(ROOT, "tests/e2e/resume.mjs")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    print(out.stdout, out.stderr)
+    assert out.returncode == 0 and "0 failed" in out.stdout, out.stdout + out.stderr
+
+
+chromium = pytest.mark.skipif(not shutil.which("chromium"),
+                              reason="chromium not installed (scripts/setup installs it)")
+
+
+@chromium
+def test_browser_reload_resumes_the_vnc_console_at_top_level_and_framed(daemon_factory, xvnc):
+    """Chromium: reload → the same console on the same upstream connection; a
+    fresh browser context is refused; after the grace the expired page; the
+    same reload inside an iframe of an allowed origin (tests/e2e/resume.mjs)."""
+    allowed = "http://127.0.0.2:%d" % free_port()
+    grace = 5  # room for a fresh context to load and be refused on a busy machine
+    d = daemon_factory({"console": {"resume_grace_s": grace, "frame_ancestors": [allowed]}})
+    run_browser(dict(MODE="vnc", RINGSIDE_URL=d.base, VNC_PORT=str(xvnc.port),
+                     VNC_PASSWORD=xvnc.password, COLOUR=xvnc.colour, GRACE_S=str(grace),
+                     ALLOWED_ORIGIN=allowed,
+                     METRICS_URL="http://127.0.0.1:%d/metrics" % d.metrics_port))
+
+
+@chromium
+def test_browser_reload_keeps_the_terminal_shell_and_the_qemu_session(daemon_factory, lab):
+    """Chromium against the Proxmox simulator: a shell variable survives a
+    reload of the terminal page, a fresh context is refused, and a QEMU
+    console's reload is served by its one vncproxy."""
+    d = start(daemon_factory, lab)
+    proxies = lambda: len([e for e in lab.control("/log") if e.get("path", "").endswith("vncproxy")])
+    before = proxies()
+    run_browser(dict(MODE="pve", RINGSIDE_URL=d.base, CLUSTER="lab", COLOUR="#2e8b57",  # the lab's Xvnc
+                     METRICS_URL="http://127.0.0.1:%d/metrics" % d.metrics_port))
+    assert proxies() - before == 1  # the QEMU console: one vncproxy across the reload

@@ -13,6 +13,13 @@ const enc = new TextEncoder();
 let ws = null;
 let connected = false;
 let everConnected = false;
+// A reload of a tab that held this link (its resume secret is stored): the
+// 101 alone means the server took the console up again — a resumed shell
+// says nothing until it prints, so waiting for output would leave the page
+// on "Connecting…" with its overlay over the terminal.
+const reloaded = (() => {
+  try { return !!sessionStorage.getItem(`rs-resume:${token}`); } catch { return false; }
+})();
 let pinger = null;
 let lastPosted = '';
 const backoff = new Backoff();
@@ -130,7 +137,7 @@ function connect() {
     opened = true;
     // A resumed terminal says nothing until the shell does: the 101 itself
     // means the server took the console up again.
-    if (everConnected) up();
+    if (everConnected || reloaded) up();
     sendSize();
     pinger = setInterval(() => sendText('2'), 30000);
   };
