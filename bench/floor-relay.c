@@ -3,6 +3,9 @@
  *   floor-relay --listen H:P --cert PEM --key PEM --upstream H:P --path P
  *               --ca PEM [--sni NAME] [--workers N]
  *
+ * --sni: the upstream's name, sent as SNI and verified against its
+ * certificate (an IP address is verified against its IP SANs, and not sent).
+ *
  * The simplest correct relay of Proxmox mode's data path that can be written
  * on io_uring: browser TLS terminated (BoringSSL), one WebSocket upgrade
  * read, a TLS connection re-originated to one fixed upstream (certificate
@@ -10,8 +13,9 @@
  * 101 answered, then every WebSocket frame re-framed: browser frames unmasked
  * and re-masked toward the upstream, upstream frames passed on unmasked.
  * Nothing else: no API, no tokens, no timers, no limits beyond the buffers.
- * It uses liburing directly (not ringside's engine): one ring and one
- * SO_REUSEPORT listener per worker thread, regular descriptors (2 per
+ * It uses liburing directly (not ringside's engine): one ring per worker
+ * thread, each accepting on the one listener (no SO_REUSEPORT: a port this
+ * relay was given is never shared with another process), regular descriptors (2 per
  * console: HAProxy's 9,800-console cap applies), recv/send/connect/accept
  * SQEs, TLS through a BIO over fixed per-leg buffers (one copy each way, the
  * copy BoringSSL's BIO interface imposes; ringside makes the same one).
@@ -94,6 +98,7 @@ struct worker {
 
 static struct sockaddr_in up_addr;
 static const char *up_path, *up_sni = "fake-pve";
+static bool up_sni_is_ip;
 static SSL_CTX *srv_ctx, *cli_ctx;
 static BIO_METHOD *leg_bio;
 static _Atomic unsigned long n_consoles;
@@ -398,8 +403,12 @@ static int upstream_start(struct conn *c)
 		return -ENOMEM;
 	setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
 	SSL_set_connect_state(u->ssl);
-	SSL_set_tlsext_host_name(u->ssl, up_sni);
-	X509_VERIFY_PARAM_set1_host(SSL_get0_param(u->ssl), up_sni, strlen(up_sni));
+	if (up_sni_is_ip) {
+		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(u->ssl), up_sni);
+	} else {
+		SSL_set_tlsext_host_name(u->ssl, up_sni);
+		X509_VERIFY_PARAM_set1_host(SSL_get0_param(u->ssl), up_sni, strlen(up_sni));
+	}
 	if (cur->up_session)
 		SSL_set_session(u->ssl, cur->up_session);
 	c->st = S_U_CONNECT;
@@ -626,7 +635,6 @@ static int listener(const struct sockaddr_in *a)
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){1}, sizeof(int)) ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &(int){1}, sizeof(int)) ||
 	    bind(fd, (const struct sockaddr *)a, sizeof(*a)) || listen(fd, 4096)) {
 		perror("floor-relay: listen");
 		exit(1);
@@ -706,8 +714,10 @@ int main(int argc, char **argv)
 	ws = calloc((size_t)workers, sizeof(*ws));
 	if (!ws)
 		return 1;
+	ws[0].lfd = listener(&la);
+	up_sni_is_ip = inet_pton(AF_INET, up_sni, &(struct in_addr){0}) == 1;
 	for (int i = 0; i < workers; i++) {
-		ws[i].lfd = listener(&la);
+		ws[i].lfd = ws[0].lfd; /* every ring accepts on the one listener */
 		if (pthread_create(&ws[i].th, NULL, worker_run, &ws[i]))
 			return 1;
 	}

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """bench/relay-bench.py — ringside and its peers in one harness, one run.
 
-    bench/relay-bench.py short|full|tiny [--rounds N] [--only NAME,NAME] [--out DIR]
+    bench/relay-bench.py short|full|tiny [--rounds N] [--only NAME,NAME]
+                         [--scenarios setup,hold,stream,latency,tokens] [--out DIR]
 
 Every relay is driven by the same client (bench/ringside-bench: io_uring,
 the browser's whole path) against the same fast fake upstreams in C
@@ -70,7 +71,8 @@ PER_RING = 19000  # sockets per io_uring direct-descriptor table (RLIMIT_NOFILE)
 # hold_wait: seconds after the last console opened before memory is read;
 # idle_s: how long the relay's idle CPU is measured; bg_warm: seconds the
 # background stream runs before the loaded latency is measured.
-PACE = dict(hold_wait=3, idle_s=5, warm_pause=2, bg_warm=2)
+# settle_s: how often the relay's CPU is checked for quiet between scenarios.
+PACE = dict(hold_wait=3, idle_s=5, warm_pause=2, bg_warm=2, settle_s=0.3)
 SIZES = {
     "short": dict(hold=2000, wsfy_hold=100, setup=1000, wsfy_setup=40, stream_conns=32,
                   stream_s=2, sizes=[1024, 65536], lat_conns=8, lat_s=3, tokens=20000, **PACE),
@@ -80,11 +82,12 @@ SIZES = {
     # the harness's own test (tests/integration/test_bench.py): seconds, not minutes
     "tiny": dict(hold=4, wsfy_hold=4, setup=4, wsfy_setup=4, stream_conns=2, stream_s=1,
                  sizes=[1024], lat_conns=2, lat_s=1, tokens=200, hold_wait=0.3, idle_s=0.5,
-                 warm_pause=0.2, bg_warm=0.3),
+                 warm_pause=0.2, bg_warm=0.3, settle_s=0.1),
 }
 # one process, regular descriptors, 2 per console: HAProxy's maxconn 9,800
 # and the floor relay's 20,000 descriptors hold at most this many
 ONE_PROCESS_HOLD = 9000
+SCENARIOS = ("setup", "hold", "stream", "latency", "tokens")
 
 
 def proc_stat():
@@ -209,8 +212,9 @@ class Procs:
 
 
 class Run:
-    def __init__(self, mode, out, only):
+    def __init__(self, mode, out, only, scenarios=SCENARIOS):
         self.mode, self.cfg, self.out, self.only = mode, SIZES[mode], out, only
+        self.scenarios = scenarios
         self.rounds, self.load = [], []
         self.dir = tempfile.mkdtemp(prefix="rs-relay-bench.")
         self.procs = Procs()
@@ -449,15 +453,20 @@ backend pve
             self.relay, args = None, ["--ws", "127.0.0.1:%d" % self.rfb_port, "--raw"]
         res["client_args"] = args
         try:
+            want = self.scenarios
             if not kind.startswith("direct"):
                 # setup first: right after 50,000 consoles closed, ~1 % of the
                 # next opens took 1.6-3 s for ringside and nginx alike (not
                 # after 9,000): the teardown's wake, not the relay
-                self.setup(res, args, c["wsfy_setup"] if small else c["setup"])
-                self.hold(res, args, n_hold, small)
-            self.stream(res, args, small)
-            self.latency(res, args)
-            if kind == "ringside":
+                if "setup" in want:
+                    self.setup(res, args, c["wsfy_setup"] if small else c["setup"])
+                if "hold" in want:
+                    self.hold(res, args, n_hold, small)
+            if "stream" in want:
+                self.stream(res, args, small)
+            if "latency" in want:
+                self.latency(res, args)
+            if kind == "ringside" and "tokens" in want:
                 self.tokens(res, args)
         finally:
             for p in (self.relay, getattr(self, "wsfy", None), self.fake_pve, self.fake_rfb):
@@ -512,10 +521,11 @@ backend pve
 
     def settle(self):
         """Wait until the relay's consoles are gone (its CPU is quiet)."""
-        for _ in range(100):
+        pause = self.cfg["settle_s"]
+        for _ in range(int(30 / pause)):
             a = cpu_ns(self.relay_pids())
-            time.sleep(0.3)
-            if cpu_ns(self.relay_pids()) - a < 3e7:  # < 10 % of a core
+            time.sleep(pause)
+            if cpu_ns(self.relay_pids()) - a < pause * 1e8:  # < 10 % of a core
                 break
 
     def setup(self, res, args, n):
@@ -610,10 +620,15 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--rounds", type=int, default=3,
                     help="interleaved rounds: every relay once per round (default 3)")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
+                    help="which scenarios to run (default: all)")
     ap.add_argument("--out", default=os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench/results")))
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
     relays = [(n, k) for n, k in RELAYS if not only or n in only]
+    scenarios = tuple(filter(None, a.scenarios.split(",")))
+    if not set(scenarios) <= set(SCENARIOS):
+        sys.exit("relay-bench: --scenarios takes %s" % ",".join(SCENARIOS))
     if not relays or a.rounds < 1:
         sys.exit("relay-bench: nothing to run (--only names: %s)" % ", ".join(n for n, _ in RELAYS))
     for tool in sorted({"gnuplot", "openssl"}.union(*(TOOLS.get(k, []) for _, k in relays))):
@@ -623,7 +638,7 @@ def main():
             *(BINS.get(k, []) for _, k in relays))):
         if not os.access(os.path.join(B, b), os.X_OK):
             sys.exit("relay-bench: %s/%s missing: run make" % (B, b))
-    run = Run(a.mode, a.out, a.only)
+    run = Run(a.mode, a.out, a.only, scenarios)
     t0 = time.time()
     try:
         # interleaved: A, B, C, A, B, C ... so that a change in what else runs
