@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -655,6 +656,7 @@ int main(int argc, char **argv)
 	struct sockaddr_in la;
 	int workers = 1, sig;
 	struct worker *ws;
+	struct rlimit rl;
 	sigset_t set;
 
 	for (int i = 1; i + 1 < argc; i += 2) {
@@ -706,6 +708,11 @@ int main(int argc, char **argv)
 	SSL_CTX_set_session_cache_mode(cli_ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
 	SSL_CTX_sess_set_new_cb(cli_ctx, new_session);
 
+	/* two descriptors per console: take every descriptor the hard limit allows */
+	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
