@@ -298,7 +298,9 @@ def render(doc, base):
     md += ["Ratios are ringside ÷ peer: below 1 is better for memory, CPU and latency rows, above "
            "1 for held, throughput and rate rows. `floor` is bench/floor-relay, the simplest "
            "correct relay of the same path (TLS both legs, WebSocket re-framed, nothing else): "
-           "ringside ÷ floor is the distance to the physical limit of this machine. Per-core "
+           "ringside ÷ floor is the distance to the physical limit of this machine (for "
+           "throughput, latency and setup: the floor's fixed per-leg buffers make its memory "
+           "row no limit). Per-core "
            "figures divide by the relay's own "
            "on-CPU time (every thread and process, from schedstat), so they hold on a shared "
            "2-vCPU machine where client, upstream and relay share the cores.", "",
