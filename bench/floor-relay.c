@@ -48,8 +48,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define RX_CAP (32 * 1024)
-#define TX_CAP (64 * 1024)
+#define RX_CAP	 (32 * 1024)
+#define TX_CAP	 (64 * 1024)
 #define REC_ROOM (16384 + 256) /* one full TLS record and its overhead */
 #define HEAD_CAP 4096
 
@@ -72,7 +72,7 @@ struct leg {
 	int fd;
 	SSL *ssl;
 	uint8_t *rx, *tx;
-	uint32_t rx_off, rx_len; /* received ciphertext not yet read by SSL */
+	uint32_t rx_off, rx_len;  /* received ciphertext not yet read by SSL */
 	uint32_t tx_len, tx_sent; /* sealed; tx_sent is the prefix in flight */
 	bool rx_busy, tx_busy;
 	struct reframe rf; /* frames read from this leg */
@@ -202,7 +202,8 @@ static void submit_op(struct leg *l, int op)
 		io_uring_prep_recv(s, l->fd, l->rx + l->rx_len, RX_CAP - l->rx_len, 0);
 		l->rx_busy = true;
 	} else if (op == OP_SEND) {
-		io_uring_prep_send(s, l->fd, l->tx + l->tx_sent, l->tx_len - l->tx_sent, MSG_NOSIGNAL);
+		io_uring_prep_send(s, l->fd, l->tx + l->tx_sent, l->tx_len - l->tx_sent,
+				   MSG_NOSIGNAL);
 		l->tx_busy = true;
 	} else {
 		io_uring_prep_connect(s, l->fd, (struct sockaddr *)&up_addr, sizeof(up_addr));
@@ -293,7 +294,9 @@ static ssize_t reframe(struct conn *c, struct reframe *f, bool mask, const uint8
 		}
 		if (!f->left || f->hdr_len) {
 			/* header: 2 bytes, extended length, mask key */
-			unsigned ext = (f->hdr[1] & 127) == 126 ? 2 : (f->hdr[1] & 127) == 127 ? 8 : 0;
+			unsigned ext = (f->hdr[1] & 127) == 126	  ? 2
+				       : (f->hdr[1] & 127) == 127 ? 8
+								  : 0;
 			bool masked = f->hdr[1] & 128;
 			unsigned need = 2 + ext + (masked ? 4 : 0);
 			uint64_t plen = f->hdr[1] & 127;
@@ -445,11 +448,12 @@ static int step(struct conn *c)
 		r = SSL_do_handshake(c->u.ssl);
 		if (r <= 0)
 			return ssl_err(c->u.ssl, r);
-		n = snprintf(buf, sizeof(buf),
-			     "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-			     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-			     "Sec-WebSocket-Protocol: binary\r\n\r\n",
-			     up_path, up_sni);
+		n = snprintf(
+		    buf, sizeof(buf),
+		    "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+		    "Sec-WebSocket-Protocol: binary\r\n\r\n",
+		    up_path, up_sni);
 		if (SSL_write(c->u.ssl, buf, n) != n)
 			return -EPROTO;
 		c->st = S_U_HEAD;
@@ -496,7 +500,8 @@ static void leg_io(struct leg *l)
 		return;
 	if (!l->tx_busy && l->tx_len > l->tx_sent)
 		submit_op(l, OP_SEND);
-	if (!l->rx_busy && RX_CAP - l->rx_len >= 4096 && !(l->c->st == S_U_CONNECT && l == &l->c->u))
+	if (!l->rx_busy && RX_CAP - l->rx_len >= 4096 &&
+	    !(l->c->st == S_U_CONNECT && l == &l->c->u))
 		submit_op(l, OP_RECV);
 }
 
@@ -598,7 +603,8 @@ static int new_session(SSL *ssl, SSL_SESSION *s)
 
 static void *worker_run(void *arg)
 {
-	struct io_uring_params p = {.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN};
+	struct io_uring_params p = {.flags =
+					IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN};
 	struct io_uring_cqe *cqe;
 	unsigned head, n;
 
@@ -614,8 +620,7 @@ static void *worker_run(void *arg)
 	for (;;) {
 		io_uring_submit_and_wait(&cur->ring, 1);
 		n = 0;
-		io_uring_for_each_cqe(&cur->ring, head, cqe)
-		{
+		io_uring_for_each_cqe (&cur->ring, head, cqe) {
 			n++;
 			if (cqe->user_data == 1) {
 				if (cqe->res >= 0)
