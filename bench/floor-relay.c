@@ -50,7 +50,7 @@
 
 #define RX_CAP	 (32 * 1024)
 #define TX_CAP	 (64 * 1024)
-#define REC_ROOM (16384 + 256) /* one full TLS record and its overhead */
+#define REC_ROOM (16384 + 256) /* one read re-framed (≤ 16,397 B: two records) sealed */
 #define HEAD_CAP 4096
 
 enum { OP_RECV, OP_SEND, OP_CONNECT };
@@ -278,8 +278,9 @@ static uint32_t rnd32(struct conn *c)
 	return (uint32_t)c->rnd;
 }
 
-/* Re-frame <len> bytes read from one leg into <out> (never longer than the
- * input: headers are re-encoded at the same or a shorter length). <mask>:
+/* Re-frame <len> bytes read from one leg into <out>: at most <len> + 13
+ * bytes (headers are re-encoded at the same or a shorter length, but one
+ * begun in an earlier call is written whole in this one). <mask>:
  * the frames go to the upstream, so they get a fresh mask. Returns the bytes
  * written, -1 on a frame the relay refuses (a browser frame without mask). */
 static ssize_t reframe(struct conn *c, struct reframe *f, bool mask, const uint8_t *in, size_t len,
@@ -381,7 +382,9 @@ static int read_head(struct conn *c, struct leg *l, char **end)
 /* Move plaintext from <src> to <dst> while <dst> has room for a record. */
 static int pump(struct conn *c, struct leg *src, struct leg *dst, bool mask)
 {
-	static __thread uint8_t in[16384], out[16384];
+	/* out: a frame header split across two reads is emitted whole with the
+	 * second, up to 13 bytes more than that read brought */
+	static __thread uint8_t in[16384], out[16384 + 16];
 
 	while (TX_CAP - dst->tx_len >= REC_ROOM) {
 		int r = SSL_read(src->ssl, in, sizeof(in));
