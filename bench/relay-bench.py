@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """bench/relay-bench.py — ringside and its peers in one harness, one run.
 
-    bench/relay-bench.py short|full [--only NAME,NAME] [--out DIR]
+    bench/relay-bench.py short|full|tiny [--rounds N] [--only NAME,NAME]
+                         [--scenarios setup,hold,stream,latency,tokens] [--out DIR]
 
 Every relay is driven by the same client (bench/ringside-bench: io_uring,
 the browser's whole path) against the same fast fake upstreams in C
@@ -11,6 +12,9 @@ other:
 
   Proxmox mode, WSS in and WSS out (upstream certificate verified by all)
     ringside     API token per console, then the whole PVE sequence
+    floor        bench/floor-relay: the simplest correct relay of the same
+                 path on liburing (TLS both legs, WebSocket re-framed,
+                 nothing else): the physical-limit row
     nginx        pure relay: WSS proxy_pass to vncwebsocket, no token logic
     haproxy      the same with HAProxy
     direct       no relay: the client at fake-pve itself (latency baseline)
@@ -28,6 +32,15 @@ resumption (opens per relay CPU-second, setup p50/p99), stream at 16 B ..
 64 KiB (echoed bytes per relay CPU-second; client and fake upstream CPU
 beside it), latency idle and under a background stream (p50/p99/p99.9 of
 >= 100k round trips), and for ringside the token rate per CPU-second.
+
+The relays run interleaved: round 1 measures every relay in turn, then
+round 2 does again, and so on (--rounds, 3 by default), so a change in the
+machine's load falls on all of them; the report gives each figure's median
+over the rounds with its spread (min-max), the CPU model and its AES/AVX
+flags, and the load before and after each relay in each round (load average,
+and how much CPU other processes took meanwhile). Every stream scenario runs
+at the same fixed offered load for every relay and round: the same consoles,
+message size and messages in flight (a closed loop: 4 per console).
 
 Writes bench/results/relays-<UTC stamp>.{json,md} and SVG plots (gnuplot)
 of memory vs consoles and throughput vs message size. Loopback only; every
@@ -55,13 +68,63 @@ PVE_PATH = "/api2/json/nodes/bench/qemu/100/vncwebsocket?port=5900&vncticket=PVE
 HZ = os.sysconf("SC_CLK_TCK")
 PER_RING = 19000  # sockets per io_uring direct-descriptor table (RLIMIT_NOFILE)
 
+# hold_wait: seconds after the last console opened before memory is read;
+# idle_s: how long the relay's idle CPU is measured; bg_warm: seconds the
+# background stream runs before the loaded latency is measured.
+# settle_s: how often the relay's CPU is checked for quiet between scenarios.
+PACE = dict(hold_wait=3, idle_s=5, warm_pause=2, bg_warm=2, settle_s=0.3)
 SIZES = {
     "short": dict(hold=2000, wsfy_hold=100, setup=1000, wsfy_setup=40, stream_conns=32,
-                  stream_s=2, sizes=[1024, 65536], lat_conns=8, lat_s=3, tokens=20000),
+                  stream_s=2, sizes=[1024, 65536], lat_conns=8, lat_s=3, tokens=20000, **PACE),
     "full": dict(hold=50000, wsfy_hold=600, setup=5000, wsfy_setup=150, stream_conns=64,
                  stream_s=5, sizes=[16, 256, 1024, 16384, 65536], lat_conns=8, lat_s=8,
-                 tokens=50000),
+                 tokens=50000, **PACE),
+    # the harness's own test (tests/integration/test_bench.py): seconds, not minutes
+    "tiny": dict(hold=4, wsfy_hold=4, setup=4, wsfy_setup=4, stream_conns=2, stream_s=1,
+                 sizes=[1024], lat_conns=2, lat_s=1, tokens=200, hold_wait=0.3, idle_s=0.5,
+                 warm_pause=0.2, bg_warm=0.3, settle_s=0.1),
 }
+# one process, regular descriptors, 2 per console: HAProxy's maxconn 9,800
+# and the floor relay's 20,000 descriptors hold at most this many
+ONE_PROCESS_HOLD = 9000
+SCENARIOS = ("setup", "hold", "stream", "latency", "tokens")
+
+
+def proc_stat():
+    """(busy, steal) jiffies of all CPUs from /proc/stat: busy is user, nice,
+    system, irq and softirq; steal is what the hypervisor gave others."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[0] + v[1] + v[2] + v[5] + v[6], v[7] if len(v) > 7 else 0
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+class Load:
+    """The machine's load around one relay's measurement: the load average
+    before and after, and the CPU that processes other than this run's took
+    meanwhile (all CPUs' busy time minus ours: this script and its reaped
+    children, which every process it starts is by the end of a measurement),
+    as a share of all CPUs; steal likewise."""
+
+    def __init__(self):
+        self.t, self.la = time.time(), loadavg()
+        self.busy, self.steal = proc_stat()
+        self.ours = sum(os.times()[:4])
+
+    def end(self):
+        secs = max(time.time() - self.t, 1e-3)
+        busy, steal = proc_stat()
+        cpus = os.cpu_count() or 1
+        ours = sum(os.times()[:4]) - self.ours
+        others = (busy - self.busy) / HZ - ours
+        return {"seconds": round(secs, 1), "loadavg_before": self.la, "loadavg_after": loadavg(),
+                "others_cpu_share": round(max(0.0, others) / (secs * cpus), 3),
+                "steal_share": round((steal - self.steal) / HZ / (secs * cpus), 3),
+                "ours_cpu_share": round(ours / (secs * cpus), 3)}
 
 
 def tree(pid):
@@ -149,11 +212,12 @@ class Procs:
 
 
 class Run:
-    def __init__(self, mode, out, only):
+    def __init__(self, mode, out, only, scenarios=SCENARIOS):
         self.mode, self.cfg, self.out, self.only = mode, SIZES[mode], out, only
+        self.scenarios = scenarios
+        self.rounds, self.load = [], []
         self.dir = tempfile.mkdtemp(prefix="rs-relay-bench.")
         self.procs = Procs()
-        self.results = {}
         self.relay = self.wsfy = None
         self.cert = os.path.join(self.dir, "cert.pem")
         self.key = os.path.join(self.dir, "key.pem")
@@ -257,6 +321,16 @@ http {
         path_arg = PVE_PATH if upstream_tls else "/websockify"
         return p, ["--ws", "127.0.0.1:%d" % port, "--tls", "--path", path_arg]
 
+    def floor(self, conns):
+        port = free_port()
+        p = self.procs.start([B + "/bench/floor-relay", "--listen", "127.0.0.1:%d" % port,
+                              "--cert", self.cert, "--key", self.key, "--upstream",
+                              "127.0.0.1:%d" % self.pve_port, "--path", PVE_PATH, "--ca",
+                              self.cert, "--sni", "fake-pve", "--workers", "2"],
+                             self.dir + "/floor")
+        assert wait_port(port, 15), "floor-relay did not start: " + open(self.dir + "/floor.err").read()
+        return p, ["--ws", "127.0.0.1:%d" % port, "--tls", "--path", PVE_PATH]
+
     def haproxy(self, conns):
         port = free_port()
         servers = "".join(
@@ -352,8 +426,8 @@ backend pve
         c = self.cfg
         small = kind in ("websockify", "nginx+wsfy")
         n_hold = c["wsfy_hold"] if small else c["hold"]
-        if kind == "haproxy":
-            n_hold = min(n_hold, 9000)  # maxconn 9800: one process, 20,000 descriptors
+        if kind in ("haproxy", "floor"):
+            n_hold = min(n_hold, ONE_PROCESS_HOLD)
         res = {"relay": name}
         self.fakes(n_hold)
         if kind in ("websockify", "nginx+wsfy"):
@@ -366,6 +440,8 @@ backend pve
             self.relay, args = self.nginx(n_hold, upstream_tls=True)
         elif kind == "haproxy":
             self.relay, args = self.haproxy(n_hold)
+        elif kind == "floor":
+            self.relay, args = self.floor(n_hold)
         elif kind == "nginx+wsfy":
             self.relay, args = self.nginx(n_hold, upstream_tls=False)
         elif kind == "websockify":
@@ -377,28 +453,33 @@ backend pve
             self.relay, args = None, ["--ws", "127.0.0.1:%d" % self.rfb_port, "--raw"]
         res["client_args"] = args
         try:
+            want = self.scenarios
             if not kind.startswith("direct"):
                 # setup first: right after 50,000 consoles closed, ~1 % of the
                 # next opens took 1.6-3 s for ringside and nginx alike (not
                 # after 9,000): the teardown's wake, not the relay
-                self.setup(res, args, c["wsfy_setup"] if small else c["setup"])
-                self.hold(res, args, n_hold, small)
-            self.stream(res, args, small)
-            self.latency(res, args)
-            if kind == "ringside":
+                if "setup" in want:
+                    self.setup(res, args, c["wsfy_setup"] if small else c["setup"])
+                if "hold" in want:
+                    self.hold(res, args, n_hold, small)
+            if "stream" in want:
+                self.stream(res, args, small)
+            if "latency" in want:
+                self.latency(res, args)
+            if kind == "ringside" and "tokens" in want:
                 self.tokens(res, args)
         finally:
             for p in (self.relay, getattr(self, "wsfy", None), self.fake_pve, self.fake_rfb):
                 if p is not None:
                     self.procs.stop(p)
             self.wsfy = None
-        self.results[name] = res
         print(json.dumps(res), flush=True)
+        return res
 
     def hold(self, res, args, n, small):
         warm = min(200, n)
         self.client(args, "hold", warm, ["--hold-seconds", "0"])
-        time.sleep(2)
+        time.sleep(self.cfg["warm_pause"])
         d0, p0 = mem_kb(self.relay_pids())
         s0 = slab_kb()
         series = [(0, 0, 0)]
@@ -410,13 +491,13 @@ backend pve
         idle = {}
 
         def on_held(proc, relay):
-            time.sleep(3)
+            time.sleep(self.cfg["hold_wait"])
             d, p = mem_kb(relay)
             s = slab_kb()
             idle.update(d=d - d0, p=p - p0, s=s - s0)
             t0 = cpu_ns(relay)
-            time.sleep(5)
-            idle["cpu"] = (cpu_ns(relay) - t0) / 5e9 * 100
+            time.sleep(self.cfg["idle_s"])
+            idle["cpu"] = (cpu_ns(relay) - t0) / (self.cfg["idle_s"] * 1e9) * 100
             proc.send_signal(signal.SIGTERM)
 
         # websockify forks a Python process per console (~50 ms of CPU): 512
@@ -440,10 +521,11 @@ backend pve
 
     def settle(self):
         """Wait until the relay's consoles are gone (its CPU is quiet)."""
-        for _ in range(100):
+        pause = self.cfg["settle_s"]
+        for _ in range(int(30 / pause)):
             a = cpu_ns(self.relay_pids())
-            time.sleep(0.3)
-            if cpu_ns(self.relay_pids()) - a < 3e7:  # < 10 % of a core
+            time.sleep(pause)
+            if cpu_ns(self.relay_pids()) - a < pause * 1e8:  # < 10 % of a core
                 break
 
     def setup(self, res, args, n):
@@ -477,7 +559,8 @@ backend pve
             secs = max(secs, 1e-3)
             bps = out.get("echo_bytes_per_s", 0)
             res["stream"][str(size)] = {
-                "consoles": 8 if small else conns, "echo_bytes_per_s": bps,
+                "consoles": 8 if small else conns, "msg_size": size, "in_flight_per_console": 4,
+                "echo_bytes_per_s": bps,
                 "echo_msgs_per_s": out.get("echo_msgs_per_s"),
                 "relay_cpu_cores": round(rcpu / 1e9 / secs, 3) if self.relay else None,
                 "fake_cpu_cores": round(fcpu / 1e9 / secs, 3),
@@ -497,10 +580,11 @@ backend pve
             bg = None
             if label == "loaded":
                 cmd = [B + "/bench/ringside-bench", "--scenario", "stream", "--conns", "8",
-                       "--msg-size", "16384", "--hold-seconds", str(c["lat_s"] + 6),
-                       "--src-base", "40", "--src-count", "4"] + list(args)
+                       "--msg-size", "16384", "--hold-seconds",
+                       str(c["lat_s"] + c["bg_warm"] + 4), "--src-base", "40", "--src-count",
+                       "4"] + list(args)
                 bg = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                time.sleep(2)
+                time.sleep(c["bg_warm"])
             out, _, _, _, _ = self.client(args, "latency", c["lat_conns"],
                                        ["--msg-size", "64", "--hold-seconds", str(c["lat_s"])])
             if bg:
@@ -521,39 +605,60 @@ backend pve
                          "client_cpu_s": round(cl / 1e9, 2)}
 
 
+RELAYS = [("ringside", "ringside"), ("floor", "floor"), ("nginx", "nginx"),
+          ("haproxy", "haproxy"), ("direct", "direct"), ("ringside-vnc", "ringside-vnc"),
+          ("nginx+websockify", "nginx+wsfy"), ("websockify", "websockify"),
+          ("direct-rfb", "direct-rfb")]
+TOOLS = {"nginx": ["nginx"], "haproxy": ["haproxy"], "nginx+wsfy": ["nginx", "websockify"],
+         "websockify": ["websockify"]}
+BINS = {"ringside": ["ringside"], "ringside-vnc": ["ringside"], "floor": ["bench/floor-relay"]}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["short", "full"])
+    ap.add_argument("mode", choices=sorted(SIZES))
     ap.add_argument("--only", default="")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds: every relay once per round (default 3)")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
+                    help="which scenarios to run (default: all)")
     ap.add_argument("--out", default=os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench/results")))
     a = ap.parse_args()
-    for tool in ("nginx", "haproxy", "websockify", "gnuplot", "openssl"):
+    only = set(filter(None, a.only.split(",")))
+    relays = [(n, k) for n, k in RELAYS if not only or n in only]
+    scenarios = tuple(filter(None, a.scenarios.split(",")))
+    if not set(scenarios) <= set(SCENARIOS):
+        sys.exit("relay-bench: --scenarios takes %s" % ",".join(SCENARIOS))
+    if not relays or a.rounds < 1:
+        sys.exit("relay-bench: nothing to run (--only names: %s)" % ", ".join(n for n, _ in RELAYS))
+    for tool in sorted({"gnuplot", "openssl"}.union(*(TOOLS.get(k, []) for _, k in relays))):
         if not shutil.which(tool):
             sys.exit("relay-bench: %s is not installed (scripts/setup installs it)" % tool)
-    for b in ("ringside", "bench/ringside-bench", "bench/fake-pve", "bench/fake-rfb"):
+    for b in sorted({"bench/ringside-bench", "bench/fake-pve", "bench/fake-rfb"}.union(
+            *(BINS.get(k, []) for _, k in relays))):
         if not os.access(os.path.join(B, b), os.X_OK):
             sys.exit("relay-bench: %s/%s missing: run make" % (B, b))
-    run = Run(a.mode, a.out, a.only)
-    relays = [("ringside", "ringside"), ("nginx", "nginx"), ("haproxy", "haproxy"),
-              ("direct", "direct"), ("ringside-vnc", "ringside-vnc"),
-              ("nginx+websockify", "nginx+wsfy"), ("websockify", "websockify"),
-              ("direct-rfb", "direct-rfb")]
-    only = set(filter(None, a.only.split(",")))
+    run = Run(a.mode, a.out, a.only, scenarios)
     t0 = time.time()
     try:
-        for name, kind in relays:
-            if only and name not in only:
-                continue
-            print("== %s" % name, file=sys.stderr, flush=True)
-            run.relay = None
-            run.measure(name, kind)
+        # interleaved: A, B, C, A, B, C ... so that a change in what else runs
+        # on this shared machine lands on every relay, not on one
+        for r in range(a.rounds):
+            run.rounds.append({})
+            for name, kind in relays:
+                print("== round %d/%d: %s" % (r + 1, a.rounds, name), file=sys.stderr, flush=True)
+                run.relay = None
+                load = Load()
+                run.rounds[r][name] = run.measure(name, kind)
+                run.load.append(dict(round=r + 1, relay=name, **load.end()))
     finally:
         run.procs.stop_all()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import relay_report
-    relay_report.write(run.results, a.mode, os.path.join(a.out, "relays-" + stamp),
-                       " ".join(["bench/relay-bench.py"] + sys.argv[1:]), time.time() - t0)
+    relay_report.write(None, a.mode, os.path.join(a.out, "relays-" + stamp),
+                       " ".join(["bench/relay-bench.py"] + sys.argv[1:]), time.time() - t0,
+                       rounds=run.rounds, load=run.load)
     shutil.rmtree(run.dir, ignore_errors=True)
 
 

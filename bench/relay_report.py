@@ -2,24 +2,35 @@
 Markdown table (ringside, each peer, the ratio), the harness's own CPU
 beside each figure, and two SVG plots drawn by gnuplot.
 
+With several interleaved rounds every figure and every ratio is computed in
+each round (a ratio from the two relays' figures of the same round), and
+the table gives the median over the rounds with its spread, min-max; the
+plots and the harness table use the medians.
+
     /usr/bin/python3 bench/relay_report.py bench/results/relays-STAMP.json   (redraw)
 """
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 
-PVE = ["ringside", "nginx", "haproxy"]
+PVE = ["ringside", "floor", "nginx", "haproxy"]
+CPU_FLAGS = ["aes", "pclmulqdq", "vaes", "vpclmulqdq", "sha_ni", "avx", "avx2", "avx512f",
+             "avx512vl", "avx512bw"]
 VNC = ["ringside-vnc", "nginx+websockify", "websockify"]
 
 
 def machine():
-    cpu = "?"
+    cpu, flags = "?", []
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "?":
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                flags = [f for f in CPU_FLAGS if f in have]
                 break
     except OSError:
         pass
@@ -31,7 +42,7 @@ def machine():
             ver[name] = (r.stdout + r.stderr).strip().splitlines()[0]
         except (OSError, IndexError, subprocess.TimeoutExpired):
             ver[name] = "?"
-    return {"cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+    return {"cpus": os.cpu_count(), "cpu": cpu, "cpu_flags": flags, "kernel": platform.release(),
             "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "loadavg": open("/proc/loadavg").read().split()[:3], "versions": ver}
 
@@ -47,6 +58,8 @@ def get(r, *path):
 def fmt(v, unit=""):
     if v is None:
         return "—"
+    if isinstance(v, bool):
+        v = int(v)
     if isinstance(v, float) and v < 100:
         return "%.2f%s" % (v, unit)
     return "{:,}{}".format(round(v), unit)
@@ -104,7 +117,33 @@ def triple(r, n, *path):
     return " / ".join(fmt(v.get(k)) for k in keys)
 
 
-def table(res, names):
+def spread(vals):
+    """(median, min, max) of the figures present, None when there are none;
+    a median of whole numbers stays whole when it is one."""
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None
+    m = statistics.median(vals)
+    if all(isinstance(v, int) for v in vals) and float(m).is_integer():
+        m = int(m)
+    return m, min(vals), max(vals)
+
+
+def cell(s, f=fmt):
+    if s is None:
+        return f(None)
+    m, lo, hi = s
+    return f(m) if lo == hi else "%s (%s–%s)" % (f(m), f(lo), f(hi))
+
+
+def ratio(v):
+    return "%.2f" % v
+
+
+def table(res, names, rounds=None):
+    """res: the medians' shape (triples are read from it); rounds: each
+    round's results, from which every figure and ratio is computed."""
+    rounds = rounds or [res]
     present = [n for n in names if n in res]
     if not present:
         return []
@@ -122,11 +161,11 @@ def table(res, names):
                 if n != base:
                     cells.append("")
                 continue
-            v = fn(res, n)
-            cells.append(fmt(v))
+            cells.append(cell(spread([fn(r, n) for r in rounds])))
             if n != base:
-                b = fn(res, base)
-                cells.append("%.2f" % (b / v) if b is not None and v else "")
+                rs = [(fn(r, base), fn(r, n)) for r in rounds]
+                s = spread([b / v for b, v in rs if b is not None and v])
+                cells.append(cell(s, ratio) if s else "")
         if all(c in ("—", "") for c in cells):
             continue
         out.append("| %s | %s |" % (label, " | ".join(cells)))
@@ -195,33 +234,83 @@ def plots(res, base):
     return out
 
 
-def write(res, mode, base, command, seconds):
+def median_tree(trees):
+    """The rounds' results merged: numbers become their median, lists and
+    text come from the first round that has them."""
+    trees = [t for t in trees if t is not None]
+    if not trees:
+        return None
+    if all(isinstance(t, dict) for t in trees):
+        keys = []
+        for t in trees:
+            keys += [k for k in t if k not in keys]
+        return {k: median_tree([t.get(k) for t in trees]) for k in keys}
+    if all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in trees):
+        return spread(trees)[0]
+    return trees[0]
+
+
+def write(res, mode, base, command, seconds, rounds=None, load=None):
+    """res: one run's results by relay, or None with rounds: a list of them,
+    one per interleaved round, and load: the machine's load per relay and
+    round (relay-bench.py's Load)."""
     os.makedirs(os.path.dirname(base), exist_ok=True)
+    rounds = rounds or [res]
+    names = []
+    for r in rounds:
+        names += [n for n in r if n not in names]
+    med = {n: median_tree([r.get(n) for r in rounds]) for n in names}
     doc = {"mode": mode, "command": command, "seconds": round(seconds), "machine": machine(),
-           "results": res}
+           "rounds": rounds, "load": load or [], "results": med}
     json.dump(doc, open(base + ".json", "w"), indent=1)
     render(doc, base)
 
 
+def load_table(load):
+    out = ["| round | relay | seconds | load average before → after (1 / 5 / 15 min) | "
+           "other processes' CPU share | steal | this run's CPU share |",
+           "|---|---|---|---|---|---|---|"]
+    for x in load:
+        out.append("| %d | %s | %s | %s → %s | %.0f %% | %.0f %% | %.0f %% |" % (
+            x["round"], x["relay"], fmt(x["seconds"]),
+            " / ".join("%.2f" % v for v in x["loadavg_before"]),
+            " / ".join("%.2f" % v for v in x["loadavg_after"]), 100 * x["others_cpu_share"],
+            100 * x["steal_share"], 100 * x["ours_cpu_share"]))
+    return out
+
+
 def render(doc, base):
     res = doc["results"]
+    rounds = doc.get("rounds") or [res]
     m = doc["machine"]
     svgs = plots(res, base)
     md = ["# Relays side by side (`%s`, %s s)" % (doc["command"], doc["seconds"]), "",
-          "Machine: %d vCPU %s, %s GiB, Linux %s; load average at the end %s. Peers: %s." % (
-              m["cpus"], m["cpu"], m["mem_gib"], m["kernel"], " ".join(m["loadavg"]),
-              "; ".join("%s %s" % kv for kv in m["versions"].items())), "",
-          "Ratios are ringside ÷ peer: below 1 is better for memory, CPU and latency rows, above "
-          "1 for held, throughput and rate rows. Per-core figures divide by the relay's own "
-          "on-CPU time (every thread and process, from schedstat), so they hold on a shared "
-          "2-vCPU machine where client, upstream and relay share the cores.", "",
-          "## Proxmox mode: WSS in, WSS out (upstream certificate verified)", ""]
-    md += table(res, PVE)
+          "Machine: %d vCPU %s (%s), %s GiB, Linux %s; load average at the end %s. Peers: %s." % (
+              m["cpus"], m["cpu"], "flags: " + " ".join(m.get("cpu_flags") or ["none of "
+                                                       + "/".join(CPU_FLAGS)]),
+              m["mem_gib"], m["kernel"], " ".join(m["loadavg"]),
+              "; ".join("%s %s" % kv for kv in m["versions"].items())), ""]
+    if len(rounds) > 1:
+        md += ["%d interleaved rounds (every relay once per round, in the same order). Each cell "
+               "is the median over the rounds, then the spread (min–max) when the rounds "
+               "differ; each ratio is computed within a round, then its median and spread are "
+               "given. Latency triples are the medians of each percentile." % len(rounds), ""]
+    md += ["Ratios are ringside ÷ peer: below 1 is better for memory, CPU and latency rows, above "
+           "1 for held, throughput and rate rows. `floor` is bench/floor-relay, the simplest "
+           "correct relay of the same path (TLS both legs, WebSocket re-framed, nothing else): "
+           "ringside ÷ floor is the distance to the physical limit of this machine (for "
+           "throughput, latency and setup: the floor's fixed per-leg buffers make its memory "
+           "row no limit). Per-core "
+           "figures divide by the relay's own "
+           "on-CPU time (every thread and process, from schedstat), so they hold on a shared "
+           "2-vCPU machine where client, upstream and relay share the cores.", "",
+           "## Proxmox mode: WSS in, WSS out (upstream certificate verified)", ""]
+    md += table(res, PVE, rounds)
     md += ["", "`direct` (no relay, the client at the fake pveproxy) latency p50 / p99 / p99.9: "
            "idle %s µs, loaded %s µs." % (triple(res, "direct", "latency", "idle", "rtt_us"),
                                           triple(res, "direct", "latency", "loaded", "rtt_us")),
            "", "## Plain VNC mode: WSS in (websockify: plain ws), TCP out", ""]
-    md += table(res, VNC)
+    md += table(res, VNC, rounds)
     md += ["", "`direct-rfb` (no relay, the client speaking RFB over TCP to the fake RFB server) "
            "latency p50 / p99 / p99.9: idle %s µs, loaded %s µs." % (
                triple(res, "direct-rfb", "latency", "idle", "rtt_us"),
@@ -233,6 +322,13 @@ def render(doc, base):
            "client set the pace. Either way the per-core figures divide by the relay's own CPU "
            "time, so they compare relays; wall-clock rates are in the JSON.", ""]
     md += limits(res)
+    if doc.get("load"):
+        md += ["", "## The machine's load in each round", "",
+               "Load average before and after each relay's measurement; the CPU other processes "
+               "took meanwhile (all CPUs' busy time from /proc/stat minus this run's own "
+               "processes), the hypervisor's steal and this run's own CPU, as shares of all "
+               "%d CPUs." % m["cpus"], ""]
+        md += load_table(doc["load"])
     if svgs:
         md += ["", "## Plots", ""] + ["![%s](%s)" % (s, s) for s in svgs]
     md += ["", "Reproduce: `make && %s`." % doc["command"]]

@@ -1,10 +1,12 @@
 #!/bin/bash
-# `make bench` runs `bench/run.sh short` (under 5 minutes): the relays side
-# by side (bench/relay-bench.py short: ringside, nginx, HAProxy, websockify,
-# nginx in front of websockify; small counts). `make bench-full` runs
+# `make bench` runs `bench/run.sh short` (~13 minutes): the relays side by
+# side (bench/relay-bench.py short: ringside, the floor relay, nginx,
+# HAProxy, websockify, nginx in front of websockify; small counts; 3
+# interleaved rounds, medians with their spread). `make bench-full` runs
 # `bench/run.sh full`: the engine against nginx (30,000 idle connections,
 # 10 s wrk runs, 3 rounds), TLS against nginx, and the relays at 50,000
-# consoles with every message size; it first waits (up to BENCH_QUIET_WAIT
+# consoles with every message size, 3 interleaved rounds (~40 minutes of
+# the ~45); it first waits (up to BENCH_QUIET_WAIT
 # s, default 300) for the CPUs to be quiet. Every figure is printed with the
 # command that reproduces it; Markdown, JSON and SVG go to bench/results/
 # (BENCH_OUT overrides).

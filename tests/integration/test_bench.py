@@ -197,3 +197,94 @@ def test_report_renders_table_and_plots(tmp_path):
         text = open("%s-%s.svg" % (base, svg)).read()
         assert "<svg" in text and "nginx" in text
     assert json.load(open(base + ".json"))["results"]["nginx"]["hold"]["held"] == 1000
+
+
+def test_floor_relay_relays_proxmox_consoles_end_to_end(fake_pve, certs):
+    """bench/floor-relay, the physical-limit row: TLS terminated and
+    re-originated (the fake's certificate verified), the browser's masked
+    frames re-masked toward the upstream, the upstream's passed back: the
+    fake checks the VNC answer that went through it, the client the echo."""
+    port = free_port()
+    floor = start([os.path.join(BENCH, "floor-relay"), "--listen", "127.0.0.1:%d" % port,
+                   "--cert", certs[0], "--key", certs[1], "--upstream",
+                   "127.0.0.1:%d" % fake_pve.port, "--path", PVE_PATH, "--ca", certs[0],
+                   "--sni", "127.0.0.1", "--workers", "2"], port)
+    try:
+        rc, out, err = bench("--ws", "127.0.0.1:%d" % port, "--tls", "--path", PVE_PATH,
+                             "--scenario", "stream", "--conns", "2", "--msg-size", "70000",
+                             "--hold-seconds", "1")
+        assert rc == 0 and out["opened"] == 2, (out, err)
+        assert not any(out["failures"].values()), out
+        assert out["echo_bytes_per_s"] > 0 and out["echo_msgs_per_s"] > 0, out
+    finally:
+        assert stop(floor)["consoles"] == 2
+    counters = stop(fake_pve)
+    assert counters["upgrades"] == 2 and counters["ready"] == 2, counters
+    assert counters["auth_failed"] == 0 and counters["bytes_echoed"] > 0, counters
+
+
+def test_floor_relay_refuses_an_upstream_it_cannot_verify(fake_pve, certs, tmpdir_rs):
+    # a CA that did not sign the fake's certificate: no console opens
+    other = os.path.join(tmpdir_rs, "other.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                    os.path.join(tmpdir_rs, "other-key.pem"), "-out", other, "-days", "2",
+                    "-subj", "/CN=fake-pve"], check=True, capture_output=True)
+    port = free_port()
+    floor = start([os.path.join(BENCH, "floor-relay"), "--listen", "127.0.0.1:%d" % port,
+                   "--cert", certs[0], "--key", certs[1], "--upstream",
+                   "127.0.0.1:%d" % fake_pve.port, "--path", PVE_PATH, "--ca", other,
+                   "--sni", "127.0.0.1"], port)
+    try:
+        rc, out, _ = bench("--ws", "127.0.0.1:%d" % port, "--tls", "--path", PVE_PATH,
+                           "--scenario", "setup", "--conns", "2", "--timeout-ms", "3000")
+        assert rc == 1 and out["opened"] == 0, out
+    finally:
+        assert stop(floor)["consoles"] == 0
+
+
+def test_relay_bench_interleaves_rounds_with_medians_spread_and_floor(tmp_path):
+    """Two interleaved rounds of the floor relay and the no-relay baseline at
+    tiny counts: every relay once per round in order, every figure as the
+    median with its min-max spread, the CPU and its flags named, the load of
+    each round, and the floor relay's row in the Proxmox table."""
+    if subprocess.run(["which", "gnuplot"], capture_output=True).returncode:
+        pytest.skip("gnuplot not installed")
+    env = dict(os.environ, RINGSIDE_BUILD=BUILD)
+    r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench/relay-bench.py"), "tiny",
+                        "--only", "floor,direct", "--rounds", "2", "--scenarios",
+                        "stream,latency", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    order = re.findall(r"== round (\d)/2: (\S+)", r.stderr)
+    assert order == [("1", "floor"), ("1", "direct"), ("2", "floor"), ("2", "direct")], order
+    base = [p for p in os.listdir(tmp_path) if p.endswith(".json")]
+    assert len(base) == 1
+    doc = json.load(open(tmp_path / base[0]))
+    md = open(tmp_path / base[0].replace(".json", ".md")).read()
+    assert len(doc["rounds"]) == 2 and all(set(x) == {"floor", "direct"} for x in doc["rounds"])
+    per_round = [x["floor"]["stream"]["1024"]["relayed_bytes_per_relay_cpu_s"]
+                 for x in doc["rounds"]]
+    assert all(v and v > 0 for v in per_round), per_round
+    # the JSON's results are the medians of the rounds
+    assert doc["results"]["floor"]["stream"]["1024"]["relayed_bytes_per_relay_cpu_s"] == \
+        sum(per_round) / 2
+    # CPU model and its AES/AVX flags, as /proc/cpuinfo has them
+    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
+    m = doc["machine"]
+    assert m["cpu"] != "?" and ("aes" in flags) == ("aes" in m["cpu_flags"])
+    assert ("avx2" in flags) == ("avx2" in m["cpu_flags"])
+    assert m["cpu"] in md and "flags: " in md
+    # the load of every relay in every round, in the run's order
+    assert [(x["round"], x["relay"]) for x in doc["load"]] == [(1, "floor"), (1, "direct"),
+                                                              (2, "floor"), (2, "direct")]
+    assert all(len(x["loadavg_before"]) == 3 and 0 <= x["others_cpu_share"] <= 1
+               for x in doc["load"])
+    assert "| 2 | direct |" in md
+    # the floor relay's column in Proxmox mode, each figure median (min–max)
+    assert "| figure | floor |" in md
+    row = [ln for ln in md.splitlines() if ln.startswith("| throughput per relay core, 1 KiB")]
+    assert row and re.search(r"\| [\d,.]+( \([\d,.]+–[\d,.]+\))? \|$", row[0]), row
+    assert "2 interleaved rounds" in md and "median" in md
+    lat = [ln for ln in md.splitlines() if ln.startswith("| added latency p99, idle")]
+    assert lat, md
