@@ -158,7 +158,7 @@ help:
 	@echo "make integration  tests against the real daemon"
 	@echo "make asan         unit + integration under ASan+UBSan"
 	@echo "make fuzz         build libFuzzer targets; make fuzz-run FUZZ_SECONDS=60"
-	@echo "make bench        short benchmark (<5 min); make bench-full for the full set"
+	@echo "make bench        the relays side by side, 3 interleaved rounds (~13 min); make bench-full for the full set"
 	@echo "make demo         run ringside end to end and print a console URL"
 	@echo "make format/lint  clang-format"
 	@echo "V=1               show commands"
