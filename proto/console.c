@@ -341,6 +341,26 @@ void rs_console_worker_start(struct rs_worker *w, void *arg)
 	rs_worker_set_data(w, cw);
 }
 
+/* A session's memory, once it is off its worker's list: its resume entry
+ * (a console never upgraded, or one detached at stop), handshake state and
+ * spec (secrets wiped by their owners). */
+static void session_free(struct session *s)
+{
+	if (s->re)
+		reg_remove(s->re);
+	if (s->hs) {
+		rs_rfb_client_release(&s->hs->cli);
+		explicit_bzero(s->hs, sizeof(*s->hs));
+		free(s->hs);
+	}
+	rs_spec_free(s->spec);
+	free(s->pending);
+	free(s->tmsg);
+	free(s->srv);
+	free(s->bacc);
+	free(s);
+}
+
 void rs_console_worker_stop(struct rs_worker *w)
 {
 	struct console_worker *cw = cw_of(w);
@@ -354,19 +374,7 @@ void rs_console_worker_stop(struct rs_worker *w)
 		struct session *s = cw->sessions;
 
 		cw->sessions = s->next;
-		if (s->re)
-			reg_remove(s->re);
-		if (s->hs) {
-			rs_rfb_client_release(&s->hs->cli);
-			explicit_bzero(s->hs, sizeof(*s->hs));
-			free(s->hs);
-		}
-		rs_spec_free(s->spec);
-		free(s->pending);
-		free(s->tmsg);
-		free(s->srv);
-		free(s->bacc);
-		free(s);
+		session_free(s);
 	}
 	if (cw->ports)
 		rs_portpool_free(cw->ports);
@@ -563,21 +571,7 @@ static void session_unref(struct session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	pthread_mutex_unlock(&s->cw->lock);
-	if (s->re) { /* never upgraded (the 101 could not be queued) */
-		reg_remove(s->re);
-		s->re = NULL;
-	}
-	if (s->hs) {
-		rs_rfb_client_release(&s->hs->cli);
-		explicit_bzero(s->hs, sizeof(*s->hs));
-		free(s->hs);
-	}
-	rs_spec_free(s->spec);
-	free(s->pending);
-	free(s->tmsg);
-	free(s->srv);
-	free(s->bacc);
-	free(s);
+	session_free(s);
 }
 
 /* --- handshake --- */

@@ -111,9 +111,7 @@ struct rs_pve_up {
 	/* The latest unanswered ping (RFC 6455 5.5.3 allows answering only
 	 * it): sent when the connection is not congested, so a node that pings
 	 * and never reads cannot make pongs pile up. */
-	uint8_t pong[125];
-	uint8_t pong_len;
-	bool pong_pending;
+	struct rs_ws_pong pong;
 	uint32_t vmid;
 	char node[64];
 	/* Secrets of this console; wiped when freed. */
@@ -1089,10 +1087,14 @@ static void term_or_data(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, s
 
 static void flush_pong(struct rs_pve_up *u)
 {
-	if (!u->pong_pending || !u->c || rs_conn_congested(u->c))
+	uint8_t frame[RS_WS_MAX_PONG_FRAME], mask[4];
+	size_t n;
+
+	if (!u->pong.pending || !u->c || rs_conn_congested(u->c))
 		return;
-	u->pong_pending = false;
-	if (ws_send_frame(u, RS_WS_OP_PONG, NULL, u->pong, u->pong_len))
+	rs_random(mask, sizeof(mask));
+	n = rs_ws_pong_take(&u->pong, frame, mask);
+	if (rs_conn_send(u->c, frame, n))
 		end(u, RS_CC_NOMEM, "out of memory");
 }
 
@@ -1113,9 +1115,7 @@ static void ws_bytes(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, size_
 		if (ev.type == RS_WS_EV_DATA) {
 			term_or_data(u, b, (uint8_t *)ev.data, ev.len);
 		} else if (ev.type == RS_WS_EV_PING) {
-			u->pong_len = (uint8_t)RS_MIN(ev.len, sizeof(u->pong));
-			memcpy(u->pong, ev.data, u->pong_len);
-			u->pong_pending = true;
+			rs_ws_pong_hold(&u->pong, (const uint8_t *)ev.data, ev.len);
 			flush_pong(u);
 		} else if (ev.type == RS_WS_EV_CLOSE) {
 			end(u, RS_CC_TARGET_CLOSED, "the console closed");
