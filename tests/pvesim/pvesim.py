@@ -380,10 +380,17 @@ class Sim:
         return m.group(1) or ""
 
     def make_ticket(self, user):
+        # pve-access-control 9.1.1 (5ccd07d) src/PVE/AccessControl.pm assemble_ticket ->
+        # pve-common Ticket.pm assemble_rsa_ticket($rsa_priv, 'PVE', $data)
         return self.make_rsa_ticket(self.key_ticket, "PVE", urllib.parse.quote(user, safe="@!._-+=/%"))
 
     def verify_ticket(self, ticket):
-        """Return (userid, is_tfa_half) or None."""
+        """Return (userid, is_tfa_half) or None.
+
+        pve-access-control 9.1.1 (5ccd07d) src/PVE/AccessControl.pm verify_ticket: the age
+        range -$auth_graceperiod (300 s) .. $ticket_lifetime (3600 * 2) from
+        $get_ticket_age_range (narrower right after a key rotation: not simulated); the
+        '!tfa!' data marks the half ticket of a two-factor login."""
         d = self.verify_rsa_ticket(self.key_ticket, "PVE", ticket, "", -300, 7200)
         if d is None:
             m = re.fullmatch(r"PVE:(!tfa!\S+):[0-9A-F]{8}::\S+", ticket or "")
@@ -401,6 +408,8 @@ class Sim:
         return ts + ":" + mac.decode().rstrip("=")
 
     def verify_csrf(self, token, user):
+        # AccessControl.pm verify_csrf_prevention_token -> pve-common 9.2.1 (f665029)
+        # Ticket.pm verify_csrf_prevention_token, -$auth_graceperiod .. $ticket_lifetime
         m = re.fullmatch(r"([0-9A-F]{8}):(\S+)", token or "")
         if not m:
             return False
@@ -441,6 +450,8 @@ class Sim:
         return "".join(pw)
 
     def upid(self, node, vmid, authid, kind="vncproxy"):
+        # pve-common 9.2.1 (f665029) src/PVE/UPID.pm encode:
+        # "UPID:%s:%08X:%08X:%08X:%s:%s:%s:" (node, pid, pstart, starttime, type, id, user)
         self.upid_pid += 1
         pstart = int(time.monotonic() * 100) & 0xFFFFFFFF
         return "UPID:%s:%08X:%08X:%08X:%s:%d:%s:" % (node, self.upid_pid, pstart, int(self.now()), kind, vmid, authid)
