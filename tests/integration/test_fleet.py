@@ -134,6 +134,17 @@ def test_master_killed_sentinel_promotes_and_no_link_is_consumed_twice(tmp_path,
         assert ws.status == 101, ws.head
         ws.close()
         old = lab.master
+        # WAIT 1 vouches for one replica; Sentinel may promote the other, so
+        # the master dies only once both replicas hold the consumption (the
+        # README's consume_replicas trade: N replicas, not all of them).
+        deadline = time.time() + 10
+        while True:
+            role = old.cmd("ROLE")
+            offsets = [int(r[2]) for r in role[2]]
+            if len(offsets) == 2 and min(offsets) >= int(role[1]):
+                break
+            assert time.time() < deadline, role
+            time.sleep(0.05)
         t0 = time.time()
         old.stop(signal.SIGKILL)
         # New links work again once Sentinel has promoted the replica.
