@@ -703,11 +703,16 @@ static void on_waited(void *arg, const redisReply *reply, int err)
 	if (err || !reply || reply->type != REDIS_REPLY_INTEGER ||
 	    reply->integer < (long long)op->s->consume_replicas) {
 		if (!err && reply && reply->type == REDIS_REPLY_INTEGER) {
+			/* Nobody opened it: the link goes back (with what is
+			 * left of its TTL), so the page's retry can open it
+			 * once the replicas catch up (after a failover, the
+			 * promoted master has none for a moment). */
 			COUNT(op->s, RS_SO_REPLICAS_SHORT);
 			rs_warn("store",
 				"consume: %lld of %u replicas acknowledged in time; the console is "
-				"refused (the link is spent)",
+				"refused and the link put back",
 				reply->integer, op->s->consume_replicas);
+			put_back(op->s, op->r, op->tok, op->key, op->spec);
 		} else {
 			log_store_error("consume (WAIT)", reply, err);
 		}

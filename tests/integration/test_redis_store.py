@@ -430,10 +430,11 @@ def test_fleet_bound_link_stays_for_its_owner(daemon_factory, redis):
 def test_fleet_consume_waits_for_replicas(daemon_factory, redis, tmpdir_rs):
     t = Target(echo_target)
     # No replica: WAIT 1 sees none, so the console is refused (and counted)
-    # rather than opened on a consumption a failover could undo.
+    # rather than opened on a consumption a failover could undo. Nobody
+    # opened it, so the link is put back for the page's retry.
     a = daemon_factory(fleet_cfg(redis, "box-a", consume_replicas=1, consume_wait_ms=100))
-    tok = vnc_link(a, t.port)["token"]
-    ws = RawWS(a.port, "/ws/" + tok)
+    refused = vnc_link(a, t.port)["token"]
+    ws = RawWS(a.port, "/ws/" + refused)
     assert ws.status == 101
     code, reason = ws.expect_close()
     assert code == 1013 and "temporarily unavailable" in reason
@@ -449,11 +450,15 @@ def test_fleet_consume_waits_for_replicas(daemon_factory, redis, tmpdir_rs):
         # (a generous WAIT: the replica acknowledges within a loaded box's time)
         b = daemon_factory(fleet_cfg(redis, "box-b", consume_replicas=1, consume_wait_ms=1500,
                                      timeout_ms=2000))
-        tok = vnc_link(b, t.port)["token"]
-        ws = RawWS(b.port, "/ws/" + tok)
-        assert ws.status == 101 and ws.rfb_client_handshake() == 0
+        for tok in (refused, vnc_link(b, t.port)["token"]):
+            ws = RawWS(b.port, "/ws/" + tok)
+            assert ws.status == 101 and ws.rfb_client_handshake() == 0
+            ws.close()
+        assert metric(b, 'ringside_store_links_total{store="redis",outcome="consumed"}') == 2
+        # ... once: the put-back link is spent now.
+        ws = RawWS(b.port, "/ws/" + refused)
+        assert ws.status == 404, ws.head
         ws.close()
-        assert metric(b, 'ringside_store_links_total{store="redis",outcome="consumed"}') == 1
     finally:
         replica.stop()
         t.stop()
