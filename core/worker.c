@@ -20,6 +20,7 @@
 #define IOV_MAX_SEND 16
 #define LINGER_MS 2000
 #define SEAL_CHUNK 16384 /* the largest TLS record's plaintext */
+#define SEAL_DIRECT 4096 /* a plain segment this large is sealed where it lies */
 #define ACCEPT_RETRY_MS 100
 #define BGID 1
 #define PIN_MAX 4 /* pool buffers one connection's queues may reference */
@@ -649,9 +650,11 @@ static void begin_linger(struct rs_conn *c)
 }
 
 /* Hand the plain queue to the filter in order. Small segments (a frame
- * header, then its payload) are gathered so that each makes one record
- * rather than one per write; a segment that fills a record alone goes
- * straight in. */
+ * header, then a short payload) are gathered so that each makes one record
+ * rather than one per write. A large segment (a receive buffer's worth of
+ * payload) goes straight in as its own record(s): gathering it would copy
+ * every byte of a bulk transfer once more, which costs more than the extra
+ * record the bytes gathered before it then make. */
 static int seal_plain(struct rs_conn *c)
 {
 	struct rs_worker *w = c->w;
@@ -667,8 +670,12 @@ static int seal_plain(struct rs_conn *c)
 		if (!c->pq_head)
 			c->pq_tail = NULL;
 		c->queued -= s->len;
-		if (!fill && left >= SEAL_CHUNK) {
-			ret = c->filter->write(c, c->fctx, p, left);
+		if (left >= SEAL_DIRECT && left + fill > SEAL_CHUNK) {
+			if (fill)
+				ret = c->filter->write(c, c->fctx, w->seal_buf, fill);
+			fill = 0;
+			if (!ret)
+				ret = c->filter->write(c, c->fctx, p, left);
 			left = 0;
 		}
 		while (left && !ret) {
