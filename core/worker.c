@@ -568,9 +568,13 @@ static int send_ref(struct rs_conn *c, enum seg_kind kind, void *ref, const uint
 	 * plain ws:// browser) would otherwise keep ~high-water / buffer-size
 	 * buffers (17 by default) and a few dozen such readers would stop every
 	 * receive on the worker. The copies still count against the same
-	 * high-water mark, so the memory a connection holds stays bounded. */
-	if (kind == SEG_BUF && (len <= 1024 || c->pinned >= c->w->pin_max))
-		return send_copy(c, data, len, !c->filter);
+	 * high-water mark, so the memory a connection holds stays bounded.
+	 * A filtered connection (TLS) is exempt: the flush at the end of this
+	 * pass seals its plain queue and lets the references go, whether its
+	 * reader reads or not, so they cannot pin the pool — and sealing
+	 * copies the bytes anyway. */
+	if (kind == SEG_BUF && !c->filter && (len <= 1024 || c->pinned >= c->w->pin_max))
+		return send_copy(c, data, len, true);
 	s = malloc(sizeof(*s));
 	if (!s)
 		return -ENOMEM;
