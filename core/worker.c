@@ -21,6 +21,12 @@
 #define LINGER_MS 2000
 #define SEAL_CHUNK 16384 /* the largest TLS record's plaintext */
 #define SEAL_DIRECT 4096 /* a plain segment this large is sealed where it lies */
+/* Sealed records are copied into segments of this size, kept on a per-worker
+ * free list: a full record (16 KiB of plaintext plus at most 29 bytes of
+ * framing) is beyond jemalloc's small classes, and allocating one per record
+ * cost page faults and extent bookkeeping on every bulk transfer. */
+#define REC_CAP 16896
+#define REC_CACHE 64
 #define ACCEPT_RETRY_MS 100
 #define BGID 1
 #define PIN_MAX 4 /* pool buffers one connection's queues may reference */
@@ -185,6 +191,8 @@ struct rs_worker {
 	struct post *inbox;
 	struct rs_conn *dirty, *rearm, *fwait;
 	uint8_t *seal_buf; /* gathers small plaintext segments into one record */
+	struct seg *rec_free; /* spare REC_CAP copy segments, at most REC_CACHE */
+	unsigned rec_nfree;
 	uint16_t pin_max;  /* pool buffers one connection may reference */
 	bool stopping, accept_paused, force_closed;
 	uint64_t stop_deadline;
@@ -404,6 +412,12 @@ static void seg_free(struct rs_worker *w, struct seg *s)
 		rs_buf_unref(&w->pool, s->buf);
 	else if (s->kind == SEG_OWNED)
 		free(s->owned);
+	if (s->kind == SEG_COPY && s->cap == REC_CAP && w->rec_nfree < REC_CACHE) {
+		s->next = w->rec_free;
+		w->rec_free = s;
+		w->rec_nfree++;
+		return;
+	}
 	free(s);
 }
 
@@ -514,7 +528,18 @@ static int send_copy(struct rs_conn *c, const void *data, size_t len, bool wire)
 	if (len > UINT32_MAX / 2)
 		return -EMSGSIZE;
 	cap = len < 1024 ? 1024 : len;
-	s = malloc(sizeof(*s) + cap);
+	if (len > REC_CAP / 2 && len <= REC_CAP) {
+		cap = REC_CAP;
+		s = c->w->rec_free;
+		if (s) {
+			c->w->rec_free = s->next;
+			c->w->rec_nfree--;
+		}
+	} else {
+		s = NULL;
+	}
+	if (!s)
+		s = malloc(sizeof(*s) + cap);
 	if (!s)
 		return -ENOMEM;
 	s->kind = SEG_COPY;
@@ -2011,6 +2036,12 @@ void rs_engine_free(struct rs_engine *e)
 			io_uring_queue_exit(&w->ring);
 		}
 		free(w->seal_buf);
+		while (w->rec_free) {
+			struct seg *sg = w->rec_free;
+
+			w->rec_free = sg->next;
+			free(sg);
+		}
 		for (unsigned l = 0; l < MAX_LISTENERS; l++)
 			if (w->listen_fd[l] >= 0)
 				close(w->listen_fd[l]);
