@@ -74,6 +74,15 @@ struct seg {
 	uint8_t data[];
 };
 
+/* A sendmsg's header and iovecs. The kernel has consumed them once the SQE
+ * is submitted (IORING_FEAT_SUBMIT_STABLE), so they live beside the SQE
+ * slot that carries them (one per SQ entry, reused with the slot) rather
+ * than in every connection: an idle console then keeps none. */
+struct send_hdr {
+	struct msghdr msg;
+	struct iovec iov[IOV_MAX_SEND];
+};
+
 enum conn_flag {
 	CF_RECV_ARMED = 1 << 0,
 	CF_PAUSED = 1 << 1,
@@ -143,8 +152,6 @@ struct rs_conn {
 	enum rs_close_reason why;
 	int err;
 	struct rs_conn *dirty_next, *rearm_next, *fwait_next;
-	struct msghdr msg;
-	struct iovec iov[IOV_MAX_SEND];
 	union rs_sockaddr peer;
 	socklen_t peer_len;
 	struct rs_timer timer; /* linger */
@@ -191,6 +198,7 @@ struct rs_worker {
 	struct post *inbox;
 	struct rs_conn *dirty, *rearm, *fwait;
 	uint8_t *seal_buf; /* gathers small plaintext segments into one record */
+	struct send_hdr *send_hdrs; /* one per SQ entry (see struct send_hdr) */
 	struct seg *rec_free; /* spare REC_CAP copy segments, at most REC_CACHE */
 	unsigned rec_nfree;
 	uint16_t pin_max;  /* pool buffers one connection may reference */
@@ -638,20 +646,20 @@ int rs_conn_send_static(struct rs_conn *c, const void *data, size_t len)
 
 static void submit_send(struct rs_conn *c)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe *sqe = conn_sqe(c, OP_SEND);
+	struct send_hdr *h = &c->w->send_hdrs[sqe - c->w->ring.sq.sqes];
 	struct seg *s = c->sq_head;
 	unsigned n = 0;
 
 	for (; s && n < IOV_MAX_SEND; s = s->next, n++) {
-		c->iov[n].iov_base = (void *)s->ptr;
-		c->iov[n].iov_len = s->len;
+		h->iov[n].iov_base = (void *)s->ptr;
+		h->iov[n].iov_len = s->len;
 	}
-	memset(&c->msg, 0, sizeof(c->msg));
-	c->msg.msg_iov = c->iov;
-	c->msg.msg_iovlen = n;
+	memset(&h->msg, 0, sizeof(h->msg));
+	h->msg.msg_iov = h->iov;
+	h->msg.msg_iovlen = n;
 	c->send_segs = (uint16_t)n;
-	sqe = conn_sqe(c, OP_SEND);
-	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	io_uring_prep_sendmsg(sqe, c->fd, &h->msg, MSG_NOSIGNAL);
 	sqe->flags |= IOSQE_FIXED_FILE;
 	c->flags |= CF_SENDING;
 	STAT_ADD(c->w, sends, 1);
@@ -1707,6 +1715,7 @@ static int setup_ring(struct rs_worker *w)
 		return ret;
 	}
 	w->seal_buf = rs_xmalloc(SEAL_CHUNK);
+	w->send_hdrs = rs_xcalloc(w->ring.sq.ring_entries, sizeof(*w->send_hdrs));
 	/* Forwarding without a copy is worth a few buffers per connection, not
 	 * a share that lets count/pin_max stalled readers drain the pool. */
 	w->pin_max = (uint16_t)RS_MAX(1u, RS_MIN(PIN_MAX, e->o.buf_count / 32));
@@ -1921,7 +1930,7 @@ static int probe_io_uring(char *err, size_t errlen)
 	probe = io_uring_get_probe_ring(&ring);
 	if (!probe || !io_uring_opcode_supported(probe, IORING_OP_SHUTDOWN) ||
 	    !io_uring_opcode_supported(probe, IORING_OP_FILES_UPDATE) ||
-	    !(ring.features & IORING_FEAT_FAST_POLL)) {
+	    !(ring.features & IORING_FEAT_FAST_POLL) || !(ring.features & IORING_FEAT_SUBMIT_STABLE)) {
 		snprintf(err, errlen, "this kernel's io_uring lacks features ringside needs "
 				      "(Linux 6.0 or newer is required)");
 		ret = -ENOTSUP;
@@ -2036,6 +2045,7 @@ void rs_engine_free(struct rs_engine *e)
 			io_uring_queue_exit(&w->ring);
 		}
 		free(w->seal_buf);
+		free(w->send_hdrs);
 		while (w->rec_free) {
 			struct seg *sg = w->rec_free;
 
