@@ -81,6 +81,7 @@ struct rs_redis_pool {
 	struct rs_tls_client *tls;
 	unsigned nworkers;
 	struct rs_redis **clients;
+	struct rs_worker **workers; /* by id, set at start: where to post */
 	struct sub subs[MAX_SUBS];
 	unsigned n_subs;
 	pthread_mutex_t mu; /* <master> */
@@ -352,6 +353,19 @@ static void on_subscribed(struct rconn *rc, const redisReply *reply, int err)
 	(void)err;
 }
 
+/* Connections sleeping in back-off try now (on their own worker). */
+static void wake_idle(struct rs_redis *r)
+{
+	for (unsigned i = 0; r && !r->stopping && i < r->nrc; i++) {
+		struct rconn *o = &r->rc[i];
+
+		if (o->state == RC_IDLE) {
+			o->backoff_ms = 0;
+			rs_timer_link(rs_worker_timers(r->w), &o->timer, rs_worker_now(r->w));
+		}
+	}
+}
+
 /* The node is connected (and TLS is up): handshake commands go first, then
  * whatever waited. */
 static void node_ready(struct rconn *rc)
@@ -366,15 +380,7 @@ static void node_ready(struct rconn *rc)
 	P_ADD(p, connected, 1);
 	/* Redis is back (or the new master is up): siblings sleeping in
 	 * back-off try now rather than up to BACKOFF_MAX_MS later. */
-	for (unsigned i = 0; i < p->conns; i++) {
-		struct rconn *o = &rc->r->rc[i];
-
-		if (o != rc && o->state == RC_IDLE && !rc->r->stopping) {
-			o->backoff_ms = 0;
-			rs_timer_link(rs_worker_timers(rc->r->w), &o->timer,
-				      rs_worker_now(rc->r->w));
-		}
-	}
+	wake_idle(rc->r);
 	/* The handshake jumps the queue: commands that waited come after it. */
 	{
 		struct rs_redis_req *waiting = rc->head;
@@ -553,12 +559,31 @@ static void rc_connect(struct rconn *rc)
 	}
 }
 
+static void wake_idle_posted(struct rs_worker *w, void *arg)
+{
+	wake_idle(rs_redis_of(arg, w));
+}
+
+/* A master moved: every other worker's connections still backing off
+ * (up to BACKOFF_MAX_MS) ask the sentinels now, so the whole box follows
+ * at once rather than worker by worker. */
+static void wake_other_workers(struct rs_redis_pool *p, const struct rs_worker *self)
+{
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		struct rs_worker *w = __atomic_load_n(&p->workers[i], __ATOMIC_ACQUIRE);
+
+		if (w && w != self)
+			rs_worker_post(w, wake_idle_posted, p);
+	}
+}
+
 /* The sentinel named the master: connect there. */
 static void sentinel_answer(struct rconn *rc, const redisReply *reply)
 {
 	struct rs_redis_pool *p = rc->r->p;
 	struct rs_conn *old = rc->c;
 	char addr[96];
+	bool moved = false;
 	int ret;
 
 	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
@@ -575,6 +600,7 @@ static void sentinel_answer(struct rconn *rc, const redisReply *reply)
 	pthread_mutex_lock(&p->mu);
 	if (strcmp(p->master, addr)) {
 		if (p->master[0]) {
+			moved = true;
 			P_ADD(p, failovers, 1);
 			rs_info("redis", "following the new master of '%s': %s (was %s)",
 				p->master_name, addr, p->master);
@@ -582,6 +608,8 @@ static void sentinel_answer(struct rconn *rc, const redisReply *reply)
 		snprintf(p->master, sizeof(p->master), "%s", addr);
 	}
 	pthread_mutex_unlock(&p->mu);
+	if (moved)
+		wake_other_workers(p, rc->r->w);
 	rc->c = NULL;
 	rs_conn_close(old, RS_CLOSE_NORMAL, 0);
 	rs_conn_set_ops(old, &gone_ops, NULL);
@@ -730,6 +758,7 @@ int rs_redis_pool_new(struct rs_redis_pool **out, const struct rs_redis_opts *o,
 	p->conns = o->conns && o->conns < RS_REDIS_CONNS ? o->conns : RS_REDIS_CONNS;
 	p->nworkers = nworkers;
 	p->clients = rs_xcalloc(nworkers ? nworkers : 1, sizeof(*p->clients));
+	p->workers = rs_xcalloc(nworkers ? nworkers : 1, sizeof(*p->workers));
 	if (!p->address && !(p->n_sentinels && p->master_name)) {
 		snprintf(err, errlen, "fleet: neither a redis address nor sentinels with a master");
 		ret = -EINVAL;
@@ -768,6 +797,7 @@ void rs_redis_pool_free(struct rs_redis_pool *p)
 	for (unsigned i = 0; i < p->nworkers; i++)
 		free(p->clients[i]);
 	free(p->clients);
+	free(p->workers);
 	free(p->address);
 	for (size_t i = 0; i < p->n_sentinels; i++)
 		free(p->sentinels[i]);
@@ -803,6 +833,7 @@ void rs_redis_worker_start(struct rs_redis_pool *p, struct rs_worker *w)
 		r->rc[i].sentinel_i = id + i; /* spread the first questions */
 		rs_timer_init(&r->rc[i].timer, on_timer);
 	}
+	__atomic_store_n(&p->workers[id], w, __ATOMIC_RELEASE);
 	__atomic_store_n(&p->clients[id], r, __ATOMIC_RELEASE);
 	for (unsigned i = 0; i < r->nrc; i++)
 		rc_connect(&r->rc[i]);
