@@ -1,6 +1,7 @@
 #include "core/common.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <strings.h>
 
 #include <openssl/base64.h>
@@ -108,11 +109,11 @@ bool rs_utf8_complete(const struct rs_utf8 *u)
 
 /* Every payload byte of both legs passes here (unmasking the browser's,
  * masking toward Proxmox): 32 bytes per step, in AVX2 registers where the
- * CPU has them (one clone chosen at load time), else as two SSE2 halves. */
+ * CPU has them, else as two SSE2 halves. */
 typedef uint8_t rs_v32 __attribute__((vector_size(32)));
 
-__attribute__((target_clones("avx2", "default"))) void
-rs_ws_mask(uint8_t *p, size_t len, const uint8_t key[4], size_t offset)
+static inline __attribute__((always_inline)) void mask32(uint8_t *p, size_t len,
+							 const uint8_t key[4], size_t offset)
 {
 	rs_v32 kv;
 	size_t i = 0;
@@ -130,6 +131,33 @@ rs_ws_mask(uint8_t *p, size_t len, const uint8_t key[4], size_t offset)
 	}
 	for (; i < len; i++)
 		p[i] ^= kv[i & 31];
+}
+
+__attribute__((target("avx2"))) static void mask_avx2(uint8_t *p, size_t len,
+						      const uint8_t key[4], size_t offset)
+{
+	mask32(p, len, key, offset);
+}
+
+static void mask_base(uint8_t *p, size_t len, const uint8_t key[4], size_t offset)
+{
+	mask32(p, len, key, offset);
+}
+
+void rs_ws_mask(uint8_t *p, size_t len, const uint8_t key[4], size_t offset)
+{
+	static _Atomic int avx2 = -1; /* unknown yet; the same answer on every thread */
+	int have = atomic_load_explicit(&avx2, memory_order_relaxed);
+
+	if (have < 0) {
+		__builtin_cpu_init();
+		have = __builtin_cpu_supports("avx2") ? 1 : 0;
+		atomic_store_explicit(&avx2, have, memory_order_relaxed);
+	}
+	if (have)
+		mask_avx2(p, len, key, offset);
+	else
+		mask_base(p, len, key, offset);
 }
 
 /* --- writers --- */
