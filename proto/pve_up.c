@@ -142,8 +142,10 @@ struct rs_pve_up {
 	struct rs_ws_parser ws;
 	/* The latest unanswered ping (RFC 6455 5.5.3 allows answering only
 	 * it): sent when the connection is not congested, so a node that pings
-	 * and never reads cannot make pongs pile up. */
-	struct rs_ws_pong pong;
+	 * and never reads cannot make pongs pile up. Allocated when a ping
+	 * arrives and freed once its pong is queued: pveproxy does not ping, so
+	 * a held console would carry the 127 bytes for nothing. */
+	struct rs_ws_pong *pong;
 };
 
 /* --- clusters --- */
@@ -407,6 +409,7 @@ static void free_setup(struct rs_pve_up *u)
 static void free_up(struct rs_pve_up *u)
 {
 	free_setup(u);
+	free(u->pong);
 	if (u->own) {
 		free_cluster(u->own);
 		free(u->own);
@@ -1133,10 +1136,12 @@ static void flush_pong(struct rs_pve_up *u)
 	uint8_t frame[RS_WS_MAX_PONG_FRAME], mask[4];
 	size_t n;
 
-	if (!u->pong.pending || !u->c || rs_conn_congested(u->c))
+	if (!u->pong || !u->pong->pending || !u->c || rs_conn_congested(u->c))
 		return;
 	rs_random(mask, sizeof(mask));
-	n = rs_ws_pong_take(&u->pong, frame, mask);
+	n = rs_ws_pong_take(u->pong, frame, mask);
+	free(u->pong);
+	u->pong = NULL;
 	if (rs_conn_send(u->c, frame, n))
 		end(u, RS_CC_NOMEM, "out of memory");
 }
@@ -1158,7 +1163,11 @@ static void ws_bytes(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, size_
 		if (ev.type == RS_WS_EV_DATA) {
 			term_or_data(u, b, (uint8_t *)ev.data, ev.len);
 		} else if (ev.type == RS_WS_EV_PING) {
-			rs_ws_pong_hold(&u->pong, (const uint8_t *)ev.data, ev.len);
+			if (!u->pong && !(u->pong = calloc(1, sizeof(*u->pong)))) {
+				end(u, RS_CC_NOMEM, "out of memory");
+				return;
+			}
+			rs_ws_pong_hold(u->pong, (const uint8_t *)ev.data, ev.len);
 			flush_pong(u);
 		} else if (ev.type == RS_WS_EV_CLOSE) {
 			end(u, RS_CC_TARGET_CLOSED, "the console closed");
