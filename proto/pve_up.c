@@ -693,14 +693,15 @@ static bool fleet_lock(struct rs_pve_up *u)
 	if (!p->fleet || u->own || u->term)
 		return false;
 	rs_random(&nonce, sizeof(nonce));
-	snprintf(u->st->lock_key, sizeof(u->st->lock_key), "%svmlock:%s:%u", p->fleet_prefix, u->cl->name,
-		 u->vmid);
+	snprintf(u->st->lock_key, sizeof(u->st->lock_key), "%svmlock:%s:%u", p->fleet_prefix,
+		 u->cl->name, u->vmid);
 	snprintf(u->st->lock_val, sizeof(u->st->lock_val), "%s/%016llx", p->fleet_node,
 		 (unsigned long long)nonce);
-	snprintf(px, sizeof(px), "%llu",
-		 (unsigned long long)RS_MIN(
-		     RS_MAX(u->st->deadline_ms > now ? u->st->deadline_ms - now : 0, FLEET_LOCK_MIN_MS),
-		     FLEET_LOCK_MAX_MS));
+	snprintf(
+	    px, sizeof(px), "%llu",
+	    (unsigned long long)RS_MIN(
+		RS_MAX(u->st->deadline_ms > now ? u->st->deadline_ms - now : 0, FLEET_LOCK_MIN_MS),
+		FLEET_LOCK_MAX_MS));
 	argv[0] = "SET", argv[1] = u->st->lock_key, argv[2] = u->st->lock_val;
 	argv[3] = "NX", argv[4] = "PX", argv[5] = px;
 	if (!r || rs_redis_cmd(r, on_fleet_locked, u, 6, argv, NULL, &u->st->lock_req)) {
@@ -758,7 +759,8 @@ static void next_step(struct rs_pve_up *u)
 		n = rs_pve_req_resources(req, sizeof(req), host, &auth);
 	} else if (u->step < S_STATUS) {
 		u->step = S_STATUS;
-		n = rs_pve_req_status(req, sizeof(req), host, &auth, u->st->node, type_of(u), u->vmid);
+		n = rs_pve_req_status(req, sizeof(req), host, &auth, u->st->node, type_of(u),
+				      u->vmid);
 	} else if (u->step == S_STATUS || u->step == S_LOCK) {
 		/* Serialise the VNC handshake per VM (vncproxy resets its password). */
 		if (!u->term && !u->locked) {
@@ -788,12 +790,14 @@ static void next_step(struct rs_pve_up *u)
 		rs_random(key, sizeof(key));
 		EVP_EncodeBlock((uint8_t *)u->st->ws_key, key, sizeof(key));
 		n = rs_pve_req_vncwebsocket(req, sizeof(req), host, &auth, u->st->node, type_of(u),
-					    u->vmid, u->st->vncport, u->st->vncticket, u->st->ws_key);
+					    u->vmid, u->st->vncport, u->st->vncticket,
+					    u->st->ws_key);
 		if (n >= 0) {
 			uint64_t at = rs_worker_now(u->w) + u->pve->upgrade_timeout_ms;
 
 			rs_timer_unlink(rs_worker_timers(u->w), &u->st->timer);
-			u->st->timer.cb = at < u->st->deadline_ms ? on_upgrade_timeout : on_deadline;
+			u->st->timer.cb =
+			    at < u->st->deadline_ms ? on_upgrade_timeout : on_deadline;
 			rs_timer_link(rs_worker_timers(u->w), &u->st->timer,
 				      RS_MIN(at, u->st->deadline_ms));
 		}
@@ -1336,7 +1340,7 @@ static void start_attempt(struct rs_pve_up *u, bool fresh)
 	if (u->ep >= u->cl->n_ep) {
 		end(u, u->st->last_cause ? u->st->last_cause : RS_CC_UPSTREAM_UNAVAILABLE,
 		    u->st->last_reason[0] ? u->st->last_reason
-				      : "the Proxmox cluster could not be reached");
+					  : "the Proxmox cluster could not be reached");
 		return;
 	}
 	e = &u->cl->ep[u->ep];
