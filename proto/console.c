@@ -359,8 +359,8 @@ static void put_src(struct session *s)
 
 	if (!s->have_src)
 		return;
-	memcpy(&ss, &s->src, s->src.v4.sin_family == AF_INET6 ? sizeof(s->src.v6)
-							       : sizeof(s->src.v4));
+	memcpy(&ss, &s->src,
+	       s->src.v4.sin_family == AF_INET6 ? sizeof(s->src.v6) : sizeof(s->src.v4));
 	rs_portpool_put(s->cw->ports, &ss);
 	s->have_src = false;
 }
