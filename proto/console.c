@@ -126,14 +126,22 @@ struct session {
 	bool term;
 	struct handshake *hs;
 	struct rs_ws_parser ws;
-	struct rs_ws_pong pong;	 /* the browser's latest unanswered ping */
-	bool pong_paused;	 /* browser reads stopped until that pong can be queued */
+	/* The browser's latest unanswered ping: allocated when one arrives and
+	 * freed once its pong is queued (pings are rare; every held console
+	 * would otherwise carry the 127 bytes). */
+	struct rs_ws_pong *pong;
+	bool pong_paused; /* browser reads stopped until that pong can be queued */
 	struct rs_rfb_msgs msgs; /* RFB consoles: the browser's messages after the security phase */
 	struct rs_timer timer;
 	enum sess_state state;
 	enum rs_console_cause cause;
 	bool have_src, close_sent;
-	struct sockaddr_storage src;
+	/* The (source address, port) pair held while <up> exists (plain VNC
+	 * with a port pool): as long as its family needs, not a sockaddr_storage. */
+	union {
+		struct sockaddr_in v4;
+		struct sockaddr_in6 v6;
+	} src;
 	uint64_t opened_ms, to_target, to_browser;
 	uint64_t t_upgrade_ns, t_connected_ns, relay_ms;
 	uint64_t last_activity_ms; /* relay: for the idle timeout */
@@ -344,6 +352,19 @@ void rs_console_worker_start(struct rs_worker *w, void *arg)
 /* A session's memory, once it is off its worker's list: its resume entry
  * (a console never upgraded, or one detached at stop), handshake state and
  * spec (secrets wiped by their owners). */
+/* Give the source pair back to the worker's pool. */
+static void put_src(struct session *s)
+{
+	struct sockaddr_storage ss = {0};
+
+	if (!s->have_src)
+		return;
+	memcpy(&ss, &s->src,
+	       s->src.v4.sin_family == AF_INET6 ? sizeof(s->src.v6) : sizeof(s->src.v4));
+	rs_portpool_put(s->cw->ports, &ss);
+	s->have_src = false;
+}
+
 static void session_free(struct session *s)
 {
 	if (s->re)
@@ -358,6 +379,7 @@ static void session_free(struct session *s)
 	free(s->tmsg);
 	free(s->srv);
 	free(s->bacc);
+	free(s->pong);
 	free(s);
 }
 
@@ -1045,8 +1067,13 @@ static void term_chunk(struct session *s, uint8_t *data, size_t len, bool fin)
 static void flush_pong(struct session *s)
 {
 	uint8_t frame[RS_WS_MAX_PONG_FRAME];
-	size_t n = rs_ws_pong_take(&s->pong, frame, NULL);
+	size_t n;
 
+	if (!s->pong)
+		return;
+	n = rs_ws_pong_take(s->pong, frame, NULL);
+	free(s->pong);
+	s->pong = NULL;
 	if (n && !s->close_sent && rs_conn_send(s->br, frame, n))
 		session_end(s, RS_CC_NOMEM, 1011, "out of memory");
 }
@@ -1080,7 +1107,11 @@ static void br_data_bytes(struct session *s, struct rs_buf *buf, uint8_t *data, 
 			/* Pongs obey the browser's backpressure like data: a
 			 * browser that pings and never reads is owed one pong
 			 * (the latest) and is not read until it drains. */
-			rs_ws_pong_hold(&s->pong, ev.data, ev.len);
+			if (!s->pong && !(s->pong = calloc(1, sizeof(*s->pong)))) {
+				session_end(s, RS_CC_NOMEM, 1011, "out of memory");
+				return;
+			}
+			rs_ws_pong_hold(s->pong, ev.data, ev.len);
 			if (rs_conn_congested(s->br)) {
 				s->pong_paused = true;
 				rs_conn_pause(s->br);
@@ -1276,10 +1307,7 @@ static void drop_upstream(struct session *s)
 		rs_conn_close(s->up, RS_CLOSE_NORMAL, 0); /* its on_close drops its ref */
 		s->up = NULL;
 	}
-	if (s->have_src) { /* the next upstream takes a pair of its own */
-		rs_portpool_put(s->cw->ports, &s->src);
-		s->have_src = false;
-	}
+	put_src(s); /* the next upstream takes a pair of its own */
 	if (s->pve) {
 		rs_pve_up_close(s->pve);
 		s->pve = NULL;
@@ -1394,7 +1422,8 @@ static void attach(struct console_worker *cw, struct rs_conn *c, struct attach_r
 	s->br = c;
 	s->close_sent = false;
 	s->pong_paused = false;
-	memset(&s->pong, 0, sizeof(s->pong));
+	free(s->pong);
+	s->pong = NULL;
 	free(s->tmsg);
 	s->tmsg = NULL;
 	s->tmsg_len = 0;
@@ -1459,10 +1488,7 @@ static void attach(struct console_worker *cw, struct rs_conn *c, struct attach_r
 				rs_conn_close(s->up, RS_CLOSE_NORMAL, 0);
 				s->up = NULL;
 			}
-			if (s->have_src) {
-				rs_portpool_put(s->cw->ports, &s->src);
-				s->have_src = false;
-			}
+			put_src(s);
 			if (s->pve) {
 				rs_pve_up_close(s->pve);
 				s->pve = NULL;
@@ -1698,10 +1724,7 @@ static void up_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 	}
 	s->up = NULL;
 	/* The pair is free once its socket is gone, not when the session is. */
-	if (s->have_src) {
-		rs_portpool_put(s->cw->ports, &s->src);
-		s->have_src = false;
-	}
+	put_src(s);
 	if (s->state == ST_HANDSHAKE) {
 		snprintf(reason, sizeof(reason), "connection to the console target lost: %s",
 			 err ? strerror(err) : "closed");
@@ -1828,14 +1851,17 @@ static void start_target(struct session *s, struct rs_worker *w)
 		return;
 	}
 	if (s->cw->ports) {
-		if (rs_portpool_get(s->cw->ports, &s->src)) {
+		struct sockaddr_storage ss;
+
+		if (rs_portpool_get(s->cw->ports, &ss)) {
 			fail_upstream(s, RS_CC_PORTS_EXHAUSTED,
 				      "no free source port for the console target; try again later");
 			return;
 		}
 		s->have_src = true;
-		slen = s->src.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-						    : sizeof(struct sockaddr_in);
+		slen = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						: sizeof(struct sockaddr_in);
+		memcpy(&s->src, &ss, slen);
 	}
 	ret = rs_conn_connect(w, (struct sockaddr *)&dst, dlen,
 			      s->have_src ? (struct sockaddr *)&s->src : NULL, slen,
@@ -1846,10 +1872,7 @@ static void start_target(struct session *s, struct rs_worker *w)
 		snprintf(reason, sizeof(reason), "could not connect to the console target: %s",
 			 strerror(-ret));
 		s->up = NULL;
-		if (s->have_src) {
-			rs_portpool_put(s->cw->ports, &s->src);
-			s->have_src = false;
-		}
+		put_src(s);
 		fail_upstream(s, ret == -EADDRINUSE || ret == -EADDRNOTAVAIL ? RS_CC_PORTS_EXHAUSTED
 									      : RS_CC_CONNECT_ERROR,
 			      reason);

@@ -79,6 +79,32 @@ enum step {
 	S_READY,
 };
 
+/* What only the console's setup needs: freed (secrets wiped) once the
+ * console is established — for a terminal when termproxy said OK, for a VNC
+ * console when its VNC authentication is over (rs_pve_up_auth_done: the
+ * VM's lock is let go then, and a refused password may still need a fresh
+ * vncproxy until then). A held idle console keeps only struct rs_pve_up. */
+struct pve_setup {
+	struct rs_pve_up *u;
+	struct rs_timer timer;
+	uint64_t deadline_ms;
+	char node[64];
+	/* Secrets of this console; wiped when freed. */
+	char *ticket, *csrf; /* login (user/password clusters) */
+	char *vncticket, *vncpw, *vncuser;
+	uint16_t vncport;
+	struct rs_http_resp_parser rp; /* the answer being read */
+	char ws_key[25];
+	enum rs_console_cause last_cause;
+	char last_reason[200];
+	/* The fleet's VM lock: <lock_req> is the SET NX in flight (then
+	 * <locked> is true: the box's own lock is held first), <flocked> when
+	 * Redis granted it; <lock_val> tells our hold from another's. */
+	struct rs_redis_req *lock_req;
+	bool flocked;
+	char lock_key[200], lock_val[96];
+};
+
 struct rs_pve_up {
 	struct rs_pve *pve;
 	struct cluster *cl;
@@ -88,9 +114,12 @@ struct rs_pve_up {
 	void *arg;
 	struct rs_conn *c;
 	struct rs_portpool *ports;
-	struct sockaddr_storage src; /* the pair held while <c> exists */
+	struct pve_setup *st; /* NULL once established (see struct pve_setup) */
+	/* The pair held while <c> exists: IPv4 only (the pool is used for IPv4
+	 * endpoints), kept short since a held console keeps it. */
+	struct sockaddr_in src;
 	bool have_src;
-	size_t ep;
+	uint32_t ep;
 	enum step step;
 	bool term, lxc, type_known, locked, ended, have_login;
 	/* The TLS handshake of <c> is complete: the only state in which a
@@ -101,6 +130,7 @@ struct rs_pve_up {
 	bool peer_eof;
 	/* Each second chance is taken once per console. */
 	bool node_retried, ticket_retried, auth_retried;
+	uint8_t ok_seen;
 	/* Callbacks of <u> on the stack; <dead>: free when the last returns
 	 * (DESIGN.md "Nothing is freed inside its own callback"). */
 	unsigned depth;
@@ -108,30 +138,14 @@ struct rs_pve_up {
 	/* Bumped whenever an attempt's connection is let go: a loop over
 	 * received bytes stops as soon as they belong to an older attempt. */
 	unsigned attempt;
+	uint32_t vmid;
+	struct rs_ws_parser ws;
 	/* The latest unanswered ping (RFC 6455 5.5.3 allows answering only
 	 * it): sent when the connection is not congested, so a node that pings
-	 * and never reads cannot make pongs pile up. */
-	struct rs_ws_pong pong;
-	uint32_t vmid;
-	char node[64];
-	/* Secrets of this console; wiped when freed. */
-	char *ticket, *csrf; /* login (user/password clusters) */
-	char *vncticket, *vncpw, *vncuser;
-	uint16_t vncport;
-	struct rs_http_resp_parser rp; /* the answer being read */
-	char ws_key[25];
-	struct rs_ws_parser ws;
-	uint8_t ok_seen;
-	enum rs_console_cause last_cause;
-	char last_reason[200];
-	struct rs_timer timer;
-	uint64_t deadline_ms;
-	/* The fleet's VM lock: <lock_req> is the SET NX in flight (then
-	 * <locked> is true: the box's own lock is held first), <flocked> when
-	 * Redis granted it; <lock_val> tells our hold from another's. */
-	struct rs_redis_req *lock_req;
-	bool flocked;
-	char lock_key[200], lock_val[96];
+	 * and never reads cannot make pongs pile up. Allocated when a ping
+	 * arrives and freed once its pong is queued: pveproxy does not ping, so
+	 * a held console would carry the 127 bytes for nothing. */
+	struct rs_ws_pong *pong;
 };
 
 /* --- clusters --- */
@@ -338,7 +352,7 @@ static void on_fleet_unlocked(void *arg, const redisReply *reply, int err)
 static void fleet_unlock(struct rs_pve_up *u)
 {
 	struct rs_redis *r = rs_redis_of(u->pve->fleet, u->w);
-	const char *argv[] = {"EVAL", unlock_lua, "1", u->lock_key, u->lock_val};
+	const char *argv[] = {"EVAL", unlock_lua, "1", u->st->lock_key, u->st->lock_val};
 
 	if (!r || rs_redis_cmd(r, on_fleet_unlocked, u->pve, 5, argv, NULL, NULL))
 		atomic_fetch_add(&u->pve->ct.vmlock_errors, 1);
@@ -350,14 +364,14 @@ static void unlock_vm(struct rs_pve_up *u)
 {
 	if (!u->locked)
 		return;
-	if (u->lock_req) {
-		rs_redis_cancel(u->lock_req);
-		u->lock_req = NULL;
+	if (u->st->lock_req) {
+		rs_redis_cancel(u->st->lock_req);
+		u->st->lock_req = NULL;
 		fleet_unlock(u);
-	} else if (u->flocked) {
+	} else if (u->st->flocked) {
 		fleet_unlock(u);
 	}
-	u->flocked = false;
+	u->st->flocked = false;
 	rs_pve_vm_unlock(u->pve, u->cl, u->vmid);
 	u->locked = false;
 }
@@ -371,16 +385,31 @@ static void wipe_str(char **s)
 	}
 }
 
+/* The setup is over (or the console is): its timer stops and its secrets
+ * are wiped. The VM's lock is let go first (its fleet key is in <st>). */
+static void free_setup(struct rs_pve_up *u)
+{
+	struct pve_setup *st = u->st;
+
+	if (!st)
+		return;
+	unlock_vm(u);
+	rs_timer_unlink(rs_worker_timers(u->w), &st->timer);
+	wipe_str(&st->ticket);
+	wipe_str(&st->csrf);
+	wipe_str(&st->vncticket);
+	wipe_str(&st->vncpw);
+	wipe_str(&st->vncuser);
+	rs_http_resp_release(&st->rp);
+	explicit_bzero(st, sizeof(*st));
+	free(st);
+	u->st = NULL;
+}
+
 static void free_up(struct rs_pve_up *u)
 {
-	unlock_vm(u);
-	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
-	wipe_str(&u->ticket);
-	wipe_str(&u->csrf);
-	wipe_str(&u->vncticket);
-	wipe_str(&u->vncpw);
-	wipe_str(&u->vncuser);
-	rs_http_resp_release(&u->rp);
+	free_setup(u);
+	free(u->pong);
 	if (u->own) {
 		free_cluster(u->own);
 		free(u->own);
@@ -418,7 +447,8 @@ static void end(struct rs_pve_up *u, enum rs_console_cause cause, const char *re
 		return;
 	u->ended = true;
 	u->attempt++;
-	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
+	if (u->st)
+		rs_timer_unlink(rs_worker_timers(u->w), &u->st->timer);
 	unlock_vm(u);
 	u->ops->on_end(u->arg, cause, reason);
 	if (u->c)
@@ -433,9 +463,18 @@ static void start_attempt(struct rs_pve_up *u, bool fresh);
  * returns its (source address, port) pair once its socket is gone. */
 struct orphan {
 	struct rs_portpool *ports;
-	struct sockaddr_storage src;
+	struct sockaddr_in src;
 	bool have_src;
 };
+
+/* Give back a pair held as a struct sockaddr_in (see rs_pve_up.src). */
+static void put_pair(struct rs_portpool *ports, const struct sockaddr_in *src)
+{
+	struct sockaddr_storage ss = {0};
+
+	memcpy(&ss, src, sizeof(*src));
+	rs_portpool_put(ports, &ss);
+}
 
 static void orphan_on_close(struct rs_conn *c, enum rs_close_reason why, int err)
 {
@@ -443,7 +482,7 @@ static void orphan_on_close(struct rs_conn *c, enum rs_close_reason why, int err
 
 	(void)why, (void)err;
 	if (o->have_src)
-		rs_portpool_put(o->ports, &o->src);
+		put_pair(o->ports, &o->src);
 	free(o);
 }
 
@@ -458,7 +497,7 @@ static void orphan(struct rs_pve_up *u, struct rs_conn *c)
 		o->src = u->src;
 		o->have_src = u->have_src;
 	} else if (u->have_src) {
-		rs_portpool_put(u->ports, &u->src); /* out of memory: give it back early */
+		put_pair(u->ports, &u->src); /* out of memory: give it back early */
 	}
 	u->have_src = false;
 	rs_conn_set_ops(c, o ? &orphan_ops : NULL, o);
@@ -468,7 +507,7 @@ static void orphan(struct rs_pve_up *u, struct rs_conn *c)
 static void put_src(struct rs_pve_up *u)
 {
 	if (u->have_src)
-		rs_portpool_put(u->ports, &u->src);
+		put_pair(u->ports, &u->src);
 	u->have_src = false;
 }
 
@@ -476,9 +515,9 @@ static void on_deadline(struct rs_timer *t);
 
 static void arm_deadline(struct rs_pve_up *u)
 {
-	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
-	u->timer.cb = on_deadline;
-	rs_timer_link(rs_worker_timers(u->w), &u->timer, u->deadline_ms);
+	rs_timer_unlink(rs_worker_timers(u->w), &u->st->timer);
+	u->st->timer.cb = on_deadline;
+	rs_timer_link(rs_worker_timers(u->w), &u->st->timer, u->st->deadline_ms);
 }
 
 /* The current attempt is over: its connection is let go (bytes still in
@@ -496,7 +535,7 @@ static void attempt_over(struct rs_pve_up *u)
 	}
 	u->tls_ready = false;
 	u->peer_eof = false;
-	rs_http_resp_reset(&u->rp);
+	rs_http_resp_reset(&u->st->rp);
 }
 
 /* This endpoint failed in a way another endpoint may not: try the next. */
@@ -506,8 +545,8 @@ static void failover(struct rs_pve_up *u, enum rs_console_cause cause, const cha
 
 	rs_warn("pve", "cluster %s endpoint %s:%u: reason=%s", u->cl->name, e->host, e->port,
 		rs_log_q(why));
-	u->last_cause = cause;
-	snprintf(u->last_reason, sizeof(u->last_reason), "%s",
+	u->st->last_cause = cause;
+	snprintf(u->st->last_reason, sizeof(u->st->last_reason), "%s",
 		 cause == RS_CC_UPSTREAM_TLS ? "the Proxmox server's certificate was not accepted"
 					     : "the Proxmox cluster could not be reached");
 	unlock_vm(u);
@@ -546,8 +585,8 @@ static void auth_of(const struct rs_pve_up *u, struct rs_pve_auth *a)
 		a->secret = u->cl->token_secret;
 	} else {
 		a->kind = RS_PVE_AUTH_TICKET;
-		a->ticket = u->ticket;
-		a->csrf = u->csrf;
+		a->ticket = u->st->ticket;
+		a->csrf = u->st->csrf;
 	}
 }
 
@@ -562,7 +601,7 @@ static int send_built(struct rs_pve_up *u, char *req, int n)
 		ret = u->c && u->tls_ready ? rs_conn_send(u->c, req, (size_t)n) : -ENOTCONN;
 
 	explicit_bzero(req, REQ_MAX);
-	rs_http_resp_reset(&u->rp);
+	rs_http_resp_reset(&u->st->rp);
 	return ret;
 }
 
@@ -579,19 +618,19 @@ static bool fleet_lock(struct rs_pve_up *u);
 
 static void wait_lock(struct rs_pve_up *u)
 {
-	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
-	u->timer.cb = on_lock_retry;
-	rs_timer_link(rs_worker_timers(u->w), &u->timer, rs_worker_now(u->w) + LOCK_RETRY_MS);
+	rs_timer_unlink(rs_worker_timers(u->w), &u->st->timer);
+	u->st->timer.cb = on_lock_retry;
+	rs_timer_link(rs_worker_timers(u->w), &u->st->timer, rs_worker_now(u->w) + LOCK_RETRY_MS);
 }
 
 /* Waiting for the VM's lock holds no connection (pveproxy closes idle ones
  * after 5 s); once the lock is ours, a new connection takes up the step. */
 static void on_lock_retry(struct rs_timer *t)
 {
-	struct rs_pve_up *u = rs_container_of(t, struct rs_pve_up, timer);
+	struct rs_pve_up *u = rs_container_of(t, struct pve_setup, timer)->u;
 
 	hold(u);
-	if (rs_worker_now(u->w) >= u->deadline_ms) {
+	if (rs_worker_now(u->w) >= u->st->deadline_ms) {
 		end(u, RS_CC_HANDSHAKE_TIMEOUT, "the console did not open in time");
 	} else if (rs_pve_vm_lock(u->pve, u->cl, u->vmid)) {
 		u->locked = true;
@@ -609,7 +648,7 @@ static void on_fleet_locked(void *arg, const redisReply *reply, int err)
 	struct rs_pve_up *u = arg;
 
 	hold(u);
-	u->lock_req = NULL;
+	u->st->lock_req = NULL;
 	if (!err && reply && reply->type == REDIS_REPLY_NIL) {
 		/* Another box authenticates on this VM: wait as for our own. */
 		atomic_fetch_add(&u->pve->ct.vmlock_waits, 1);
@@ -620,7 +659,7 @@ static void on_fleet_locked(void *arg, const redisReply *reply, int err)
 		wait_lock(u);
 	} else {
 		if (!err && reply && reply->type == REDIS_REPLY_STATUS) {
-			u->flocked = true;
+			u->st->flocked = true;
 		} else {
 			/* Redis is unreachable or refused: go on with this box's
 			 * lock alone rather than hold the console — a password reset
@@ -654,18 +693,19 @@ static bool fleet_lock(struct rs_pve_up *u)
 	if (!p->fleet || u->own || u->term)
 		return false;
 	rs_random(&nonce, sizeof(nonce));
-	snprintf(u->lock_key, sizeof(u->lock_key), "%svmlock:%s:%u", p->fleet_prefix, u->cl->name,
-		 u->vmid);
-	snprintf(u->lock_val, sizeof(u->lock_val), "%s/%016llx", p->fleet_node,
+	snprintf(u->st->lock_key, sizeof(u->st->lock_key), "%svmlock:%s:%u", p->fleet_prefix,
+		 u->cl->name, u->vmid);
+	snprintf(u->st->lock_val, sizeof(u->st->lock_val), "%s/%016llx", p->fleet_node,
 		 (unsigned long long)nonce);
-	snprintf(px, sizeof(px), "%llu",
-		 (unsigned long long)RS_MIN(
-		     RS_MAX(u->deadline_ms > now ? u->deadline_ms - now : 0, FLEET_LOCK_MIN_MS),
-		     FLEET_LOCK_MAX_MS));
-	argv[0] = "SET", argv[1] = u->lock_key, argv[2] = u->lock_val;
+	snprintf(
+	    px, sizeof(px), "%llu",
+	    (unsigned long long)RS_MIN(
+		RS_MAX(u->st->deadline_ms > now ? u->st->deadline_ms - now : 0, FLEET_LOCK_MIN_MS),
+		FLEET_LOCK_MAX_MS));
+	argv[0] = "SET", argv[1] = u->st->lock_key, argv[2] = u->st->lock_val;
 	argv[3] = "NX", argv[4] = "PX", argv[5] = px;
-	if (!r || rs_redis_cmd(r, on_fleet_locked, u, 6, argv, NULL, &u->lock_req)) {
-		u->lock_req = NULL;
+	if (!r || rs_redis_cmd(r, on_fleet_locked, u, 6, argv, NULL, &u->st->lock_req)) {
+		u->st->lock_req = NULL;
 		atomic_fetch_add(&p->ct.vmlock_errors, 1);
 		return false;
 	}
@@ -674,7 +714,7 @@ static bool fleet_lock(struct rs_pve_up *u)
 
 static void on_deadline(struct rs_timer *t)
 {
-	struct rs_pve_up *u = rs_container_of(t, struct rs_pve_up, timer);
+	struct rs_pve_up *u = rs_container_of(t, struct pve_setup, timer)->u;
 
 	hold(u);
 	end(u, RS_CC_HANDSHAKE_TIMEOUT, "the console did not open in time");
@@ -687,7 +727,7 @@ static void on_deadline(struct rs_timer *t)
  * cause, not the whole handshake deadline. */
 static void on_upgrade_timeout(struct rs_timer *t)
 {
-	struct rs_pve_up *u = rs_container_of(t, struct rs_pve_up, timer);
+	struct rs_pve_up *u = rs_container_of(t, struct pve_setup, timer)->u;
 
 	hold(u);
 	rs_warn("pve", "cluster %s: VM %u: no answer to the console WebSocket in %u ms",
@@ -714,12 +754,13 @@ static void next_step(struct rs_pve_up *u)
 	if (use_login(u) && !u->have_login) {
 		u->step = S_LOGIN;
 		n = rs_pve_req_login(req, sizeof(req), host, u->cl->user, u->cl->password);
-	} else if (!u->node[0] || !u->type_known) {
+	} else if (!u->st->node[0] || !u->type_known) {
 		u->step = S_RESOURCES;
 		n = rs_pve_req_resources(req, sizeof(req), host, &auth);
 	} else if (u->step < S_STATUS) {
 		u->step = S_STATUS;
-		n = rs_pve_req_status(req, sizeof(req), host, &auth, u->node, type_of(u), u->vmid);
+		n = rs_pve_req_status(req, sizeof(req), host, &auth, u->st->node, type_of(u),
+				      u->vmid);
 	} else if (u->step == S_STATUS || u->step == S_LOCK) {
 		/* Serialise the VNC handshake per VM (vncproxy resets its password). */
 		if (!u->term && !u->locked) {
@@ -735,28 +776,30 @@ static void next_step(struct rs_pve_up *u)
 				return; /* on_fleet_locked takes the step up */
 			}
 		}
-		if (u->lock_req)
+		if (u->st->lock_req)
 			return; /* a reconnection while the fleet's answer is awaited */
 		u->step = S_PROXY;
-		n = u->term ? rs_pve_req_termproxy(req, sizeof(req), host, &auth, u->node,
+		n = u->term ? rs_pve_req_termproxy(req, sizeof(req), host, &auth, u->st->node,
 						   type_of(u), u->vmid)
-			    : rs_pve_req_vncproxy(req, sizeof(req), host, &auth, u->node,
+			    : rs_pve_req_vncproxy(req, sizeof(req), host, &auth, u->st->node,
 						  type_of(u), u->vmid, 0, 0);
 	} else if (u->step == S_PROXY) {
 		uint8_t key[16];
 
 		u->step = S_UPGRADE;
 		rs_random(key, sizeof(key));
-		EVP_EncodeBlock((uint8_t *)u->ws_key, key, sizeof(key));
-		n = rs_pve_req_vncwebsocket(req, sizeof(req), host, &auth, u->node, type_of(u),
-					    u->vmid, u->vncport, u->vncticket, u->ws_key);
+		EVP_EncodeBlock((uint8_t *)u->st->ws_key, key, sizeof(key));
+		n = rs_pve_req_vncwebsocket(req, sizeof(req), host, &auth, u->st->node, type_of(u),
+					    u->vmid, u->st->vncport, u->st->vncticket,
+					    u->st->ws_key);
 		if (n >= 0) {
 			uint64_t at = rs_worker_now(u->w) + u->pve->upgrade_timeout_ms;
 
-			rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
-			u->timer.cb = at < u->deadline_ms ? on_upgrade_timeout : on_deadline;
-			rs_timer_link(rs_worker_timers(u->w), &u->timer,
-				      RS_MIN(at, u->deadline_ms));
+			rs_timer_unlink(rs_worker_timers(u->w), &u->st->timer);
+			u->st->timer.cb =
+			    at < u->st->deadline_ms ? on_upgrade_timeout : on_deadline;
+			rs_timer_link(rs_worker_timers(u->w), &u->st->timer,
+				      RS_MIN(at, u->st->deadline_ms));
 		}
 	}
 	n = send_built(u, req, n);
@@ -829,7 +872,7 @@ static void api_error(struct rs_pve_up *u, enum rs_pve_err code, const struct rs
 			 * found: look it up once more, as Proxmox's own xterm.js
 			 * client does. */
 			u->node_retried = true;
-			u->node[0] = '\0';
+			u->st->node[0] = '\0';
 			u->step = S_CONNECT;
 			reconnect(u);
 			break;
@@ -863,15 +906,15 @@ static void handle_login(struct rs_pve_up *u, const struct rs_http_resp *r)
 		api_error(u, code, &err);
 		return;
 	}
-	u->ticket = l.ticket;
-	u->csrf = l.csrf;
+	u->st->ticket = l.ticket;
+	u->st->csrf = l.csrf;
 	l.ticket = l.csrf = NULL;
 	rs_pve_login_wipe(&l);
 	pthread_mutex_lock(&u->cl->lock);
 	wipe_str(&u->cl->ticket);
 	wipe_str(&u->cl->csrf);
-	u->cl->ticket = strdup(u->ticket);
-	u->cl->csrf = strdup(u->csrf);
+	u->cl->ticket = strdup(u->st->ticket);
+	u->cl->csrf = strdup(u->st->csrf);
 	u->cl->ticket_ms = rs_now_ms();
 	pthread_mutex_unlock(&u->cl->lock);
 	atomic_fetch_add(&u->pve->ct.login_renewals, 1);
@@ -894,11 +937,11 @@ static void handle_resources(struct rs_pve_up *u, const struct rs_http_resp *r)
 		u->lxc = vm.type == RS_PVE_LXC;
 		u->type_known = true;
 	}
-	if (vm.type != type_of(u) || (u->node[0] && strcmp(u->node, vm.node))) {
+	if (vm.type != type_of(u) || (u->st->node[0] && strcmp(u->st->node, vm.node))) {
 		end(u, RS_CC_VM_NOT_FOUND, "this VM was not found where the console looked for it");
 		return;
 	}
-	snprintf(u->node, sizeof(u->node), "%s", vm.node);
+	snprintf(u->st->node, sizeof(u->st->node), "%s", vm.node);
 	next_step(u);
 }
 
@@ -936,19 +979,19 @@ static void handle_proxy(struct rs_pve_up *u, const struct rs_http_resp *r)
 		return;
 	}
 	/* A retry replaces the previous console's secrets. */
-	wipe_str(&u->vncpw);
-	wipe_str(&u->vncticket);
-	wipe_str(&u->vncuser);
+	wipe_str(&u->st->vncpw);
+	wipe_str(&u->st->vncticket);
+	wipe_str(&u->st->vncuser);
 	/* Section 4.1: the password, else the ticket; DES uses 8 bytes. */
 	rs_pve_vnc_password(&con, pw);
-	u->vncpw = strdup(pw);
+	u->st->vncpw = strdup(pw);
 	explicit_bzero(pw, sizeof(pw));
-	u->vncticket = con.ticket;
-	u->vncuser = con.user;
-	u->vncport = con.port;
+	u->st->vncticket = con.ticket;
+	u->st->vncuser = con.user;
+	u->st->vncport = con.port;
 	con.ticket = con.user = NULL;
 	rs_pve_console_wipe(&con);
-	if (!u->vncpw || !u->vncticket || !u->vncuser) {
+	if (!u->st->vncpw || !u->st->vncticket || !u->st->vncuser) {
 		end(u, RS_CC_NOMEM, "out of memory");
 		return;
 	}
@@ -977,13 +1020,20 @@ static void become_ready(struct rs_pve_up *u)
 	char pw[9] = "";
 
 	u->step = S_READY;
-	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
-	if (!u->term)
-		snprintf(pw, sizeof(pw), "%s", u->vncpw);
-	wipe_str(&u->vncticket);
-	wipe_str(&u->vncpw);
-	wipe_str(&u->ticket);
-	wipe_str(&u->csrf);
+	rs_timer_unlink(rs_worker_timers(u->w), &u->st->timer);
+	if (u->term) {
+		free_setup(u); /* a terminal is established once termproxy said OK */
+	} else {
+		/* The VNC authentication still needs the VM's lock (and, for a
+		 * refused password, the node for one fresh vncproxy): the rest
+		 * of the setup goes at rs_pve_up_auth_done. */
+		snprintf(pw, sizeof(pw), "%s", u->st->vncpw);
+		wipe_str(&u->st->vncticket);
+		wipe_str(&u->st->vncpw);
+		wipe_str(&u->st->vncuser);
+		wipe_str(&u->st->ticket);
+		wipe_str(&u->st->csrf);
+	}
 	u->ops->on_ready(u->arg, u->term ? NULL : pw);
 	explicit_bzero(pw, sizeof(pw));
 }
@@ -993,9 +1043,9 @@ static void ws_bytes(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, size_
 static void handle_upgrade(struct rs_pve_up *u, struct rs_buf *b, uint8_t *rest, size_t rest_len)
 {
 	struct rs_pve_error err;
-	enum rs_pve_err code = rs_pve_check_upgrade(&u->rp.resp, u->ws_key, &err);
+	enum rs_pve_err code = rs_pve_check_upgrade(&u->st->rp.resp, u->st->ws_key, &err);
 
-	rs_http_resp_release(&u->rp);
+	rs_http_resp_release(&u->st->rp);
 	arm_deadline(u);
 	if (code) {
 		if (code == RS_PVE_E_UPGRADE)
@@ -1007,7 +1057,7 @@ static void handle_upgrade(struct rs_pve_up *u, struct rs_buf *b, uint8_t *rest,
 	rs_ws_parser_init(&u->ws, false, WS_MAX, UINT64_MAX);
 	if (u->term) {
 		char *line;
-		int n = asprintf(&line, "%s:%s\n", u->vncuser, u->vncticket);
+		int n = asprintf(&line, "%s:%s\n", u->st->vncuser, u->st->vncticket);
 
 		u->step = S_TERM_OK;
 		if (n < 0 || ws_send_frame(u, RS_WS_OP_BINARY, NULL, (uint8_t *)line, (size_t)n)) {
@@ -1020,7 +1070,7 @@ static void handle_upgrade(struct rs_pve_up *u, struct rs_buf *b, uint8_t *rest,
 		}
 		explicit_bzero(line, (size_t)n);
 		free(line);
-		wipe_str(&u->vncticket);
+		wipe_str(&u->st->vncticket);
 	} else {
 		become_ready(u);
 	}
@@ -1048,7 +1098,7 @@ static void term_refused(struct rs_pve_up *u)
 
 static void handle_response(struct rs_pve_up *u)
 {
-	const struct rs_http_resp *r = &u->rp.resp;
+	const struct rs_http_resp *r = &u->st->rp.resp;
 
 	switch (u->step) {
 	case S_LOGIN:
@@ -1090,10 +1140,12 @@ static void flush_pong(struct rs_pve_up *u)
 	uint8_t frame[RS_WS_MAX_PONG_FRAME], mask[4];
 	size_t n;
 
-	if (!u->pong.pending || !u->c || rs_conn_congested(u->c))
+	if (!u->pong || !u->pong->pending || !u->c || rs_conn_congested(u->c))
 		return;
 	rs_random(mask, sizeof(mask));
-	n = rs_ws_pong_take(&u->pong, frame, mask);
+	n = rs_ws_pong_take(u->pong, frame, mask);
+	free(u->pong);
+	u->pong = NULL;
 	if (rs_conn_send(u->c, frame, n))
 		end(u, RS_CC_NOMEM, "out of memory");
 }
@@ -1115,7 +1167,11 @@ static void ws_bytes(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, size_
 		if (ev.type == RS_WS_EV_DATA) {
 			term_or_data(u, b, (uint8_t *)ev.data, ev.len);
 		} else if (ev.type == RS_WS_EV_PING) {
-			rs_ws_pong_hold(&u->pong, (const uint8_t *)ev.data, ev.len);
+			if (!u->pong && !(u->pong = calloc(1, sizeof(*u->pong)))) {
+				end(u, RS_CC_NOMEM, "out of memory");
+				return;
+			}
+			rs_ws_pong_hold(u->pong, (const uint8_t *)ev.data, ev.len);
 			flush_pong(u);
 		} else if (ev.type == RS_WS_EV_CLOSE) {
 			end(u, RS_CC_TARGET_CLOSED, "the console closed");
@@ -1127,7 +1183,7 @@ static void ws_bytes(struct rs_pve_up *u, struct rs_buf *b, uint8_t *data, size_
 
 /* --- connection --- */
 
-/* A whole answer is in <u->rp>: act on it. <rest> follows a 101. */
+/* A whole answer is in <u->st->rp>: act on it. <rest> follows a 101. */
 static void dispatch(struct rs_pve_up *u, struct rs_buf *b, uint8_t *rest, size_t rest_len)
 {
 	if (u->step == S_UPGRADE)
@@ -1151,15 +1207,15 @@ static void up_on_data(struct rs_conn *c, struct rs_buf *b, uint8_t *data, size_
 	/* Stop as soon as the answer handled ended the console or let this
 	 * connection go: the rest is not the next attempt's to read. */
 	while (len && !u->ended && u->attempt == gen && u->step < S_TERM_OK) {
-		int n = rs_http_resp_feed(&u->rp, data, len);
+		int n = rs_http_resp_feed(&u->st->rp, data, len);
 
 		if (n < 0) {
-			failover(u, RS_CC_UPSTREAM_PROTOCOL, rs_http_resp_error(&u->rp));
+			failover(u, RS_CC_UPSTREAM_PROTOCOL, rs_http_resp_error(&u->st->rp));
 			break;
 		}
 		data += n;
 		len -= (size_t)n;
-		if (!rs_http_resp_done(&u->rp))
+		if (!rs_http_resp_done(&u->st->rp))
 			break;
 		if (u->step == S_UPGRADE) {
 			dispatch(u, b, data, len);
@@ -1183,7 +1239,7 @@ static void at_eof(struct rs_pve_up *u)
 		end(u, RS_CC_TARGET_CLOSED, "the console closed");
 	} else if (u->step == S_TERM_OK) {
 		term_refused(u);
-	} else if (u->tls_ready && !rs_http_resp_eof(&u->rp) && rs_http_resp_done(&u->rp)) {
+	} else if (u->tls_ready && !rs_http_resp_eof(&u->st->rp) && rs_http_resp_done(&u->st->rp)) {
 		/* An answer without a length ends with the connection: pveproxy's
 		 * 401s and 595s are such. It is an answer, not a broken node. */
 		u->peer_eof = true;
@@ -1282,9 +1338,9 @@ static void start_attempt(struct rs_pve_up *u, bool fresh)
 	int ret;
 
 	if (u->ep >= u->cl->n_ep) {
-		end(u, u->last_cause ? u->last_cause : RS_CC_UPSTREAM_UNAVAILABLE,
-		    u->last_reason[0] ? u->last_reason
-				      : "the Proxmox cluster could not be reached");
+		end(u, u->st->last_cause ? u->st->last_cause : RS_CC_UPSTREAM_UNAVAILABLE,
+		    u->st->last_reason[0] ? u->st->last_reason
+					  : "the Proxmox cluster could not be reached");
 		return;
 	}
 	e = &u->cl->ep[u->ep];
@@ -1294,26 +1350,29 @@ static void start_attempt(struct rs_pve_up *u, bool fresh)
 		/* A ticket younger than half its life is reused; CSRF goes with it. */
 		pthread_mutex_lock(&u->cl->lock);
 		if (u->cl->ticket && rs_now_ms() - u->cl->ticket_ms < TICKET_RENEW_MS) {
-			u->ticket = strdup(u->cl->ticket);
-			u->csrf = strdup(u->cl->csrf);
-			u->have_login = u->ticket && u->csrf;
+			u->st->ticket = strdup(u->cl->ticket);
+			u->st->csrf = strdup(u->cl->csrf);
+			u->have_login = u->st->ticket && u->st->csrf;
 		}
 		pthread_mutex_unlock(&u->cl->lock);
 	}
 	if (u->ports && e->addr.ss_family == AF_INET) {
 		/* The pool's addresses are IPv4 or IPv6 like the endpoint; a pool that
 		 * is exhausted is a clear error, not a silent fallback. */
-		if (rs_portpool_get(u->ports, &u->src)) {
+		struct sockaddr_storage ss;
+
+		if (rs_portpool_get(u->ports, &ss)) {
 			end(u, RS_CC_PORTS_EXHAUSTED,
 			    "no free source port for the console; try again later");
 			return;
 		}
+		memcpy(&u->src, &ss, sizeof(u->src));
 		u->have_src = true;
 	}
 	ret = rs_conn_connect(u->w, (struct sockaddr *)&e->addr, e->len,
 			      u->have_src ? (struct sockaddr *)&u->src : NULL,
 			      u->have_src ? sizeof(struct sockaddr_in) : 0,
-			      (unsigned)RS_MIN(u->deadline_ms - rs_worker_now(u->w), 10000),
+			      (unsigned)RS_MIN(u->st->deadline_ms - rs_worker_now(u->w), 10000),
 			      &up_ops, u, &u->c);
 	if (ret) {
 		u->c = NULL;
@@ -1334,6 +1393,14 @@ int rs_pve_up_open(struct rs_pve *p, struct rs_worker *w, const struct rs_consol
 	u = calloc(1, sizeof(*u));
 	if (!u)
 		return -ENOMEM;
+	u->st = calloc(1, sizeof(*u->st));
+	if (!u->st) {
+		free(u);
+		return -ENOMEM;
+	}
+	u->st->u = u;
+	rs_http_resp_init(&u->st->rp, 0);
+	rs_timer_init(&u->st->timer, on_deadline);
 	if (!cl) {
 		/* ProxmoxVNC-style inline details: one endpoint, a login, the
 		 * shared inline verification policy; nothing cached across consoles. */
@@ -1378,10 +1445,8 @@ int rs_pve_up_open(struct rs_pve *p, struct rs_worker *w, const struct rs_consol
 	u->lxc = spec->pve_type && !strcmp(spec->pve_type, "lxc");
 	u->type_known = spec->pve_type != NULL;
 	if (spec->node)
-		snprintf(u->node, sizeof(u->node), "%s", spec->node);
-	u->deadline_ms = rs_worker_now(w) + timeout_ms;
-	rs_http_resp_init(&u->rp, 0);
-	rs_timer_init(&u->timer, on_deadline);
+		snprintf(u->st->node, sizeof(u->st->node), "%s", spec->node);
+	u->st->deadline_ms = rs_worker_now(w) + timeout_ms;
 	arm_deadline(u);
 	*out = u;
 	hold(u);
@@ -1424,11 +1489,13 @@ void rs_pve_up_resume(struct rs_pve_up *u)
 void rs_pve_up_auth_done(struct rs_pve_up *u)
 {
 	unlock_vm(u);
+	if (u->step == S_READY)
+		free_setup(u); /* established: a held console keeps no setup state */
 }
 
 bool rs_pve_up_retry_auth(struct rs_pve_up *u)
 {
-	bool retry = !u->term && !u->ended && !u->auth_retried && u->step == S_READY;
+	bool retry = !u->term && !u->ended && !u->auth_retried && u->step == S_READY && u->st;
 
 	if (!retry)
 		return false;
@@ -1438,7 +1505,10 @@ bool rs_pve_up_retry_auth(struct rs_pve_up *u)
 		"one fresh vncproxy",
 		u->cl->name, u->vmid);
 	u->auth_retried = true;
-	u->step = S_STATUS; /* next: vncproxy, keeping the login and the VM's lock */
+	u->step = S_STATUS; /* next: vncproxy, keeping the VM's lock */
+	/* The console's copy of the login was wiped when it became ready: the
+	 * cluster's cached ticket (or a fresh login) serves the retry. */
+	u->have_login = false;
 	reconnect(u);
 	release(u);
 	return true;
@@ -1450,7 +1520,8 @@ void rs_pve_up_close(struct rs_pve_up *u)
 		return;
 	u->ended = true;
 	u->attempt++;
-	rs_timer_unlink(rs_worker_timers(u->w), &u->timer);
+	if (u->st)
+		rs_timer_unlink(rs_worker_timers(u->w), &u->st->timer);
 	if (u->c)
 		rs_conn_close(u->c, RS_CLOSE_NORMAL, 0);
 	else

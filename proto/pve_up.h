@@ -75,14 +75,16 @@ bool rs_pve_up_congested(const struct rs_pve_up *u);
 void rs_pve_up_pause(struct rs_pve_up *u);
 void rs_pve_up_resume(struct rs_pve_up *u);
 /* The VNC authentication of this console is over: the VM's next console may
- * reset its VNC password now. */
+ * reset its VNC password now, and what only the setup needed (tickets, node,
+ * answer parser, lock keys) is freed and wiped — a held console keeps its
+ * stream state alone (terminals drop it when termproxy says OK). */
 void rs_pve_up_auth_done(struct rs_pve_up *u);
 /* The target refused the VNC password this console's vncproxy made:
  * another client's vncproxy may have reset the VM's password since (it is
  * VM-wide). True when one fresh vncproxy is under way (on_ready comes
  * again with the new password, or on_end); false when it was tried already
- * or does not apply, and the caller fails the console. Safe to call from
- * on_data. */
+ * or does not apply (a terminal, or after rs_pve_up_auth_done), and the
+ * caller fails the console. Safe to call from on_data. */
 bool rs_pve_up_retry_auth(struct rs_pve_up *u);
 /* Close without calling on_end. */
 void rs_pve_up_close(struct rs_pve_up *u);

@@ -20,6 +20,9 @@ struct cached {
 
 struct rs_tls_client {
 	SSL_CTX *ctx;
+	/* Every connection to the same node shares one copy of its certificate
+	 * chain (held by each connection's session); outlives <ctx>. */
+	CRYPTO_BUFFER_POOL *pool;
 	X509_STORE *store; /* NULL with pins or insecure */
 	char name[64];
 	uint8_t (*pins)[RS_TLS_FP_LEN];
@@ -33,13 +36,28 @@ struct rs_tls_client {
 	_Atomic uint64_t insecure_conns;
 };
 
-/* Per-connection client state, hung on rs_tls_conn.owner. */
+/* Per-connection client state, hung on rs_tls_conn.owner, for the life of
+ * the connection (TLS 1.3 session tickets arrive after the handshake): kept
+ * as small as its key, since every held console has one. */
 struct client_conn {
 	struct rs_tls_client *cl;
-	char key[272]; /* host:port */
-	char host[256];
-	char *msg; /* why verification failed (allocated only then) */
+	char *msg;  /* why verification failed (allocated only then) */
+	char key[]; /* host:port ("[v6]:port"), the session cache's key */
 };
+
+#define HOST_MAX 256
+
+/* The host part of a "host:port" or "[v6]:port" key. */
+static void host_of(const char *key, char out[HOST_MAX])
+{
+	const char *colon = strrchr(key, ':');
+	size_t n = (size_t)(colon - key);
+
+	if (key[0] == '[' && n >= 2)
+		snprintf(out, HOST_MAX, "%.*s", (int)(n - 2), key + 1);
+	else
+		snprintf(out, HOST_MAX, "%.*s", (int)n, key);
+}
 
 #define MSG_LEN 1024
 
@@ -70,8 +88,10 @@ static bool verify_chain(struct client_conn *cc, const STACK_OF(CRYPTO_BUFFER) *
 	STACK_OF(X509) *rest = sk_X509_new_null();
 	X509_STORE_CTX *xctx = X509_STORE_CTX_new();
 	X509 *leaf = NULL;
+	char host[HOST_MAX];
 	bool ok = false;
 
+	host_of(cc->key, host);
 	*why = "out of memory";
 	if (!rest || !xctx)
 		goto out_free;
@@ -94,11 +114,10 @@ static bool verify_chain(struct client_conn *cc, const STACK_OF(CRYPTO_BUFFER) *
 	if (!X509_STORE_CTX_init(xctx, cc->cl->store, leaf, rest))
 		goto out_free;
 	X509_STORE_CTX_set_default(xctx, "ssl_server");
-	if (is_ip(cc->host))
-		X509_VERIFY_PARAM_set1_ip_asc(X509_STORE_CTX_get0_param(xctx), cc->host);
+	if (is_ip(host))
+		X509_VERIFY_PARAM_set1_ip_asc(X509_STORE_CTX_get0_param(xctx), host);
 	else
-		X509_VERIFY_PARAM_set1_host(X509_STORE_CTX_get0_param(xctx), cc->host,
-					    strlen(cc->host));
+		X509_VERIFY_PARAM_set1_host(X509_STORE_CTX_get0_param(xctx), host, strlen(host));
 	ok = X509_verify_cert(xctx) == 1;
 	if (!ok)
 		*why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(xctx));
@@ -270,7 +289,8 @@ int rs_tls_client_new(struct rs_tls_client **out, const struct rs_tls_client_opt
 	}
 	/* Certificates stay as buffers: no X509 parsing unless a CA verifies. */
 	cl->ctx = SSL_CTX_new(TLS_with_buffers_method());
-	if (!cl->ctx || !SSL_CTX_set_min_proto_version(cl->ctx, TLS1_2_VERSION) ||
+	cl->pool = CRYPTO_BUFFER_POOL_new();
+	if (!cl->ctx || !cl->pool || !SSL_CTX_set_min_proto_version(cl->ctx, TLS1_2_VERSION) ||
 	    !SSL_CTX_set_max_proto_version(cl->ctx, TLS1_3_VERSION) ||
 	    !SSL_CTX_set1_curves_list(cl->ctx, "X25519:P-256:P-384") ||
 	    SSL_CTX_set_alpn_protos(cl->ctx, alpn, sizeof(alpn) - 1)) {
@@ -278,6 +298,7 @@ int rs_tls_client_new(struct rs_tls_client **out, const struct rs_tls_client_opt
 		ret = -ENOMEM;
 		goto out_free;
 	}
+	SSL_CTX_set0_buffer_pool(cl->ctx, cl->pool);
 	SSL_CTX_set_custom_verify(cl->ctx, SSL_VERIFY_PEER, on_verify);
 	SSL_CTX_set_session_cache_mode(cl->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
 	SSL_CTX_sess_set_new_cb(cl->ctx, on_new_session);
@@ -301,6 +322,7 @@ void rs_tls_client_free(struct rs_tls_client *cl)
 	for (size_t i = 0; i < cl->n_cache; i++)
 		SSL_SESSION_free(cl->cache[i].sess);
 	SSL_CTX_free(cl->ctx);
+	CRYPTO_BUFFER_POOL_free(cl->pool); /* after every session holding its buffers */
 	X509_STORE_free(cl->store);
 	free(cl->pins);
 	pthread_mutex_destroy(&cl->lock);
@@ -318,20 +340,22 @@ static void on_conn_release(struct rs_tls_conn *t)
 int rs_tls_client_attach(struct rs_tls_client *cl, struct rs_conn *c, const char *host,
 			 uint16_t port, rs_tls_done_fn done, void *arg)
 {
-	struct client_conn *cc = calloc(1, sizeof(*cc));
+	const char *fmt = strchr(host, ':') ? "[%s]:%u" : "%s:%u";
+	int klen = snprintf(NULL, 0, fmt, host, port);
+	struct client_conn *cc;
 	struct rs_tls_conn *t;
 	SSL_SESSION *sess;
 	SSL *ssl;
 	int ret;
 
+	cc = klen < 0 ? NULL : calloc(1, sizeof(*cc) + (size_t)klen + 1);
 	ssl = cc ? SSL_new(cl->ctx) : NULL;
 	if (!ssl) {
 		free(cc);
 		return -ENOMEM;
 	}
 	cc->cl = cl;
-	snprintf(cc->host, sizeof(cc->host), "%s", host);
-	snprintf(cc->key, sizeof(cc->key), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+	snprintf(cc->key, (size_t)klen + 1, fmt, host, port);
 	SSL_set_connect_state(ssl);
 	if (!is_ip(host))
 		SSL_set_tlsext_host_name(ssl, host);

@@ -6,7 +6,10 @@
  * CA), else the system store; or nothing at all when `insecure` is set
  * explicitly (warned about at start, counted per connection). The host name
  * (or IP) is checked against the certificate when a CA verifies it. Sessions
- * are cached per host:port so the next connection resumes.
+ * are cached per host:port so the next connection resumes. Every connection
+ * to the same server shares one copy of its certificate chain (a buffer
+ * pool per client); a held connection keeps only its host:port key besides
+ * its SSL.
  *
  * Threads: new/free from the control thread; attach from any worker (the
  * session cache takes a mutex once per handshake, never per byte).
@@ -35,6 +38,8 @@ struct rs_tls_client_opts {
 /* 0 or -errno with <err> filled (bad PEM, bad pin). */
 int rs_tls_client_new(struct rs_tls_client **out, const struct rs_tls_client_opts *o, char *err,
 		      size_t errlen);
+/* After every connection attached with <cl> is gone: their sessions hold
+ * buffers of its pool. */
 void rs_tls_client_free(struct rs_tls_client *cl);
 
 /* Start TLS on connected <c> to <host> (name or IP literal; SNI is sent for

@@ -13,7 +13,6 @@ const char *const rs_tls_fail_names[RS_TLS_FAIL__COUNT] = {
 };
 
 static BIO_METHOD *bio_method;
-static int ex_index = -1;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 /* The BIO reads from the receive buffer being handled and writes records
@@ -61,12 +60,13 @@ static void init_once(void)
 		BIO_meth_set_write(bio_method, bio_write);
 		BIO_meth_set_ctrl(bio_method, bio_ctrl);
 	}
-	ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
+/* The BIO carries <t> already: no ex_data slot, whose stack BoringSSL would
+ * allocate for every SSL and keep for the connection's life. */
 struct rs_tls_conn *rs_tls_conn_of(const SSL *ssl)
 {
-	return SSL_get_ex_data(ssl, ex_index);
+	return BIO_get_data(SSL_get_rbio(ssl));
 }
 
 enum rs_tls_fail rs_tls_classify(const SSL *ssl, int ret)
@@ -300,7 +300,7 @@ int rs_tls_conn_attach(struct rs_conn *c, SSL *ssl, struct rs_tls_counters *stat
 	t = calloc(1, sizeof(*t));
 	bio = bio_method ? BIO_new(bio_method) : NULL;
 	ret = -ENOMEM;
-	if (!t || !bio || ex_index < 0)
+	if (!t || !bio)
 		goto out_free;
 	ret = rs_conn_set_filter(c, &tls_filter, t);
 	if (ret)
@@ -311,7 +311,6 @@ int rs_tls_conn_attach(struct rs_conn *c, SSL *ssl, struct rs_tls_counters *stat
 	BIO_set_data(bio, t);
 	BIO_set_init(bio, 1);
 	SSL_set_bio(ssl, bio, bio);
-	SSL_set_ex_data(ssl, ex_index, t);
 	/* Certificates and key shares are not needed once the handshake is done. */
 	SSL_set_shed_handshake_config(ssl, 1);
 	*out = t;

@@ -177,6 +177,22 @@ def test_terminals_use_the_login_where_both_are_configured(daemon_factory, fake)
     assert "has only an API token" not in d.logs()
 
 
+def test_vnc_password_retry_with_a_login_reuses_the_clusters_ticket(daemon_factory, fake):
+    """The console's own copy of the login ticket is wiped once it is ready:
+    the fresh vncproxy after a refused VNC password takes the cluster's
+    cached ticket (no second login) instead of a request without one."""
+    n = fake(after_upgrade="vnc_reset_once")
+    d = daemon_factory({"clusters": {"lab": {"endpoints": [n.ep], "ca_file": fake.ca,
+                                             "user": "root@pam", "password": "pw"}}})
+    ws = expect_desktop(open_vnc(d, VNC))
+    assert n.vnc_auths == 2
+    proxy = [r for r in n.requests if r[1].endswith("/vncproxy")]
+    assert len(proxy) == 2 and all(r[2] == "cookie" for r in proxy), n.requests
+    assert len([r for r in n.requests if r[1].endswith("/access/ticket")]) == 1, n.requests
+    assert closed(d, "target_auth") == 0 and closed(d, "upstream_protocol") == 0
+    ws.close()
+
+
 def test_pings_from_a_node_that_never_reads_do_not_pile_up(daemon_factory, fake, monkeypatch):
     """Issue 15.10: one pending pong at most, sent when the connection is not
     congested (RFC 6455 allows answering only the latest ping)."""
