@@ -154,7 +154,7 @@ int main(int argc, char **argv)
 	main_thread = pthread_self();
 	rs_token_table_set_wake(app.tokens, wake_main, &main_thread);
 	eo.workers = cfg.workers;
-	eo.pin = true;
+	eo.pin = cfg.pin_workers;
 	eo.buf_size = cfg.buf_size;
 	eo.buf_count = cfg.buf_count;
 	eo.ring_entries = cfg.ring_entries;

@@ -785,6 +785,12 @@ static int set_section(struct rs_config *c, const char *section, json_t *obj, ch
 			c->token_bind_ip = json_is_true(v);
 			continue;
 		}
+		if (!strcmp(path, "engine.pin_workers")) {
+			if (!json_is_boolean(v))
+				return errf(err, errlen, "config: '%s': must be true or false", path);
+			c->pin_workers = json_is_true(v);
+			continue;
+		}
 		if (!strcmp(path, "tls.certificates")) {
 			ret = set_tls_certs(c, path, v, err, errlen);
 			if (ret)

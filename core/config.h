@@ -142,6 +142,7 @@ struct rs_config {
 	unsigned max_conns_per_client; /* 0: half of a worker's max_conns */
 	unsigned buf_size, buf_count;
 	unsigned ring_entries, socket_sndbuf, socket_rcvbuf; /* engine.* */
+	bool pin_workers;				     /* engine.pin_workers */
 	char **source_addresses;
 	size_t n_source_addresses;
 	unsigned port_min, port_max;

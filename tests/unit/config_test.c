@@ -35,6 +35,13 @@ static void test_defaults(void **st)
 	assert_int_equal(load(&c, "{\"console\": {\"resume_grace_s\": 0}}"), 0);
 	assert_int_equal(c.resume_grace_s, 0); /* consoles are not resumable */
 	rs_config_release(&c);
+	/* Workers float unless pinned on purpose (a shared box's tail latency). */
+	rs_config_init(&c);
+	assert_false(c.pin_workers);
+	rs_config_release(&c);
+	assert_int_equal(load(&c, "{\"engine\": {\"pin_workers\": true}}"), 0);
+	assert_true(c.pin_workers);
+	rs_config_release(&c);
 }
 
 static void expect_error(const char *json, const char *needle)
@@ -72,6 +79,7 @@ static void test_every_bad_value_names_its_key(void **st)
 	expect_error("{\"console\": {\"resume_grace_s\": 3601}}", "'console.resume_grace_s'");
 	expect_error("{\"console\": {\"resume_grace\": 5}}", "'console.resume_grace': unknown key");
 	expect_error("{\"router_port\": 70000}", "'router_port'");
+	expect_error("{\"engine\": {\"pin_workers\": 1}}", "'engine.pin_workers': must be true");
 	expect_error("[1]", "top level");
 	expect_error("{\"a\": 1, \"a\": 2}", "invalid JSON");
 	expect_error("{\n  \"listen\": [\n", "line");
