@@ -614,7 +614,7 @@ backend pve
             if stop:
                 # drops while idle, up to now: the stop closes every console
                 idle["dropped"] = self.last_event("holding").get("dropped")
-                idle["stop"] = self.stop_relay(sockets0)
+                idle["stop"] = self.stop_relay(sockets0, [proc.pid, self.fake_pve.pid])
             proc.send_signal(signal.SIGTERM)
 
         # websockify forks a Python process per console (~50 ms of CPU): 512
@@ -657,7 +657,7 @@ backend pve
                     last = json.loads(line)
         return last
 
-    def stop_relay(self, sockets0):
+    def stop_relay(self, sockets0, harness):
         """SIGTERM to the relay under its held consoles: seconds until it
         has exited, against drain_s; its CPU over the stop (from its
         rusage: the whole life, less what it had used before). Every 0.25 s:
@@ -666,11 +666,13 @@ backend pve
         connections are closed; the main thread then frees everything) and
         its resident memory (MiB), to see where the time goes; the phases'
         boundaries (drain deadline, workers gone, exit) cut --perf's
-        samples."""
+        samples. <harness>: the client's and the fake upstream's pids, whose
+        CPU over the stop is given beside (on loopback they close their
+        sockets on the same cores meanwhile)."""
         pid, drain = self.relay.pid, self.drain_s
         data = os.path.join(self.dir, "perf-stop.data")
         perf = perf_start(pid, data) if self.perf else None
-        before = proc_cpu_s(pid)
+        before, h0 = proc_cpu_s(pid), cpu_ns(harness)
         timeline, status, ru, workers_gone = [], None, None, None
         t0 = time.monotonic()
         self.relay.send_signal(signal.SIGTERM)
@@ -696,16 +698,30 @@ backend pve
                 self.relay.kill()
             time.sleep(0.02)
         secs = time.monotonic() - t0
+        h1 = cpu_ns(harness)
         self.relay.returncode = os.waitstatus_to_exitcode(status)
         ss = tcp_sockstat()
         timeline.append((round(secs, 2), max(0, ss.get("inuse", 0) - sockets0), 0, 0,
                          ss.get("orphan"), ss.get("tw")))
+        # The kernel may still be closing the relay's sockets once it is
+        # gone: follow them until 99 % are closed (or 60 s), and say when.
+        first = max(timeline[0][1], 1)
+        closed = next((x[0] for x in timeline if x[1] <= first // 100), None)
+        while closed is None and time.monotonic() - t0 < secs + 60:
+            time.sleep(0.25)
+            now, ss = time.monotonic() - t0, tcp_sockstat()
+            timeline.append((round(now, 2), max(0, ss.get("inuse", 0) - sockets0), 0, 0,
+                             ss.get("orphan"), ss.get("tw")))
+            if timeline[-1][1] <= first // 100:
+                closed = now
         if workers_gone is None:  # gone between two samples and the exit: by then
             workers_gone = secs
         out = {"drain_timeout_s": drain, "stop_s": round(secs, 2),
                "over_drain_s": round(secs - drain, 2), "exit_status": self.relay.returncode,
                "relay_cpu_s": round(ru.ru_utime + ru.ru_stime - before, 2),
+               "harness_cpu_s": round((h1 - h0) / 1e9, 2),
                "workers_gone_s": None if workers_gone is None else round(workers_gone, 2),
+               "sockets_closed_s": None if closed is None else round(closed, 2),
                "timeline": timeline}
         if perf:
             out["perf"] = perf_stop(perf, data, (

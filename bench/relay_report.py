@@ -390,9 +390,13 @@ def render_hold(doc, base):
          goal(None if h.get("cpu_percent_idle") is None else h["cpu_percent_idle"] < 1)),
         ("SIGTERM → exit with every console open (s)", fmt(st.get("stop_s")), "", ""),
         ("drain_timeout_s", fmt(st.get("drain_timeout_s")), "", ""),
+        ("SIGTERM → 99 % of the consoles' sockets closed (s)", fmt(st.get("sockets_closed_s")),
+         "", ""),
         ("stop − drain_timeout_s (s)", fmt(over), "≤ 2", goal(None if over is None else over <= 2)),
         ("relay CPU over the stop (s) / exit status", "%s / %s" % (
             fmt(st.get("relay_cpu_s")), fmt(st.get("exit_status"))), "", ""),
+        ("client + fake pveproxy CPU over the stop (s): closing their ends on the same cores",
+         fmt(st.get("harness_cpu_s")), "", ""),
     ]
     md = ["# ringside holding %s Proxmox consoles, then SIGTERM (`%s`, %s s)" % (
               fmt(asked), doc["command"], doc["seconds"]), "",
@@ -422,16 +426,20 @@ def render_hold(doc, base):
                     last[1], 1) or x[2] != last[2]:
                 pick.append(x)
                 last = x
-        if pick[-1] != tl[-1]:
-            pick.append(tl[-1])
+        for x in tl:  # the exit, and the last sample
+            if (x[2:4] == [0, 0] or x[2:4] == (0, 0) or x is tl[-1]) and x not in pick:
+                pick.append(x)
+        pick.sort(key=lambda x: x[0])
         md += ["", "## The stop, second by second", "",
                "After SIGTERM: TCP sockets open on the machine above the count before the hold "
                "(all four sockets of each console, and whatever else runs on the machine), "
                "ringside's worker threads still running (each ends once its connections are "
                "closed; then the main thread frees the rest and exits) and its resident memory. "
-               "The last row is the moment ringside was reaped. Workers all gone by %s s; "
-               "drain deadline at %s s." % (fmt(st.get("workers_gone_s")),
-                                           fmt(st.get("drain_timeout_s"))), "",
+               "The row with no worker threads and no RSS is the moment ringside was reaped "
+               "(rows after it: the kernel still closing sockets). Workers all gone by %s s; "
+               "drain deadline at %s s; ringside reaped at %s s." % (
+                   fmt(st.get("workers_gone_s")), fmt(st.get("drain_timeout_s")),
+                   fmt(st.get("stop_s"))), "",
                "| s after SIGTERM | sockets open | of which orphans (closed, finishing) | "
                "TIME_WAIT | worker threads | ringside RSS (MiB) |",
                "|---|---|---|---|---|---|"]
