@@ -643,6 +643,10 @@ backend pve
                 "tcp_sockets_per_console": round(idle.get("sockets", 0) / held, 2),
                 "idle_s": self.cfg["idle_s"], "hold_wait": self.cfg["hold_wait"],
                 "stop": idle.get("stop")})
+            if idle.get("stop"):
+                # the consoles the client saw closed by the stop: all of them
+                idle["stop"]["client_saw_closed"] = (out.get("dropped_while_held") or 0) - (
+                    idle.get("dropped") or 0)
             if self.perf:
                 res["hold"]["perf_idle"] = idle.get("perf", [])
             return
@@ -704,16 +708,22 @@ backend pve
         timeline.append((round(secs, 2), max(0, ss.get("inuse", 0) - sockets0), 0, 0,
                          ss.get("orphan"), ss.get("tw")))
         # The kernel may still be closing the relay's sockets once it is
-        # gone: follow them until 99 % are closed (or 60 s), and say when.
+        # gone: follow them until 99 % are closed, or the count (the
+        # machine's: other work's sockets come and go in it) stops falling
+        # for 1 s, or 20 s; closed = the first sample of that.
         first = max(timeline[0][1], 1)
         closed = next((x[0] for x in timeline if x[1] <= first // 100), None)
-        while closed is None and time.monotonic() - t0 < secs + 60:
+        while closed is None and time.monotonic() - t0 < secs + 20:
             time.sleep(0.25)
             now, ss = time.monotonic() - t0, tcp_sockstat()
             timeline.append((round(now, 2), max(0, ss.get("inuse", 0) - sockets0), 0, 0,
                              ss.get("orphan"), ss.get("tw")))
+            last = [x for x in timeline if x[0] >= secs][-5:]
             if timeline[-1][1] <= first // 100:
                 closed = now
+            elif len(last) == 5 and max(x[1] for x in last) - min(x[1] for x in last) <= \
+                    max(first // 100, 20):
+                closed = last[0][0]
         if workers_gone is None:  # gone between two samples and the exit: by then
             workers_gone = secs
         out = {"drain_timeout_s": drain, "stop_s": round(secs, 2),
@@ -901,8 +911,8 @@ def main_hold(a):
     run = Run("hold", a.out, "ringside", ("hold",), drain_s=a.drain_s, perf=a.perf)
     run.perf_keep = a.perf_keep
     # TIME_WAIT sockets of an earlier run expire over 60 s and give back
-    # slab while this one measures: start once they are (nearly) gone
-    for _ in range(70):
+    # slab while a large hold measures: start once they are (nearly) gone
+    for _ in range(70 if run.cfg["hold"] >= 10000 else 0):
         if tcp_sockstat().get("tw", 0) < 1000:
             break
         time.sleep(1)

@@ -316,6 +316,7 @@ def test_hold_mode_reports_memory_slab_idle_cpu_and_sigterm_stop(tmp_path):
     assert 0 <= h["cpu_percent_idle"] < 50 and h["idle_s"] == 0.5, h
     st = h["stop"]
     assert st["drain_timeout_s"] == 1 and st["exit_status"] == 0, st
+    assert st["client_saw_closed"] == 50, st  # every browser saw its console end
     # the consoles run on until the drain deadline, and no longer than 2 s past it
     assert 1 <= st["stop_s"] <= 3 and st["over_drain_s"] == round(st["stop_s"] - 1, 2), st
     # the consoles' ~200 sockets open at the SIGTERM, fewer once ringside was gone (the
