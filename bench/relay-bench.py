@@ -910,15 +910,15 @@ def main_hold(a):
         sys.exit("relay-bench: --conns >= 1 and --drain-s >= 0")
     run = Run("hold", a.out, "ringside", ("hold",), drain_s=a.drain_s, perf=a.perf)
     run.perf_keep = a.perf_keep
+    for key, v in (("hold", a.conns), ("idle_s", a.idle_s), ("hold_wait", a.hold_wait)):
+        if v is not None:
+            run.cfg[key] = v
     # TIME_WAIT sockets of an earlier run expire over 60 s and give back
     # slab while a large hold measures: start once they are (nearly) gone
     for _ in range(70 if run.cfg["hold"] >= 10000 else 0):
         if tcp_sockstat().get("tw", 0) < 1000:
             break
         time.sleep(1)
-    for key, v in (("hold", a.conns), ("idle_s", a.idle_s), ("hold_wait", a.hold_wait)):
-        if v is not None:
-            run.cfg[key] = v
     t0, load = time.time(), Load()
     try:
         res = run.measure("ringside", "ringside")
