@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import API_KEY, BUILD, ROOT, free_port, wait_port
+from conftest import API_KEY, ASAN, BUILD, ROOT, free_port, wait_port
 
 BENCH = os.path.join(ROOT, BUILD, "bench")
 PVE_PATH = "/api2/json/nodes/bench/qemu/100/vncwebsocket?port=5900&vncticket=x"
@@ -290,22 +290,34 @@ def test_relay_bench_interleaves_rounds_with_medians_spread_and_floor(tmp_path):
     assert lat, md
 
 
+def hold_run(tmp_path, *args, timeout=60):
+    """bench/relay-bench.py hold; under ASan its processes' reports go to
+    files (the harness removes its directory), and none may be an error."""
+    env = dict(os.environ, RINGSIDE_BUILD=BUILD,
+               ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:log_path=%s/asan" % tmp_path)
+    r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench/relay-bench.py"), "hold",
+                        *args, "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    for p in os.listdir(tmp_path):
+        if p.startswith("asan"):
+            text = open(tmp_path / p).read()
+            assert "ERROR" not in text and "runtime error" not in text, text[:3000]
+    base = [p for p in os.listdir(tmp_path) if p.startswith("hold-") and p.endswith(".json")]
+    assert len(base) == 1, os.listdir(tmp_path)
+    return base[0]
+
+
 def test_hold_mode_reports_memory_slab_idle_cpu_and_sigterm_stop(tmp_path):
     """`relay-bench.py hold` (make bench-hold: 100,000) at 50 consoles:
     ringside alone in Proxmox mode holds them with zero failures, the report
     gives memory, slab, idle CPU, and the SIGTERM stop with every console
     open against the drain_timeout_s the harness set: the consoles run on
     for the drain, then ringside exits 0 within 2 s of it."""
-    env = dict(os.environ, RINGSIDE_BUILD=BUILD)
-    r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench/relay-bench.py"), "hold",
-                        "--conns", "50", "--drain-s", "1", "--idle-s", "0.5", "--hold-wait",
-                        "0.3", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
-    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
-    base = [p for p in os.listdir(tmp_path) if p.startswith("hold-") and p.endswith(".json")]
-    assert len(base) == 1, os.listdir(tmp_path)
-    doc = json.load(open(tmp_path / base[0]))
-    md = open(tmp_path / base[0].replace(".json", ".md")).read()
+    base = hold_run(tmp_path, "--conns", "50", "--drain-s", "1", "--idle-s", "0.5",
+                    "--hold-wait", "0.3")
+    doc = json.load(open(tmp_path / base))
+    md = open(tmp_path / base.replace(".json", ".md")).read()
     h = doc["results"]["hold"]
     assert h["asked"] == h["held"] == 50, h
     assert not any(h["failures"].values()) and h["dropped_while_idle"] == 0, h
@@ -336,15 +348,11 @@ def test_sigterm_past_the_drain_finalizes_consoles_without_a_request_each(tmp_pa
     of CPU each to stop (15-20 us; ~45 us with a request per connection),
     every browser still sees its console closed, and it exits 0 soon after
     the deadline."""
-    env = dict(os.environ, RINGSIDE_BUILD=BUILD)
-    r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench/relay-bench.py"), "hold",
-                        "--conns", "2000", "--drain-s", "1", "--idle-s", "0.5", "--hold-wait",
-                        "0.5", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
-    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
-    path = [p for p in os.listdir(tmp_path) if p.endswith(".json")][0]
-    h = json.load(open(tmp_path / path))["results"]["hold"]
+    base = hold_run(tmp_path, "--conns", "2000", "--drain-s", "1", "--idle-s", "0.5",
+                    "--hold-wait", "0.5", timeout=120)
+    h = json.load(open(tmp_path / base))["results"]["hold"]
     st = h["stop"]
     assert h["held"] == 2000 and st["client_saw_closed"] == 2000 and st["exit_status"] == 0, st
-    assert st["relay_cpu_s"] <= 0.06, st  # 0.03-0.04 s; 0.09 on the parent commit
+    if not ASAN:  # ASan's own cost is several times ringside's
+        assert st["relay_cpu_s"] <= 0.06, st  # 0.03-0.04 s; 0.09 on the parent commit
     assert st["over_drain_s"] <= 2, st
