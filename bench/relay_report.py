@@ -8,6 +8,7 @@ the table gives the median over the rounds with its spread, min-max; the
 plots and the harness table use the medians.
 
     /usr/bin/python3 bench/relay_report.py bench/results/relays-STAMP.json   (redraw)
+    /usr/bin/python3 bench/relay_report.py bench/results/hold-STAMP.json     (the hold's)
 """
 import json
 import os
@@ -336,6 +337,127 @@ def render(doc, base):
     print("\n".join(md))
 
 
+def write_hold(res, base, command, seconds, load):
+    """The `hold` mode's report: ringside alone holding its consoles, then
+    stopped with SIGTERM under them (relay-bench.py main_hold)."""
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    doc = {"mode": "hold", "command": command, "seconds": round(seconds), "machine": machine(),
+           "load": load, "results": res}
+    json.dump(doc, open(base + ".json", "w"), indent=1)
+    render_hold(doc, base)
+
+
+def render_hold(doc, base):
+    h, m, load = doc["results"].get("hold") or {}, doc["machine"], doc.get("load") or {}
+    st = h.get("stop") or {}
+    fails = h.get("failures") or {}
+    held, asked = h.get("held") or 0, h.get("asked") or 0
+    kb = lambda v: None if v is None else v / 1000  # noqa: E731
+
+    def goal(ok):
+        return "—" if ok is None else ("met" if ok else "**not met**")
+
+    over = st.get("over_drain_s")
+    rows = [
+        ("consoles held (asked)", "%s (%s)" % (fmt(held), fmt(asked)),
+         "100,000, zero failures",
+         goal(held >= 100000 and held == asked and not any(fails.values())
+              and not h.get("dropped_while_idle"))),
+        ("failures while opening, by cause",
+         ", ".join("%s %d" % kv for kv in fails.items() if kv[1]) or "none", "", ""),
+        ("consoles dropped while idle (before the SIGTERM)", fmt(h.get("dropped_while_idle")),
+         "", ""),
+        ("opening: ramp (s) / consoles per s / setup p50 / p99 (ms)", "%s / %s / %s / %s" % (
+            fmt(h.get("ramp_s")), fmt(h.get("opened_per_s")),
+            fmt(kb(get(h, "setup_us", "p50"))), fmt(kb(get(h, "setup_us", "p99")))), "", ""),
+        ("userspace memory per idle console, Private_Dirty (B)",
+         fmt(h.get("private_dirty_bytes_per_console")), "≤ 6,000",
+         goal(None if h.get("private_dirty_bytes_per_console") is None
+              else h["private_dirty_bytes_per_console"] <= 6000)),
+        ("userspace memory per idle console, PSS (B)", fmt(h.get("pss_bytes_per_console")),
+         "", ""),
+        ("kernel slab per console, all 4 sockets on this box (B)",
+         fmt(h.get("slab_bytes_per_console_4_sockets")), "", ""),
+        ("kernel slab per console, ringside's 2 sockets ≈ half (B)",
+         fmt(None if h.get("slab_bytes_per_console_4_sockets") is None
+             else h["slab_bytes_per_console_4_sockets"] / 2), "", ""),
+        ("of which unreclaimable (SUnreclaim), 4 sockets (B)",
+         fmt(h.get("sunreclaim_bytes_per_console_4_sockets")), "", ""),
+        ("TCP sockets open per console (client, ringside ×2, fake pveproxy)",
+         fmt(h.get("tcp_sockets_per_console")), "", ""),
+        ("relay CPU while idle (%% of a core over %s s)" % fmt(h.get("idle_s")),
+         fmt(h.get("cpu_percent_idle")), "< 1 %",
+         goal(None if h.get("cpu_percent_idle") is None else h["cpu_percent_idle"] < 1)),
+        ("SIGTERM → exit with every console open (s)", fmt(st.get("stop_s")), "", ""),
+        ("drain_timeout_s", fmt(st.get("drain_timeout_s")), "", ""),
+        ("SIGTERM → the consoles' sockets closed (s): 99 % gone, or the machine's count "
+         "steady for 1 s", fmt(st.get("sockets_closed_s")), "", ""),
+        ("stop − drain_timeout_s (s)", fmt(over), "≤ 2", goal(None if over is None else over <= 2)),
+        ("relay CPU over the stop (s) / exit status", "%s / %s" % (
+            fmt(st.get("relay_cpu_s")), fmt(st.get("exit_status"))), "", ""),
+        ("consoles the client saw closed by the stop", fmt(st.get("client_saw_closed")), "",
+         ""),
+        ("client + fake pveproxy CPU over the stop (s): closing their ends on the same cores",
+         fmt(st.get("harness_cpu_s")), "", ""),
+    ]
+    md = ["# ringside holding %s Proxmox consoles, then SIGTERM (`%s`, %s s)" % (
+              fmt(asked), doc["command"], doc["seconds"]), "",
+          "Machine: %d vCPU %s (%s), %s GiB, Linux %s; load average at the end %s; while it ran "
+          "other processes took %.0f %% of all CPUs, steal %.0f %%." % (
+              m["cpus"], m["cpu"], "flags: " + " ".join(m.get("cpu_flags") or ["none"]),
+              m["mem_gib"], m["kernel"], " ".join(m["loadavg"]),
+              100 * load.get("others_cpu_share", 0), 100 * load.get("steal_share", 0)), "",
+          "ringside alone in Proxmox mode (WSS in, WSS out, upstream certificate verified), one "
+          "run: ringside-bench (ringside's engine, direct descriptors) opens every console as a "
+          "browser does, through the fake pveproxy, and holds them idle. Memory is the growth "
+          "of ringside's Private_Dirty / PSS from before the hold (after a 200-console warm-up) "
+          "to %s s after the last console opened, ÷ consoles held; slab is the growth of "
+          "/proc/meminfo's Slab over the same span, which on loopback counts all four sockets "
+          "of a console (browser, ringside's two, the upstream's). Idle CPU is ringside's "
+          "on-CPU time (schedstat, every thread) over the idle window. Then ringside gets "
+          "SIGTERM with every console still open: consoles run on for drain_timeout_s, then "
+          "ringside closes the rest and exits; the stop is SIGTERM → process reaped." % fmt(
+              h.get("hold_wait")), "",
+          "| figure | ringside | goal (issue 18) | |", "|---|---|---|---|"]
+    md += ["| %s | %s | %s | %s |" % r for r in rows]
+    tl = st.get("timeline") or []
+    if tl:
+        pick, last = [], None
+        for x in tl:  # about one sample a second, and every change of more than 5 %
+            if last is None or x[0] - last[0] >= 1 or abs(x[1] - last[1]) > 0.05 * max(
+                    last[1], 1) or x[2] != last[2]:
+                pick.append(x)
+                last = x
+        for x in tl:  # the exit, and the last sample
+            if (x[2:4] == [0, 0] or x[2:4] == (0, 0) or x is tl[-1]) and x not in pick:
+                pick.append(x)
+        pick.sort(key=lambda x: x[0])
+        md += ["", "## The stop, second by second", "",
+               "After SIGTERM: TCP sockets open on the machine above the count before the hold "
+               "(all four sockets of each console, and whatever else runs on the machine), "
+               "ringside's worker threads still running (each ends once its connections are "
+               "closed; then the main thread frees the rest and exits) and its resident memory. "
+               "The row with no worker threads and no RSS is the moment ringside was reaped "
+               "(rows after it: the kernel still closing sockets). Workers all gone by %s s; "
+               "drain deadline at %s s; ringside reaped at %s s." % (
+                   fmt(st.get("workers_gone_s")), fmt(st.get("drain_timeout_s")),
+                   fmt(st.get("stop_s"))), "",
+               "| s after SIGTERM | sockets open | of which orphans (closed, finishing) | "
+               "TIME_WAIT | worker threads | ringside RSS (MiB) |",
+               "|---|---|---|---|---|---|"]
+        md += ["| %s | %s | %s | %s | %s | %s |" % (
+            fmt(x[0]), fmt(x[1]), fmt(x[4] if len(x) > 4 else None),
+            fmt(x[5] if len(x) > 5 else None), fmt(x[2]), fmt(x[3])) for x in pick]
+    for label, lines in (("idle", h.get("perf_idle")), ("the stop", st.get("perf"))):
+        if lines:
+            md += ["", "## perf record -e cpu-clock on ringside: %s (self time, top symbols)"
+                   % label, "", "```"] + lines + ["```"]
+    md += ["", "Reproduce: `make && %s` (`make bench-hold`)." % doc["command"]]
+    open(base + ".md", "w").write("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 if __name__ == "__main__":
     path = sys.argv[1]
-    render(json.load(open(path)), path[:-5])
+    doc = json.load(open(path))
+    (render_hold if doc.get("mode") == "hold" else render)(doc, path[:-5])

@@ -29,9 +29,10 @@
  *                  [--hold-seconds 30] [--timeout-ms 20000]
  *
  * Prints {"event":"held",...} on stderr when the ramp is over (scripts wait
- * for it) and one JSON line on stdout at the end: opened, failures by
- * cause, ramp time, setup latency percentiles. Exit 0 when every console
- * opened and none dropped while held.
+ * for it), then {"event":"holding","opened":N,"dropped":D,...} every 250 ms
+ * while the consoles are held, and one JSON line on stdout at the end:
+ * opened, failures by cause, ramp time, setup latency percentiles. Exit 0
+ * when every console opened and none dropped while held.
  */
 #include "core/common.h"
 
@@ -841,9 +842,21 @@ int main(int argc, char **argv)
 
 		for (unsigned i = 0; i < RTT_BUCKETS; i++)
 			atomic_store(&rtt_hist[i], 0);
-		while (strcmp(o.scenario, "tokens") && !atomic_load(&stop_flag) &&
-		       rs_now_ms() - t0 < (uint64_t)o.hold_s * 1000)
+		for (unsigned tick = 1; strcmp(o.scenario, "tokens") && !atomic_load(&stop_flag) &&
+					rs_now_ms() - t0 < (uint64_t)o.hold_s * 1000;
+		     tick++) {
 			usleep(50000);
+			/* Drops while held, as they happen: a harness that stops
+			 * the relay under the held consoles counts the drops
+			 * from before its stop only. */
+			if (tick % 5 == 0)
+				fprintf(stderr,
+					"{\"event\":\"holding\",\"opened\":%llu,"
+					"\"dropped\":%llu,\"ms\":%llu}\n",
+					(unsigned long long)atomic_load(&n_opened),
+					(unsigned long long)atomic_load(&n_dropped),
+					(unsigned long long)(rs_now_ms() - t0));
+		}
 		held_ms = rs_now_ms() - t0;
 		atomic_store(&echo_bytes, atomic_load(&echo_bytes) - b0);
 		atomic_store(&echo_msgs, atomic_load(&echo_msgs) - m0);
