@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench/relay-profile.py — where ringside's CPU goes, scenario by scenario.
 
-    bench/relay-profile.py [--out DIR] [--callers]
+    bench/relay-profile.py [--out DIR] [--callers [--dwarf]]
 
 Starts the fake pveproxy and ringside exactly as bench/relay-bench.py does
 (Proxmox mode, TLS on both legs), then for each scenario attaches
@@ -40,7 +40,10 @@ SCENARIOS = [
 
 def perf_start(pid, data, callers):
     cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "2999", "-p", str(pid), "-o", data]
-    if callers:
+    if callers == "dwarf":
+        # through libssl/libcrypto, which have no frame pointers
+        cmd[2:2] = ["--call-graph", "dwarf,32768"]
+    elif callers:
         cmd.insert(2, "-g")
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # attached before the traffic starts
@@ -65,7 +68,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(rb.ROOT, "bench/results"))
     ap.add_argument("--callers", action="store_true")
+    ap.add_argument("--dwarf", action="store_true",
+                    help="call graphs by DWARF unwinding (with --callers): they reach into "
+                         "BoringSSL, which frame pointers do not")
     a = ap.parse_args()
+    callers = "dwarf" if a.callers and a.dwarf else a.callers
     run = rb.Run("short", a.out, "")
     sections = []
     try:
@@ -75,7 +82,7 @@ def main():
         run.client(args, "hold", 200, ["--hold-seconds", "0"])  # warm the pools
         for label, scenario, conns, extra in SCENARIOS:
             data = os.path.join(run.dir, "perf.data")
-            p = perf_start(pid, data, a.callers)
+            p = perf_start(pid, data, callers)
             out, _, _, _, _ = run.client(args, scenario, conns, extra)
             perf_stop(p)
             sections.append((label, out, report(data, a.callers)))
@@ -83,7 +90,7 @@ def main():
         # tokens: the API alone, keep-alive, pipelined
         api = args[args.index("--api") + 1]
         data = os.path.join(run.dir, "perf.data")
-        p = perf_start(pid, data, a.callers)
+        p = perf_start(pid, data, callers)
         out, _, _, _, _ = run.client(["--api", api, "--key", rb.KEY, "--target", "127.0.0.1:1"],
                                      "tokens", 30000, ["--batch", "128", "--workers", "1"])
         perf_stop(p)
@@ -94,12 +101,12 @@ def main():
 
         def on_held(proc, relay):
             time.sleep(2)
-            p = perf_start(pid, idle_data, a.callers)
+            p = perf_start(pid, idle_data, callers)
             t0 = rb.cpu_ns([pid])
             time.sleep(5)
             held["idle_pct"] = round((rb.cpu_ns([pid]) - t0) / 5e9 * 100, 2)
             perf_stop(p)
-            held["p"] = perf_start(pid, data, a.callers)
+            held["p"] = perf_start(pid, data, callers)
             t0 = time.time()
             run.relay.send_signal(signal.SIGTERM)
             run.relay.wait(120)
