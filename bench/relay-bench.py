@@ -249,19 +249,24 @@ def perf_start(pid, data):
     return p
 
 
+def end_process(p, sig, timeout):
+    """Send <sig> to a running process, wait <timeout> s for it, then kill."""
+    if p.poll() is None:
+        p.send_signal(sig)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def perf_stop(p, data, phases=(("", None),)):
     """Stop it (it also ends when its process exits); per phase (label,
     (monotonic start, end) or None for all of it) the samples and the top
     symbols by self time, one "percent dso symbol" line each."""
     if p is None:
         return []
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-    try:
-        p.wait(60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    end_process(p, signal.SIGINT, 60)
     out = []
     for label, span in phases:
         lines = []
@@ -297,13 +302,7 @@ class Procs:
         return p
 
     def stop(self, p):
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        end_process(p, signal.SIGTERM, 20)
         if p in self.procs:
             self.procs.remove(p)
 
