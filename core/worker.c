@@ -103,6 +103,13 @@ enum conn_flag {
 	CF_FILTER_READY = 1 << 15, /* the filter's handshake is done: owner bytes accepted */
 	CF_HANDOFF = 1 << 16,      /* moving to another worker: input is carried, not delivered */
 	CF_HANDOFF_SENT = 1 << 17, /* its MSG_RING is in flight */
+	/* The linger's shutdown(SHUT_WR) is in flight. io_uring runs a shutdown
+	 * on io-wq and resolves its direct descriptor only there, so the close
+	 * that frees the descriptor must wait for it: otherwise a connection
+	 * accepted into the freed descriptor meanwhile has its writing shut
+	 * down (its sends fail with EPIPE). */
+	CF_SHUT_WR = 1 << 18,
+	CF_CLOSE_WAIT = 1 << 19, /* closing, the close waits for that shutdown */
 };
 
 /* A connection on its way to another worker (rs_conn_hand_off). Allocated by
@@ -676,7 +683,7 @@ static void begin_linger(struct rs_conn *c)
 		rs_conn_close(c, c->why, c->err);
 		return;
 	}
-	c->flags |= CF_LINGER;
+	c->flags |= CF_LINGER | CF_SHUT_WR;
 	sqe = conn_sqe(c, OP_SHUTDOWN);
 	io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
 	sqe->flags |= IOSQE_FIXED_FILE;
@@ -969,9 +976,28 @@ void rs_conn_filter_wait(struct rs_conn *c)
 
 /* --- close --- */
 
-void rs_conn_close(struct rs_conn *c, enum rs_close_reason why, int err)
+static void submit_close(struct rs_conn *c)
 {
 	struct io_uring_sqe *sqe;
+
+	if (c->fd < 0)
+		return;
+	/* No cancel: shutdown(SHUT_RDWR) ends the socket's pending requests
+	 * itself (the multishot recv sees EOF, a waiting send EPIPE, a connect
+	 * in SYN_SENT is disconnected), while a cancel by descriptor walks
+	 * every request pending on the ring, making each close cost O(open
+	 * connections): 20 s to stop 15,000 consoles before this
+	 * (bench/relay-profile.py). */
+	sq_reserve(c->w, 2);
+	sqe = conn_sqe(c, OP_SHUTDOWN);
+	io_uring_prep_shutdown(sqe, c->fd, SHUT_RDWR);
+	sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_HARDLINK;
+	sqe = conn_sqe(c, OP_CLOSE);
+	io_uring_prep_close_direct(sqe, (unsigned)c->fd);
+}
+
+void rs_conn_close(struct rs_conn *c, enum rs_close_reason why, int err)
+{
 	struct seg *s, *n, *keep = NULL;
 	unsigned i = 0;
 
@@ -999,20 +1025,10 @@ void rs_conn_close(struct rs_conn *c, enum rs_close_reason why, int err)
 	}
 	if (c->w->abandoning && !(c->flags & CF_SENDING))
 		return; /* force_close_all finalizes it; the ring's teardown closes it */
-	if (c->fd >= 0) {
-		/* No cancel: shutdown(SHUT_RDWR) ends the socket's pending
-		 * requests itself (the multishot recv sees EOF, a waiting send
-		 * EPIPE, a connect in SYN_SENT is disconnected), while a cancel
-		 * by descriptor walks every request pending on the ring, making
-		 * each close cost O(open connections): 20 s to stop 15,000
-		 * consoles before this (bench/relay-profile.py). */
-		sq_reserve(c->w, 2);
-		sqe = conn_sqe(c, OP_SHUTDOWN);
-		io_uring_prep_shutdown(sqe, c->fd, SHUT_RDWR);
-		sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_HARDLINK;
-		sqe = conn_sqe(c, OP_CLOSE);
-		io_uring_prep_close_direct(sqe, (unsigned)c->fd);
-	}
+	if (c->flags & CF_SHUT_WR)
+		c->flags |= CF_CLOSE_WAIT; /* submitted when that shutdown completes */
+	else
+		submit_close(c);
 	/* With nothing in flight (connect before registration finished is the
 	 * only such case) the registration completion finalizes. */
 }
@@ -1394,6 +1410,17 @@ static void handle_cqe(struct rs_worker *w, struct io_uring_cqe *cqe)
 		break;
 	case OP_CANCEL:
 		c->flags &= (uint32_t)~CF_CANCEL_PENDING;
+		break;
+	case OP_SHUTDOWN:
+		/* While CF_SHUT_WR is set no other shutdown is submitted: this is
+		 * the linger's, and a close that waited for it goes now. */
+		if (c->flags & CF_SHUT_WR) {
+			c->flags &= (uint32_t)~CF_SHUT_WR;
+			if (c->flags & CF_CLOSE_WAIT) {
+				c->flags &= (uint32_t)~CF_CLOSE_WAIT;
+				submit_close(c);
+			}
+		}
 		break;
 	case OP_CLOSE:
 		c->fd = -1;
