@@ -109,7 +109,6 @@ enum conn_flag {
 	 * accepted into the freed descriptor meanwhile has its writing shut
 	 * down (its sends fail with EPIPE). */
 	CF_SHUT_WR = 1 << 18,
-	CF_CLOSE_WAIT = 1 << 19, /* closing, the close waits for that shutdown */
 };
 
 /* A connection on its way to another worker (rs_conn_hand_off). Allocated by
@@ -1025,9 +1024,7 @@ void rs_conn_close(struct rs_conn *c, enum rs_close_reason why, int err)
 	}
 	if (c->w->abandoning && !(c->flags & CF_SENDING))
 		return; /* force_close_all finalizes it; the ring's teardown closes it */
-	if (c->flags & CF_SHUT_WR)
-		c->flags |= CF_CLOSE_WAIT; /* submitted when that shutdown completes */
-	else
+	if (!(c->flags & CF_SHUT_WR)) /* else submitted when that shutdown completes */
 		submit_close(c);
 	/* With nothing in flight (connect before registration finished is the
 	 * only such case) the registration completion finalizes. */
@@ -1413,13 +1410,13 @@ static void handle_cqe(struct rs_worker *w, struct io_uring_cqe *cqe)
 		break;
 	case OP_SHUTDOWN:
 		/* While CF_SHUT_WR is set no other shutdown is submitted: this is
-		 * the linger's, and a close that waited for it goes now. */
+		 * the linger's, and a close that came meanwhile waited for it (one
+		 * abandoned at the stop deadline is finalized: its completions
+		 * never arrive here). */
 		if (c->flags & CF_SHUT_WR) {
 			c->flags &= (uint32_t)~CF_SHUT_WR;
-			if (c->flags & CF_CLOSE_WAIT) {
-				c->flags &= (uint32_t)~CF_CLOSE_WAIT;
+			if (c->flags & CF_CLOSING)
 				submit_close(c);
-			}
 		}
 		break;
 	case OP_CLOSE:

@@ -414,16 +414,7 @@ def test_half_closed_requests_are_answered(daemon):
     big = get("/static/console-vnc.js").encode()
     for _ in range(3):
         assert half_closed_exchange(daemon.port, big).startswith(b"HTTP/1.1 200 ")
-    deadline = time.monotonic() + 1.2
-    while True:
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % daemon.metrics_port,
-                                    timeout=5) as r:
-            open_now = [ln for ln in r.read().decode().splitlines()
-                        if ln.startswith("ringside_connections_open ")]
-        if open_now == ["ringside_connections_open 1"] or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert open_now == ["ringside_connections_open 1"]  # the scrape itself
+    settled(daemon, timeout=1.2)
 
 
 @pytest.mark.parametrize("upgrade", [
@@ -523,8 +514,8 @@ def open_idle(port, n, source="127.0.0.1"):
 
 def settled(d, timeout=5.0):
     """Wait until the daemon holds no connection but the metrics scrape's
-    own: the start-up health check's connection lingers, then closes, and
-    counts against its client until it has."""
+    own (e.g. the start-up health check's lingers, then closes, and counts
+    against its client until it has); fail after <timeout> s."""
     end = time.time() + timeout
     while time.time() < end:
         if metric(d, "ringside_connections_open") <= 1:
@@ -534,7 +525,6 @@ def settled(d, timeout=5.0):
 
 
 def metric(d, name):
-    import urllib.request
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.metrics_port, timeout=5) as r:
         for line in r.read().decode().splitlines():
             if line.startswith(name + " "):

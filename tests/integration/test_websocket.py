@@ -146,6 +146,13 @@ def test_text_split_utf8_across_fragments_is_fine(daemon, echo):
     assert ws.recv_data(len(s)) == s
 
 
+def violate(ws, i):
+    """Send the i-th violation (cyclically), expect ringside's close, close."""
+    ws.send_frame(**VIOLATIONS[i % len(VIOLATIONS)][1])
+    ws.expect_close()
+    ws.close()
+
+
 @pytest.mark.skipif(ASAN, reason="ASan quarantines freed memory; LeakSanitizer checks leaks at exit")
 def test_no_crash_no_growth_across_many_bad_sessions(daemon_factory, echo):
     # A small receive pool is fully touched during warm-up, so what is left
@@ -153,11 +160,7 @@ def test_no_crash_no_growth_across_many_bad_sessions(daemon_factory, echo):
     daemon = daemon_factory({"buffers": {"count": 64}})
     base = None
     for i in range(300):
-        name, frame, code = VIOLATIONS[i % len(VIOLATIONS)]
-        ws = relay_ws(daemon, echo.port)
-        ws.send_frame(**frame)
-        ws.expect_close()
-        ws.close()
+        violate(relay_ws(daemon, echo.port), i)
         if i == 50:
             time.sleep(0.5)
             base = rss_kb(daemon.pid)
@@ -177,15 +180,12 @@ def test_a_closing_console_never_shuts_down_the_next_one(daemon_factory, echo):
     daemon = daemon_factory({"buffers": {"count": 64}})
     lost = []
     for i in range(600 if ASAN else 2000):
-        name, frame, code = VIOLATIONS[i % len(VIOLATIONS)]
         try:  # the API call's connection can be the one shut down, too
             ws = relay_ws(daemon, echo.port)
         except (EOFError, ConnectionError, http.client.HTTPException) as e:
             lost.append((i, type(e).__name__))
             continue
-        ws.send_frame(**frame)
-        ws.expect_close()
-        ws.close()
+        violate(ws, i)
     assert not lost, "consoles closed before their handshake: %s" % lost
     assert stats(daemon)["consoles"]["causes"]["browser_closed"] == 0
 
