@@ -227,6 +227,10 @@ int rs_conn_set_filter(struct rs_conn *c, const struct rs_conn_filter *f, void *
 void rs_conn_filter_ready(struct rs_conn *c);
 /* Queue bytes on the wire, past the filter. */
 int rs_conn_send_wire(struct rs_conn *c, const void *data, size_t len) RS_MUST_CHECK;
+/* Queue <len> bytes on the wire, past the filter, that the caller writes
+ * into the returned space at once (a record sealed in place), before any
+ * other call on <c>. NULL when closing or out of memory. */
+uint8_t *rs_conn_wire_room(struct rs_conn *c, size_t len) RS_MUST_CHECK;
 /* The filter's context (NULL without a filter). */
 void *rs_conn_filter_ctx(const struct rs_conn *c);
 /* Hand decoded bytes in pool buffer <b> to the owner's on_data. */

@@ -518,13 +518,14 @@ static void seg_done(struct rs_conn *c, struct seg *s)
 	seg_free(c->w, s);
 }
 
-static int send_copy(struct rs_conn *c, const void *data, size_t len, bool wire)
+/* Room for <len> more bytes at the end of a queue, already counted as
+ * queued: the caller fills it at once. NULL when out of memory. */
+static uint8_t *queue_room(struct rs_conn *c, size_t len, bool wire)
 {
 	struct seg *t = wire ? c->sq_tail : c->pq_tail, *s;
+	uint8_t *p;
 	size_t cap;
 
-	if (!len)
-		return 0;
 	/* Cork small writes into the tail copy segment. Its unsent bytes start
 	 * at t->ptr, which a partial send moved past t->data, so the room left
 	 * is what follows t->ptr + t->len. Appending to a segment a send in
@@ -532,16 +533,16 @@ static int send_copy(struct rs_conn *c, const void *data, size_t len, bool wire)
 	 * on_send keeps what it did not cover. */
 	if (t && t->kind == SEG_COPY &&
 	    (size_t)(t->data + t->cap - (t->ptr + t->len)) >= len) {
-		memcpy((uint8_t *)t->ptr + t->len, data, len);
+		p = (uint8_t *)t->ptr + t->len;
 		t->len += (uint32_t)len;
 		c->queued += (uint32_t)len;
 		if (c->cost > c->w->e->o.send_high_water)
 			c->flags |= CF_CONGESTED;
 		mark_dirty(c);
-		return 0;
+		return p;
 	}
 	if (len > UINT32_MAX / 2)
-		return -EMSGSIZE;
+		return NULL;
 	cap = len < 1024 ? 1024 : len;
 	if (len > REC_CAP / 2 && len <= REC_CAP) {
 		cap = REC_CAP;
@@ -556,14 +557,26 @@ static int send_copy(struct rs_conn *c, const void *data, size_t len, bool wire)
 	if (!s)
 		s = malloc(sizeof(*s) + cap);
 	if (!s)
-		return -ENOMEM;
+		return NULL;
 	s->kind = SEG_COPY;
 	s->cap = (uint32_t)cap;
 	s->cost = (uint32_t)cap;
-	memcpy(s->data, data, len);
 	s->ptr = s->data;
 	s->len = (uint32_t)len;
 	queue_seg(c, s, wire);
+	return s->data;
+}
+
+static int send_copy(struct rs_conn *c, const void *data, size_t len, bool wire)
+{
+	uint8_t *p;
+
+	if (!len)
+		return 0;
+	p = queue_room(c, len, wire);
+	if (!p)
+		return len > UINT32_MAX / 2 ? -EMSGSIZE : -ENOMEM;
+	memcpy(p, data, len);
 	return 0;
 }
 
@@ -590,6 +603,13 @@ int rs_conn_send_wire(struct rs_conn *c, const void *data, size_t len)
 	if (c->flags & CF_CLOSING)
 		return -EPIPE;
 	return send_copy(c, data, len, true);
+}
+
+uint8_t *rs_conn_wire_room(struct rs_conn *c, size_t len)
+{
+	if ((c->flags & CF_CLOSING) || !len)
+		return NULL;
+	return queue_room(c, len, true);
 }
 
 static int send_ref(struct rs_conn *c, enum seg_kind kind, void *ref, const uint8_t *data,

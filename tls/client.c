@@ -381,7 +381,7 @@ bool rs_tls_client_resumed(struct rs_conn *c)
 {
 	struct rs_tls_conn *t = rs_conn_filter_ctx(c);
 
-	return t && SSL_session_reused(t->ssl);
+	return t && t->resumed;
 }
 
 const struct rs_tls_counters *rs_tls_client_counters(const struct rs_tls_client *cl)

@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "tls/conn.h"
+#include "tls/rec13.h"
 
 const char *const rs_tls_fail_names[RS_TLS_FAIL__COUNT] = {
     "protocol", "version", "cipher", "verify", "closed", "other",
@@ -125,50 +126,10 @@ static void established(struct rs_tls_conn *t)
 	t->established = true;
 	rs_conn_filter_ready(t->c);
 	atomic_fetch_add_explicit(&t->stats->handshakes, 1, memory_order_relaxed);
-	if (SSL_session_reused(t->ssl))
+	t->resumed = SSL_session_reused(t->ssl);
+	if (t->resumed)
 		atomic_fetch_add_explicit(&t->stats->resumed, 1, memory_order_relaxed);
 	finish_handshake(t, 0, NULL);
-}
-
-/* Feed t->in to BoringSSL and deliver plaintext until it needs more. */
-static void pump(struct rs_tls_conn *t)
-{
-	struct rs_bufpool *pool = rs_worker_bufpool(rs_conn_worker(t->c));
-	int ret;
-
-	if (!t->established) {
-		ret = SSL_do_handshake(t->ssl);
-		if (ret != 1) {
-			if (SSL_get_error(t->ssl, ret) != SSL_ERROR_WANT_READ)
-				fail(t, ret);
-			return;
-		}
-		established(t);
-		if (rs_conn_closing(t->c))
-			return;
-	}
-	while (t->in_len || SSL_pending(t->ssl)) {
-		struct rs_buf *ob = rs_bufpool_get(pool);
-
-		if (!ob) {
-			/* Every user buffer is pinned by slow readers: keep the rest
-			 * of the input until one frees. The engine stops reading the
-			 * socket meanwhile, whatever the owner pauses or resumes. */
-			rs_conn_filter_wait(t->c);
-			return;
-		}
-		ret = SSL_read(t->ssl, rs_buf_data(pool, ob), (int)pool->size);
-		if (ret > 0)
-			rs_conn_deliver(t->c, ob, rs_buf_data(pool, ob), (size_t)ret);
-		rs_buf_unref(pool, ob);
-		if (ret <= 0) {
-			if (SSL_get_error(t->ssl, ret) != SSL_ERROR_WANT_READ)
-				fail(t, ret);
-			return;
-		}
-		if (rs_conn_closing(t->c))
-			return;
-	}
 }
 
 #define HELD_MAX (64 * 1024) /* input kept while waiting; beyond it the peer is not reading */
@@ -191,11 +152,210 @@ static int hold(struct rs_tls_conn *t, const uint8_t *data, size_t len)
 	return 0;
 }
 
+static void rec_fail(struct rs_tls_conn *t, enum rs_close_reason why, const char *msg)
+{
+	t->failed = true;
+	if (why == RS_CLOSE_ERROR)
+		rs_debug("tls", "connection %llx: %s", (unsigned long long)rs_conn_id(t->c), msg);
+	if (!rs_conn_closing(t->c))
+		rs_conn_close(t->c, why, EPROTO);
+}
+
+/* Open the complete record rec[0..len) and hand its data on: from <b> in
+ * place, or (b NULL: a record put together from two receives, or input
+ * held) copied into a user buffer, which the caller made sure is free.
+ * false when the connection ends. */
+static bool rec_open(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *rec, size_t len)
+{
+	struct rs_bufpool *pool = rs_worker_bufpool(rs_conn_worker(t->c));
+	const char *why = NULL;
+	uint8_t *out, alert, *o;
+	size_t n;
+
+	switch (rs_rec13_open(t->rec, rec, len, &out, &n, &alert, &why)) {
+	case RS_REC13_DATA:
+		if (!n)
+			break;
+		if (b) {
+			rs_conn_deliver(t->c, b, out, n);
+		} else {
+			struct rs_buf *ob = rs_bufpool_get(pool);
+
+			memcpy(rs_buf_data(pool, ob), out, n);
+			rs_conn_deliver(t->c, ob, rs_buf_data(pool, ob), n);
+			rs_buf_unref(pool, ob);
+		}
+		break;
+	case RS_REC13_NONE:
+		if (!rs_rec13_owed(t->rec))
+			break;
+		/* Our KeyUpdate goes out before anything sealed after it. */
+		o = rs_conn_wire_room(t->c, RS_REC13_KEY_UPDATE_LEN);
+		if (!o || rs_rec13_answer_update(t->rec, o) != RS_REC13_KEY_UPDATE_LEN) {
+			rec_fail(t, RS_CLOSE_ERROR, "cannot answer a KeyUpdate");
+			return false;
+		}
+		break;
+	case RS_REC13_CLOSE:
+		rec_fail(t, RS_CLOSE_PEER_EOF, "close_notify");
+		return false;
+	case RS_REC13_ERROR:
+		rec_fail(t, RS_CLOSE_ERROR, why);
+		return false;
+	}
+	return !rs_conn_closing(t->c);
+}
+
+/* Records from wire bytes (rec mode). A record cut by the end of a receive
+ * waits in t->part for its rest; one that cannot be handed on for want of a
+ * user buffer waits, with everything after it, in t->held. */
+static void rec_recv(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *data, size_t len)
+{
+	struct rs_bufpool *pool = rs_worker_bufpool(rs_conn_worker(t->c));
+	ssize_t rl;
+
+	while (len || t->part_len) {
+		if (t->part_len) {
+			size_t want = RS_REC13_HDR, n;
+
+			if (t->part_len >= RS_REC13_HDR) {
+				rl = rs_rec13_record_len(t->part, t->part_len);
+				if (rl < 0)
+					goto out_bad;
+				want = (size_t)rl;
+			}
+			n = RS_MIN(want - t->part_len, len);
+			if (n)
+				memcpy(t->part + t->part_len, data, n);
+			t->part_len += n;
+			data += n;
+			len -= n;
+			if (t->part_len < want)
+				return;
+			if (want == RS_REC13_HDR)
+				continue; /* the header is complete: now the body */
+			if (!rs_bufpool_has_user_free(pool))
+				goto out_wait;
+			t->part_len = 0;
+			if (!rec_open(t, NULL, t->part, want))
+				return;
+			free(t->part);
+			t->part = NULL;
+			continue;
+		}
+		rl = rs_rec13_record_len(data, len);
+		if (rl < 0)
+			goto out_bad;
+		if (!rl || (size_t)rl > len) {
+			t->part = malloc(RS_REC13_MAX_RECORD);
+			if (!t->part) {
+				rec_fail(t, RS_CLOSE_NOMEM, "out of memory");
+				return;
+			}
+			memcpy(t->part, data, len);
+			t->part_len = len;
+			return;
+		}
+		if (!b && !rs_bufpool_has_user_free(pool))
+			goto out_wait;
+		if (!rec_open(t, b, data, (size_t)rl))
+			return;
+		data += rl;
+		len -= (size_t)rl;
+	}
+	return;
+
+out_wait:
+	/* As pump below: the socket stops until a user buffer frees. */
+	if (len && hold(t, data, len)) {
+		rec_fail(t, RS_CLOSE_NOMEM, "input held too long");
+		return;
+	}
+	rs_conn_filter_wait(t->c);
+	return;
+
+out_bad:
+	rec_fail(t, RS_CLOSE_ERROR, "malformed record header");
+}
+
+/* Hand a TLS 1.3 connection over to tls/rec13 once BoringSSL returned
+ * application data and holds nothing more: on the client side the server's
+ * tickets come before its first answer, so BoringSSL has stored them; on the
+ * server side the peer has shown it is a client that talks, not a scanner
+ * that handshakes and leaves (its tickets are flushed here, where BoringSSL
+ * would at its first write). Stays with BoringSSL otherwise (TLS 1.2, or out
+ * of memory). */
+static void take_over(struct rs_tls_conn *t)
+{
+	struct rs_rec13 *r;
+
+	if (t->rec || !t->established || t->failed || rs_conn_closing(t->c) ||
+	    !t->got_data || SSL_version(t->ssl) != TLS1_3_VERSION || SSL_has_pending(t->ssl))
+		return;
+	/* BoringSSL keeps a TLS 1.3 server's tickets until its first write: a
+	 * zero-byte write sends them. */
+	if (SSL_write(t->ssl, "", 0) < 0) {
+		ERR_clear_error();
+		return;
+	}
+	r = malloc(sizeof(*r));
+	if (!r || rs_rec13_init(r, t->ssl)) {
+		free(r);
+		return;
+	}
+	t->rec = r;
+	SSL_free(t->ssl);
+	t->ssl = NULL;
+}
+
+/* Feed t->in to BoringSSL and deliver plaintext until it needs more. */
+static void pump(struct rs_tls_conn *t)
+{
+	struct rs_bufpool *pool = rs_worker_bufpool(rs_conn_worker(t->c));
+	int ret;
+
+	if (!t->established) {
+		ret = SSL_do_handshake(t->ssl);
+		if (ret != 1) {
+			if (SSL_get_error(t->ssl, ret) != SSL_ERROR_WANT_READ)
+				fail(t, ret);
+			return;
+		}
+		established(t);
+		if (rs_conn_closing(t->c))
+			return;
+	}
+	while (!t->rec && (t->in_len || SSL_pending(t->ssl))) {
+		struct rs_buf *ob = rs_bufpool_get(pool);
+
+		if (!ob) {
+			/* Every user buffer is pinned by slow readers: keep the rest
+			 * of the input until one frees. The engine stops reading the
+			 * socket meanwhile, whatever the owner pauses or resumes. */
+			rs_conn_filter_wait(t->c);
+			return;
+		}
+		ret = SSL_read(t->ssl, rs_buf_data(pool, ob), (int)pool->size);
+		if (ret > 0) {
+			t->got_data = true;
+			rs_conn_deliver(t->c, ob, rs_buf_data(pool, ob), (size_t)ret);
+		}
+		rs_buf_unref(pool, ob);
+		if (ret <= 0) {
+			if (SSL_get_error(t->ssl, ret) != SSL_ERROR_WANT_READ)
+				fail(t, ret);
+			return;
+		}
+		if (rs_conn_closing(t->c))
+			return;
+		take_over(t);
+	}
+}
+
 static void f_on_recv(struct rs_conn *c, void *fctx, struct rs_buf *b, uint8_t *data, size_t len)
 {
 	struct rs_tls_conn *t = fctx;
 
-	(void)b;
 	if (t->failed)
 		return;
 	if (t->held) {
@@ -203,9 +363,21 @@ static void f_on_recv(struct rs_conn *c, void *fctx, struct rs_buf *b, uint8_t *
 			rs_conn_close(c, RS_CLOSE_NOMEM, ENOBUFS);
 		return;
 	}
+	if (t->rec) {
+		rec_recv(t, b, data, len);
+		return;
+	}
 	t->in = data;
 	t->in_len = len;
 	pump(t);
+	if (t->rec && t->in_len && !rs_conn_closing(c)) {
+		/* Handed over with records left in this receive: the
+		 * record layer reads on. */
+		size_t n = t->in_len;
+
+		t->in_len = 0;
+		rec_recv(t, b, (uint8_t *)t->in, n);
+	}
 	if (t->in_len && !rs_conn_closing(c) && !t->failed && hold(t, t->in, t->in_len))
 		rs_conn_close(c, RS_CLOSE_NOMEM, ENOBUFS);
 	t->in = NULL;
@@ -223,11 +395,30 @@ static void f_on_resume(struct rs_conn *c, void *fctx)
 	if (held) {
 		f_on_recv(c, t, NULL, held, n);
 		free(held);
+	} else if (t->rec) {
+		rec_recv(t, NULL, NULL, 0); /* a record waiting in t->part */
 	} else {
 		pump(t);
 	}
 	/* No rs_conn_resume here: the engine re-arms the socket once the
 	 * filter stops waiting, and only if the owner has not paused it. */
+}
+
+/* Records sealed straight into the send queue. */
+static int rec_write(struct rs_tls_conn *t, const uint8_t *data, size_t len)
+{
+	while (len) {
+		size_t n = RS_MIN(len, (size_t)RS_REC13_MAX_PLAIN);
+		uint8_t *o = rs_conn_wire_room(t->c, n + RS_REC13_OVERHEAD);
+
+		if (!o)
+			return -ENOMEM;
+		if (rs_rec13_seal(t->rec, 23, data, n, o) != n + RS_REC13_OVERHEAD)
+			return -EIO; /* the queue holds garbage: the engine closes */
+		data += n;
+		len -= n;
+	}
+	return 0;
 }
 
 static int f_write(struct rs_conn *c, void *fctx, const uint8_t *data, size_t len)
@@ -237,6 +428,8 @@ static int f_write(struct rs_conn *c, void *fctx, const uint8_t *data, size_t le
 	(void)c;
 	if (!t->established || t->failed)
 		return -ENOTCONN;
+	if (t->rec)
+		return rec_write(t, data, len);
 	while (len) {
 		int n = SSL_write(t->ssl, data, (int)RS_MIN(len, (size_t)INT_MAX));
 
@@ -253,10 +446,18 @@ static int f_write(struct rs_conn *c, void *fctx, const uint8_t *data, size_t le
 static void f_shutdown(struct rs_conn *c, void *fctx)
 {
 	struct rs_tls_conn *t = fctx;
+	static const uint8_t close_notify[2] = {1, 0};
+	uint8_t *o;
 
-	(void)c;
-	if (t->established && !t->failed)
-		SSL_shutdown(t->ssl);
+	if (!t->established || t->failed)
+		return;
+	if (t->rec) {
+		o = rs_conn_wire_room(c, RS_REC13_ALERT_LEN);
+		if (o && !rs_rec13_seal(t->rec, 21, close_notify, 2, o))
+			rs_conn_close(c, RS_CLOSE_ERROR, EIO);
+		return;
+	}
+	SSL_shutdown(t->ssl);
 	ERR_clear_error();
 }
 
@@ -267,6 +468,11 @@ static void f_release(void *fctx)
 	free(t->held);
 	if (t->on_release)
 		t->on_release(t);
+	if (t->rec) {
+		rs_rec13_clear(t->rec);
+		free(t->rec);
+	}
+	free(t->part);
 	SSL_free(t->ssl);
 	free(t);
 }

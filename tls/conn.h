@@ -1,12 +1,15 @@
 /* tls/conn.h — one TLS connection on the engine: BoringSSL driven through a
  * custom BIO over engine buffers, installed as the connection's filter.
  *
- * Received records are read straight out of the receive buffer (no copy
- * into a memory BIO) and decrypted into the pool's user buffers; sealed
- * records go out as wire segments. BoringSSL frees its own record buffers
- * whenever they are empty, so an idle connection keeps only the SSL object.
- * Handshake, read, write and shutdown are states of the SSL object; nothing
- * here blocks. Used by tls/server.c and tls/client.c, not by upper layers.
+ * BoringSSL runs the handshake, reading records straight out of the
+ * receive buffer (no copy into a memory BIO). A TLS 1.3 connection is then
+ * handed to tls/rec13 and its SSL object freed — on the server side at
+ * once, on the client side after the first application data (the tickets
+ * that precede it were stored): records are opened in place in the receive
+ * buffer and delivered from there, and sealed in place in the send queue.
+ * TLS 1.2 connections stay with BoringSSL, which decrypts into the pool's
+ * user buffers and frees its record buffers whenever they are empty.
+ * Nothing here blocks. Used by tls/server.c and tls/client.c, not by upper layers.
  */
 #ifndef RS_TLS_CONN_H
 #define RS_TLS_CONN_H
@@ -38,8 +41,13 @@ struct rs_tls_counters {
 	_Atomic uint64_t handshakes, resumed, failures[RS_TLS_FAIL__COUNT];
 };
 
+struct rs_rec13;
+
 struct rs_tls_conn {
-	SSL *ssl;
+	SSL *ssl;	      /* NULL once <rec> took over */
+	struct rs_rec13 *rec; /* TLS 1.3 after the handshake (tls/rec13.h) */
+	uint8_t *part;	      /* <rec>: a record begun in an earlier receive */
+	size_t part_len;
 	struct rs_conn *c;
 	struct rs_tls_counters *stats;
 	const uint8_t *in; /* wire bytes the BIO has not handed to BoringSSL yet */
@@ -52,6 +60,8 @@ struct rs_tls_conn {
 	void *owner;
 	const char *fail_msg; /* set by a verify callback; owned by <owner> */
 	bool established, failed;
+	bool resumed;  /* the handshake resumed a session */
+	bool got_data; /* BoringSSL returned application data (tickets before it read) */
 };
 
 /* Wrap <ssl> (ownership passes) around <c> as its filter. 0, -ENOMEM, or

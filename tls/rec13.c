@@ -1,0 +1,357 @@
+/* tls/rec13.c — the TLS 1.3 record layer after the handshake (see rec13.h). */
+#include "core/common.h"
+
+#include <openssl/aead.h>
+#include <openssl/hkdf.h>
+
+#include "tls/rec13.h"
+
+enum {
+	CT_ALERT = 21,
+	CT_HANDSHAKE = 22,
+	CT_APPDATA = 23,
+	HS_NEW_SESSION_TICKET = 4,
+	HS_KEY_UPDATE = 24,
+	AL_CLOSE_NOTIFY = 0,
+	AL_UNEXPECTED_MESSAGE = 10,
+	AL_BAD_RECORD_MAC = 20,
+	AL_RECORD_OVERFLOW = 22,
+	AL_ILLEGAL_PARAMETER = 47,
+	AL_DECODE_ERROR = 50,
+	AL_INTERNAL_ERROR = 80,
+	AL_USER_CANCELED = 90,
+};
+
+/* Post-handshake messages are small (a ticket is a few hundred bytes);
+ * one beyond this is refused rather than buffered. */
+#define HS_MAX 16384
+
+/* bssl::SSL_get_traffic_secrets is C++ only (two bssl::Span<const uint8_t>
+ * out-parameters). Span is a pointer then a size, so it is called here by
+ * its exported name; tests/unit/rec13_test.c exchanges records with
+ * BoringSSL itself, which fails if that ever stops holding. */
+struct bssl_span {
+	const uint8_t *data;
+	size_t size;
+};
+extern bool rs_bssl_traffic_secrets(const SSL *ssl, struct bssl_span *rd, struct bssl_span *wr)
+    __asm__("_ZN4bssl23SSL_get_traffic_secretsEPK6ssl_stPNS_4SpanIKhEES6_");
+
+/* HKDF-Expand-Label(secret, label, "", len) of RFC 8446 §7.1. */
+static int expand_label(const struct rs_rec13 *r, const uint8_t *secret, const char *label,
+			uint8_t *out, size_t len)
+{
+	uint8_t info[2 + 1 + 6 + 12 + 1];
+	size_t ll = strlen(label), n = 0;
+
+	info[n++] = (uint8_t)(len >> 8);
+	info[n++] = (uint8_t)len;
+	info[n++] = (uint8_t)(6 + ll);
+	memcpy(info + n, "tls13 ", 6);
+	n += 6;
+	memcpy(info + n, label, ll);
+	n += ll;
+	info[n++] = 0; /* empty context */
+	return HKDF_expand(out, len, r->md, secret, r->secret_len, info, n) ? 0 : -EINVAL;
+}
+
+/* Keys and IV of <d> from its secret (d->secret); resets the sequence. */
+static int set_keys(struct rs_rec13 *r, struct rs_rec13_dir *d, enum evp_aead_direction_t dir)
+{
+	uint8_t key[32];
+	int ret = expand_label(r, d->secret, "key", key, r->key_len);
+
+	if (!ret)
+		ret = expand_label(r, d->secret, "iv", d->iv, sizeof(d->iv));
+	if (!ret) {
+		EVP_AEAD_CTX_cleanup(&d->aead);
+		if (!EVP_AEAD_CTX_init_with_direction(&d->aead, r->alg, key, r->key_len,
+						      RS_REC13_TAG, dir))
+			ret = -EINVAL;
+	}
+	d->seq = 0;
+	explicit_bzero(key, sizeof(key));
+	return ret;
+}
+
+/* The next traffic secret (§7.2) and its keys. */
+static int next_keys(struct rs_rec13 *r, struct rs_rec13_dir *d, enum evp_aead_direction_t dir)
+{
+	uint8_t next[48];
+	int ret = expand_label(r, d->secret, "traffic upd", next, r->secret_len);
+
+	if (!ret) {
+		memcpy(d->secret, next, r->secret_len);
+		ret = set_keys(r, d, dir);
+	}
+	explicit_bzero(next, sizeof(next));
+	return ret;
+}
+
+int rs_rec13_init(struct rs_rec13 *r, const SSL *ssl)
+{
+	struct bssl_span rd, wr;
+	const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
+	uint64_t rseq = SSL_get_read_sequence(ssl), wseq = SSL_get_write_sequence(ssl);
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	EVP_AEAD_CTX_zero(&r->rd.aead);
+	EVP_AEAD_CTX_zero(&r->wr.aead);
+	if (SSL_version(ssl) != TLS1_3_VERSION || !cipher || SSL_in_init(ssl))
+		return -EPROTONOSUPPORT;
+	switch (SSL_CIPHER_get_protocol_id(cipher)) {
+	case 0x1301:
+		r->alg = EVP_aead_aes_128_gcm(), r->md = EVP_sha256(), r->key_len = 16;
+		break;
+	case 0x1302:
+		r->alg = EVP_aead_aes_256_gcm(), r->md = EVP_sha384(), r->key_len = 32;
+		break;
+	case 0x1303:
+		r->alg = EVP_aead_chacha20_poly1305(), r->md = EVP_sha256(), r->key_len = 32;
+		break;
+	default:
+		return -EPROTONOSUPPORT;
+	}
+	r->secret_len = (uint8_t)EVP_MD_size(r->md);
+	if (!rs_bssl_traffic_secrets(ssl, &rd, &wr) || rd.size != r->secret_len ||
+	    wr.size != r->secret_len)
+		return -EINVAL;
+	memcpy(r->rd.secret, rd.data, r->secret_len);
+	memcpy(r->wr.secret, wr.data, r->secret_len);
+	ret = set_keys(r, &r->rd, evp_aead_open);
+	if (!ret)
+		ret = set_keys(r, &r->wr, evp_aead_seal);
+	r->rd.seq = rseq;
+	r->wr.seq = wseq;
+	if (ret)
+		rs_rec13_clear(r);
+	return ret;
+}
+
+void rs_rec13_clear(struct rs_rec13 *r)
+{
+	EVP_AEAD_CTX_cleanup(&r->rd.aead);
+	EVP_AEAD_CTX_cleanup(&r->wr.aead);
+	free(r->hs);
+	explicit_bzero(r, sizeof(*r));
+}
+
+ssize_t rs_rec13_record_len(const uint8_t *buf, size_t len)
+{
+	size_t body;
+
+	if (len < RS_REC13_HDR)
+		return 0;
+	body = (size_t)buf[3] << 8 | buf[4];
+	/* Only application_data records once the handshake is over
+	 * (§5: change_cipher_spec is for the handshake, alerts are encrypted). */
+	if (buf[0] != CT_APPDATA || buf[1] != 3 || buf[2] != 3 || body > RS_REC13_MAX_CIPHER ||
+	    body < 1 + RS_REC13_TAG)
+		return -EPROTO;
+	return (ssize_t)(RS_REC13_HDR + body);
+}
+
+static void nonce_of(const struct rs_rec13_dir *d, uint8_t nonce[12])
+{
+	memcpy(nonce, d->iv, 12);
+	for (int i = 0; i < 8; i++)
+		nonce[4 + i] ^= (uint8_t)(d->seq >> (56 - 8 * i));
+}
+
+/* The post-handshake messages in p[0..n), possibly continuing r->hs. */
+static enum rs_rec13_ev handshake(struct rs_rec13 *r, const uint8_t *p, size_t n, uint8_t *alert,
+				  const char **why)
+{
+	const uint8_t *m = p;
+	size_t left = n;
+	uint8_t *joined = NULL;
+	enum rs_rec13_ev ev = RS_REC13_NONE;
+
+	if (r->hs) { /* the rest of a message that began in an earlier record */
+		/* No cap on hs_len + n here: the message kept is under HS_MAX + 4
+		 * (checked below when it was kept), and what follows it in this
+		 * record may be the beginning of another message. */
+		joined = realloc(r->hs, r->hs_len + n);
+		if (!joined) {
+			*alert = AL_INTERNAL_ERROR, *why = "out of memory";
+			return RS_REC13_ERROR;
+		}
+		memcpy(joined + r->hs_len, p, n);
+		m = joined;
+		left = r->hs_len + n;
+		r->hs = NULL;
+		r->hs_len = 0;
+	}
+	while (left) {
+		size_t body;
+
+		if (left < 4 || left < 4 + ((size_t)m[1] << 16 | (size_t)m[2] << 8 | m[3])) {
+			/* Keep the beginning; the rest comes in the next record. */
+			if (left > HS_MAX + 4 ||
+			    (left >= 4 && ((size_t)m[1] << 16 | (size_t)m[2] << 8 | m[3]) > HS_MAX))
+				goto out_too_long;
+			r->hs = malloc(left);
+			if (!r->hs) {
+				*alert = AL_INTERNAL_ERROR, *why = "out of memory";
+				ev = RS_REC13_ERROR;
+				goto out;
+			}
+			memcpy(r->hs, m, left);
+			r->hs_len = (uint32_t)left;
+			goto out;
+		}
+		body = (size_t)m[1] << 16 | (size_t)m[2] << 8 | m[3];
+		if (m[0] == HS_KEY_UPDATE) {
+			/* §4.6.3: one byte, 0 or 1, and the last message under the
+			 * old keys (§5.1: no message spans a key change). */
+			if (body != 1 || m[4] > 1) {
+				*alert = AL_DECODE_ERROR, *why = "malformed KeyUpdate";
+				ev = RS_REC13_ERROR;
+				goto out;
+			}
+			if (left != 5) {
+				*alert = AL_UNEXPECTED_MESSAGE, *why = "data after a KeyUpdate";
+				ev = RS_REC13_ERROR;
+				goto out;
+			}
+			if (next_keys(r, &r->rd, evp_aead_open)) {
+				*alert = AL_INTERNAL_ERROR, *why = "cannot derive the next keys";
+				ev = RS_REC13_ERROR;
+				goto out;
+			}
+			if (m[4])
+				r->owed = true;
+		} else if (m[0] != HS_NEW_SESSION_TICKET) {
+			/* Post-handshake authentication is never offered. */
+			*alert = AL_UNEXPECTED_MESSAGE, *why = "unexpected post-handshake message";
+			ev = RS_REC13_ERROR;
+			goto out;
+		}
+		m += 4 + body;
+		left -= 4 + body;
+	}
+out:
+	free(joined);
+	return ev;
+
+out_too_long:
+	*alert = AL_ILLEGAL_PARAMETER, *why = "post-handshake message too long";
+	ev = RS_REC13_ERROR;
+	goto out;
+}
+
+enum rs_rec13_ev rs_rec13_open(struct rs_rec13 *r, uint8_t *rec, size_t rec_len, uint8_t **out,
+			       size_t *out_len, uint8_t *alert, const char **why)
+{
+	uint8_t nonce[12], *p = rec + RS_REC13_HDR;
+	size_t n;
+	ssize_t len = rs_rec13_record_len(rec, rec_len);
+	uint8_t type;
+
+	*alert = 0;
+	if (len <= 0 || (size_t)len != rec_len) {
+		*alert = AL_DECODE_ERROR, *why = "malformed record header";
+		return RS_REC13_ERROR;
+	}
+	if (r->rd.seq == UINT64_MAX) {
+		*alert = AL_INTERNAL_ERROR, *why = "record sequence exhausted";
+		return RS_REC13_ERROR;
+	}
+	nonce_of(&r->rd, nonce);
+	if (!EVP_AEAD_CTX_open(&r->rd.aead, p, &n, rec_len - RS_REC13_HDR, nonce, sizeof(nonce), p,
+			       rec_len - RS_REC13_HDR, rec, RS_REC13_HDR)) {
+		ERR_clear_error();
+		*alert = AL_BAD_RECORD_MAC, *why = "record authentication failed";
+		return RS_REC13_ERROR;
+	}
+	r->rd.seq++;
+	/* TLSInnerPlaintext: content, type, zero padding (§5.2, §5.4). */
+	while (n && !p[n - 1])
+		n--;
+	if (!n) {
+		*alert = AL_UNEXPECTED_MESSAGE, *why = "record without a content type";
+		return RS_REC13_ERROR;
+	}
+	type = p[--n];
+	if (n > RS_REC13_MAX_PLAIN) {
+		*alert = AL_RECORD_OVERFLOW, *why = "record too long";
+		return RS_REC13_ERROR;
+	}
+	if (r->hs && type != CT_HANDSHAKE) {
+		*alert = AL_UNEXPECTED_MESSAGE, *why = "post-handshake message interrupted";
+		return RS_REC13_ERROR;
+	}
+	switch (type) {
+	case CT_APPDATA:
+		*out = p;
+		*out_len = n;
+		return RS_REC13_DATA;
+	case CT_ALERT:
+		if (n != 2) {
+			*alert = AL_DECODE_ERROR, *why = "malformed alert";
+			return RS_REC13_ERROR;
+		}
+		if (p[1] == AL_CLOSE_NOTIFY)
+			return RS_REC13_CLOSE;
+		if (p[1] == AL_USER_CANCELED)
+			return RS_REC13_NONE;
+		*why = "the peer sent a fatal alert";
+		return RS_REC13_ERROR;
+	case CT_HANDSHAKE:
+		if (!n) {
+			*alert = AL_UNEXPECTED_MESSAGE, *why = "empty handshake record";
+			return RS_REC13_ERROR;
+		}
+		return handshake(r, p, n, alert, why);
+	default:
+		*alert = AL_UNEXPECTED_MESSAGE, *why = "unexpected record type";
+		return RS_REC13_ERROR;
+	}
+}
+
+size_t rs_rec13_seal(struct rs_rec13 *r, uint8_t type, const uint8_t *in, size_t len,
+		     uint8_t *out)
+{
+	uint8_t nonce[12];
+	size_t body = len + 1 + RS_REC13_TAG, tag_len;
+
+	if (len > RS_REC13_MAX_PLAIN || r->wr.seq == UINT64_MAX)
+		return 0;
+	out[0] = CT_APPDATA;
+	out[1] = 3;
+	out[2] = 3;
+	out[3] = (uint8_t)(body >> 8);
+	out[4] = (uint8_t)body;
+	nonce_of(&r->wr, nonce);
+	if (!EVP_AEAD_CTX_seal_scatter(&r->wr.aead, out + RS_REC13_HDR, out + RS_REC13_HDR + len,
+				       &tag_len, 1 + RS_REC13_TAG, nonce, sizeof(nonce), in, len,
+				       &type, 1, out, RS_REC13_HDR)) {
+		ERR_clear_error();
+		return 0;
+	}
+	r->wr.seq++;
+	return RS_REC13_HDR + len + tag_len;
+}
+
+size_t rs_rec13_update(struct rs_rec13 *r, bool request, uint8_t *out)
+{
+	const uint8_t msg[5] = {HS_KEY_UPDATE, 0, 0, 1, request ? 1 : 0};
+	size_t n = rs_rec13_seal(r, CT_HANDSHAKE, msg, sizeof(msg), out);
+
+	if (n && next_keys(r, &r->wr, evp_aead_seal))
+		return 0;
+	return n;
+}
+
+size_t rs_rec13_answer_update(struct rs_rec13 *r, uint8_t *out)
+{
+	size_t n;
+
+	if (!r->owed)
+		return 0;
+	n = rs_rec13_update(r, false, out);
+	if (n)
+		r->owed = false;
+	return n;
+}
