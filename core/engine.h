@@ -216,6 +216,9 @@ struct rs_conn_filter {
 	 * its new struct there; called on the new worker before any other
 	 * callback. Optional: a filter without it cannot move. */
 	void (*on_move)(struct rs_conn *c, void *fctx);
+	/* The connection is about to move (rs_conn_hand_off), called on the old
+	 * worker: let go of its pool buffers. Optional. */
+	void (*on_leave)(struct rs_conn *c, void *fctx);
 };
 
 /* Install a filter (right after accept or connect, before any byte flows):

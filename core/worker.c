@@ -26,7 +26,7 @@
  * framing) is beyond jemalloc's small classes, and allocating one per record
  * cost page faults and extent bookkeeping on every bulk transfer. */
 #define REC_CAP 16896
-#define REC_CACHE 64
+#define REC_CACHE 256
 #define ACCEPT_RETRY_MS 100
 #define BGID 1
 #define PIN_MAX 4 /* pool buffers one connection's queues may reference */
@@ -1184,6 +1184,8 @@ int rs_conn_hand_off(struct rs_conn *c, struct rs_worker *to, rs_adopt_fn adopt,
 	ho = calloc(1, sizeof(*ho));
 	if (!ho)
 		return -ENOMEM;
+	if (c->filter && c->filter->on_leave)
+		c->filter->on_leave(c, c->fctx);
 	ho->to = to;
 	memcpy(&ho->peer, &c->peer, sizeof(ho->peer));
 	ho->peer_len = c->peer_len;

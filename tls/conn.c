@@ -161,6 +161,19 @@ static void rec_fail(struct rs_tls_conn *t, enum rs_close_reason why, const char
 		rs_conn_close(t->c, why, EPROTO);
 }
 
+/* The peer asked for our KeyUpdate: it goes out before anything sealed
+ * after it. */
+static void rec_answer(struct rs_tls_conn *t)
+{
+	uint8_t *o;
+
+	if (!rs_rec13_owed(t->rec))
+		return;
+	o = rs_conn_wire_room(t->c, RS_REC13_KEY_UPDATE_LEN);
+	if (!o || rs_rec13_answer_update(t->rec, o) != RS_REC13_KEY_UPDATE_LEN)
+		rec_fail(t, RS_CLOSE_ERROR, "cannot answer a KeyUpdate");
+}
+
 /* Open the complete record rec[0..len) and hand its data on: from <b> in
  * place, or (b NULL: a record put together from two receives, or input
  * held) copied into a user buffer, which the caller made sure is free.
@@ -169,7 +182,7 @@ static bool rec_open(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *rec, size
 {
 	struct rs_bufpool *pool = rs_worker_bufpool(rs_conn_worker(t->c));
 	const char *why = NULL;
-	uint8_t *out, alert, *o;
+	uint8_t *out, alert;
 	size_t n;
 
 	switch (rs_rec13_open(t->rec, rec, len, &out, &n, &alert, &why)) {
@@ -187,14 +200,7 @@ static bool rec_open(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *rec, size
 		}
 		break;
 	case RS_REC13_NONE:
-		if (!rs_rec13_owed(t->rec))
-			break;
-		/* Our KeyUpdate goes out before anything sealed after it. */
-		o = rs_conn_wire_room(t->c, RS_REC13_KEY_UPDATE_LEN);
-		if (!o || rs_rec13_answer_update(t->rec, o) != RS_REC13_KEY_UPDATE_LEN) {
-			rec_fail(t, RS_CLOSE_ERROR, "cannot answer a KeyUpdate");
-			return false;
-		}
+		rec_answer(t);
 		break;
 	case RS_REC13_CLOSE:
 		rec_fail(t, RS_CLOSE_PEER_EOF, "close_notify");
@@ -206,15 +212,89 @@ static bool rec_open(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *rec, size
 	return !rs_conn_closing(t->c);
 }
 
+/* The beginning of a record left in its receive buffer becomes a copy:
+ * its rest does not follow in the next receive, or the buffer must go. */
+static int unpin(struct rs_tls_conn *t)
+{
+	struct rs_bufpool *pool = rs_worker_bufpool(rs_conn_worker(t->c));
+
+	t->part = malloc(RS_REC13_MAX_RECORD);
+	if (!t->part)
+		return -ENOMEM;
+	memcpy(t->part, t->pin_p, t->pin_n);
+	t->part_len = t->pin_n;
+	rs_buf_unref(pool, t->pin);
+	t->pin = NULL;
+	return 0;
+}
+
+/* The record begun at t->pin ends within data[0..len): open it in its two
+ * pieces and hand both on from where they lie. The bytes of <data> it took,
+ * or 0 when it does not end there (then nothing changed). */
+static size_t rec_open_pinned(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *data, size_t len)
+{
+	struct rs_bufpool *pool = rs_worker_bufpool(rs_conn_worker(t->c));
+	struct rs_rec13_span out[2];
+	uint8_t hdr[RS_REC13_HDR], alert;
+	struct rs_buf *pin = t->pin;
+	const char *why = NULL;
+	size_t h = RS_MIN(t->pin_n, sizeof(hdr)), need;
+	ssize_t rl;
+
+	if (!b || h + len < sizeof(hdr))
+		return 0;
+	memcpy(hdr, t->pin_p, h);
+	memcpy(hdr + h, data, sizeof(hdr) - h);
+	rl = rs_rec13_record_len(hdr, sizeof(hdr));
+	if (rl <= 0 || (size_t)rl - t->pin_n > len)
+		return 0; /* a bad header is reported by the copying path */
+	need = (size_t)rl - t->pin_n;
+	t->pin = NULL; /* handed on below, whatever the owner does meanwhile */
+	switch (rs_rec13_open_split(t->rec, t->pin_p, t->pin_n, data, need, out, &alert, &why)) {
+	case RS_REC13_DATA:
+		if (out[0].n)
+			rs_conn_deliver(t->c, pin, out[0].p, out[0].n);
+		if (out[1].n && !rs_conn_closing(t->c))
+			rs_conn_deliver(t->c, b, out[1].p, out[1].n);
+		break;
+	case RS_REC13_NONE:
+		rec_answer(t);
+		break;
+	case RS_REC13_CLOSE:
+		rec_fail(t, RS_CLOSE_PEER_EOF, "close_notify");
+		break;
+	case RS_REC13_ERROR:
+		rec_fail(t, RS_CLOSE_ERROR, why);
+		break;
+	}
+	rs_buf_unref(pool, pin);
+	return need;
+}
+
 /* Records from wire bytes (rec mode). A record cut by the end of a receive
- * waits in t->part for its rest; one that cannot be handed on for want of a
- * user buffer waits, with everything after it, in t->held. */
+ * stays in its buffer (AES-GCM opens it in two pieces) or, when its rest
+ * does not come in one piece or the pool runs low, waits copied in t->part;
+ * one that cannot be handed on for want of a user buffer waits, with
+ * everything after it, in t->held. */
 static void rec_recv(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *data, size_t len)
 {
 	struct rs_bufpool *pool = rs_worker_bufpool(rs_conn_worker(t->c));
 	ssize_t rl;
 
-	while (len || t->part_len) {
+	while (len || t->part_len || t->pin) {
+		if (t->pin) {
+			size_t n = rec_open_pinned(t, b, data, len);
+
+			if (t->failed || rs_conn_closing(t->c))
+				return;
+			if (n) {
+				data += n;
+				len -= n;
+				continue;
+			}
+			if (unpin(t))
+				goto out_nomem;
+		}
 		if (t->part_len) {
 			size_t want = RS_REC13_HDR, n;
 
@@ -247,11 +327,18 @@ static void rec_recv(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *data, siz
 		if (rl < 0)
 			goto out_bad;
 		if (!rl || (size_t)rl > len) {
-			t->part = malloc(RS_REC13_MAX_RECORD);
-			if (!t->part) {
-				rec_fail(t, RS_CLOSE_NOMEM, "out of memory");
+			/* Leave it where it is while the pool has room: the
+			 * receive buffer then holds no other bytes of use. */
+			if (b && rs_rec13_can_split(t->rec) && pool->out < pool->count / 2) {
+				rs_buf_ref(b);
+				t->pin = b;
+				t->pin_p = data;
+				t->pin_n = len;
 				return;
 			}
+			t->part = malloc(RS_REC13_MAX_RECORD);
+			if (!t->part)
+				goto out_nomem;
 			memcpy(t->part, data, len);
 			t->part_len = len;
 			return;
@@ -272,6 +359,10 @@ out_wait:
 		return;
 	}
 	rs_conn_filter_wait(t->c);
+	return;
+
+out_nomem:
+	rec_fail(t, RS_CLOSE_NOMEM, "out of memory");
 	return;
 
 out_bad:
@@ -461,10 +552,22 @@ static void f_shutdown(struct rs_conn *c, void *fctx)
 	ERR_clear_error();
 }
 
+/* About to move to another worker: a record begun in a receive buffer of
+ * this worker's pool is copied (the pool stays here). */
+static void f_on_leave(struct rs_conn *c, void *fctx)
+{
+	struct rs_tls_conn *t = fctx;
+
+	if (t->pin && unpin(t))
+		rs_conn_close(c, RS_CLOSE_NOMEM, ENOMEM);
+}
+
 static void f_release(void *fctx)
 {
 	struct rs_tls_conn *t = fctx;
 
+	if (t->pin)
+		rs_buf_unref(rs_worker_bufpool(rs_conn_worker(t->c)), t->pin);
 	free(t->held);
 	if (t->on_release)
 		t->on_release(t);
@@ -488,6 +591,7 @@ static void f_on_move(struct rs_conn *c, void *fctx)
 
 static const struct rs_conn_filter tls_filter = {
     .on_move = f_on_move,
+    .on_leave = f_on_leave,
     .on_recv = f_on_recv,
     .write = f_write,
     .shutdown = f_shutdown,

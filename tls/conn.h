@@ -46,8 +46,11 @@ struct rs_rec13;
 struct rs_tls_conn {
 	SSL *ssl;	      /* NULL once <rec> took over */
 	struct rs_rec13 *rec; /* TLS 1.3 after the handshake (tls/rec13.h) */
-	uint8_t *part;	      /* <rec>: a record begun in an earlier receive */
+	uint8_t *part;	      /* <rec>: a record begun in an earlier receive, copied */
 	size_t part_len;
+	struct rs_buf *pin; /* <rec>: ... or left where it was received (pin_p, pin_n) */
+	uint8_t *pin_p;
+	size_t pin_n;
 	struct rs_conn *c;
 	struct rs_tls_counters *stats;
 	const uint8_t *in; /* wire bytes the BIO has not handed to BoringSSL yet */

@@ -2,6 +2,7 @@
 #include "core/common.h"
 
 #include <openssl/aead.h>
+#include <openssl/cipher.h>
 #include <openssl/hkdf.h>
 
 #include "tls/rec13.h"
@@ -63,6 +64,8 @@ static int set_keys(struct rs_rec13 *r, struct rs_rec13_dir *d, enum evp_aead_di
 
 	if (!ret)
 		ret = expand_label(r, d->secret, "iv", d->iv, sizeof(d->iv));
+	if (!ret)
+		memcpy(d->key, key, r->key_len);
 	if (!ret) {
 		EVP_AEAD_CTX_cleanup(&d->aead);
 		if (!EVP_AEAD_CTX_init_with_direction(&d->aead, r->alg, key, r->key_len,
@@ -241,39 +244,10 @@ out_too_long:
 	goto out;
 }
 
-enum rs_rec13_ev rs_rec13_open(struct rs_rec13 *r, uint8_t *rec, size_t rec_len, uint8_t **out,
-			       size_t *out_len, uint8_t *alert, const char **why)
+/* A decrypted record's content p[0..n) of <type>. */
+static enum rs_rec13_ev inner(struct rs_rec13 *r, uint8_t type, uint8_t *p, size_t n, uint8_t **out,
+			      size_t *out_len, uint8_t *alert, const char **why)
 {
-	uint8_t nonce[12], *p = rec + RS_REC13_HDR;
-	size_t n;
-	ssize_t len = rs_rec13_record_len(rec, rec_len);
-	uint8_t type;
-
-	*alert = 0;
-	if (len <= 0 || (size_t)len != rec_len) {
-		*alert = AL_DECODE_ERROR, *why = "malformed record header";
-		return RS_REC13_ERROR;
-	}
-	if (r->rd.seq == UINT64_MAX) {
-		*alert = AL_INTERNAL_ERROR, *why = "record sequence exhausted";
-		return RS_REC13_ERROR;
-	}
-	nonce_of(&r->rd, nonce);
-	if (!EVP_AEAD_CTX_open(&r->rd.aead, p, &n, rec_len - RS_REC13_HDR, nonce, sizeof(nonce), p,
-			       rec_len - RS_REC13_HDR, rec, RS_REC13_HDR)) {
-		ERR_clear_error();
-		*alert = AL_BAD_RECORD_MAC, *why = "record authentication failed";
-		return RS_REC13_ERROR;
-	}
-	r->rd.seq++;
-	/* TLSInnerPlaintext: content, type, zero padding (§5.2, §5.4). */
-	while (n && !p[n - 1])
-		n--;
-	if (!n) {
-		*alert = AL_UNEXPECTED_MESSAGE, *why = "record without a content type";
-		return RS_REC13_ERROR;
-	}
-	type = p[--n];
 	if (n > RS_REC13_MAX_PLAIN) {
 		*alert = AL_RECORD_OVERFLOW, *why = "record too long";
 		return RS_REC13_ERROR;
@@ -308,6 +282,150 @@ enum rs_rec13_ev rs_rec13_open(struct rs_rec13 *r, uint8_t *rec, size_t rec_len,
 		*alert = AL_UNEXPECTED_MESSAGE, *why = "unexpected record type";
 		return RS_REC13_ERROR;
 	}
+}
+
+enum rs_rec13_ev rs_rec13_open(struct rs_rec13 *r, uint8_t *rec, size_t rec_len, uint8_t **out,
+			       size_t *out_len, uint8_t *alert, const char **why)
+{
+	uint8_t nonce[12], *p = rec + RS_REC13_HDR;
+	size_t n;
+	ssize_t len = rs_rec13_record_len(rec, rec_len);
+	uint8_t type;
+
+	*alert = 0;
+	if (len <= 0 || (size_t)len != rec_len) {
+		*alert = AL_DECODE_ERROR, *why = "malformed record header";
+		return RS_REC13_ERROR;
+	}
+	if (r->rd.seq == UINT64_MAX) {
+		*alert = AL_INTERNAL_ERROR, *why = "record sequence exhausted";
+		return RS_REC13_ERROR;
+	}
+	nonce_of(&r->rd, nonce);
+	if (!EVP_AEAD_CTX_open(&r->rd.aead, p, &n, rec_len - RS_REC13_HDR, nonce, sizeof(nonce), p,
+			       rec_len - RS_REC13_HDR, rec, RS_REC13_HDR)) {
+		ERR_clear_error();
+		*alert = AL_BAD_RECORD_MAC, *why = "record authentication failed";
+		return RS_REC13_ERROR;
+	}
+	r->rd.seq++;
+	/* TLSInnerPlaintext: content, type, zero padding (§5.2, §5.4). */
+	while (n && !p[n - 1])
+		n--;
+	if (!n) {
+		*alert = AL_UNEXPECTED_MESSAGE, *why = "record without a content type";
+		return RS_REC13_ERROR;
+	}
+	type = p[--n];
+	return inner(r, type, p, n, out, out_len, alert, why);
+}
+
+bool rs_rec13_can_split(const struct rs_rec13 *r)
+{
+	return r->alg == EVP_aead_aes_128_gcm() || r->alg == EVP_aead_aes_256_gcm();
+}
+
+/* Bytes [off, off + n) of the record p1[0..n1) ++ p2[0..n2) as spans. */
+static void spans_of(uint8_t *p1, size_t n1, uint8_t *p2, size_t off, size_t n,
+		     struct rs_rec13_span sp[2])
+{
+	size_t a = off < n1 ? RS_MIN(n, n1 - off) : 0;
+
+	sp[0].p = p1 + RS_MIN(off, n1);
+	sp[0].n = a;
+	sp[1].p = p2 + (off >= n1 ? off - n1 : 0);
+	sp[1].n = n - a;
+}
+
+enum rs_rec13_ev rs_rec13_open_split(struct rs_rec13 *r, uint8_t *p1, size_t n1, uint8_t *p2,
+				     size_t n2, struct rs_rec13_span out[2], uint8_t *alert,
+				     const char **why)
+{
+	uint8_t hdr[RS_REC13_HDR], tag[RS_REC13_TAG], nonce[12], type = 0, *tmp;
+	struct rs_rec13_span ct[2], tg[2];
+	EVP_CIPHER_CTX ctx;
+	size_t len = n1 + n2, n, i, k;
+	enum rs_rec13_ev ev;
+	bool ok;
+	int l;
+
+	*alert = 0;
+	out[0].n = out[1].n = 0;
+	if (len < RS_REC13_HDR)
+		goto out_header;
+	spans_of(p1, n1, p2, 0, RS_REC13_HDR, ct);
+	memcpy(hdr, ct[0].p, ct[0].n);
+	memcpy(hdr + ct[0].n, ct[1].p, ct[1].n);
+	if (rs_rec13_record_len(hdr, sizeof(hdr)) != (ssize_t)len)
+		goto out_header;
+	if (!rs_rec13_can_split(r) || r->rd.seq == UINT64_MAX) {
+		*alert = AL_INTERNAL_ERROR, *why = "record cannot be opened in two parts";
+		return RS_REC13_ERROR;
+	}
+	n = len - RS_REC13_HDR - RS_REC13_TAG;
+	spans_of(p1, n1, p2, RS_REC13_HDR, n, ct);
+	spans_of(p1, n1, p2, len - RS_REC13_TAG, RS_REC13_TAG, tg);
+	memcpy(tag, tg[0].p, tg[0].n);
+	memcpy(tag + tg[0].n, tg[1].p, tg[1].n);
+	nonce_of(&r->rd, nonce);
+	EVP_CIPHER_CTX_init(&ctx);
+	ok = EVP_DecryptInit_ex(&ctx, r->key_len == 16 ? EVP_aes_128_gcm() : EVP_aes_256_gcm(),
+				NULL, r->rd.key, nonce) &&
+	     EVP_DecryptUpdate(&ctx, NULL, &l, hdr, sizeof(hdr));
+	for (i = 0; ok && i < 2; i++)
+		ok = !ct[i].n || (EVP_DecryptUpdate(&ctx, ct[i].p, &l, ct[i].p, (int)ct[i].n) &&
+				  (size_t)l == ct[i].n);
+	ok = ok && EVP_CIPHER_CTX_ctrl(&ctx, EVP_CTRL_AEAD_SET_TAG, RS_REC13_TAG, tag) &&
+	     EVP_DecryptFinal_ex(&ctx, nonce, &l);
+	EVP_CIPHER_CTX_cleanup(&ctx);
+	if (!ok) {
+		/* Nothing decrypted may reach anyone: wipe what was. */
+		explicit_bzero(ct[0].p, ct[0].n);
+		explicit_bzero(ct[1].p, ct[1].n);
+		ERR_clear_error();
+		*alert = AL_BAD_RECORD_MAC, *why = "record authentication failed";
+		return RS_REC13_ERROR;
+	}
+	r->rd.seq++;
+	/* The content type is the last byte that is not padding, in either part. */
+	for (k = n; k; k--) {
+		type = k > ct[0].n ? ct[1].p[k - 1 - ct[0].n] : ct[0].p[k - 1];
+		if (type)
+			break;
+	}
+	if (!k) {
+		*alert = AL_UNEXPECTED_MESSAGE, *why = "record without a content type";
+		return RS_REC13_ERROR;
+	}
+	n = k - 1; /* content length */
+	if (type == CT_APPDATA && n <= RS_REC13_MAX_PLAIN && !r->hs) {
+		out[0].p = ct[0].p;
+		out[0].n = RS_MIN(n, ct[0].n);
+		out[1].p = ct[1].p;
+		out[1].n = n - out[0].n;
+		return RS_REC13_DATA;
+	}
+	/* Alerts and post-handshake messages (rare): put the content together. */
+	tmp = malloc(n ? n : 1);
+	if (!tmp) {
+		*alert = AL_INTERNAL_ERROR, *why = "out of memory";
+		return RS_REC13_ERROR;
+	}
+	memcpy(tmp, ct[0].p, RS_MIN(n, ct[0].n));
+	if (n > ct[0].n)
+		memcpy(tmp + ct[0].n, ct[1].p, n - ct[0].n);
+	{
+		uint8_t *o;
+		size_t on;
+
+		ev = inner(r, type, tmp, n, &o, &on, alert, why);
+	}
+	free(tmp);
+	return ev;
+
+out_header:
+	*alert = AL_DECODE_ERROR, *why = "malformed record header";
+	return RS_REC13_ERROR;
 }
 
 size_t rs_rec13_seal(struct rs_rec13 *r, uint8_t type, const uint8_t *in, size_t len,

@@ -43,6 +43,7 @@ struct rs_rec13_dir {
 	EVP_AEAD_CTX aead;
 	uint64_t seq;
 	uint8_t iv[12];
+	uint8_t key[32];    /* for rs_rec13_open_split */
 	uint8_t secret[48]; /* for the next KeyUpdate; wiped with the rest */
 };
 
@@ -82,6 +83,25 @@ enum rs_rec13_ev {
  * ERROR sets *alert and, for people, *why (static text). */
 enum rs_rec13_ev rs_rec13_open(struct rs_rec13 *r, uint8_t *rec, size_t rec_len, uint8_t **out,
 			       size_t *out_len, uint8_t *alert, const char **why);
+
+struct rs_rec13_span {
+	uint8_t *p;
+	size_t n;
+};
+
+/* Whether rs_rec13_open_split can open records of this connection (AES-GCM:
+ * its EVP_CIPHER form decrypts in pieces). */
+bool rs_rec13_can_split(const struct rs_rec13 *r);
+
+/* Open one complete record that lies in two pieces, p1[0..n1) then
+ * p2[0..n2) (a record cut by the end of a receive buffer), in place in
+ * both, without putting it together. Nothing is handed out before the tag
+ * is verified (a piece that fails is wiped). DATA sets out[0] inside <p1>
+ * and out[1] inside <p2> (either may be empty); other events as
+ * rs_rec13_open. Requires rs_rec13_can_split. */
+enum rs_rec13_ev rs_rec13_open_split(struct rs_rec13 *r, uint8_t *p1, size_t n1, uint8_t *p2,
+				     size_t n2, struct rs_rec13_span out[2], uint8_t *alert,
+				     const char **why);
 
 /* Seal <len> <= RS_REC13_MAX_PLAIN bytes of content <type> (23 application
  * data, 21 alert, 22 handshake) into out[0..len + RS_REC13_OVERHEAD).

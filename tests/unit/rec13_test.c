@@ -1206,6 +1206,78 @@ static void test_handshake_interrupted(void **state)
 }
 
 /* After the KeyUpdate, a record under the old keys fails. */
+/* A record cut anywhere between two receive buffers opens in its two
+ * pieces, in place, to the same bytes; a tampered one is refused and its
+ * pieces wiped; alerts and handshake messages cut in two still work. */
+static void test_open_split(void **state)
+{
+	struct fx *f = *state;
+	static uint8_t rec[RS_REC13_MAX_RECORD], msg[RS_REC13_MAX_PLAIN], a[RS_REC13_MAX_RECORD],
+	    b[RS_REC13_MAX_RECORD];
+	const size_t sizes[] = {1, 100, RS_REC13_MAX_PLAIN};
+	struct rs_rec13_span out[2];
+	const char *why;
+	uint8_t alert;
+
+	start_mirrored(f);
+	assert_true(rs_rec13_can_split(&f->rec));
+	for (size_t i = 0; i < RS_ARRAY_SIZE(sizes); i++) {
+		size_t n, cut;
+
+		fill(msg, sizes[i], (unsigned)i);
+		for (cut = 1; cut < sizes[i] + RS_REC13_OVERHEAD; cut += cut < 40 ? 1 : 997) {
+			n = rs_rec13_seal(&f->atk, 23, msg, sizes[i], rec);
+			memcpy(a, rec, cut);
+			memcpy(b, rec + cut, n - cut);
+			assert_int_equal(rs_rec13_open_split(&f->rec, a, cut, b, n - cut, out, &alert,
+							     &why),
+					 RS_REC13_DATA);
+			assert_int_equal(out[0].n + out[1].n, sizes[i]);
+			assert_true(out[0].p >= a && out[0].p + out[0].n <= a + cut);
+			assert_true(!out[1].n || (out[1].p >= b && out[1].p + out[1].n <= b + n - cut));
+			assert_memory_equal(out[0].p, msg, out[0].n);
+			assert_memory_equal(out[1].p, msg + out[0].n, out[1].n);
+		}
+	}
+	/* tampered: refused, the sequence unchanged, nothing left readable */
+	{
+		uint64_t seq = f->rec.rd.seq;
+		size_t n;
+
+		fill(msg, 300, 7);
+		f->atk.wr.seq = seq;
+		n = rs_rec13_seal(&f->atk, 23, msg, 300, rec);
+		memcpy(a, rec, 150);
+		memcpy(b, rec + 150, n - 150);
+		b[n - 150 - 1] ^= 1;
+		assert_int_equal(rs_rec13_open_split(&f->rec, a, 150, b, n - 150, out, &alert, &why),
+				 RS_REC13_ERROR);
+		assert_int_equal(alert, 20);
+		assert_int_equal(f->rec.rd.seq, seq);
+		for (size_t k = 5; k < 150; k++)
+			assert_int_equal(a[k], 0);
+		f->atk.wr.seq = seq;
+	}
+	/* a cut header, an alert and a KeyUpdate cut in two */
+	{
+		static const uint8_t cn[2] = {1, 0};
+		size_t n = rs_rec13_update(&f->atk, true, rec);
+
+		memcpy(a, rec, 3);
+		memcpy(b, rec + 3, n - 3);
+		assert_int_equal(rs_rec13_open_split(&f->rec, a, 3, b, n - 3, out, &alert, &why),
+				 RS_REC13_NONE);
+		assert_true(rs_rec13_owed(&f->rec));
+		assert_int_equal(rs_rec13_answer_update(&f->rec, rec), RS_REC13_KEY_UPDATE_LEN);
+		assert_int_equal(open1(&f->atk, rec, RS_REC13_KEY_UPDATE_LEN).ev, RS_REC13_NONE);
+		n = rs_rec13_seal(&f->atk, 21, cn, sizeof(cn), rec);
+		memcpy(a, rec, n - 1);
+		memcpy(b, rec + n - 1, 1);
+		assert_int_equal(rs_rec13_open_split(&f->rec, a, n - 1, b, 1, out, &alert, &why),
+				 RS_REC13_CLOSE);
+	}
+}
+
 static void test_old_keys_after_update(void **state)
 {
 	struct fx *f = *state;
@@ -1453,6 +1525,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_handshake_too_long, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_handshake_interrupted, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_old_keys_after_update, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_split, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cipher_default, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cipher_chacha, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cipher_aes256_openssl, setup, teardown),
