@@ -26,6 +26,8 @@
  *       op % 5 == 3  rs_rec13_seal: type, len (1 byte), content;
  *       op % 5 == 4  a sealed data record with one byte flipped: position
  *                    (2 bytes), then the reader must fail.
+ *       op / 5, when not 0, picks where the records of this operation are
+ *       cut in two for rs_rec13_open_split.
  *       It stops at the reader's first ERROR or CLOSE.
  */
 #include "core/common.h"
@@ -45,6 +47,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 	} while (0)
 
 static SSL *srv, *cli;
+/* Nonzero: records are opened with rs_rec13_open_split, cut there. */
+static size_t split_cut;
 static uint8_t inner[RS_REC13_MAX_CIPHER], rec[RS_REC13_MAX_RECORD + 16];
 
 static BIO *mem_bio(void)
@@ -143,7 +147,28 @@ static enum rs_rec13_ev open_checked(struct rs_rec13 *r, uint8_t *p, size_t len,
 	*out = NULL;
 	*out_len = SIZE_MAX;
 	*alert = 0xee;
-	ev = rs_rec13_open(r, p, len, out, out_len, alert, &why);
+	if (split_cut && len > 1 && rs_rec13_can_split(r)) {
+		/* The record cut in two, as between two receive buffers. */
+		static uint8_t a[RS_REC13_MAX_RECORD + 16], b[RS_REC13_MAX_RECORD + 16];
+		struct rs_rec13_span sp[2];
+		size_t cut = 1 + split_cut % (len - 1);
+
+		memcpy(a, p, cut);
+		memcpy(b, p + cut, len - cut);
+		ev = rs_rec13_open_split(r, a, cut, b, len - cut, sp, alert, &why);
+		if (ev == RS_REC13_DATA) {
+			CHECK(sp[0].p >= a && sp[0].p + sp[0].n <= a + cut);
+			CHECK(!sp[1].n || (sp[1].p >= b && sp[1].p + sp[1].n <= b + len - cut));
+			CHECK(sp[0].n + sp[1].n <= RS_REC13_MAX_PLAIN);
+			/* Back where rs_rec13_open leaves it, for the checks below. */
+			memcpy(p + RS_REC13_HDR, sp[0].p, sp[0].n);
+			memcpy(p + RS_REC13_HDR + sp[0].n, sp[1].p, sp[1].n);
+			*out = p + RS_REC13_HDR;
+			*out_len = sp[0].n + sp[1].n;
+		}
+	} else {
+		ev = rs_rec13_open(r, p, len, out, out_len, alert, &why);
+	}
 	switch (ev) {
 	case RS_REC13_DATA:
 		CHECK(*alert == 0);
@@ -308,6 +333,7 @@ static void sealed_mode(struct rs_rec13 *rd, struct rs_rec13 *wr, struct in *in)
 		uint8_t op = byte(in), *out, alert;
 		size_t n, len, out_len;
 
+		split_cut = (size_t)(op / 5) * 331;
 		switch (op % 5) {
 		case 0: {
 			uint8_t type = byte(in);
@@ -401,6 +427,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(rs_rec13_init(&rd, cli) == 0);
 	CHECK(rs_rec13_init(&wr, srv) == 0);
 	CHECK(wr.wr.seq == rd.rd.seq && rd.wr.seq == wr.rd.seq);
+	split_cut = (size_t)(data[0] >> 1) * 97; /* wire mode; sealed mode sets its own */
 	if (data[0] & 1)
 		sealed_mode(&rd, &wr, &in);
 	else
