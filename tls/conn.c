@@ -174,6 +174,17 @@ static void rec_answer(struct rs_tls_conn *t)
 		rec_fail(t, RS_CLOSE_ERROR, "cannot answer a KeyUpdate");
 }
 
+/* What a record without data asks for (NONE, CLOSE, ERROR). */
+static void rec_other(struct rs_tls_conn *t, enum rs_rec13_ev ev, const char *why)
+{
+	if (ev == RS_REC13_NONE)
+		rec_answer(t);
+	else if (ev == RS_REC13_CLOSE)
+		rec_fail(t, RS_CLOSE_PEER_EOF, "close_notify");
+	else
+		rec_fail(t, RS_CLOSE_ERROR, why);
+}
+
 /* Open the complete record rec[0..len) and hand its data on: from <b> in
  * place, or (b NULL: a record put together from two receives, or input
  * held) copied into a user buffer, which the caller made sure is free.
@@ -184,32 +195,20 @@ static bool rec_open(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *rec, size
 	const char *why = NULL;
 	uint8_t *out, alert;
 	size_t n;
+	enum rs_rec13_ev ev = rs_rec13_open(t->rec, rec, len, &out, &n, &alert, &why);
 
-	switch (rs_rec13_open(t->rec, rec, len, &out, &n, &alert, &why)) {
-	case RS_REC13_DATA:
-		if (!n)
-			break;
-		if (b) {
-			rs_conn_deliver(t->c, b, out, n);
-		} else {
-			struct rs_buf *ob = rs_bufpool_get(pool);
+	if (ev != RS_REC13_DATA) {
+		rec_other(t, ev, why);
+	} else if (n && b) {
+		rs_conn_deliver(t->c, b, out, n);
+	} else if (n) {
+		struct rs_buf *ob = rs_bufpool_get(pool);
 
-			memcpy(rs_buf_data(pool, ob), out, n);
-			rs_conn_deliver(t->c, ob, rs_buf_data(pool, ob), n);
-			rs_buf_unref(pool, ob);
-		}
-		break;
-	case RS_REC13_NONE:
-		rec_answer(t);
-		break;
-	case RS_REC13_CLOSE:
-		rec_fail(t, RS_CLOSE_PEER_EOF, "close_notify");
-		return false;
-	case RS_REC13_ERROR:
-		rec_fail(t, RS_CLOSE_ERROR, why);
-		return false;
+		memcpy(rs_buf_data(pool, ob), out, n);
+		rs_conn_deliver(t->c, ob, rs_buf_data(pool, ob), n);
+		rs_buf_unref(pool, ob);
 	}
-	return !rs_conn_closing(t->c);
+	return !t->failed && !rs_conn_closing(t->c);
 }
 
 /* The beginning of a record left in its receive buffer becomes a copy:
@@ -239,6 +238,7 @@ static size_t rec_open_pinned(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *
 	struct rs_buf *pin = t->pin;
 	const char *why = NULL;
 	size_t h = RS_MIN(t->pin_n, sizeof(hdr)), need;
+	enum rs_rec13_ev ev;
 	ssize_t rl;
 
 	if (!b || h + len < sizeof(hdr))
@@ -250,22 +250,14 @@ static size_t rec_open_pinned(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *
 		return 0; /* a bad header is reported by the copying path */
 	need = (size_t)rl - t->pin_n;
 	t->pin = NULL; /* handed on below, whatever the owner does meanwhile */
-	switch (rs_rec13_open_split(t->rec, t->pin_p, t->pin_n, data, need, out, &alert, &why)) {
-	case RS_REC13_DATA:
+	ev = rs_rec13_open_split(t->rec, t->pin_p, t->pin_n, data, need, out, &alert, &why);
+	if (ev != RS_REC13_DATA) {
+		rec_other(t, ev, why);
+	} else {
 		if (out[0].n)
 			rs_conn_deliver(t->c, pin, out[0].p, out[0].n);
 		if (out[1].n && !rs_conn_closing(t->c))
 			rs_conn_deliver(t->c, b, out[1].p, out[1].n);
-		break;
-	case RS_REC13_NONE:
-		rec_answer(t);
-		break;
-	case RS_REC13_CLOSE:
-		rec_fail(t, RS_CLOSE_PEER_EOF, "close_notify");
-		break;
-	case RS_REC13_ERROR:
-		rec_fail(t, RS_CLOSE_ERROR, why);
-		break;
 	}
 	rs_buf_unref(pool, pin);
 	return need;
