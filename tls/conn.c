@@ -211,20 +211,28 @@ static bool rec_open(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *rec, size
 	return !t->failed && !rs_conn_closing(t->c);
 }
 
+/* The beginning of a record, copied, waits in t->part for its rest. */
+static int part_begin(struct rs_tls_conn *t, const uint8_t *p, size_t n)
+{
+	t->part = malloc(RS_REC13_MAX_RECORD);
+	if (!t->part)
+		return -ENOMEM;
+	memcpy(t->part, p, n);
+	t->part_len = n;
+	return 0;
+}
+
 /* The beginning of a record left in its receive buffer becomes a copy:
  * its rest does not follow in the next receive, or the buffer must go. */
 static int unpin(struct rs_tls_conn *t)
 {
-	struct rs_bufpool *pool = rs_worker_bufpool(rs_conn_worker(t->c));
+	int ret = part_begin(t, t->pin_p, t->pin_n);
 
-	t->part = malloc(RS_REC13_MAX_RECORD);
-	if (!t->part)
-		return -ENOMEM;
-	memcpy(t->part, t->pin_p, t->pin_n);
-	t->part_len = t->pin_n;
-	rs_buf_unref(pool, t->pin);
-	t->pin = NULL;
-	return 0;
+	if (!ret) {
+		rs_buf_unref(rs_worker_bufpool(rs_conn_worker(t->c)), t->pin);
+		t->pin = NULL;
+	}
+	return ret;
 }
 
 /* The record begun at t->pin ends within data[0..len): open it in its two
@@ -328,11 +336,8 @@ static void rec_recv(struct rs_tls_conn *t, struct rs_buf *b, uint8_t *data, siz
 				t->pin_n = len;
 				return;
 			}
-			t->part = malloc(RS_REC13_MAX_RECORD);
-			if (!t->part)
+			if (part_begin(t, data, len))
 				goto out_nomem;
-			memcpy(t->part, data, len);
-			t->part_len = len;
 			return;
 		}
 		if (!b && !rs_bufpool_has_user_free(pool))

@@ -337,12 +337,22 @@ static void spans_of(uint8_t *p1, size_t n1, uint8_t *p2, size_t off, size_t n,
 	sp[1].n = n - a;
 }
 
+/* Copy bytes [off, off + n) of p1[0..n1) ++ p2 into <dst>. */
+static void gather(uint8_t *p1, size_t n1, uint8_t *p2, size_t off, size_t n, uint8_t *dst)
+{
+	struct rs_rec13_span sp[2];
+
+	spans_of(p1, n1, p2, off, n, sp);
+	memcpy(dst, sp[0].p, sp[0].n);
+	memcpy(dst + sp[0].n, sp[1].p, sp[1].n);
+}
+
 enum rs_rec13_ev rs_rec13_open_split(struct rs_rec13 *r, uint8_t *p1, size_t n1, uint8_t *p2,
 				     size_t n2, struct rs_rec13_span out[2], uint8_t *alert,
 				     const char **why)
 {
 	uint8_t hdr[RS_REC13_HDR], tag[RS_REC13_TAG], nonce[12], type = 0, *tmp;
-	struct rs_rec13_span ct[2], tg[2];
+	struct rs_rec13_span ct[2];
 	EVP_CIPHER_CTX ctx;
 	size_t len = n1 + n2, n, i, k;
 	enum rs_rec13_ev ev;
@@ -353,9 +363,7 @@ enum rs_rec13_ev rs_rec13_open_split(struct rs_rec13 *r, uint8_t *p1, size_t n1,
 	out[0].n = out[1].n = 0;
 	if (len < RS_REC13_HDR)
 		goto out_header;
-	spans_of(p1, n1, p2, 0, RS_REC13_HDR, ct);
-	memcpy(hdr, ct[0].p, ct[0].n);
-	memcpy(hdr + ct[0].n, ct[1].p, ct[1].n);
+	gather(p1, n1, p2, 0, RS_REC13_HDR, hdr);
 	if (rs_rec13_record_len(hdr, sizeof(hdr)) != (ssize_t)len)
 		goto out_header;
 	if (!rs_rec13_can_split(r) || r->rd.seq == UINT64_MAX) {
@@ -364,9 +372,7 @@ enum rs_rec13_ev rs_rec13_open_split(struct rs_rec13 *r, uint8_t *p1, size_t n1,
 	}
 	n = len - RS_REC13_HDR - RS_REC13_TAG;
 	spans_of(p1, n1, p2, RS_REC13_HDR, n, ct);
-	spans_of(p1, n1, p2, len - RS_REC13_TAG, RS_REC13_TAG, tg);
-	memcpy(tag, tg[0].p, tg[0].n);
-	memcpy(tag + tg[0].n, tg[1].p, tg[1].n);
+	gather(p1, n1, p2, len - RS_REC13_TAG, RS_REC13_TAG, tag);
 	nonce_of(&r->rd, nonce);
 	EVP_CIPHER_CTX_init(&ctx);
 	ok = EVP_DecryptInit_ex(&ctx, r->key_len == 16 ? EVP_aes_128_gcm() : EVP_aes_256_gcm(),
@@ -411,9 +417,7 @@ enum rs_rec13_ev rs_rec13_open_split(struct rs_rec13 *r, uint8_t *p1, size_t n1,
 		*alert = AL_INTERNAL_ERROR, *why = "out of memory";
 		return RS_REC13_ERROR;
 	}
-	memcpy(tmp, ct[0].p, RS_MIN(n, ct[0].n));
-	if (n > ct[0].n)
-		memcpy(tmp + ct[0].n, ct[1].p, n - ct[0].n);
+	gather(p1, n1, p2, RS_REC13_HDR, n, tmp);
 	{
 		uint8_t *o;
 		size_t on;
