@@ -371,11 +371,11 @@ out_bad:
  * tickets come before its first answer, so BoringSSL has stored them; on the
  * server side the peer has shown it is a client that talks, not a scanner
  * that handshakes and leaves (its tickets are flushed here, where BoringSSL
- * would at its first write). Stays with BoringSSL otherwise (TLS 1.2, or out
- * of memory). */
+ * would at its first write). Stays with BoringSSL for TLS 1.2. */
 static void take_over(struct rs_tls_conn *t)
 {
-	struct rs_rec13 *r;
+	SSL *ssl;
+	int ret;
 
 	if (t->rec || !t->established || t->failed || rs_conn_closing(t->c) ||
 	    !t->got_data || SSL_version(t->ssl) != TLS1_3_VERSION || SSL_has_pending(t->ssl))
@@ -386,14 +386,17 @@ static void take_over(struct rs_tls_conn *t)
 		ERR_clear_error();
 		return;
 	}
-	r = malloc(sizeof(*r));
-	if (!r || rs_rec13_init(r, t->ssl)) {
-		free(r);
+	ssl = t->ssl;
+	ret = rs_rec13_init(&t->rec13, ssl); /* overwrites t->ssl unless refused */
+	if (ret == -EPROTONOSUPPORT)
+		return;
+	SSL_free(ssl);
+	if (ret) {
+		t->ssl = NULL; /* <rec13> was wiped: the union is the handshake's again */
+		rec_fail(t, RS_CLOSE_ERROR, "TLS 1.3 keys could not be taken over");
 		return;
 	}
-	t->rec = r;
-	SSL_free(t->ssl);
-	t->ssl = NULL;
+	t->rec = &t->rec13;
 }
 
 /* Feed t->in to BoringSSL and deliver plaintext until it needs more. */
@@ -402,6 +405,8 @@ static void pump(struct rs_tls_conn *t)
 	struct rs_bufpool *pool = rs_worker_bufpool(rs_conn_worker(t->c));
 	int ret;
 
+	if (t->failed)
+		return;
 	if (!t->established) {
 		ret = SSL_do_handshake(t->ssl);
 		if (ret != 1) {
@@ -437,6 +442,8 @@ static void pump(struct rs_tls_conn *t)
 		if (rs_conn_closing(t->c))
 			return;
 		take_over(t);
+		if (t->failed)
+			return;
 	}
 }
 
@@ -568,12 +575,11 @@ static void f_release(void *fctx)
 	free(t->held);
 	if (t->on_release)
 		t->on_release(t);
-	if (t->rec) {
+	if (t->rec)
 		rs_rec13_clear(t->rec);
-		free(t->rec);
-	}
+	else
+		SSL_free(t->ssl);
 	free(t->part);
-	SSL_free(t->ssl);
 	free(t);
 }
 
@@ -585,6 +591,9 @@ static void f_on_move(struct rs_conn *c, void *fctx)
 
 	t->c = c;
 }
+
+/* The whole of a held TLS 1.3 connection in one jemalloc size class. */
+_Static_assert(sizeof(struct rs_tls_conn) <= 1536, "rs_tls_conn outgrew its size class");
 
 static const struct rs_conn_filter tls_filter = {
     .on_move = f_on_move,

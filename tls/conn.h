@@ -20,6 +20,7 @@
 
 #include "core/engine.h"
 #include "tls/boringssl.h"
+#include "tls/rec13.h"
 
 /* Handshake outcome: res 0, or -errno with a message for people (a failed
  * verification names the host and both fingerprints). */
@@ -41,11 +42,8 @@ struct rs_tls_counters {
 	_Atomic uint64_t handshakes, resumed, failures[RS_TLS_FAIL__COUNT];
 };
 
-struct rs_rec13;
-
 struct rs_tls_conn {
-	SSL *ssl;	      /* NULL once <rec> took over */
-	struct rs_rec13 *rec; /* TLS 1.3 after the handshake (tls/rec13.h) */
+	struct rs_rec13 *rec; /* NULL while BoringSSL runs; &rec13 once it took over */
 	uint8_t *part;	      /* <rec>: a record begun in an earlier receive, copied */
 	size_t part_len;
 	struct rs_buf *pin; /* <rec>: ... or left where it was received (pin_p, pin_n) */
@@ -53,18 +51,26 @@ struct rs_tls_conn {
 	size_t pin_n;
 	struct rs_conn *c;
 	struct rs_tls_counters *stats;
-	const uint8_t *in; /* wire bytes the BIO has not handed to BoringSSL yet */
+	const uint8_t *in; /* wire bytes not handed to BoringSSL or <rec> yet */
 	size_t in_len;
 	uint8_t *held; /* input kept (copied) while no user buffer was free */
 	size_t held_len;
-	rs_tls_done_fn done; /* client: handshake result */
-	void *done_arg;
 	void (*on_release)(struct rs_tls_conn *t); /* owner cleanup (server set refs) */
 	void *owner;
-	const char *fail_msg; /* set by a verify callback; owned by <owner> */
 	bool established, failed;
 	bool resumed;  /* the handshake resumed a session */
 	bool got_data; /* BoringSSL returned application data (tickets before it read) */
+	/* A held connection keeps only <rec13>, in the same allocation: the
+	 * handshake's state and the record layer never live at once. */
+	union {
+		struct {
+			SSL *ssl;	     /* until the hand-over */
+			rs_tls_done_fn done; /* client: handshake result */
+			void *done_arg;
+			const char *fail_msg; /* set by a verify callback; owned by <owner> */
+		};
+		struct rs_rec13 rec13; /* TLS 1.3 after the handshake (tls/rec13.h) */
+	};
 };
 
 /* Wrap <ssl> (ownership passes) around <c> as its filter. 0, -ENOMEM, or

@@ -64,8 +64,8 @@ static int set_keys(struct rs_rec13 *r, struct rs_rec13_dir *d, enum evp_aead_di
 
 	if (!ret)
 		ret = expand_label(r, d->secret, "iv", d->iv, sizeof(d->iv));
-	if (!ret)
-		memcpy(d->key, key, r->key_len);
+	if (!ret && d == &r->rd)
+		memcpy(r->rd_key, key, r->key_len);
 	if (!ret) {
 		EVP_AEAD_CTX_cleanup(&d->aead);
 		if (!EVP_AEAD_CTX_init_with_direction(&d->aead, r->alg, key, r->key_len,
@@ -96,26 +96,31 @@ int rs_rec13_init(struct rs_rec13 *r, const SSL *ssl)
 	struct bssl_span rd, wr;
 	const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
 	uint64_t rseq = SSL_get_read_sequence(ssl), wseq = SSL_get_write_sequence(ssl);
+	const EVP_AEAD *alg;
+	const EVP_MD *md;
+	uint8_t key_len;
 	int ret;
 
-	memset(r, 0, sizeof(*r));
-	EVP_AEAD_CTX_zero(&r->rd.aead);
-	EVP_AEAD_CTX_zero(&r->wr.aead);
 	if (SSL_version(ssl) != TLS1_3_VERSION || !cipher || SSL_in_init(ssl))
 		return -EPROTONOSUPPORT;
 	switch (SSL_CIPHER_get_protocol_id(cipher)) {
 	case 0x1301:
-		r->alg = EVP_aead_aes_128_gcm(), r->md = EVP_sha256(), r->key_len = 16;
+		alg = EVP_aead_aes_128_gcm(), md = EVP_sha256(), key_len = 16;
 		break;
 	case 0x1302:
-		r->alg = EVP_aead_aes_256_gcm(), r->md = EVP_sha384(), r->key_len = 32;
+		alg = EVP_aead_aes_256_gcm(), md = EVP_sha384(), key_len = 32;
 		break;
 	case 0x1303:
-		r->alg = EVP_aead_chacha20_poly1305(), r->md = EVP_sha256(), r->key_len = 32;
+		alg = EVP_aead_chacha20_poly1305(), md = EVP_sha256(), key_len = 32;
 		break;
 	default:
 		return -EPROTONOSUPPORT;
 	}
+	/* Only now: <r> may overlay the caller's state until this point. */
+	memset(r, 0, sizeof(*r));
+	EVP_AEAD_CTX_zero(&r->rd.aead);
+	EVP_AEAD_CTX_zero(&r->wr.aead);
+	r->alg = alg, r->md = md, r->key_len = key_len;
 	r->secret_len = (uint8_t)EVP_MD_size(r->md);
 	if (!rs_bssl_traffic_secrets(ssl, &rd, &wr) || rd.size != r->secret_len ||
 	    wr.size != r->secret_len)
@@ -376,7 +381,7 @@ enum rs_rec13_ev rs_rec13_open_split(struct rs_rec13 *r, uint8_t *p1, size_t n1,
 	nonce_of(&r->rd, nonce);
 	EVP_CIPHER_CTX_init(&ctx);
 	ok = EVP_DecryptInit_ex(&ctx, r->key_len == 16 ? EVP_aes_128_gcm() : EVP_aes_256_gcm(),
-				NULL, r->rd.key, nonce) &&
+				NULL, r->rd_key, nonce) &&
 	     EVP_DecryptUpdate(&ctx, NULL, &l, hdr, sizeof(hdr));
 	for (i = 0; ok && i < 2; i++)
 		ok = !ct[i].n || (EVP_DecryptUpdate(&ctx, ct[i].p, &l, ct[i].p, (int)ct[i].n) &&

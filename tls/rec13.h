@@ -43,7 +43,6 @@ struct rs_rec13_dir {
 	EVP_AEAD_CTX aead;
 	uint64_t seq;
 	uint8_t iv[12];
-	uint8_t key[32];    /* for rs_rec13_open_split */
 	uint8_t secret[48]; /* for the next KeyUpdate; wiped with the rest */
 };
 
@@ -55,12 +54,14 @@ struct rs_rec13 {
 	uint8_t *hs;	  /* a post-handshake message awaiting its rest */
 	uint32_t hs_len;
 	struct rs_rec13_dir rd, wr;
+	uint8_t rd_key[32]; /* for rs_rec13_open_split */
 };
 
 /* Take over <ssl>: a completed TLS 1.3 handshake with nothing buffered
  * (!SSL_has_pending). 0; -EPROTONOSUPPORT for another version or cipher
- * (keep using BoringSSL); -EINVAL or -ENOMEM on failure. <ssl> is only read:
- * the caller frees it. */
+ * (keep using BoringSSL), and then <r> is not written: it may share storage
+ * with what the caller keeps while BoringSSL runs (tls/conn.h); -EINVAL on
+ * failure (<r> wiped). <ssl> is only read: the caller frees it. */
 int rs_rec13_init(struct rs_rec13 *r, const SSL *ssl);
 
 /* Wipe the keys and free the reassembly buffer. */
