@@ -99,20 +99,16 @@ struct handshake {
 
 struct resume_entry;
 
+/* Grouped by alignment: a held console is one 896-byte allocation. */
 struct session {
 	struct console_worker *cw;
 	struct rs_worker *w; /* the worker both legs live on */
 	struct resume_entry *re; /* resumable: its registry entry (console.resume_grace_s) */
-	bool detached;           /* resumable and no browser attached: the grace runs */
-	bool reopened;           /* an RFB console's upstream was reopened for a resume */
 	/* A resumable RFB console keeps its upstream across a drop while <srv>
 	 * frames the target's messages (keep_up). The browser sees target
 	 * bytes only while <live>: from its ServerInit (replayed from the
 	 * cache) and the target's next message boundary on. */
 	struct rs_rfb_srv *srv;
-	bool keep_up, live, at_boundary, init_replayed, replay_init;
-	bool client_init_sent; /* the target has had a ClientInit (so a ServerInit comes) */
-	bool rehs;     /* a resumed browser's RFB security phase, answered by ringside */
 	uint8_t *bacc; /* the browser's SetEncodings / SetPixelFormat being read */
 	size_t bacc_len;
 	const struct rs_console_env *env;
@@ -123,38 +119,44 @@ struct session {
 	size_t pending_len;
 	uint8_t *tmsg; /* terminal: a browser message split over several reads/frames */
 	size_t tmsg_len;
-	bool term;
 	struct handshake *hs;
 	struct rs_ws_parser ws;
 	/* The browser's latest unanswered ping: allocated when one arrives and
 	 * freed once its pong is queued (pings are rare; every held console
 	 * would otherwise carry the 127 bytes). */
 	struct rs_ws_pong *pong;
-	bool pong_paused; /* browser reads stopped until that pong can be queued */
 	struct rs_rfb_msgs msgs; /* RFB consoles: the browser's messages after the security phase */
 	struct rs_timer timer;
+	uint64_t opened_ms, to_target, to_browser;
+	uint64_t t_upgrade_ns, t_connected_ns, relay_ms;
+	uint64_t last_activity_ms; /* relay: for the idle timeout */
+	uint64_t id;               /* the browser connection's id (0 is a valid id) */
+	int64_t created_s, connected_s; /* wall clock, for listings */
+	struct session *next, *prev; /* console_worker.sessions */
 	enum sess_state state;
 	enum rs_console_cause cause;
-	bool have_src, close_sent;
+	int cl; /* Proxmox: cluster index for metrics, -1 for plain VNC */
 	/* The (source address, port) pair held while <up> exists (plain VNC
 	 * with a port pool): as long as its family needs, not a sockaddr_storage. */
 	union {
 		struct sockaddr_in v4;
 		struct sockaddr_in6 v6;
 	} src;
-	uint64_t opened_ms, to_target, to_browser;
-	uint64_t t_upgrade_ns, t_connected_ns, relay_ms;
-	uint64_t last_activity_ms; /* relay: for the idle timeout */
-	uint64_t id;               /* the browser connection's id (0 is a valid id) */
-	bool upgraded;             /* <id> is set: the session is listed */
-	int cl;                    /* Proxmox: cluster index for metrics, -1 for plain VNC */
-	int64_t created_s, connected_s; /* wall clock, for listings */
+	bool detached; /* resumable and no browser attached: the grace runs */
+	bool reopened; /* an RFB console's upstream was reopened for a resume */
+	bool keep_up, live, at_boundary, init_replayed, replay_init;
+	bool client_init_sent; /* the target has had a ClientInit (so a ServerInit comes) */
+	bool rehs;	       /* a resumed browser's RFB security phase, answered by ringside */
+	bool term;
+	bool pong_paused; /* browser reads stopped until that pong can be queued */
+	bool have_src, close_sent;
+	bool upgraded; /* <id> is set: the session is listed */
+	uint8_t refs;
 	char tokhash[9];
-	struct session *next, *prev; /* console_worker.sessions */
 	char client[48];
 	char user_agent[160];
-	uint8_t refs;
 };
+_Static_assert(sizeof(struct session) <= 896, "struct session outgrew its jemalloc size class");
 
 /* --- the registry of resumable consoles ---
  *

@@ -105,6 +105,8 @@ struct pve_setup {
 	char lock_key[200], lock_val[96];
 };
 
+/* One bit per flag and the rest grouped by alignment: a held console's
+ * Proxmox leg is one 320-byte allocation. Only its worker touches it. */
 struct rs_pve_up {
 	struct rs_pve *pve;
 	struct cluster *cl;
@@ -118,27 +120,27 @@ struct rs_pve_up {
 	/* The pair held while <c> exists: IPv4 only (the pool is used for IPv4
 	 * endpoints), kept short since a held console keeps it. */
 	struct sockaddr_in src;
-	bool have_src;
 	uint32_t ep;
 	enum step step;
-	bool term, lxc, type_known, locked, ended, have_login;
-	/* The TLS handshake of <c> is complete: the only state in which a
-	 * request may be queued (a secret never leaves in clear). */
-	bool tls_ready;
-	/* <c> reached EOF after the answer being handled: the next request
-	 * needs a new connection. */
-	bool peer_eof;
-	/* Each second chance is taken once per console. */
-	bool node_retried, ticket_retried, auth_retried;
-	uint8_t ok_seen;
 	/* Callbacks of <u> on the stack; <dead>: free when the last returns
 	 * (DESIGN.md "Nothing is freed inside its own callback"). */
 	unsigned depth;
-	bool dead;
 	/* Bumped whenever an attempt's connection is let go: a loop over
 	 * received bytes stops as soon as they belong to an older attempt. */
 	unsigned attempt;
 	uint32_t vmid;
+	uint8_t ok_seen;
+	bool have_src : 1;
+	bool term : 1, lxc : 1, type_known : 1, locked : 1, ended : 1, have_login : 1;
+	/* The TLS handshake of <c> is complete: the only state in which a
+	 * request may be queued (a secret never leaves in clear). */
+	bool tls_ready : 1;
+	/* <c> reached EOF after the answer being handled: the next request
+	 * needs a new connection. */
+	bool peer_eof : 1;
+	/* Each second chance is taken once per console. */
+	bool node_retried : 1, ticket_retried : 1, auth_retried : 1;
+	bool dead : 1;
 	struct rs_ws_parser ws;
 	/* The latest unanswered ping (RFC 6455 5.5.3 allows answering only
 	 * it): sent when the connection is not congested, so a node that pings
@@ -147,6 +149,7 @@ struct rs_pve_up {
 	 * a held console would carry the 127 bytes for nothing. */
 	struct rs_ws_pong *pong;
 };
+_Static_assert(sizeof(struct rs_pve_up) <= 320, "struct rs_pve_up outgrew its jemalloc size class");
 
 /* --- clusters --- */
 

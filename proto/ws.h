@@ -83,8 +83,8 @@ struct rs_ws_parser {
 	uint64_t max_frame, max_message;
 	uint64_t remaining;  /* payload bytes left in the current frame */
 	uint64_t msg_len;    /* payload bytes of the open data message so far */
-	struct rs_utf8 utf8; /* open text message */
 	const char *err;     /* set once the parser has stopped */
+	struct rs_utf8 utf8; /* open text message */
 	uint16_t err_code;
 	uint8_t state;
 	bool server;
