@@ -453,10 +453,13 @@ common:
 	 * only sees the panel. Required when the operator turned binding on. */
 	v = json_object_get(root, "client_ip");
 	if (v && !json_is_null(v)) {
-		if (!json_is_string(v) || rs_parse_ip(json_string_value(v), json_string_length(v), &s->client_ip)) {
+		struct sockaddr_storage ip;
+
+		if (!json_is_string(v) || rs_parse_ip(json_string_value(v), json_string_length(v), &ip)) {
 			fail(e, 400, "invalid_field", "'client_ip' must be an IP address");
 			goto out_free;
 		}
+		memcpy(&s->client_ip, &ip, sizeof(s->client_ip)); /* AF_INET or AF_INET6: it fits */
 		s->bind_ip = true;
 	} else if (cfg->token_bind_ip) {
 		fail(e, 400, "invalid_field",

@@ -4,6 +4,7 @@
 
 #include "core/common.h"
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 struct rs_cidr {
@@ -17,6 +18,14 @@ int rs_parse_cidr(const char *s, struct rs_cidr *out);
 
 /* Is <sa> inside <c>? IPv4-mapped IPv6 addresses match IPv4 ranges. */
 bool rs_cidr_match(const struct rs_cidr *c, const struct sockaddr *sa);
+
+/* An address and port of either family, as long as that family needs (28
+ * bytes; a sockaddr_storage is 128): for what is kept per console. */
+union rs_ip {
+	struct sockaddr sa;
+	struct sockaddr_in v4;
+	struct sockaddr_in6 v6;
+};
 
 /* Parse an IP literal (no port) into a sockaddr with port 0. 0 or -EINVAL.
  * The one parser of IP literals: every other place calls this. */

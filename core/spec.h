@@ -13,6 +13,8 @@
 
 #include "core/common.h"
 
+#include "core/addr.h"
+
 #include <stdatomic.h>
 #include <sys/socket.h>
 
@@ -53,7 +55,7 @@ struct rs_console_spec {
 	 * does. */
 	bool view_only;
 	bool bind_ip;
-	struct sockaddr_storage client_ip; /* AF_INET or AF_INET6, when <bind_ip> */
+	union rs_ip client_ip; /* AF_INET or AF_INET6, when <bind_ip> */
 	/* Proxmox kinds (unused by RS_CONSOLE_VNC). */
 	char *cluster, *node; /* cluster NULL: inline details (host, port, user, password) */
 	char *user;           /* inline Proxmox login (ProxmoxVNC's /create) */

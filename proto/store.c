@@ -161,8 +161,14 @@ int rs_store_seal(const uint8_t tok[RS_TOKEN_BYTES], const char *key_name,
 	put_u64(&b, T_CREATED, (uint64_t)spec->created_s);
 	put_u64(&b, T_EXPIRES, (uint64_t)spec->expires_s);
 	put_u64(&b, T_TTL, spec->ttl_s);
-	if (spec->bind_ip)
-		put(&b, T_CLIENT, &spec->client_ip, sizeof(spec->client_ip));
+	if (spec->bind_ip) {
+		/* On the wire as a sockaddr_storage, as boxes before the
+		 * compact form wrote it. */
+		struct sockaddr_storage ip = {0};
+
+		memcpy(&ip, &spec->client_ip, sizeof(spec->client_ip));
+		put(&b, T_CLIENT, &ip, sizeof(ip));
+	}
 	put_str(&b, T_CLUSTER, spec->cluster);
 	put_str(&b, T_NODE, spec->node);
 	put_str(&b, T_USER, spec->user);
@@ -273,9 +279,9 @@ static int parse_spec(const uint8_t *p, size_t len, struct rs_console_spec *s)
 			str = &s->pve_type;
 			break;
 		case T_CLIENT:
-			if (n != sizeof(s->client_ip))
+			if (n != sizeof(struct sockaddr_storage))
 				return -EBADMSG;
-			memcpy(&s->client_ip, v, n);
+			memcpy(&s->client_ip, v, sizeof(s->client_ip));
 			s->bind_ip = true;
 			continue;
 		default:

@@ -404,7 +404,7 @@ static void test_issue_bad_spec(void **st)
 	assert_int_equal(rs_token_issue(t, NULL, 60000, text), -EINVAL);
 	s->bind_ip = true; /* bound, but to no address */
 	assert_int_equal(rs_token_issue(t, s, 60000, text), -EINVAL);
-	s->client_ip.ss_family = AF_UNIX;
+	s->client_ip.sa.sa_family = AF_UNIX;
 	assert_int_equal(rs_token_issue(t, s, 60000, text), -EINVAL);
 	assert_int_equal(stats(t).live, 0);
 	assert_int_equal(stats(t).issued, 0);
@@ -451,21 +451,22 @@ static void test_revoke_and_revoke_by_hash(void **st)
 	rs_token_table_free(t);
 }
 
-static void set_v4(struct sockaddr_storage *ss, const char *ip)
+/* <ss>: a sockaddr_storage or a spec's union rs_ip. */
+static void set_v4(void *ss, const char *ip)
 {
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in *s4 = ss;
 
-	memset(ss, 0, sizeof(*ss));
+	memset(s4, 0, sizeof(*s4));
 	s4->sin_family = AF_INET;
 	s4->sin_port = htons(40000);
 	assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
 }
 
-static void set_v6(struct sockaddr_storage *ss, const char *ip)
+static void set_v6(void *ss, const char *ip)
 {
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+	struct sockaddr_in6 *s6 = ss;
 
-	memset(ss, 0, sizeof(*ss));
+	memset(s6, 0, sizeof(*s6));
 	s6->sin6_family = AF_INET6;
 	s6->sin6_port = htons(40001);
 	assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
