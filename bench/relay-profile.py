@@ -71,6 +71,9 @@ def main():
     ap.add_argument("--dwarf", action="store_true",
                     help="call graphs by DWARF unwinding (with --callers): they reach into "
                          "BoringSSL, which frame pointers do not")
+    ap.add_argument("--only", default="",
+                    help="profile only the stream/setup scenarios whose label contains this "
+                         "(e.g. setup); the tokens, idle and stop sections are then skipped")
     a = ap.parse_args()
     callers = "dwarf" if a.callers and a.dwarf else a.callers
     run = rb.Run("short", a.out, "")
@@ -81,45 +84,48 @@ def main():
         pid = run.relay.pid
         run.client(args, "hold", 200, ["--hold-seconds", "0"])  # warm the pools
         for label, scenario, conns, extra in SCENARIOS:
+            if a.only not in label:
+                continue
             data = os.path.join(run.dir, "perf.data")
             p = perf_start(pid, data, callers)
             out, _, _, _, _ = run.client(args, scenario, conns, extra)
             perf_stop(p)
             sections.append((label, out, report(data, a.callers)))
             run.settle()
-        # tokens: the API alone, keep-alive, pipelined
-        api = args[args.index("--api") + 1]
-        data = os.path.join(run.dir, "perf.data")
-        p = perf_start(pid, data, callers)
-        out, _, _, _, _ = run.client(["--api", api, "--key", rb.KEY, "--target", "127.0.0.1:1"],
-                                     "tokens", 30000, ["--batch", "128", "--workers", "1"])
-        perf_stop(p)
-        sections.append(("tokens", out, report(data, a.callers)))
-        # idle, then stop: 15,000 consoles held idle for 5 s, then SIGTERM
-        held = {}
-        idle_data = os.path.join(run.dir, "perf-idle.data")
-
-        def on_held(proc, relay):
-            time.sleep(2)
-            p = perf_start(pid, idle_data, callers)
-            t0 = rb.cpu_ns([pid])
-            time.sleep(5)
-            held["idle_pct"] = round((rb.cpu_ns([pid]) - t0) / 5e9 * 100, 2)
+        if not a.only:
+            # tokens: the API alone, keep-alive, pipelined
+            api = args[args.index("--api") + 1]
+            data = os.path.join(run.dir, "perf.data")
+            p = perf_start(pid, data, callers)
+            out, _, _, _, _ = run.client(["--api", api, "--key", rb.KEY, "--target", "127.0.0.1:1"],
+                                         "tokens", 30000, ["--batch", "128", "--workers", "1"])
             perf_stop(p)
-            held["p"] = perf_start(pid, data, callers)
-            t0 = time.time()
-            run.relay.send_signal(signal.SIGTERM)
-            run.relay.wait(120)
-            held["s"] = time.time() - t0
-            perf_stop(held["p"])
-            proc.send_signal(signal.SIGTERM)
+            sections.append(("tokens", out, report(data, a.callers)))
+            # idle, then stop: 15,000 consoles held idle for 5 s, then SIGTERM
+            held = {}
+            idle_data = os.path.join(run.dir, "perf-idle.data")
 
-        run.client(args, "hold", 15000, ["--hold-seconds", "600", "--batch", "512"],
-                   on_held=on_held)
-        sections.append(("idle, 15,000 consoles held (5 s)",
-                         {"cpu_percent_of_a_core": held["idle_pct"]}, report(idle_data, a.callers)))
-        sections.append(("SIGTERM with 15,000 consoles held", {"stop_s": round(held["s"], 2)},
-                         report(data, a.callers)))
+            def on_held(proc, relay):
+                time.sleep(2)
+                p = perf_start(pid, idle_data, callers)
+                t0 = rb.cpu_ns([pid])
+                time.sleep(5)
+                held["idle_pct"] = round((rb.cpu_ns([pid]) - t0) / 5e9 * 100, 2)
+                perf_stop(p)
+                held["p"] = perf_start(pid, data, callers)
+                t0 = time.time()
+                run.relay.send_signal(signal.SIGTERM)
+                run.relay.wait(120)
+                held["s"] = time.time() - t0
+                perf_stop(held["p"])
+                proc.send_signal(signal.SIGTERM)
+
+            run.client(args, "hold", 15000, ["--hold-seconds", "600", "--batch", "512"],
+                       on_held=on_held)
+            sections.append(("idle, 15,000 consoles held (5 s)",
+                             {"cpu_percent_of_a_core": held["idle_pct"]}, report(idle_data, a.callers)))
+            sections.append(("SIGTERM with 15,000 consoles held", {"stop_s": round(held["s"], 2)},
+                             report(data, a.callers)))
     finally:
         run.procs.stop_all()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

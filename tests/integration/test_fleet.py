@@ -149,8 +149,11 @@ def test_master_killed_sentinel_promotes_and_no_link_is_consumed_twice(tmp_path,
     try:
         spent = lab.create(vnc_body(xvnc))["token"]
         unspent = lab.create(vnc_body(xvnc))["token"]
-        ws = open_console("127.0.0.1", lab.lb.port, spent)
+        # Opened for real: a 101 alone may be the 1013 that leaves the link
+        # untouched (a WAIT that timed out puts the link back).
+        ws = open_settled("127.0.0.1", lab.lb.port, spent)
         assert ws.status == 101, ws.head
+        assert desktop(ws)[0] > 0
         ws.close()
         old = lab.master
         # WAIT 1 vouches for one replica; Sentinel may promote the other, so
