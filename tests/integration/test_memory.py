@@ -4,8 +4,8 @@ fake pveproxy, measured by the allocator's own count of live heap bytes
 (`heap_allocated_bytes` of /api/v1/stats, jemalloc's stats.allocated).
 
 The bound guards README "Memory": a held console keeps its two TLS
-connections (after the handshake, TLS 1.3 record keys only: two
-struct rs_rec13 of ~1.5 KB, no SSL object, no session — with BoringSSL's
+connections (after the handshake, TLS 1.3 record keys only, inside two
+struct rs_tls_conn of 1.5 KB: no SSL object, no session — with BoringSSL's
 objects kept, as before the record layer, it was 6.9 KB and this fails), the
 engine's two connections, the session and the Proxmox leg's stream state — no
 setup state (answer parser, tickets, node, lock keys), no handshake
