@@ -140,6 +140,24 @@ class Load:
                 "ours_cpu_share": round(ours / (secs * cpus), 3)}
 
 
+def wait_quiet(base_sockets, limit_s=90):
+    """Wait, before a relay's round, until the previous round has left the
+    machine: TCP sockets in use back within 200 of where the run started
+    (after a 50,000-console hold the kernel closes sockets for seconds after
+    every process has exited; setup measured meanwhile ran ~15 % slower, for
+    whichever relay came next) and all CPUs under 10 % busy over half a
+    second. At most <limit_s>; returns the seconds waited."""
+    t0 = time.time()
+    cpus = os.cpu_count() or 1
+    while time.time() - t0 < limit_s:
+        b0, _ = proc_stat()
+        time.sleep(0.5)
+        b1, _ = proc_stat()
+        if tcp_inuse() <= base_sockets + 200 and (b1 - b0) / HZ < 0.05 * cpus:
+            break
+    return round(time.time() - t0, 1)
+
+
 def tree(pid):
     """pid and its live descendants."""
     kids = {}
@@ -650,6 +668,11 @@ backend pve
                 res["hold"]["perf_idle"] = idle.get("perf", [])
             return
         self.settle()
+        # the kernel closes the held consoles' sockets for seconds after the
+        # relay has let go of them: the stream and latency scenarios that
+        # follow must not share the CPUs with that (ringside and nginx hold
+        # 50,000 here, HAProxy and the floor 9,000)
+        res["hold"]["quiet_wait_s"] = wait_quiet(sockets0)
 
     def last_event(self, name):
         """The client's last {"event": <name>, …} line on stderr so far."""
@@ -755,6 +778,12 @@ backend pve
                 break
 
     def setup(self, res, args, n):
+        # a fifth of the consoles first, not counted: the figure is the
+        # steady state of a running relay, not its first-touch page faults
+        # (ringside's receive buffers, any relay's allocator arenas: ~5 % of
+        # a cold ringside's setup CPU), which a box pays once
+        self.client(args, "setup", max(1, n // 5), ["--batch", "64"])
+        self.settle()
         res["setup"] = {}
         for label, extra in (("resumed", []), ("full_handshake", ["--no-resume"])):
             relay = self.relay_pids()
@@ -878,6 +907,7 @@ def main():
             sys.exit("relay-bench: %s/%s missing: run make" % (B, b))
     run = Run(a.mode, a.out, a.only, scenarios)
     t0 = time.time()
+    sockets0 = tcp_inuse()
     try:
         # interleaved: A, B, C, A, B, C ... so that a change in what else runs
         # on this shared machine lands on every relay, not on one
@@ -886,9 +916,10 @@ def main():
             for name, kind in relays:
                 print("== round %d/%d: %s" % (r + 1, a.rounds, name), file=sys.stderr, flush=True)
                 run.relay = None
+                waited = wait_quiet(sockets0)
                 load = Load()
                 run.rounds[r][name] = run.measure(name, kind)
-                run.load.append(dict(round=r + 1, relay=name, **load.end()))
+                run.load.append(dict(round=r + 1, relay=name, quiet_wait_s=waited, **load.end()))
     finally:
         run.procs.stop_all()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -272,12 +272,12 @@ def write(res, mode, base, command, seconds, rounds=None, load=None):
 
 
 def load_table(load):
-    out = ["| round | relay | seconds | load average before → after (1 / 5 / 15 min) | "
-           "other processes' CPU share | steal | this run's CPU share |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| round | relay | waited for quiet (s) | seconds | load average before → after "
+           "(1 / 5 / 15 min) | other processes' CPU share | steal | this run's CPU share |",
+           "|---|---|---|---|---|---|---|---|"]
     for x in load:
-        out.append("| %d | %s | %s | %s → %s | %.0f %% | %.0f %% | %.0f %% |" % (
-            x["round"], x["relay"], fmt(x["seconds"]),
+        out.append("| %d | %s | %s | %s | %s → %s | %.0f %% | %.0f %% | %.0f %% |" % (
+            x["round"], x["relay"], fmt(x.get("quiet_wait_s")), fmt(x["seconds"]),
             " / ".join("%.2f" % v for v in x["loadavg_before"]),
             " / ".join("%.2f" % v for v in x["loadavg_after"]), 100 * x["others_cpu_share"],
             100 * x["steal_share"], 100 * x["ours_cpu_share"]))
@@ -329,6 +329,9 @@ def render(doc, base):
     md += limits(res)
     if doc.get("load"):
         md += ["", "## The machine's load in each round", "",
+               "Before each relay's measurement the harness waits until the previous one has "
+               "left the machine (TCP sockets back to where the run started, CPUs under 10 %% "
+               "busy; at most 90 s). "
                "Load average before and after each relay's measurement; the CPU other processes "
                "took meanwhile (all CPUs' busy time from /proc/stat minus this run's own "
                "processes), the hypervisor's steal and this run's own CPU, as shares of all "
