@@ -145,9 +145,9 @@ def wait_quiet(base_sockets, limit_s=90):
     machine: TCP sockets in use back within 200 of where the run started
     (the kernel can still be closing a 50,000-console hold's sockets after
     every process has exited) and all CPUs under 10 % busy over half a
-    second. At most <limit_s>; returns the seconds waited (in the reports:
-    a guard, which in relays-20261207T220137Z never waited past its first
-    half-second sample)."""
+    second. At most <limit_s>; returns the seconds waited (a guard: in
+    relays-20261207T223134Z it never waited past its first half-second
+    sample)."""
     t0 = time.time()
     cpus = os.cpu_count() or 1
     while time.time() - t0 < limit_s:
@@ -591,8 +591,8 @@ backend pve
                 self.latency(res, args)
             if kind == "ringside" and "tokens" in want:
                 self.tokens(res, args)
-            # the hold last: the kernel closes its sockets for seconds after
-            # (the next round waits for that, wait_quiet)
+            # the hold last: the kernel may close its sockets for seconds
+            # after (the next round waits for that, wait_quiet)
             if "hold" in want and not kind.startswith("direct"):
                 if sized and n_run != n_hold:
                     self.procs.stop(self.relay)
@@ -675,11 +675,6 @@ backend pve
                 res["hold"]["perf_idle"] = idle.get("perf", [])
             return
         self.settle()
-        # the kernel closes the held consoles' sockets for seconds after the
-        # relay has let go of them: the stream and latency scenarios that
-        # follow must not share the CPUs with that (ringside and nginx hold
-        # 50,000 here, HAProxy and the floor 9,000)
-        res["hold"]["quiet_wait_s"] = wait_quiet(sockets0)
 
     def last_event(self, name):
         """The client's last {"event": <name>, …} line on stderr so far."""
