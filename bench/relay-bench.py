@@ -594,7 +594,7 @@ backend pve
             # the hold last: the kernel may close its sockets for seconds
             # after (the next round waits for that, wait_quiet)
             if "hold" in want and not kind.startswith("direct"):
-                if sized and n_run != n_hold:
+                if n_run != n_hold:
                     self.procs.stop(self.relay)
                     self.relay, args = relays[kind](n_hold)
                 self.hold(res, args, n_hold, small)
