@@ -207,6 +207,7 @@ static int rfb_bytes(struct rs_conn *c, struct pconn *p, struct rs_buf *b, const
 		} else {
 			ret = send_frame(c, RS_WS_OP_BINARY, SERVER_INIT, sizeof(SERVER_INIT));
 			atomic_fetch_add_explicit(&n_ready, 1, memory_order_relaxed);
+			rs_bench_count_suite(c);
 		}
 		p->st++;
 		if (ret)
@@ -360,10 +361,12 @@ int main(int argc, char **argv)
 	if (ret)
 		return ret;
 	printf("{\"accepted\":%llu,\"requests\":%llu,\"upgrades\":%llu,\"ready\":%llu,"
-	       "\"auth_failed\":%llu,\"bytes_echoed\":%llu}\n",
+	       "\"auth_failed\":%llu,\"bytes_echoed\":%llu,\"suites\":",
 	       (unsigned long long)n_accepted, (unsigned long long)n_requests,
 	       (unsigned long long)n_upgrades, (unsigned long long)n_ready,
 	       (unsigned long long)n_auth_failed, (unsigned long long)bytes_echoed);
+	rs_bench_print_suites(stdout);
+	printf("}\n");
 	fflush(stdout);
 	_exit(0); /* no graceful stop of every connection: the kernel is faster */
 

@@ -1,6 +1,7 @@
 /* bench/fake.h — what the fake upstreams (fake-pve, fake-rfb) share: their
  * connection callbacks that need no state, and serving on ringside's engine
- * until SIGTERM/SIGINT.
+ * until SIGTERM/SIGINT; and what the bench's TLS parts (fake-pve,
+ * ringside-bench) count: the cipher suite each connection negotiated.
  */
 #ifndef RS_BENCH_FAKE_H
 #define RS_BENCH_FAKE_H
@@ -21,5 +22,12 @@ void rs_fake_on_close(struct rs_conn *c, enum rs_close_reason why, int err);
  * "<name>: …" on stderr: 2 for a bad --listen, 1 when the engine cannot start. */
 int rs_fake_serve(const char *name, struct rs_engine_opts *eo, const char *listen,
 		  rs_accept_fn on_accept);
+
+/* Count the suite established TLS connection <c> negotiated (any thread). */
+void rs_bench_count_suite(struct rs_conn *c);
+
+/* The counts as a JSON object, {"TLS_AES_128_GCM_SHA256":N,…}, suites never
+ * negotiated left out, onto <f>. */
+void rs_bench_print_suites(FILE *f);
 
 #endif

@@ -100,6 +100,17 @@ SIZES = {
 # one process, regular descriptors, 2 per console: HAProxy's maxconn 9,800
 # and the floor relay's 20,000 descriptors hold at most this many
 ONE_PROCESS_HOLD = 9000
+# The TLS 1.3 suites every relay offers on its upstream leg and accepts on
+# its browser leg, in BoringSSL's order on a CPU with AES instructions (what
+# ringside, the floor relay and the bench client offer). fake-pve, BoringSSL
+# too, takes the client's first choice; OpenSSL's default order puts
+# AES-256-GCM first, so nginx and HAProxy left alone would pay its extra AES
+# rounds on the upstream leg while ringside did not. Every relay negotiates
+# AES-128-GCM on both legs here; each run records it (tls_suites,
+# upstream_suites). A real pveproxy chooses by its own order instead
+# (honor_cipher_order => 1 in PVE::APIServer::AnyEvent::new, OpenSSL's
+# default TLS 1.3 list): AES-256-GCM upstream, for every relay alike.
+SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 SCENARIOS = ("setup", "hold", "stream", "latency", "tokens")
 
 
@@ -308,6 +319,15 @@ def perf_stop(p, data, phases=(("", None),)):
     return out
 
 
+def fake_suites(path):
+    """The TLS suites fake-pve's connections negotiated ({} if it printed none)."""
+    try:
+        last = open(path).read().strip().splitlines()[-1]
+        return json.loads(last).get("suites", {})
+    except (OSError, IndexError, ValueError):
+        return {}
+
+
 class Procs:
     """Processes started by this run, stopped by PID."""
 
@@ -406,7 +426,8 @@ class Run:
             up = ("proxy_pass https://127.0.0.1:%d;\n proxy_ssl_verify on;\n"
                   " proxy_ssl_trusted_certificate %s;\n proxy_ssl_name fake-pve;\n"
                   " proxy_ssl_server_name on;\n proxy_ssl_session_reuse on;\n"
-                  " proxy_ssl_protocols TLSv1.2 TLSv1.3;\n" % (self.pve_port, self.cert))
+                  " proxy_ssl_protocols TLSv1.2 TLSv1.3;\n"
+                  " proxy_ssl_conf_command Ciphersuites %s;\n" % (self.pve_port, self.cert, SUITES))
         else:
             up = "proxy_pass http://127.0.0.1:%d;\n" % self.wsfy_port
         conf = """worker_processes %d;
@@ -466,7 +487,8 @@ http {
   nbthread 2
   pidfile %s/haproxy.pid
   ssl-default-bind-options ssl-min-ver TLSv1.2
-  ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
+  ssl-default-bind-ciphersuites %s
+  ssl-default-server-ciphersuites %s
   ssl-server-verify required
 defaults
   mode http
@@ -481,7 +503,7 @@ frontend fe
   default_backend pve
 backend pve
   balance roundrobin
-%s""" % (self.dir, port, self.combined, servers)
+%s""" % (self.dir, SUITES, SUITES, port, self.combined, servers)
         path = os.path.join(self.dir, "haproxy.cfg")
         open(path, "w").write(conf)
         p = self.procs.start(["haproxy", "-f", path, "-db"], self.dir + "/haproxy")
@@ -603,6 +625,7 @@ backend pve
                 if p is not None:
                     self.procs.stop(p)
             self.wsfy = None
+        res["upstream_suites"] = fake_suites(self.dir + "/fake-pve.out")
         print(json.dumps(res), flush=True)
         return res
 
@@ -795,7 +818,8 @@ backend pve
             opened = out.get("opened", 0)
             res["setup"][label] = {
                 "consoles": n, "opened": opened, "opened_per_s": out.get("opened_per_s"),
-                "tls_resumed": out.get("tls_resumed"), "setup_us": out.get("setup_us"),
+                "tls_resumed": out.get("tls_resumed"), "tls_suites": out.get("tls_suites"),
+                "setup_us": out.get("setup_us"),
                 "relay_cpu_ms_per_open": round(rcpu / 1e6 / max(opened, 1), 3),
                 "opens_per_relay_cpu_s": round(opened / (rcpu / 1e9)) if rcpu else None,
                 "client_cpu_ms_per_open": round(cl / 1e6 / max(opened, 1), 3),

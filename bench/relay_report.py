@@ -284,6 +284,32 @@ def load_table(load):
     return out
 
 
+def suites(rounds):
+    """Which TLS 1.3 suites each relay's legs negotiated, over all rounds:
+    the per-core figures compare relays only if these agree."""
+    seen = {}
+    for r in rounds:
+        for name, x in r.items():
+            legs = seen.setdefault(name, ({}, {}))
+            for s in (x.get("setup") or {}).values():
+                for k, n in (s.get("tls_suites") or {}).items():
+                    legs[0][k] = legs[0].get(k, 0) + n
+            for k, n in (x.get("upstream_suites") or {}).items():
+                legs[1][k] = legs[1].get(k, 0) + n
+    rows = [(name, legs) for name, legs in seen.items() if legs[0] or legs[1]]
+    if not rows:
+        return []
+    out = ["", "## TLS suites negotiated", "",
+           "Connections by TLS 1.3 suite over all rounds: the browser leg as the client saw it "
+           "(setup runs), the upstream leg as fake-pve saw it (every scenario). Every relay is "
+           "offered the same suites in the same order (bench/relay-bench.py, SUITES).", "",
+           "| relay | browser leg | upstream leg |", "|---|---|---|"]
+    for name, legs in rows:
+        out.append("| %s | %s | %s |" % (name, *(", ".join(
+            "%s %s" % (k, fmt(n)) for k, n in sorted(leg.items())) or "—" for leg in legs)))
+    return out
+
+
 def render(doc, base):
     res = doc["results"]
     rounds = doc.get("rounds") or [res]
@@ -327,6 +353,7 @@ def render(doc, base):
            "client set the pace. Either way the per-core figures divide by the relay's own CPU "
            "time, so they compare relays; wall-clock rates are in the JSON.", ""]
     md += limits(res)
+    md += suites(rounds)
     if doc.get("load"):
         md += ["", "## The machine's load in each round", "",
                "Before each relay's measurement the harness waits until the previous one has "

@@ -42,6 +42,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include "bench/fake.h"
 #include "core/addr.h"
 #include "core/config.h"
 #include "core/engine.h"
@@ -405,6 +406,7 @@ static void k_on_tls(struct rs_conn *c, void *arg, int res, const char *msg)
 		return fail_console(k, F_TLS);
 	if (rs_tls_client_resumed(c))
 		atomic_fetch_add_explicit(&n_resumed, 1, memory_order_relaxed);
+	rs_bench_count_suite(c);
 	send_upgrade(k);
 }
 
@@ -880,7 +882,9 @@ int main(int argc, char **argv)
 	for (int i = 0; i < F__COUNT; i++)
 		printf("%s\"%s\":%llu", i ? "," : "", fail_names[i],
 		       (unsigned long long)atomic_load(&failures[i]));
-	printf("},\"msg_size\":%zu,\"echo_bytes_per_s\":%.0f,\"echo_msgs_per_s\":%.0f", o.msg_size,
+	printf("},\"tls_suites\":");
+	rs_bench_print_suites(stdout);
+	printf(",\"msg_size\":%zu,\"echo_bytes_per_s\":%.0f,\"echo_msgs_per_s\":%.0f", o.msg_size,
 	       held_ms ? (double)atomic_load(&echo_bytes) * 1000.0 / (double)held_ms : 0.0,
 	       held_ms ? (double)atomic_load(&echo_msgs) * 1000.0 / (double)held_ms : 0.0);
 	{

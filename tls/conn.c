@@ -639,6 +639,16 @@ out_free:
 	return ret;
 }
 
+const char *rs_tls_suite(struct rs_conn *c)
+{
+	struct rs_tls_conn *t = rs_conn_filter_ctx(c);
+
+	if (!t || !t->established)
+		return NULL;
+	return t->rec ? rs_rec13_suite(t->rec)
+		      : SSL_CIPHER_standard_name(SSL_get_current_cipher(t->ssl));
+}
+
 void rs_tls_conn_start(struct rs_tls_conn *t)
 {
 	int ret = SSL_do_handshake(t->ssl);

@@ -83,6 +83,10 @@ int rs_tls_conn_attach(struct rs_conn *c, SSL *ssl, struct rs_tls_counters *stat
 /* Start the client handshake (ClientHello goes out at the loop's end). */
 void rs_tls_conn_start(struct rs_tls_conn *t);
 
+/* The cipher suite an established TLS connection <c> negotiated (its
+ * standard name, static text); NULL before the handshake is over. */
+const char *rs_tls_suite(struct rs_conn *c);
+
 /* The rs_tls_conn of an SSL in a BoringSSL callback. */
 struct rs_tls_conn *rs_tls_conn_of(const SSL *ssl);
 

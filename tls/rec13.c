@@ -325,6 +325,14 @@ enum rs_rec13_ev rs_rec13_open(struct rs_rec13 *r, uint8_t *rec, size_t rec_len,
 	return inner(r, type, p, n, out, out_len, alert, why);
 }
 
+const char *rs_rec13_suite(const struct rs_rec13 *r)
+{
+	if (r->alg == EVP_aead_aes_128_gcm())
+		return "TLS_AES_128_GCM_SHA256";
+	return r->alg == EVP_aead_aes_256_gcm() ? "TLS_AES_256_GCM_SHA384"
+						: "TLS_CHACHA20_POLY1305_SHA256";
+}
+
 bool rs_rec13_can_split(const struct rs_rec13 *r)
 {
 	return r->alg == EVP_aead_aes_128_gcm() || r->alg == EVP_aead_aes_256_gcm();

@@ -90,6 +90,9 @@ struct rs_rec13_span {
 	size_t n;
 };
 
+/* The cipher suite's standard name (RFC 8446 §B.4), static text. */
+const char *rs_rec13_suite(const struct rs_rec13 *r);
+
 /* Whether rs_rec13_open_split can open records of this connection (AES-GCM:
  * its EVP_CIPHER form decrypts in pieces). */
 bool rs_rec13_can_split(const struct rs_rec13 *r);

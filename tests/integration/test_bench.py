@@ -83,6 +83,10 @@ def test_proxmox_consoles_through_ringside_to_fake_pve(daemon_factory, fake_pve,
     assert counters["auth_failed"] == 0, counters  # ringside's DES answers were right
     assert counters["requests"] >= 40, counters
     assert counters["bytes_echoed"] > 0
+    # Both legs name the suite they negotiated, so a run can show every relay
+    # paid for the same one: BoringSSL's first choice on each leg here.
+    assert out["tls_suites"] == {"TLS_AES_128_GCM_SHA256": 20}, out
+    assert counters["suites"] == {"TLS_AES_128_GCM_SHA256": 20}, counters
     # One VM per console (ringside serialises VNC authentication per VM).
     targets = re.findall(r"console\.opened .* target=(bench/bench/\d+)", d.logs())
     assert len(targets) == 20 and len(set(targets)) == 20, targets
