@@ -196,16 +196,24 @@ bool rs_conn_closing(const struct rs_conn *c);
  * wire bytes received (instead of ops->on_data); the filter decodes them
  * into user buffers of the pool (rs_bufpool_get) and passes plaintext on with
  * rs_conn_deliver(). What the owner sends waits in a plain queue until the
- * end of the event-loop iteration, then goes to filter->write in order (small
- * segments gathered up to 16 KiB, so a frame header and its payload become
- * one record); the filter queues the encoded bytes with rs_conn_send_wire().
- * Callbacks run on the connection's worker. */
+ * end of the event-loop iteration, then goes to filter->write in order, in
+ * calls whose bytes fit whole records of RS_FILTER_CHUNK: small segments
+ * gathered (a frame header and its payload become one record), a large one
+ * passed where it lies with the small segments after it as its tail; the
+ * filter queues the encoded bytes with rs_conn_send_wire(). Callbacks run on
+ * the connection's worker. */
+#define RS_FILTER_CHUNK	   16384 /* a TLS record's plaintext */
+#define RS_FILTER_TAIL_MAX 256
 struct rs_conn_filter {
 	/* Wire bytes arrived (same validity rules as on_data). */
 	void (*on_recv)(struct rs_conn *c, void *fctx, struct rs_buf *b, uint8_t *data,
 			size_t len);
-	/* Encode owner bytes; 0 or -errno (the engine closes the connection). */
-	int (*write)(struct rs_conn *c, void *fctx, const uint8_t *data, size_t len);
+	/* Encode owner bytes data[0..len) then tail[0..tail_len); 0 or -errno
+	 * (the engine closes the connection). A tail (<= RS_FILTER_TAIL_MAX,
+	 * else NULL and 0) comes only where it fits in the last chunk of
+	 * <data>: len % RS_FILTER_CHUNK + tail_len <= RS_FILTER_CHUNK. */
+	int (*write)(struct rs_conn *c, void *fctx, const uint8_t *data, size_t len,
+		     const uint8_t *tail, size_t tail_len);
 	/* The owner asked for a graceful close: queue the closing bytes. Optional. */
 	void (*shutdown)(struct rs_conn *c, void *fctx);
 	/* A user buffer is free again after rs_conn_filter_wait(). Optional. */

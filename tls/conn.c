@@ -499,32 +499,40 @@ static void f_on_resume(struct rs_conn *c, void *fctx)
 	 * filter stops waiting, and only if the owner has not paused it. */
 }
 
-/* Records sealed straight into the send queue. */
-static int rec_write(struct rs_tls_conn *t, const uint8_t *data, size_t len)
-{
-	while (len) {
-		size_t n = RS_MIN(len, (size_t)RS_REC13_MAX_PLAIN);
-		uint8_t *o = rs_conn_wire_room(t->c, n + RS_REC13_OVERHEAD);
+_Static_assert(RS_FILTER_CHUNK == RS_REC13_MAX_PLAIN && RS_FILTER_TAIL_MAX <= RS_REC13_TAIL_MAX,
+	       "the engine's chunks and tails fit records");
 
+/* Records sealed straight into the send queue, the tail in the last one
+ * (where it fits: else in its own). */
+static int rec_write(struct rs_tls_conn *t, const uint8_t *data, size_t len,
+		     const uint8_t *tail, size_t tail_len)
+{
+	while (len || tail_len) {
+		size_t n = RS_MIN(len, (size_t)RS_REC13_MAX_PLAIN), tl = 0, got;
+		uint8_t *o;
+
+		if (n == len && n + tail_len <= RS_REC13_MAX_PLAIN)
+			tl = tail_len;
+		o = rs_conn_wire_room(t->c, n + tl + RS_REC13_OVERHEAD);
 		if (!o)
 			return -ENOMEM;
-		if (rs_rec13_seal(t->rec, 23, data, n, o) != n + RS_REC13_OVERHEAD)
+		got = rs_rec13_seal_tail(t->rec, data, n, tail, tl, o);
+		if (got != n + tl + RS_REC13_OVERHEAD)
 			return -EIO; /* the queue holds garbage: the engine closes */
 		data += n;
 		len -= n;
+		if (tl) {
+			tail_len = 0;
+		} else if (!len && tail_len) { /* it did not fit: a record of its own */
+			data = tail, len = tail_len;
+			tail_len = 0;
+		}
 	}
 	return 0;
 }
 
-static int f_write(struct rs_conn *c, void *fctx, const uint8_t *data, size_t len)
+static int ssl_write_all(struct rs_tls_conn *t, const uint8_t *data, size_t len)
 {
-	struct rs_tls_conn *t = fctx;
-
-	(void)c;
-	if (!t->established || t->failed)
-		return -ENOTCONN;
-	if (t->rec)
-		return rec_write(t, data, len);
 	while (len) {
 		int n = SSL_write(t->ssl, data, (int)RS_MIN(len, (size_t)INT_MAX));
 
@@ -536,6 +544,19 @@ static int f_write(struct rs_conn *c, void *fctx, const uint8_t *data, size_t le
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+static int f_write(struct rs_conn *c, void *fctx, const uint8_t *data, size_t len,
+		   const uint8_t *tail, size_t tail_len)
+{
+	struct rs_tls_conn *t = fctx;
+
+	(void)c;
+	if (!t->established || t->failed)
+		return -ENOTCONN;
+	if (t->rec)
+		return rec_write(t, data, len, tail, tail_len);
+	return ssl_write_all(t, data, len) ?: ssl_write_all(t, tail, tail_len);
 }
 
 static void f_shutdown(struct rs_conn *c, void *fctx)

@@ -441,13 +441,15 @@ out_header:
 	return RS_REC13_ERROR;
 }
 
-size_t rs_rec13_seal(struct rs_rec13 *r, uint8_t type, const uint8_t *in, size_t len,
-		     uint8_t *out)
+/* Seal in ++ extra: AES-GCM and ChaCha20-Poly1305 encrypt <extra> (the
+ * inner content type, after any tail) into the bytes before the tag. */
+static size_t seal(struct rs_rec13 *r, const uint8_t *in, size_t len, const uint8_t *extra,
+		   size_t extra_len, uint8_t *out)
 {
 	uint8_t nonce[12];
-	size_t body = len + 1 + RS_REC13_TAG, tag_len;
+	size_t body = len + extra_len + RS_REC13_TAG, tag_len;
 
-	if (len > RS_REC13_MAX_PLAIN || r->wr.seq == UINT64_MAX)
+	if (len + extra_len > RS_REC13_MAX_PLAIN + 1 || r->wr.seq == UINT64_MAX)
 		return 0;
 	out[0] = CT_APPDATA;
 	out[1] = 3;
@@ -456,13 +458,31 @@ size_t rs_rec13_seal(struct rs_rec13 *r, uint8_t type, const uint8_t *in, size_t
 	out[4] = (uint8_t)body;
 	nonce_of(&r->wr, nonce);
 	if (!EVP_AEAD_CTX_seal_scatter(&r->wr.aead, out + RS_REC13_HDR, out + RS_REC13_HDR + len,
-				       &tag_len, 1 + RS_REC13_TAG, nonce, sizeof(nonce), in, len,
-				       &type, 1, out, RS_REC13_HDR)) {
+				       &tag_len, extra_len + RS_REC13_TAG, nonce, sizeof(nonce), in,
+				       len, extra, extra_len, out, RS_REC13_HDR)) {
 		ERR_clear_error();
 		return 0;
 	}
 	r->wr.seq++;
 	return RS_REC13_HDR + len + tag_len;
+}
+
+size_t rs_rec13_seal(struct rs_rec13 *r, uint8_t type, const uint8_t *in, size_t len,
+		     uint8_t *out)
+{
+	return seal(r, in, len, &type, 1, out);
+}
+
+size_t rs_rec13_seal_tail(struct rs_rec13 *r, const uint8_t *in, size_t len,
+			  const uint8_t *tail, size_t tail_len, uint8_t *out)
+{
+	uint8_t extra[RS_REC13_TAIL_MAX + 1];
+
+	if (tail_len > RS_REC13_TAIL_MAX)
+		return 0;
+	memcpy(extra, tail, tail_len);
+	extra[tail_len] = CT_APPDATA;
+	return seal(r, in, len, extra, tail_len + 1, out);
 }
 
 size_t rs_rec13_update(struct rs_rec13 *r, bool request, uint8_t *out)

@@ -115,6 +115,17 @@ enum rs_rec13_ev rs_rec13_open_split(struct rs_rec13 *r, uint8_t *p1, size_t n1,
 size_t rs_rec13_seal(struct rs_rec13 *r, uint8_t type, const uint8_t *in, size_t len,
 		     uint8_t *out);
 
+#define RS_REC13_TAIL_MAX 256
+
+/* One application-data record of in[0..len) followed by tail[0..tail_len)
+ * (tail_len <= RS_REC13_TAIL_MAX, len + tail_len <= RS_REC13_MAX_PLAIN)
+ * into out[0..len + tail_len + RS_REC13_OVERHEAD), <in> read where it lies:
+ * a few bytes (the next frame's header) join a large span without a copy of
+ * it and without a record of their own. <in> may be out + RS_REC13_HDR;
+ * <tail> must not overlap <out>. Returns as rs_rec13_seal. */
+size_t rs_rec13_seal_tail(struct rs_rec13 *r, const uint8_t *in, size_t len,
+			  const uint8_t *tail, size_t tail_len, uint8_t *out);
+
 /* The peer asked for a KeyUpdate: seal ours (update_not_requested) into
  * out[0..RS_REC13_KEY_UPDATE_LEN) and move to the next write keys. Returns
  * the record's length, 0 when none is owed (or the keys could not move:

@@ -21,6 +21,10 @@ struct ffx {
 	size_t held_len;
 	unsigned waits, resumes;
 	bool connected, closed;
+	bool framed;	     /* pf_write frames each call: [len][tail_len][data][tail] */
+	const uint8_t *big[2]; /* test_seal_calls: its large segments ... */
+	const uint8_t *got[8]; /* ... and the data pointer of each write call */
+	unsigned calls;
 };
 
 static void deliver(struct ffx *f, struct rs_conn *c, const uint8_t *data, size_t len)
@@ -67,10 +71,20 @@ static void pf_on_recv(struct rs_conn *c, void *fctx, struct rs_buf *b, uint8_t 
 	deliver(f, c, data, len);
 }
 
-static int pf_write(struct rs_conn *c, void *fctx, const uint8_t *data, size_t len)
+static int pf_write(struct rs_conn *c, void *fctx, const uint8_t *data, size_t len,
+		    const uint8_t *tail, size_t tail_len)
 {
-	(void)fctx;
-	return rs_conn_send_wire(c, data, len);
+	struct ffx *f = fctx;
+	uint32_t lens[2] = {(uint32_t)len, (uint32_t)tail_len};
+
+	if (f->framed) {
+		if (f->calls < RS_ARRAY_SIZE(f->got))
+			f->got[f->calls] = data;
+		f->calls++;
+		if (rs_conn_send_wire(c, lens, sizeof(lens)))
+			return -ENOMEM;
+	}
+	return rs_conn_send_wire(c, data, len) ?: rs_conn_send_wire(c, tail, tail_len);
 }
 
 static void pf_on_resume(struct rs_conn *c, void *fctx)
@@ -236,10 +250,78 @@ static void test_resume_flushes(void **state)
 	ffx_stop(f, lfd, fd);
 }
 
+/* What the owner queues in one go, as ws_send_frame does for two frames whose
+ * payloads are large (the second followed by a short message). */
+static void queue_frames(struct rs_worker *w, void *arg)
+{
+	struct ffx *f = arg;
+	uint8_t *p1 = malloc(16384), *p2 = malloc(10000), small[100];
+
+	(void)w;
+	assert_non_null(p1);
+	assert_non_null(p2);
+	memset(p1, 'a', 16384);
+	memset(p2, 'b', 10000);
+	memset(small, 'c', sizeof(small));
+	f->big[0] = p1, f->big[1] = p2;
+	f->framed = true;
+	assert_int_equal(rs_conn_send(f->c, "HEADER-1", 8), 0);
+	assert_int_equal(rs_conn_send_owned(f->c, p1, 16384), 0);
+	assert_int_equal(rs_conn_send(f->c, "HEADER-2", 8), 0);
+	assert_int_equal(rs_conn_send_owned(f->c, p2, 10000), 0);
+	assert_int_equal(rs_conn_send(f->c, "HEADER-3", 8), 0);
+	assert_int_equal(rs_conn_send(f->c, small, sizeof(small)), 0);
+}
+
+/* The calls the filter gets for a plain queue: small segments gathered, a
+ * large one passed where it lies (never copied), the small ones after it as
+ * its tail where its last record has room, never beyond a record. */
+static void test_seal_calls(void **state)
+{
+	static const struct {
+		uint32_t len, tail_len;
+		char data, tail;
+	} want[] = {
+	    {8, 0, 'H', 0},	  /* HEADER-1, before a large segment: alone */
+	    {16384, 0, 'a', 0},	  /* a full record: no room for HEADER-2 */
+	    {8, 0, 'H', 0},	  /* HEADER-2 */
+	    {10000, 108, 'b', 'H'}, /* HEADER-3 and the short message ride along */
+	};
+	uint8_t buf[16384];
+	int lfd, fd;
+	struct ffx *f = ffx_start(&lfd, &fd);
+
+	(void)state;
+	if (!f)
+		skip();
+	assert_int_equal(rs_worker_call(f->h.w, queue_frames, f), 0);
+	for (size_t i = 0; i < RS_ARRAY_SIZE(want); i++) {
+		uint32_t lens[2];
+
+		assert_true(read_exact(fd, lens, sizeof(lens), 2000));
+		assert_int_equal(lens[0], want[i].len);
+		assert_int_equal(lens[1], want[i].tail_len);
+		assert_true(read_exact(fd, buf, lens[0], 2000));
+		assert_int_equal(buf[0], want[i].data);
+		assert_true(read_exact(fd, buf, lens[1], 2000));
+		if (lens[1]) {
+			assert_memory_equal(buf, "HEADER-3", 8);
+			assert_int_equal(buf[8], 'c');
+			assert_int_equal(buf[lens[1] - 1], 'c');
+		}
+	}
+	assert_false(read_exact(fd, buf, 1, 100));
+	assert_int_equal(f->calls, RS_ARRAY_SIZE(want));
+	assert_ptr_equal(f->got[1], f->big[0]);
+	assert_ptr_equal(f->got[3], f->big[1]);
+	ffx_stop(f, lfd, fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_resume_flushes),
+	    cmocka_unit_test(test_seal_calls),
 	};
 
 	rs_log_set_level(RS_LOG_WARN);

@@ -546,6 +546,30 @@ static void exchange(struct fx *f)
 	put(f->b_in, rec, n);
 	bssl_expect(f, msg, 16384);
 
+	/* a tail joins the record: BoringSSL reads in ++ tail */
+	fill(msg, 16384, 7);
+	n = rs_rec13_seal_tail(&f->rec, msg, 16384 - 14, msg + 16384 - 14, 14, rec);
+	assert_int_equal(n, 16384 + RS_REC13_OVERHEAD);
+	put(f->b_in, rec, n);
+	bssl_expect(f, msg, 16384);
+	n = rs_rec13_seal_tail(&f->rec, msg, 3000, NULL, 0, rec);
+	assert_int_equal(n, 3000 + RS_REC13_OVERHEAD);
+	put(f->b_in, rec, n);
+	bssl_expect(f, msg, 3000);
+	/* in place, and a tail that is not: */
+	fill(rec + RS_REC13_HDR, 5000, 8);
+	memcpy(msg, rec + RS_REC13_HDR, 5000);
+	memcpy(msg + 5000, "HEADER", 6);
+	n = rs_rec13_seal_tail(&f->rec, rec + RS_REC13_HDR, 5000, U("HEADER"), 6, rec);
+	assert_int_equal(n, 5006 + RS_REC13_OVERHEAD);
+	put(f->b_in, rec, n);
+	bssl_expect(f, msg, 5006);
+	/* too long a tail, or past a record: refused, the sequence unmoved */
+	assert_int_equal(rs_rec13_seal_tail(&f->rec, msg, 100, msg, RS_REC13_TAIL_MAX + 1, rec), 0);
+	assert_int_equal(rs_rec13_seal_tail(&f->rec, msg, 16384 - 3, msg, 4, rec), 0);
+	rec_send(f, 23, U("still in step"), 13);
+	bssl_expect(f, "still in step", 13);
+
 	/* many records: the sequence numbers keep step both ways */
 	for (unsigned i = 0; i < 600; i++) {
 		size_t len = 1 + (i * 37) % 700;
