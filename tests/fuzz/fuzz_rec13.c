@@ -23,7 +23,8 @@
  *                    bit 0 = request;
  *       op % 5 == 2  the reader answers a KeyUpdate it owes; the writer
  *                    opens the answer;
- *       op % 5 == 3  rs_rec13_seal: type, len (1 byte), content;
+ *       op % 5 == 3  rs_rec13_seal: type, len (1 byte), content (type 23:
+ *                    rs_rec13_seal_tail, its last len % 7 bytes the tail);
  *       op % 5 == 4  a sealed data record with one byte flipped: position
  *                    (2 bytes), then the reader must fail.
  *       op / 5, when not 0, picks where the records of this operation are
@@ -389,7 +390,13 @@ static void sealed_mode(struct rs_rec13 *rd, struct rs_rec13 *wr, struct in *in)
 			len = byte(in); /* not inside RS_MIN, which evaluates it twice */
 			len = RS_MIN(len, in->left);
 			memcpy(inner, in->p, len);
-			n = rs_rec13_seal(wr, type, in->p, len, rec);
+			if (type == 23) { /* application data: some of it as a tail */
+				size_t t = len % 7;
+
+				n = rs_rec13_seal_tail(wr, in->p, len - t, in->p + len - t, t, rec);
+			} else {
+				n = rs_rec13_seal(wr, type, in->p, len, rec);
+			}
 			in->p += len, in->left -= len;
 			CHECK(n == len + RS_REC13_OVERHEAD);
 			inner[len] = type;
