@@ -752,7 +752,8 @@ static int seal_plain(struct rs_conn *c)
 			while (c->pq_head && c->pq_head->len <= room - fill) {
 				struct seg *t = pop_plain(c);
 
-				memcpy(w->seal_buf + fill, t->ptr, t->len);
+				if (t->len)
+					memcpy(w->seal_buf + fill, t->ptr, t->len);
 				fill += t->len;
 				seg_done(c, t);
 			}

@@ -480,7 +480,8 @@ size_t rs_rec13_seal_tail(struct rs_rec13 *r, const uint8_t *in, size_t len,
 
 	if (tail_len > RS_REC13_TAIL_MAX)
 		return 0;
-	memcpy(extra, tail, tail_len);
+	if (tail_len) /* tail may be NULL then, which memcpy must not see */
+		memcpy(extra, tail, tail_len);
 	extra[tail_len] = CT_APPDATA;
 	return seal(r, in, len, extra, tail_len + 1, out);
 }
