@@ -88,7 +88,7 @@ static void on_tls(struct rs_conn *c, void *arg, int res, const char *msg)
 		rs_tls_fingerprint(CRYPTO_BUFFER_data(sk_CRYPTO_BUFFER_value(chain, 0)),
 				   CRYPTO_BUFFER_len(sk_CRYPTO_BUFFER_value(chain, 0)), fp);
 	snprintf(k->line, sizeof(k->line), "ok %s %s verified-by=%s resumed=%s peer-sha256=%s",
-		 SSL_get_version(t->ssl), SSL_CIPHER_standard_name(SSL_get_current_cipher(t->ssl)),
+		 SSL_get_version(t->ssl), rs_tls_suite(c),
 		 k->verified_by, rs_tls_client_resumed(c) ? "yes" : "no", fp);
 	snprintf(req, sizeof(req), "HEAD / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
 		 k->host);

@@ -503,30 +503,20 @@ _Static_assert(RS_FILTER_CHUNK == RS_REC13_MAX_PLAIN && RS_FILTER_TAIL_MAX <= RS
 	       "the engine's chunks and tails fit records");
 
 /* Records sealed straight into the send queue, the tail in the last one
- * (where it fits: else in its own). */
+ * (the engine passes one only where it fits: rs_conn_filter.write). */
 static int rec_write(struct rs_tls_conn *t, const uint8_t *data, size_t len,
 		     const uint8_t *tail, size_t tail_len)
 {
-	while (len || tail_len) {
-		size_t n = RS_MIN(len, (size_t)RS_REC13_MAX_PLAIN), tl = 0, got;
-		uint8_t *o;
+	while (len) {
+		size_t n = RS_MIN(len, (size_t)RS_REC13_MAX_PLAIN), tl = n == len ? tail_len : 0;
+		uint8_t *o = rs_conn_wire_room(t->c, n + tl + RS_REC13_OVERHEAD);
 
-		if (n == len && n + tail_len <= RS_REC13_MAX_PLAIN)
-			tl = tail_len;
-		o = rs_conn_wire_room(t->c, n + tl + RS_REC13_OVERHEAD);
 		if (!o)
 			return -ENOMEM;
-		got = rs_rec13_seal_tail(t->rec, data, n, tail, tl, o);
-		if (got != n + tl + RS_REC13_OVERHEAD)
+		if (rs_rec13_seal_tail(t->rec, data, n, tail, tl, o) != n + tl + RS_REC13_OVERHEAD)
 			return -EIO; /* the queue holds garbage: the engine closes */
 		data += n;
 		len -= n;
-		if (tl) {
-			tail_len = 0;
-		} else if (!len && tail_len) { /* it did not fit: a record of its own */
-			data = tail, len = tail_len;
-			tail_len = 0;
-		}
 	}
 	return 0;
 }
